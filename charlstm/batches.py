@@ -1,0 +1,68 @@
+"""Turning an id array into [batch, time] input/target pairs.
+
+Every batch is a pure function of (data, step, seed), so the data position of a run is just its step: resume
+needs nothing else and two runs with the same seed see the same batches.
+
+- "stream" (char-rnn style): the corpus is cut into `batch_size` contiguous streams read left to right, so the
+  hidden state carried from one batch to the next is the state of the text just before. Each epoch the cut
+  points shift by a random offset (< seq_len) so window boundaries differ; the state resets at epoch start.
+- "random": independent random windows, every one starting from zero state.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Batch(NamedTuple):
+    x: np.ndarray  # [B, T] input ids
+    y: np.ndarray  # [B, T] target ids (x shifted by one)
+    reset: bool  # True when the carried state must start from zero
+
+
+def stream_layout(n: int, batch_size: int, seq_len: int) -> tuple[int, int]:
+    """(stream length, steps per epoch) for `n` ids; one seq_len is reserved for the epoch offset."""
+    stream_len = (n - 1 - seq_len) // batch_size
+    return stream_len, stream_len // seq_len
+
+
+def _windows(ids: np.ndarray, starts: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+    chunk = ids[starts[:, None] + np.arange(seq_len + 1)].astype(np.int32)
+    return chunk[:, :-1], chunk[:, 1:]
+
+
+def stream_batch(ids: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int) -> Batch:
+    """Batch number `step` of contiguous streams (see module docstring)."""
+    stream_len, per_epoch = stream_layout(len(ids), batch_size, seq_len)
+    epoch, k = divmod(step, per_epoch)
+    offset = int(np.random.default_rng([seed, epoch]).integers(0, seq_len)) if seq_len > 1 else 0
+    starts = np.arange(batch_size) * stream_len + offset + k * seq_len
+    x, y = _windows(ids, starts, seq_len)
+    return Batch(x, y, reset=(k == 0))
+
+
+def random_batch(ids: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int) -> Batch:
+    """Batch number `step` of independent random windows."""
+    starts = np.random.default_rng([seed, step, 1]).integers(0, len(ids) - seq_len, size=batch_size)
+    x, y = _windows(ids, starts, seq_len)
+    return Batch(x, y, reset=True)
+
+
+def get_batch(ids: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int, mode: str = "stream") -> Batch:
+    """Dispatch on the configured batching mode."""
+    return (stream_batch if mode == "stream" else random_batch)(ids, step, batch_size, seq_len, seed)
+
+
+def eval_batches(ids: np.ndarray, batch_size: int, seq_len: int, max_batches: int) -> list[Batch]:
+    """Validation batches: contiguous streams from offset 0, state carried, at most `max_batches`.
+
+    The batch size shrinks to fit small validation sets so that every validation set of at least
+    seq_len + 1 symbols yields one batch.
+    """
+    batch_size = max(1, min(batch_size, (len(ids) - 1) // seq_len))
+    stream_len = (len(ids) - 1) // batch_size
+    n = min(stream_len // seq_len, max_batches)
+    base = np.arange(batch_size) * stream_len
+    return [Batch(*_windows(ids, base + k * seq_len, seq_len), reset=(k == 0)) for k in range(n)]

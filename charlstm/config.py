@@ -1,0 +1,193 @@
+"""The configuration schema, YAML loading and `--set section.key=value` overrides.
+
+Config is data: a frozen pydantic model per section, validated once at load time so that the rest of the
+code can trust every value. This module must not import JAX (it is read by the CLI before JAX starts).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from charlstm.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class _Section(BaseModel):
+    # Unknown keys are typos; frozen so a config can be hashed and closed over by jitted functions.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class ModelConfig(_Section):
+    cell: Literal["lstm", "gru", "rnn"] = Field("lstm", description="recurrent cell type")
+    layers: int = Field(2, ge=1, le=16, description="number of stacked recurrent layers")
+    hidden: int = Field(256, ge=1, le=8192, description="hidden units per layer")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout between layers and before the head")
+    forget_bias: float = Field(1.0, description="initial LSTM forget-gate bias (remembers by default)")
+
+
+class DataConfig(_Section):
+    seq_len: int = Field(100, ge=1, le=100_000, description="characters per training window (BPTT length)")
+    batch_size: int = Field(64, ge=1, le=65_536, description="parallel streams per step")
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of the corpus held out at its end")
+    encoding: Literal["utf-8", "bytes"] = Field("utf-8", description="characters (utf-8) or raw bytes")
+    batching: Literal["stream", "random"] = Field(
+        "stream", description="contiguous streams with carried state, or random windows from zero state"
+    )
+
+
+class OptimConfig(_Section):
+    lr: float = Field(2e-3, gt=0.0, le=10.0, description="peak learning rate")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW decoupled weight decay")
+    warmup_steps: int = Field(100, ge=0, description="linear warmup steps")
+    schedule: Literal["cosine", "constant"] = Field("cosine", description="decay after warmup")
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="final lr as a fraction of lr (cosine)")
+    clip_norm: float = Field(5.0, ge=0.0, description="global gradient-norm clip (0 disables)")
+    b1: float = Field(0.9, ge=0.0, lt=1.0, description="Adam beta1")
+    b2: float = Field(0.999, ge=0.0, lt=1.0, description="Adam beta2")
+
+
+class TrainConfig(_Section):
+    steps: int = Field(2000, ge=1, description="optimizer steps")
+    eval_every: int = Field(200, ge=1, description="steps between validation passes")
+    eval_batches: int = Field(20, ge=1, description="max validation batches per pass (0 < n)")
+    log_every: int = Field(10, ge=1, description="steps between metric log lines")
+    sample_every: int = Field(0, ge=0, description="steps between printed samples (0: at each eval)")
+    sample_length: int = Field(200, ge=0, description="characters per printed sample (0 disables)")
+    seed: int = Field(0, ge=0, description="seed for init, dropout and batch order")
+
+
+class CheckpointConfig(_Section):
+    every: int = Field(500, ge=1, description="steps between checkpoints")
+    keep: int = Field(3, ge=1, description="most recent checkpoints kept (plus the best)")
+
+
+class Config(_Section):
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+
+
+def _field_paths(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Every valid dotted key, for error messages and suggestions."""
+    paths = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            paths += _field_paths(ann, f"{prefix}{name}.")
+        else:
+            paths.append(prefix + name)
+    return paths
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, _field_paths(), n=1, cutoff=0.5)
+    if not close:  # a bare key like "hidden" should still find "model.hidden"
+        close = [p for p in _field_paths() if p.split(".")[-1] == key.split(".")[-1]][:1]
+    return f"did you mean '{close[0]}'?" if close else "see `charlstm train --help` for valid keys"
+
+
+def _explain(err: ValidationError) -> ConfigError:
+    """Turn pydantic's report into one line naming the key and the allowed values."""
+    e = err.errors()[0]
+    key = ".".join(str(p) for p in e["loc"])
+    if e["type"] == "extra_forbidden":
+        return ConfigError(f"unknown config key '{key}'", _suggest(key))
+    ctx = e.get("ctx", {})
+    if e["type"] == "literal_error":
+        return ConfigError(f"invalid value {e['input']!r} for '{key}'", f"allowed: {ctx.get('expected')}")
+    return ConfigError(f"invalid value {e['input']!r} for '{key}': {e['msg'].lower()}", "fix the value")
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Validate a nested dict into a Config (raises ConfigError)."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise _explain(err) from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, reporting syntax errors with their line number."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}", f"configs available: {list_configs()}") from None
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as err:
+        raise ConfigError(f"cannot read config {path}: {err.__class__.__name__}", "pass a YAML file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "syntax error"
+        raise ConfigError(f"YAML error in {path}{where}: {problem}", "fix the YAML syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} is not a mapping", "write sections like 'model:' and 'train:'")
+    return data
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Parse 'section.key=value'; the value is read as YAML so numbers and booleans get their types."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' has no '='", "write it as section.key=value, e.g. model.hidden=128")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if key not in _field_paths():
+        raise ConfigError(f"unknown config key '{key}' in --set", _suggest(key))
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """Accept a path, or a bare name of a bundled config ('tiny' -> configs/tiny.yaml)."""
+    path = Path(name_or_path)
+    if path.exists() or path.suffix in {".yaml", ".yml"} or len(path.parts) > 1:
+        return path
+    return CONFIG_DIR / f"{name_or_path}.yaml"
+
+
+def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a config file (default: configs/default.yaml), apply overrides, validate."""
+    data = read_yaml(resolve_config_path(path) if path else CONFIG_DIR / "default.yaml")
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            child = node.setdefault(k, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"config section '{k}' is not a mapping", "fix the config file")
+            node = child
+        node[keys[-1]] = value
+    return from_dict(data)
+
+
+def to_yaml(cfg: Config) -> str:
+    """The fully resolved config, as saved next to a run."""
+    return yaml.safe_dump(cfg.model_dump(), sort_keys=False)
+
+
+def list_configs() -> list[str]:
+    """Names of the bundled configs."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(key, default, description) for every config key: the config reference in --help and the README."""
+    rows = []
+    for section, field in Config.model_fields.items():
+        for name, f in field.annotation.model_fields.items():  # type: ignore[union-attr]
+            rows.append((f"{section}.{name}", repr(f.default), f.description or ""))
+    return rows

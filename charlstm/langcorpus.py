@@ -1,0 +1,229 @@
+"""Deterministic generator of the bundled default corpus, ``corpora/languages.txt``.
+
+The corpus exists to show why an LSTM beats a plain RNN: every long line names a
+place near its start and ends with the language spoken there, e.g.
+
+    Jammu is a beautiful place. The food was good. But I couldn't enjoy it
+    because I don't understand the Kashmiri language.
+
+(one paragraph per line). The sentences in between are a handful of fixed,
+place-independent filler sentences repeated a random number of times, so the
+only way to predict the language word is to remember the place across the gap.
+The filler is deliberately low-entropy: with varied filler neither model learns
+the dependency, with fixed filler an LSTM does and a tanh RNN does not.
+
+About 30% of lines are short associations ("Bengali is spoken in West
+Bengal.") that teach the place -> language mapping at a short distance. They
+are not recorded as gaps; only the long paragraphs' closing sentence is.
+
+Places are drawn uniformly from :data:`PAIRS`, so chance accuracy on the first
+character of the language word is about 1/12 per pair.
+
+Gap file format (``languages.gaps.json``), compact JSON with one record per line::
+
+    {"seed": 0, "n_chars": 600000,
+     "pairs": [["Jammu", "Kashmiri"], ...],
+     "records": [
+      [pair, place_start, place_end, language_start, language_end, gap],
+      ...
+     ]}
+
+``pair`` indexes ``pairs``; offsets are Python ``str`` indices into the text
+(which is ASCII, so they are also byte offsets); ``gap = language_start -
+place_end``.
+
+Run ``python -m charlstm.langcorpus`` to rewrite the committed files.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+PAIRS: tuple[tuple[str, str], ...] = (
+    ("Jammu", "Kashmiri"),
+    ("West Bengal", "Bengali"),
+    ("Tamil Nadu", "Tamil"),
+    ("Kerala", "Malayalam"),
+    ("Punjab", "Punjabi"),
+    ("Gujarat", "Gujarati"),
+    ("Karnataka", "Kannada"),
+    ("Maharashtra", "Marathi"),
+    ("Odisha", "Odia"),
+    ("Assam", "Assamese"),
+    ("Andhra Pradesh", "Telugu"),
+    ("Goa", "Konkani"),
+)
+
+DEFAULT_SEED: int = 0
+DEFAULT_CHARS: int = 600_000
+
+TEXT_NAME = "languages.txt"
+GAPS_NAME = "languages.gaps.json"
+
+# "{}" marks where the place goes. Different tails after the place shift the
+# gap so that short gaps occur even without filler.
+_OPENINGS: tuple[str, ...] = (
+    "{} is a beautiful place.",
+    "I visited {} last year.",
+    "Last summer I went to {}.",
+    "My family took a trip to {}.",
+)
+
+# Few, fixed, and free of any place or language name: the point is that they
+# carry no information, so the model must bridge them from memory.
+_FILLERS: tuple[str, ...] = (
+    "The weather was pleasant.",
+    "The food was good.",
+    "The people were kind.",
+    "We saw the old fort.",
+)
+_MAX_FILLERS = 5
+
+# The closing text before the language is the same for every language, so it
+# gives no hint; the short form exists to produce gaps under ~30 characters.
+_CLOSINGS: tuple[str, ...] = (
+    "But I couldn't enjoy it because I don't understand the {} language.",
+    "But I don't speak {}.",
+)
+_LONG_CLOSING_WEIGHT = 0.5
+
+_PARAGRAPH_FRACTION = 0.7
+
+# "{p}" = place, "{l}" = language.
+_ASSOCIATIONS: tuple[str, ...] = (
+    "{l} is spoken in {p}.",
+    "People in {p} speak {l}.",
+)
+
+
+@dataclass(frozen=True)
+class GapRecord:
+    """One place -> language dependency in the generated text.
+
+    Offsets are character offsets into the text; ``gap`` is the number of
+    characters between the end of the place name and the start of the
+    language word (``language_start - place_end``).
+    """
+
+    place: str
+    language: str
+    place_start: int
+    place_end: int
+    language_start: int
+    language_end: int
+    gap: int
+
+
+def _paragraph(rng: random.Random, offset: int) -> tuple[str, GapRecord]:
+    """Build one long paragraph starting at ``offset`` in the full text."""
+    place, language = rng.choice(PAIRS)
+    opening = rng.choice(_OPENINGS)
+    n_fill = rng.randint(0, _MAX_FILLERS)
+    fillers = [rng.choice(_FILLERS) for _ in range(n_fill)]
+    long_closing = rng.random() < _LONG_CLOSING_WEIGHT
+    closing = _CLOSINGS[0] if long_closing else _CLOSINGS[1]
+
+    head, tail = opening.split("{}")
+    place_start = offset + len(head)
+    place_end = place_start + len(place)
+    before_language, after_language = closing.split("{}")
+    middle = tail + "".join(" " + f for f in fillers) + " " + before_language
+    language_start = place_end + len(middle)
+    line = head + place + middle + language + after_language
+    record = GapRecord(
+        place=place,
+        language=language,
+        place_start=place_start,
+        place_end=place_end,
+        language_start=language_start,
+        language_end=language_start + len(language),
+        gap=language_start - place_end,
+    )
+    return line, record
+
+
+def _association(rng: random.Random) -> str:
+    place, language = rng.choice(PAIRS)
+    return rng.choice(_ASSOCIATIONS).format(p=place, l=language)
+
+
+def generate(seed: int = DEFAULT_SEED, n_chars: int = DEFAULT_CHARS) -> tuple[str, list[GapRecord]]:
+    """Generate the corpus text and its place -> language gap records.
+
+    Lines are appended until the text reaches ``n_chars`` characters, so the
+    result is slightly longer than ``n_chars`` and always ends with a newline.
+    The output depends only on ``seed`` and ``n_chars``.
+    """
+    if n_chars < 1:
+        raise ValueError(f"n_chars must be positive, got {n_chars}")
+    rng = random.Random(seed)
+    lines: list[str] = []
+    records: list[GapRecord] = []
+    length = 0
+    while length < n_chars:
+        if rng.random() < _PARAGRAPH_FRACTION:
+            line, record = _paragraph(rng, length)
+            records.append(record)
+        else:
+            line = _association(rng)
+        lines.append(line)
+        length += len(line) + 1  # + newline
+    return "".join(line + "\n" for line in lines), records
+
+
+def _pair_index(record: GapRecord) -> int:
+    return PAIRS.index((record.place, record.language))
+
+
+def _gaps_json(seed: int, n_chars: int, records: list[GapRecord]) -> str:
+    # Hand-assembled so each record sits on its own line: small, diffable,
+    # and still plain JSON.
+    rows = ",\n".join(
+        " " + json.dumps(
+            [_pair_index(r), r.place_start, r.place_end, r.language_start, r.language_end, r.gap],
+            separators=(",", ":"),
+        )
+        for r in records
+    )
+    pairs = json.dumps([list(p) for p in PAIRS])
+    return (
+        f'{{"seed": {json.dumps(seed)}, "n_chars": {json.dumps(n_chars)},\n'
+        f' "pairs": {pairs},\n'
+        f' "records": [\n{rows}\n ]}}\n'
+    )
+
+
+def write(directory: Path, seed: int = DEFAULT_SEED, n_chars: int = DEFAULT_CHARS) -> tuple[Path, Path]:
+    """Write ``languages.txt`` and ``languages.gaps.json`` into ``directory``.
+
+    Both are written as raw UTF-8 bytes so line endings are ``\\n`` on every
+    platform. Returns ``(text_path, gaps_path)``.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    text, records = generate(seed, n_chars)
+    text_path = directory / TEXT_NAME
+    gaps_path = directory / GAPS_NAME
+    text_path.write_bytes(text.encode("utf-8"))
+    gaps_path.write_bytes(_gaps_json(seed, n_chars, records).encode("utf-8"))
+    return text_path, gaps_path
+
+
+def load_gaps(path: Path) -> list[GapRecord]:
+    """Read a gap file written by :func:`write` back into records."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    pairs = [tuple(p) for p in data["pairs"]]
+    records = []
+    for pair, place_start, place_end, language_start, language_end, gap in data["records"]:
+        place, language = pairs[pair]
+        records.append(GapRecord(place, language, place_start, place_end, language_start, language_end, gap))
+    return records
+
+
+if __name__ == "__main__":
+    out_dir = Path(__file__).resolve().parent.parent / "corpora"
+    for written in write(out_dir):
+        print(f"wrote {written} ({written.stat().st_size} bytes)")

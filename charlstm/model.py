@@ -1,0 +1,82 @@
+"""The stacked network: character ids -> recurrent layers -> linear head -> next-character logits.
+
+Batch-major at the edges ([B, T]), time-major inside ([T, B, ...]) because `lax.scan` runs over axis 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from charlstm import cells
+from charlstm.config import ModelConfig
+
+Params = dict[str, Any]
+Carry = tuple[cells.Carry, ...]
+
+
+def init_params(cfg: ModelConfig, vocab_size: int, key: jax.Array) -> Params:
+    """Parameters as a plain pytree: {"layers": [per-layer dicts], "head": {"W", "b"}}."""
+    keys = jax.random.split(key, cfg.layers + 1)
+    layers = [
+        cells.init_layer(cfg.cell, keys[k], vocab_size if k == 0 else cfg.hidden, cfg.hidden, cfg.forget_bias)
+        for k in range(cfg.layers)
+    ]
+    bound = 1.0 / jnp.sqrt(cfg.hidden)
+    k_w, k_b = jax.random.split(keys[-1])
+    head = {
+        "W": jax.random.uniform(k_w, (cfg.hidden, vocab_size), minval=-bound, maxval=bound),
+        "b": jax.random.uniform(k_b, (vocab_size,), minval=-bound, maxval=bound),
+    }
+    return {"layers": layers, "head": head}
+
+
+def zeros_carry(cfg: ModelConfig, batch: int) -> Carry:
+    """Zero state for every layer."""
+    return tuple(cells.zeros_carry(cfg.cell, batch, cfg.hidden) for _ in range(cfg.layers))
+
+
+def param_count(params: Params) -> int:
+    """Total number of scalars in the parameters."""
+    return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+
+
+def _dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+def apply(
+    params: Params,
+    x: jax.Array,
+    carry: Carry,
+    cfg: ModelConfig,
+    *,
+    train: bool = False,
+    key: jax.Array | None = None,
+    record: tuple[str, ...] = (),
+) -> tuple[jax.Array, Carry] | tuple[jax.Array, Carry, list[dict[str, jax.Array]]]:
+    """Logits [B, T, V] for character ids x [B, T], starting from `carry`; returns the final carry too.
+
+    With `train=True` and `cfg.dropout > 0`, dropout (needs `key`) is applied to each layer's output, i.e.
+    between layers and before the head, never on the recurrent path. With `record`, also return per layer
+    the requested step quantities (e.g. gates) as [B, T, H] arrays.
+    """
+    use_dropout = train and cfg.dropout > 0.0
+    keys = jax.random.split(key, cfg.layers) if use_dropout else [None] * cfg.layers
+    inp = x.T  # [T, B] ids
+    new_carry, recorded = [], []
+    want = tuple(dict.fromkeys(("h",) + record))
+    for p, c, k in zip(params["layers"], carry, keys):
+        xw = cells.project_input(cfg.cell, p, inp)
+        outs, c = cells.scan_layer(cfg.cell, p, xw, c, record=want)
+        new_carry.append(c)
+        recorded.append({name: jnp.swapaxes(outs[name], 0, 1) for name in record})
+        inp = _dropout(outs["h"], cfg.dropout, k) if use_dropout else outs["h"]
+    logits = inp @ params["head"]["W"] + params["head"]["b"]  # [T, B, V]
+    logits = jnp.swapaxes(logits, 0, 1)
+    if record:
+        return logits, tuple(new_carry), recorded
+    return logits, tuple(new_carry)

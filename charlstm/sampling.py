@@ -1,0 +1,135 @@
+"""Generating text: feed the prompt through the network in one scan, then sample inside a compiled loop.
+
+Generation runs as a jitted `lax.scan` over a chunk of characters with the state carried between chunks, so
+there is one Python-level call per chunk (streamed to the caller as it completes), never one per character.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from charlstm import model
+from charlstm.config import ModelConfig
+from charlstm.corpus import Vocab
+from charlstm.errors import UserError
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    """How to pick each next character; validated by `check`."""
+
+    length: int = 500
+    temperature: float = 1.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1.0: off
+    greedy: bool = False
+    seed: int = 0
+    num_samples: int = 1
+    chunk: int = 128  # characters per compiled call (streaming granularity)
+
+    def check(self, vocab_size: int) -> None:
+        """Reject out-of-range options with one-line messages."""
+        if self.length < 1:
+            raise UserError(f"--length must be at least 1 (got {self.length})", "pass e.g. --length 500")
+        if not self.greedy and not self.temperature > 0:
+            raise UserError(f"--temperature must be > 0 (got {self.temperature})", "use --greedy for argmax decoding")
+        if self.top_k < 0 or self.top_k > vocab_size:
+            raise UserError(f"--top-k must be in 0..{vocab_size} (the vocabulary size), got {self.top_k}", "0 disables it")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"--top-p must be in (0, 1], got {self.top_p}", "1 disables it")
+        if self.num_samples < 1:
+            raise UserError(f"--num-samples must be at least 1 (got {self.num_samples})", "pass e.g. --num-samples 4")
+
+
+def filter_logits(logits: jax.Array, temperature: float, top_k: int, top_p: float) -> jax.Array:
+    """Temperature, then top-k, then nucleus (top-p) filtering; removed entries become -inf."""
+    logits = logits / temperature
+    if top_k > 0:
+        kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    if top_p < 1.0:
+        sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
+        cum = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
+        # Keep a token while the mass before it is < top_p, so the most likely token always survives.
+        cutoff_index = jnp.sum(cum - jax.nn.softmax(sorted_logits, axis=-1) < top_p, axis=-1, keepdims=True) - 1
+        cutoff = jnp.take_along_axis(sorted_logits, cutoff_index, axis=-1)
+        logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+    return logits
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(cfg: ModelConfig, opts: SampleOptions) -> tuple[Callable, Callable]:
+    def prefill(params: model.Params, ids: jax.Array) -> tuple[jax.Array, model.Carry]:
+        logits, carry = model.apply(params, ids, model.zeros_carry(cfg, ids.shape[0]), cfg)
+        return logits[:, -1], carry
+
+    def chunk(params: model.Params, logits: jax.Array, carry: model.Carry, key: jax.Array, n: int) -> tuple:
+        def one(state: tuple, k: jax.Array) -> tuple:
+            logits, carry = state
+            if opts.greedy:
+                tok = jnp.argmax(logits, axis=-1)
+            else:
+                tok = jax.random.categorical(k, filter_logits(logits, opts.temperature, opts.top_k, opts.top_p))
+            out, carry = model.apply(params, tok[:, None], carry, cfg)
+            return (out[:, 0], carry), tok
+
+        (logits, carry), toks = jax.lax.scan(one, (logits, carry), jax.random.split(key, n))
+        return toks.T, logits, carry
+
+    return jax.jit(prefill), jax.jit(chunk, static_argnums=4)
+
+
+def generate(params: model.Params, cfg: ModelConfig, prompt: np.ndarray, opts: SampleOptions) -> Iterator[np.ndarray]:
+    """Yield [num_samples, n] arrays of generated ids, chunk by chunk, until `opts.length` ids."""
+    prefill, chunk = _compiled(cfg, opts)
+    ids = jnp.broadcast_to(jnp.asarray(prompt, jnp.int32)[None], (opts.num_samples, len(prompt)))
+    logits, carry = prefill(params, ids)
+    key = jax.random.PRNGKey(opts.seed)
+    done = 0
+    while done < opts.length:
+        n = min(opts.chunk, opts.length - done)
+        key, sub = jax.random.split(key)
+        toks, logits, carry = chunk(params, logits, carry, sub, n)
+        done += n
+        yield np.asarray(toks)
+
+
+def encode_prompt(vocab: Vocab, prompt: str, skip_unknown: bool = False) -> np.ndarray:
+    """Prompt -> ids; characters outside the vocabulary are an error (or dropped with `skip_unknown`)."""
+    if prompt == "":
+        raise UserError("the prompt is empty", "pass at least one character with --prompt, or omit --prompt")
+    ids = vocab.encode(prompt)
+    if (ids < 0).any():
+        unknown = sorted({ch for ch, i in zip(_symbols(prompt, vocab), ids) if i < 0})
+        if not skip_unknown:
+            raise UserError(
+                f"prompt characters not in the model's vocabulary: {''.join(unknown)!r}",
+                "remove them or pass --skip-unknown",
+            )
+        ids = ids[ids >= 0]
+        if len(ids) == 0:
+            raise UserError("no prompt character is in the model's vocabulary", "use characters from the training text")
+    return ids.astype(np.int32)
+
+
+def _symbols(prompt: str, vocab: Vocab) -> list[str]:
+    return list(prompt) if vocab.encoding == "utf-8" else [chr(b) for b in prompt.encode("utf-8")]
+
+
+def default_prompt(vocab: Vocab) -> str:
+    """A newline when the vocabulary has one (text starts a fresh line), else its first symbol."""
+    return "\n" if ord("\n") in vocab.symbols else vocab.symbol(0)
+
+
+def sample_text(params: model.Params, cfg: ModelConfig, vocab: Vocab, prompt: str, opts: SampleOptions) -> list[str]:
+    """Whole samples as strings (prompt included), one per stream."""
+    prompt_ids = encode_prompt(vocab, prompt)
+    parts = list(generate(params, cfg, prompt_ids, opts))
+    out = np.concatenate(parts, axis=1)
+    return [prompt + vocab.decode(row) for row in out]

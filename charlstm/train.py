@@ -1,0 +1,191 @@
+"""Training: the state pytree, the optimizer, the jitted step and the loop that reports through events.
+
+The loop never prints. It calls `emit(event)` and leaves display, metric files and checkpoints to the caller.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from charlstm import batches, model
+from charlstm.config import Config, ModelConfig, OptimConfig
+
+
+class TrainState(NamedTuple):
+    """Everything needed to continue a run exactly. The data position is `step` (batches are a function of it)."""
+
+    params: model.Params
+    opt_state: optax.OptState
+    step: jax.Array  # int32 scalar: optimizer steps taken
+    key: jax.Array  # base PRNG key; step k uses fold_in(key, k)
+    carry: model.Carry  # hidden state carried into the next batch
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    step: int
+    loss: float
+    grad_norm: float
+    lr: float
+    chars_per_s: float
+    skipped: bool  # non-finite loss or gradient: the update was not applied
+
+
+@dataclass(frozen=True)
+class EvalEvent:
+    step: int
+    val_loss: float
+
+    @property
+    def bits_per_char(self) -> float:
+        return self.val_loss / math.log(2)
+
+
+Event = StepEvent | EvalEvent
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+def lr_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
+    """Linear warmup to `lr`, then cosine decay to `lr * min_lr_ratio` (or constant)."""
+    warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
+    if cfg.schedule == "constant":
+        ramp = optax.linear_schedule(0.0, cfg.lr, max(warmup, 1))
+        return optax.join_schedules([ramp, optax.constant_schedule(cfg.lr)], [warmup]) if warmup else optax.constant_schedule(cfg.lr)
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0 if warmup else cfg.lr,
+        peak_value=cfg.lr,
+        warmup_steps=warmup,
+        decay_steps=max(total_steps, warmup + 1),
+        end_value=cfg.lr * cfg.min_lr_ratio,
+    )
+
+
+def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+    """Global-norm clipping then AdamW; weight decay on matrices only (not biases)."""
+    decay_mask = lambda params: jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)  # noqa: E731
+    adamw = optax.adamw(lr_schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask)
+    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), adamw) if cfg.clip_norm > 0 else adamw
+
+
+def init_state(cfg: Config, vocab_size: int) -> TrainState:
+    """Fresh parameters, optimizer state and zero carry from `train.seed`."""
+    key = jax.random.PRNGKey(cfg.train.seed)
+    k_init, k_run = jax.random.split(key)
+    params = model.init_params(cfg.model, vocab_size, k_init)
+    opt_state = make_optimizer(cfg.optim, cfg.train.steps).init(params)
+    carry = model.zeros_carry(cfg.model, cfg.data.batch_size)
+    return TrainState(params, opt_state, jnp.zeros((), jnp.int32), k_run, carry)
+
+
+def loss_fn(params: model.Params, x: jax.Array, y: jax.Array, carry: model.Carry, cfg: ModelConfig, *, train: bool, key: jax.Array | None) -> tuple[jax.Array, model.Carry]:
+    """Mean next-character cross entropy in nats, and the carry after the batch."""
+    logits, carry = model.apply(params, x, carry, cfg, train=train, key=key)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), carry
+
+
+def make_train_step(cfg: Config) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """The jitted update: forward, backward, clip, AdamW; skipped (state kept) if anything is non-finite."""
+    tx = make_optimizer(cfg.optim, cfg.train.steps)
+    schedule = lr_schedule(cfg.optim, cfg.train.steps)
+
+    def step(state: TrainState, x: jax.Array, y: jax.Array, reset: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+        # Truncated BPTT: the carry enters as a constant, so no gradient crosses the batch boundary.
+        carry = jax.tree_util.tree_map(lambda c: jnp.where(reset, 0.0, c), state.carry)
+        key = jax.random.fold_in(state.key, state.step)
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (loss, new_carry), grads = grad_fn(state.params, x, y, carry, cfg.model, train=True, key=key)
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+        new_state = TrainState(
+            params=keep(params, state.params),
+            opt_state=keep(opt_state, state.opt_state),
+            step=state.step + 1,
+            key=state.key,
+            carry=keep(new_carry, carry),
+        )
+        return new_state, {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step), "ok": ok}
+
+    return jax.jit(step, donate_argnums=0)
+
+
+def make_eval_step(cfg: ModelConfig) -> Callable[..., tuple[jax.Array, model.Carry]]:
+    """Jitted validation step: summed loss of one batch and the carry after it."""
+
+    def step(params: model.Params, x: jax.Array, y: jax.Array, carry: model.Carry) -> tuple[jax.Array, model.Carry]:
+        logits, carry = model.apply(params, x, carry, cfg)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).sum(), carry
+
+    return jax.jit(step)
+
+
+def evaluate(params: model.Params, cfg: ModelConfig, eval_step: Callable, val: list[batches.Batch]) -> float:
+    """Mean validation loss in nats per character, state carried through the validation streams."""
+    carry = model.zeros_carry(cfg, val[0].x.shape[0])
+    total = jnp.zeros(())
+    for b in val:
+        loss, carry = eval_step(params, b.x, b.y, carry)
+        total = total + loss
+    return float(total) / sum(b.x.size for b in val)
+
+
+def fit(
+    cfg: Config,
+    state: TrainState,
+    train_ids: np.ndarray,
+    val_ids: np.ndarray,
+    *,
+    emit: Callable[[Event], None],
+    save: Callable[[TrainState, float | None], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    max_bad_steps: int = 10,
+) -> TrainState:
+    """Train from `state.step` to `cfg.train.steps`, evaluating, reporting and saving on schedule.
+
+    Returns the final state; stops early (returning the state reached) when `should_stop()` turns true.
+    Raises NonFiniteError after `max_bad_steps` consecutive non-finite steps (none of them applied).
+    """
+    d, t = cfg.data, cfg.train
+    train_step = make_train_step(cfg)
+    eval_step = make_eval_step(cfg.model)
+    val = batches.eval_batches(val_ids, d.batch_size, d.seq_len, t.eval_batches)
+    last_val: float | None = None
+    bad = 0
+    start = int(state.step)
+    for step in range(start, t.steps):
+        if should_stop():
+            break
+        b = batches.get_batch(train_ids, step, d.batch_size, d.seq_len, t.seed, d.batching)
+        tic = time.perf_counter()
+        state, m = train_step(state, b.x, b.y, jnp.asarray(b.reset))
+        loss = float(m["loss"])  # syncs; cheap next to a step, and gives exact per-step metrics
+        dt = time.perf_counter() - tic
+        bad = 0 if bool(m["ok"]) else bad + 1
+        emit(StepEvent(step + 1, loss, float(m["grad_norm"]), float(m["lr"]), b.x.size / dt, skipped=bad > 0))
+        if bad >= max_bad_steps:
+            raise NonFiniteError(f"{bad} consecutive steps had a non-finite loss or gradient (last at step {step + 1})")
+        done = step + 1
+        if done % t.eval_every == 0 or done == t.steps:
+            last_val = evaluate(state.params, cfg.model, eval_step, val)
+            emit(EvalEvent(done, last_val))
+        if save is not None and done % cfg.checkpoint.every == 0 and done != t.steps:
+            save(state, last_val)
+    return state
+
+
+def param_summary(params: Any) -> int:
+    """Parameter count (re-exported for the CLI)."""
+    return model.param_count(params)

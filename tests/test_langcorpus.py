@@ -1,0 +1,104 @@
+"""Tests for the bundled corpus generator and the committed corpus it produced."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from charlstm import langcorpus
+
+CORPORA = Path(__file__).resolve().parent.parent / "corpora"
+NAMES = [name for pair in langcorpus.PAIRS for name in pair]
+SMALL = 20_000
+
+
+@pytest.fixture(scope="module")
+def corpus() -> tuple[str, list[langcorpus.GapRecord]]:
+    return langcorpus.generate()
+
+
+def test_committed_files_are_reproduced_byte_for_byte(tmp_path: Path) -> None:
+    # If this fails, either the generator changed (run `python -m
+    # charlstm.langcorpus` and commit) or the committed files were edited.
+    text_path, gaps_path = langcorpus.write(tmp_path)
+    assert text_path.read_bytes() == (CORPORA / "languages.txt").read_bytes()
+    assert gaps_path.read_bytes() == (CORPORA / "languages.gaps.json").read_bytes()
+
+
+def test_committed_gaps_load_back(corpus) -> None:
+    _, records = corpus
+    assert langcorpus.load_gaps(CORPORA / "languages.gaps.json") == records
+
+
+def test_text_shape(corpus) -> None:
+    text, _ = corpus
+    assert text.endswith("\n")
+    assert text.isascii()
+    assert "\r" not in text
+    assert langcorpus.DEFAULT_CHARS <= len(text) < langcorpus.DEFAULT_CHARS + 1_000
+    assert 300_000 <= len(text.encode("utf-8")) <= 1_000_000
+    assert all(line for line in text.split("\n")[:-1])
+
+
+def test_records_point_at_place_and_language(corpus) -> None:
+    text, records = corpus
+    languages = dict(langcorpus.PAIRS)
+    for r in records:
+        assert text[r.place_start:r.place_end] == r.place
+        assert text[r.language_start:r.language_end] == r.language
+        assert languages[r.place] == r.language
+        assert r.gap == r.language_start - r.place_end > 0
+        # Place and language belong to the same line.
+        assert "\n" not in text[r.place_start:r.language_end]
+
+
+def test_same_seed_same_output_different_seed_different_text() -> None:
+    assert langcorpus.generate(seed=3, n_chars=SMALL) == langcorpus.generate(seed=3, n_chars=SMALL)
+    assert langcorpus.generate(seed=3, n_chars=SMALL)[0] != langcorpus.generate(seed=4, n_chars=SMALL)[0]
+
+
+def test_write_load_round_trip(tmp_path: Path) -> None:
+    _, records = langcorpus.generate(seed=7, n_chars=SMALL)
+    text_path, gaps_path = langcorpus.write(tmp_path, seed=7, n_chars=SMALL)
+    assert text_path.read_text(encoding="utf-8") == langcorpus.generate(seed=7, n_chars=SMALL)[0]
+    assert langcorpus.load_gaps(gaps_path) == records
+
+
+def test_n_chars_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        langcorpus.generate(n_chars=0)
+
+
+def test_gaps_span_intended_range(corpus) -> None:
+    _, records = corpus
+    gaps = [r.gap for r in records]
+    assert min(gaps) < 30
+    assert max(gaps) >= 150
+    # Coverage, not just extremes: every band gets a real share.
+    for lo, hi in [(0, 50), (50, 100), (100, 150), (150, 250)]:
+        assert sum(lo <= g < hi for g in gaps) > 0.05 * len(gaps), (lo, hi)
+
+
+def test_every_language_occurs_often(corpus) -> None:
+    _, records = corpus
+    counts = Counter(r.language for r in records)
+    assert set(counts) == {language for _, language in langcorpus.PAIRS}
+    expected = len(records) / len(langcorpus.PAIRS)
+    assert all(n > 0.7 * expected for n in counts.values()), counts
+
+
+def test_filler_never_names_a_place_or_language(corpus) -> None:
+    text, records = corpus
+    for r in records:
+        between = text[r.place_end:r.language_start]
+        assert not any(name in between for name in NAMES), between
+
+
+def test_records_are_about_seventy_percent_of_lines(corpus) -> None:
+    text, records = corpus
+    n_lines = text.count("\n")
+    assert 0.6 < len(records) / n_lines < 0.8
+    # Exactly one record per paragraph line, none on association lines.
+    assert len({text.count("\n", 0, r.place_start) for r in records}) == len(records)
