@@ -55,10 +55,9 @@ class OptimConfig(_Section):
 class TrainConfig(_Section):
     steps: int = Field(2000, ge=1, description="optimizer steps")
     eval_every: int = Field(200, ge=1, description="steps between validation passes")
-    eval_batches: int = Field(20, ge=1, description="max validation batches per pass (0 < n)")
+    eval_batches: int = Field(20, ge=1, description="most validation batches per evaluation")
     log_every: int = Field(10, ge=1, description="steps between metric log lines")
-    sample_every: int = Field(0, ge=0, description="steps between printed samples (0: at each eval)")
-    sample_length: int = Field(200, ge=0, description="characters per printed sample (0 disables)")
+    sample_length: int = Field(200, ge=0, description="characters of the sample printed at each evaluation (0: none)")
     seed: int = Field(0, ge=0, description="seed for init, dropout and batch order")
 
 

@@ -43,6 +43,7 @@ class StepEvent:
 class EvalEvent:
     step: int
     val_loss: float
+    params: Any = None  # the parameters evaluated, for samples at evaluation time
 
     @property
     def bits_per_char(self) -> float:
@@ -180,12 +181,8 @@ def fit(
         done = step + 1
         if done % t.eval_every == 0 or done == t.steps:
             last_val = evaluate(state.params, cfg.model, eval_step, val)
-            emit(EvalEvent(done, last_val))
+            emit(EvalEvent(done, last_val, state.params))
         if save is not None and done % cfg.checkpoint.every == 0 and done != t.steps:
             save(state, last_val)
     return state
 
-
-def param_summary(params: Any) -> int:
-    """Parameter count (re-exported for the CLI)."""
-    return model.param_count(params)

@@ -1,0 +1,201 @@
+"""The command line: parse options, call one function per command, print through `ui`.
+
+The only place that catches user errors: a `UserError` becomes one red line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional, TypeVar
+
+import typer
+
+from charlstm import config as config_lib
+from charlstm import ui
+from charlstm.errors import UserError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_CONFIG_HELP = "\b\nConfig keys (set with --set key=value):\n" + "\n".join(
+    f"  {k:<24} {d} (default {v})" for k, v, d in config_lib.describe()
+)
+
+app = typer.Typer(
+    help="Train character-level LSTM / GRU / RNN language models on any text file, sample from them, and see "
+    "why an LSTM beats a plain RNN on long-range dependencies.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def user_errors(fn: F) -> F:
+    """Turn UserError into one line and its exit code; Ctrl-C outside training exits 130 quietly."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            ui.error(err.message, err.hint)
+            raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            ui.error("interrupted")
+            raise typer.Exit(130) from None
+        except BrokenPipeError:  # `charlstm sample | head`: the reader left, nothing to report
+            sys.stderr.close()
+            raise typer.Exit(0) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file, or a bundled name (default, tiny, shakespeare).")
+SetOpt = typer.Option([], "--set", "-s", help="Override a config value, e.g. --set model.hidden=128 (repeatable).")
+RunsDirOpt = typer.Option(Path("runs"), "--runs-dir", help="Directory holding runs.")
+RunOpt = typer.Option(None, "--run", "-r", help="Run directory or name (default: runs/latest).")
+CkptOpt = typer.Option("latest", "--checkpoint", help="Which checkpoint: latest, best, or a step number.")
+
+
+@app.command(epilog=_CONFIG_HELP)
+@user_errors
+def train(
+    corpus: Optional[str] = typer.Argument(None, help="Text file to train on (default: the bundled corpora/languages.txt)."),
+    config: Optional[str] = ConfigOpt,
+    set_: list[str] = SetOpt,
+    steps: Optional[int] = typer.Option(None, "--steps", help="Shortcut for --set train.steps=N."),
+    encoding: Optional[str] = typer.Option(None, "--encoding", help="utf-8 (characters) or bytes (raw bytes, any file)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Run name (default <corpus>-<cell>-<timestamp>)."),
+    runs_dir: Path = RunsDirOpt,
+    resume: Optional[str] = typer.Option(None, "--resume", flag_value="latest", help="Continue a run (default: runs/latest) from its newest checkpoint."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the summary."),
+) -> None:
+    """Train a model on CORPUS; progress live in the terminal, checkpoints in runs/<name>/."""
+    from charlstm import rundir, runner
+
+    overrides = list(set_) + ([f"train.steps={steps}"] if steps is not None else []) + ([f"data.encoding={encoding}"] if encoding else [])
+    run = None
+    if resume is not None:
+        run = rundir.resolve(resume, runs_dir)
+        cfg = config_lib.load(run.config_file, overrides)
+    else:
+        cfg = config_lib.load(config, overrides)
+    display = ui.TrainingDisplay(cfg.train.log_every, quiet=quiet)
+    summary = runner.train_run(cfg, corpus, display, name=name, runs_dir=runs_dir, resume=run)
+    ui.table(
+        "training summary", ["metric", "value"],
+        [("run", summary.run_dir), ("steps", summary.steps), ("params", f"{summary.params:,}"),
+         ("final val loss (nats/char)", ui.fmt(summary.final_val_loss)),
+         ("final val bits/char", ui.fmt(runner.bits(summary.final_val_loss))),
+         ("best val loss (nats/char)", ui.fmt(summary.best_val_loss)),
+         ("train chars/s (median)", f"{summary.chars_per_s:,.0f}"), ("wall time", f"{summary.seconds:.1f} s")],
+        console=ui.err,
+    )
+    ui.info(f"sample with: charlstm sample --run {summary.run_dir} --prompt \"...\"")
+
+
+@app.command()
+@user_errors
+def sample(
+    run: Optional[str] = RunOpt,
+    runs_dir: Path = RunsDirOpt,
+    checkpoint: str = CkptOpt,
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Text to start from (default: a newline)."),
+    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the prompt from a file."),
+    length: int = typer.Option(500, "--length", "-n", help="Characters to generate per sample."),
+    temperature: float = typer.Option(1.0, "--temperature", "-t", help="Softmax temperature (> 0); lower is more conservative."),
+    top_k: int = typer.Option(0, "--top-k", help="Sample among the k most likely characters (0: all)."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling: smallest set with this much probability (1: all)."),
+    greedy: bool = typer.Option(False, "--greedy", help="Always pick the most likely character."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same text)."),
+    num_samples: int = typer.Option(1, "--num-samples", help="Independent samples, generated as one batch."),
+    skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop prompt characters the model does not know."),
+) -> None:
+    """Generate text from a trained run, streamed as it is produced."""
+    from charlstm import checkpoint as ckpt
+    from charlstm import sampling
+
+    if prompt is not None and prompt_file is not None:
+        raise UserError("--prompt and --prompt-file both given", "pass only one")
+    if prompt_file is not None:
+        try:
+            prompt = prompt_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"cannot read prompt file {prompt_file}: {err}", "pass a UTF-8 text file") from None
+    opts = sampling.SampleOptions(length, temperature, top_k, top_p, greedy, seed, num_samples)
+    restored = ckpt.load_run(run, runs_dir, checkpoint, warn=ui.warn)
+    vocab = restored.vocab
+    opts.check(len(vocab))
+    text = sampling.default_prompt(vocab) if prompt is None else prompt
+    ids = sampling.encode_prompt(vocab, text, skip_unknown)
+    shown_prompt = vocab.decode(ids)
+    if num_samples == 1:  # stream: print each chunk as it is generated
+        dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        sys.stdout.write(shown_prompt)
+        for chunk in sampling.generate(restored.state.params, restored.config.model, ids, opts):
+            piece = vocab.decode(chunk[0]) if vocab.encoding == "utf-8" else dec.decode(bytes(vocab.symbols[i] for i in chunk[0]))
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    else:
+        texts = sampling.sample_text(restored.state.params, restored.config.model, vocab, shown_prompt, opts)
+        for i, t in enumerate(texts):
+            if not ui.is_piped():
+                ui.err.print(f"[dim]--- sample {i + 1} ---[/]")
+            sys.stdout.write(t + "\n")
+    sys.stdout.flush()
+
+
+@app.command(name="eval")
+@user_errors
+def eval_(
+    file: Path = typer.Argument(..., help="Text file to score."),
+    run: Optional[str] = RunOpt,
+    runs_dir: Path = RunsDirOpt,
+    checkpoint: str = CkptOpt,
+    skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop and count characters not in the vocabulary."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    """Loss of a trained run on FILE, in nats/char and bits/char (state carried through the file)."""
+    import json
+
+    from charlstm import checkpoint as ckpt
+    from charlstm import evaluate
+
+    restored = ckpt.load_run(run, runs_dir, checkpoint, warn=ui.warn)
+    res = evaluate.evaluate_file(restored.state.params, restored.config.model, restored.vocab, file, skip_unknown)
+    result = {"file": str(file), "step": restored.step, "nats_per_char": res.nats_per_char, "bits_per_char": res.bits_per_char,
+              "perplexity": res.perplexity, "chars_scored": res.chars_scored, "unknown_skipped": res.unknown_skipped}
+    if json_out:
+        print(json.dumps(result))
+        return
+    ui.table(f"eval: {file}", ["metric", "value"], [(k, ui.fmt(v) if isinstance(v, float) else v) for k, v in result.items()])
+
+
+@app.command()
+@user_errors
+def export(
+    out: Path = typer.Option(..., "--out", "-o", help="Output .npz file."),
+    run: Optional[str] = RunOpt,
+    runs_dir: Path = RunsDirOpt,
+    checkpoint: str = CkptOpt,
+) -> None:
+    """Write the weights in PyTorch's nn.LSTM/GRU/RNN layout and names (.npz), with the vocabulary."""
+    from charlstm import checkpoint as ckpt
+    from charlstm import export as export_lib
+
+    if out.suffix != ".npz":
+        raise UserError(f"--out must end in .npz (got {out.name})", "e.g. --out model.npz")
+    restored = ckpt.load_run(run, runs_dir, checkpoint, warn=ui.warn)
+    sd = export_lib.export_npz(restored.state.params, restored.config, restored.vocab, out)
+    ui.info(f"wrote {out}: {len(sd)} tensors, step {restored.step}, cell {restored.config.model.cell}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""`charlstm eval`: the loss of a trained run on any text file, state carried through the whole file."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from charlstm import corpus, model
+from charlstm.config import ModelConfig
+from charlstm.corpus import Vocab
+from charlstm.errors import CorpusError
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    nats_per_char: float
+    chars_scored: int
+    unknown_skipped: int  # symbols not in the vocabulary, dropped before scoring
+
+    @property
+    def bits_per_char(self) -> float:
+        return self.nats_per_char / math.log(2)
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.nats_per_char)
+
+
+def encode_file(path: Path, vocab: Vocab, skip_unknown: bool) -> tuple[np.ndarray, int]:
+    """Ids of a file under a run's vocabulary; unknown symbols are an error or (skip_unknown) dropped and counted."""
+    points = corpus.to_points(corpus.read_bytes(path), vocab.encoding)
+    ids = vocab.encode_points(points)
+    unknown = int((ids < 0).sum())
+    if unknown and not skip_unknown:
+        bad = sorted({int(p) for p in points[ids < 0][:10_000]})[:10]
+        shown = "".join(chr(p) for p in bad) if vocab.encoding == "utf-8" else str(bad)
+        raise CorpusError(f"{path} has {unknown:,} characters the model never saw, e.g. {shown!r}",
+                          "pass --skip-unknown to drop and count them")
+    ids = ids[ids >= 0]
+    if len(ids) < 2:
+        raise CorpusError(f"{path} has fewer than 2 scorable characters", "pass a longer file")
+    return ids.astype(np.int32), unknown
+
+
+def score(params: model.Params, cfg: ModelConfig, ids: np.ndarray, chunk: int = 1024) -> float:
+    """Mean next-character loss (nats) over `ids` as one stream (batch 1), in chunks with the state carried.
+
+    The last partial chunk is zero-padded to the chunk length and masked, so one compiled function serves
+    every chunk and every character after the first is scored exactly once.
+    """
+
+    @jax.jit
+    def step(carry: model.Carry, x: jax.Array, y: jax.Array, mask: jax.Array) -> tuple[jax.Array, model.Carry]:
+        logits, carry = model.apply(params, x[None], carry, cfg)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits[0], y)
+        return jnp.sum(loss * mask), carry
+
+    carry = model.zeros_carry(cfg, 1)
+    total = jnp.zeros(())
+    n = len(ids) - 1
+    for start in range(0, n, chunk):
+        x = ids[start : start + chunk]
+        y = ids[start + 1 : start + chunk + 1]
+        m = len(y)
+        pad = chunk - m
+        x, y = np.pad(x[:m], (0, pad)), np.pad(y, (0, pad))
+        loss, carry = step(carry, x, y, (np.arange(chunk) < m).astype(np.float32))
+        total = total + loss
+    return float(total) / n
+
+
+def evaluate_file(params: model.Params, cfg: ModelConfig, vocab: Vocab, path: Path, skip_unknown: bool = False,
+                  chunk: int = 1024) -> EvalResult:
+    """Score a text file with a trained model."""
+    ids, unknown = encode_file(path, vocab, skip_unknown)
+    return EvalResult(score(params, cfg, ids, chunk), len(ids) - 1, unknown)

@@ -1,0 +1,207 @@
+"""The on-disk layout of a run, and nothing else:
+
+    runs/<name>/config.yaml      resolved config          runs/<name>/vocab.json    the vocabulary
+    runs/<name>/run.json         corpus and timestamps    runs/<name>/metrics.jsonl one JSON object per log
+    runs/<name>/checkpoints/     Orbax checkpoints        runs/<name>/.lock         pid of the training process
+    runs/latest -> <name>        the newest run
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from charlstm import config as config_lib
+from charlstm.config import Config
+from charlstm.corpus import Vocab
+from charlstm.errors import RunError
+
+LATEST = "latest"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def vocab_file(self) -> Path:
+        return self.path / "vocab.json"
+
+    @property
+    def info_file(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / ".lock"
+
+    def read_config(self) -> Config:
+        return config_lib.from_dict(config_lib.read_yaml(self.config_file))
+
+    def read_vocab(self) -> Vocab:
+        try:
+            return Vocab.from_json(self.vocab_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError, KeyError) as err:
+            raise RunError(f"cannot read the vocabulary of run {self.path}: {err}", "the run directory is damaged") from None
+
+    def read_info(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.info_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+
+def default_name(corpus: Path, cell: str) -> str:
+    return f"{corpus.stem}-{cell}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def create(runs_dir: Path, name: str, cfg: Config, vocab: Vocab, corpus: Path) -> RunDir:
+    """Make a new run directory with its config, vocabulary and info, and point `latest` at it."""
+    run = RunDir(runs_dir / name)
+    if run.checkpoints.exists() and any(run.checkpoints.iterdir()):
+        raise RunError(f"run '{name}' already exists in {runs_dir}", f"resume it with --resume {run.path}, or pick another --name")
+    try:
+        run.path.mkdir(parents=True, exist_ok=True)
+        _write_atomic(run.config_file, config_lib.to_yaml(cfg))
+        _write_atomic(run.vocab_file, vocab.to_json())
+        info = {"corpus": str(corpus.resolve()), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        _write_atomic(run.info_file, json.dumps(info, indent=1))
+    except OSError as err:
+        raise RunError(f"cannot write run directory {run.path}: {err.strerror}", "check free space and permissions, or pass --runs-dir") from None
+    point_latest(runs_dir, name)
+    return run
+
+
+def point_latest(runs_dir: Path, name: str) -> None:
+    """Make runs/latest a symlink to `name` (replaced atomically); a plain text file where links fail."""
+    link = runs_dir / LATEST
+    tmp = runs_dir / f".{LATEST}.tmp"
+    try:
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        tmp.symlink_to(name, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError:
+        _write_atomic(link, name)
+
+
+def resolve(run: str | Path | None, runs_dir: Path = Path("runs")) -> RunDir:
+    """A --run argument (path, run name, or None for runs/latest) -> an existing run directory."""
+    if run is None or str(run) in ("", LATEST):
+        link = runs_dir / LATEST
+        if link.is_file():  # the text-file fallback of point_latest
+            path = runs_dir / link.read_text(encoding="utf-8").strip()
+        elif link.is_symlink() and not link.exists():
+            raise RunError(f"{link} points to a run that no longer exists", "train a new run, or pass --run DIR")
+        elif not link.exists():
+            raise RunError(f"no trained run found ({link} does not exist)", "train one with `charlstm train`, or pass --run DIR")
+        else:
+            path = link.resolve()
+    else:
+        path = Path(run)
+        if not path.exists() and (runs_dir / str(run)).exists():
+            path = runs_dir / str(run)
+    if not path.is_dir():
+        raise RunError(f"run not found: {path}", "pass a run directory such as runs/<name>, or train one first")
+    if not (path / "config.yaml").is_file():
+        raise RunError(f"{path} is not a charlstm run (no config.yaml)", "pass a directory made by `charlstm train`")
+    return RunDir(path)
+
+
+class MetricsLog:
+    """Appends one JSON object per line; on resume, drops lines past the step the run resumes from."""
+
+    def __init__(self, path: Path, resume_step: int = 0) -> None:
+        self.path = path
+        if resume_step and path.exists():
+            kept = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and _step_of(ln) <= resume_step]
+            _write_atomic(path, "".join(ln + "\n" for ln in kept))
+        elif not resume_step:
+            path.write_text("", encoding="utf-8")
+        self._fh = path.open("a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(record) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except ValueError:  # a torn last line from a killed process
+        return 1 << 62
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All complete records of a metrics file."""
+    out = []
+    if path.exists():
+        for ln in path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(ln))
+            except ValueError:
+                continue
+    return out
+
+
+class Lock:
+    """One training process per run directory; a lock left by a dead process is taken over."""
+
+    def __init__(self, run: RunDir) -> None:
+        self.file = run.lock_file
+
+    def __enter__(self) -> Lock:
+        try:
+            fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(self.file.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                raise RunError(f"run {self.file.parent} is being trained by process {pid}", "wait for it to finish, or stop it first") from None
+            self.file.unlink(missing_ok=True)  # stale: its process is gone
+            fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except OSError as err:
+            raise RunError(f"cannot write in run directory {self.file.parent}: {err.strerror}", "check permissions and free space") from None
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

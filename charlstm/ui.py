@@ -1,0 +1,111 @@
+"""Everything the user sees: the rich consoles, the live training display, tables and the error line.
+
+Diagnostics go to stderr; stdout carries only results (samples, JSON), so piping works.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, Iterable
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from charlstm import train
+
+out = Console(highlight=False)  # results
+err = Console(stderr=True, highlight=False)  # progress, messages, errors
+
+
+def error(message: str, hint: str = "") -> None:
+    """The one red line a user error gets."""
+    text = f"[bold red]error:[/] {escape(message)}"
+    if hint:
+        text += f" [dim]— {escape(hint)}[/]"
+    err.print(text, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+
+
+def info(message: str) -> None:
+    err.print(escape(message), soft_wrap=True)
+
+
+def fmt(x: float | None, digits: int = 4) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+class TrainingDisplay:
+    """A live progress bar (step/total, losses, chars/s, ETA) on a terminal; plain log lines otherwise."""
+
+    def __init__(self, log_every: int = 10, console: Console = err, quiet: bool = False) -> None:
+        self.console, self.log_every, self.quiet = console, log_every, quiet
+        self.live = console.is_terminal and not quiet
+        self.progress: Progress | None = None
+        self.task: Any = None
+        self.val: float | None = None
+
+    def start(self, info: dict[str, object]) -> None:
+        if not self.quiet:
+            self.console.print(
+                f"[bold]{info['cell']}[/] {info['layers']}x{info['hidden']} · {info['params']:,} params · vocab {info['vocab']} · "
+                f"{info['train_chars']:,} train / {info['val_chars']:,} val chars · run [cyan]{escape(str(info['run']))}[/]"
+            )
+        if self.live:
+            self.progress = Progress(
+                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("loss [cyan]{task.fields[loss]}[/] · val [magenta]{task.fields[val]}[/] · {task.fields[cps]} chars/s"),
+                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                console=self.console, transient=False,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=int(info["steps"]), completed=int(info["start_step"]),  # type: ignore[call-overload]
+                                               loss="—", val="—", cps="—")
+
+    def event(self, ev: train.Event) -> None:
+        if isinstance(ev, train.EvalEvent):
+            self.val = ev.val_loss
+            line = f"step {ev.step}: val loss {ev.val_loss:.4f} nats/char ({ev.bits_per_char:.3f} bits/char)"
+            if not self.quiet:
+                self.console.print(line)
+            if self.progress:
+                self.progress.update(self.task, val=fmt(ev.val_loss))
+            return
+        if self.progress:
+            self.progress.update(self.task, completed=ev.step, loss=fmt(ev.loss), cps=f"{ev.chars_per_s:,.0f}")
+        elif not self.quiet and ev.step % self.log_every == 0:
+            self.console.print(f"step {ev.step}: loss {ev.loss:.4f} · grad norm {ev.grad_norm:.2f} · lr {ev.lr:.2e} · {ev.chars_per_s:,.0f} chars/s")
+        if ev.skipped:
+            warn(f"step {ev.step}: non-finite loss or gradient, update skipped")
+
+    def sample(self, step: int, text: str) -> None:
+        if not self.quiet:
+            self.console.print(f"[dim]sample at step {step}:[/]\n{escape(text)}\n", soft_wrap=True)
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(escape(text), soft_wrap=True)
+
+    def stop(self) -> None:
+        if self.progress:
+            self.progress.stop()
+            self.progress = None
+
+
+def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[object]], console: Console = out) -> None:
+    """A simple rich table of already-formatted values."""
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c, justify="left" if c in ("", "key", "metric", "cell", "recipe") else "right")
+    for r in rows:
+        t.add_row(*(str(v) for v in r))
+    console.print(t)
+
+
+def is_piped() -> bool:
+    return not sys.stdout.isatty()
