@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from charlstm.errors import ConfigError
 
@@ -21,6 +21,14 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 class _Section(BaseModel):
     # Unknown keys are typos; frozen so a config can be hashed and closed over by jitted functions.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # Lax mode reads true/yes/on as 1 for numbers (`--set train.steps=yes` would train one step).
+        if isinstance(value, bool) and cls.model_fields[info.field_name].annotation in (int, float):  # type: ignore[index]
+            raise ValueError("input should be a number, not a boolean")
+        return value
 
 
 class ModelConfig(_Section):

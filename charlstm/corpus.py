@@ -126,15 +126,28 @@ def split(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]
     return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
 
 
-def check_size(n_train: int, n_val: int, batch_size: int, seq_len: int) -> None:
-    """Fail with the minimum size when the corpus cannot fill one training and one validation batch."""
+def check_size(n_train: int, n_val: int, batch_size: int, seq_len: int, val_fraction: float | None = None) -> None:
+    """Fail with the minimum size when the corpus cannot fill one training and one validation batch.
+
+    Pass the configured `val_fraction` for an exact minimum; without it the fraction is estimated from the
+    split (which is unreliable for tiny corpora, where rounding dominates).
+    """
     need_train = batch_size * seq_len + seq_len + 1
     need_val = seq_len + 1
     if n_train < need_train or n_val < need_val:
-        # Solve for the total size that satisfies both, given the val fraction implied by the split.
         total = n_train + n_val
-        frac = n_val / total if total else 0.1
-        need = max(int(need_train / (1 - frac)) + 1, int(need_val / max(frac, 1e-9)) + 1)
+        frac = val_fraction if val_fraction is not None else (n_val / total if 0 < n_val < total else 0.1)
+
+        def fits(n: int) -> bool:  # the same rounding as `split`
+            nv = int(round(n * frac))
+            return n - nv >= need_train and nv >= need_val
+
+        # Analytic estimate, then walk to the exact smallest size that `split` turns into two full sets.
+        need = max(need_train + need_val, int(need_train / (1 - frac)), int(need_val / frac))
+        while not fits(need):
+            need += 1
+        while need > 1 and fits(need - 1):
+            need -= 1
         raise CorpusError(
             f"corpus too small: {total:,} symbols, need at least {need:,} for batch_size={batch_size}, "
             f"seq_len={seq_len} and the validation split",

@@ -106,7 +106,7 @@ def make_train_step(cfg: Config) -> Callable[..., tuple[TrainState, dict[str, ja
         key = jax.random.fold_in(state.key, state.step)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         (loss, new_carry), grads = grad_fn(state.params, x, y, carry, cfg.model, train=True, key=key)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)

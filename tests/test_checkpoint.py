@@ -1,0 +1,172 @@
+"""Checkpoints and exact resume: an interrupted-then-resumed run equals an uninterrupted one, bit for bit."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from charlstm import checkpoint, config, rundir, runner, train
+from charlstm.errors import RunError
+
+CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "languages.txt"
+TINY = ["train.steps=24", "train.eval_every=8", "checkpoint.every=8", "checkpoint.keep=2", "train.sample_length=0"]
+
+
+class Silent:
+    """A reporter that records events and can send itself a signal at a chosen step."""
+
+    def __init__(self, interrupt_at: int | None = None, signum: int = signal.SIGINT) -> None:
+        self.events: list[train.Event] = []
+        self.messages: list[str] = []
+        self.interrupt_at, self.signum = interrupt_at, signum
+
+    def start(self, info: dict) -> None: ...
+    def sample(self, step: int, text: str) -> None: ...
+    def stop(self) -> None: ...
+
+    def message(self, text: str) -> None:
+        self.messages.append(text)
+
+    def event(self, ev: train.Event) -> None:
+        self.events.append(ev)
+        if isinstance(ev, train.StepEvent) and ev.step == self.interrupt_at:
+            os.kill(os.getpid(), self.signum)
+
+
+def _cfg(*extra: str) -> config.Config:
+    return config.load("tiny", TINY + list(extra))
+
+
+def _params(run: Path, which: str | int = "latest") -> list[np.ndarray]:
+    restored = checkpoint.restore(rundir.RunDir(run), which)
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(restored.state)]
+
+
+def _losses(run: Path) -> dict[int, float]:
+    return {m["step"]: m.get("loss", m.get("val_loss")) for m in rundir.read_metrics(run / "metrics.jsonl")}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted 24-step run."""
+    runs = tmp_path_factory.mktemp("runs")
+    rep = Silent()
+    summary = runner.train_run(_cfg(), CORPUS, rep, name="ref", runs_dir=runs)
+    assert summary.steps == 24 and summary.final_val_loss is not None
+    return runs / "ref"
+
+
+def _assert_same_state(a: Path, b: Path) -> None:
+    pa, pb = _params(a), _params(b)
+    assert len(pa) == len(pb)
+    for x, y in zip(pa, pb):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_saves_and_resume_is_exact(reference: Path, tmp_path: Path, signum: int, code: int) -> None:
+    rep = Silent(interrupt_at=11, signum=signum)
+    with pytest.raises(runner.Interrupted) as exc:
+        runner.train_run(_cfg(), CORPUS, rep, name="cut", runs_dir=tmp_path)
+    assert exc.value.exit_code == code
+    assert "--resume" in exc.value.hint
+    run = tmp_path / "cut"
+    assert checkpoint.steps(rundir.RunDir(run))[-1] == 11  # saved where it stopped
+    assert not (run / ".lock").exists()
+
+    resumed = Silent()
+    summary = runner.train_run(_cfg(), None, resumed, runs_dir=tmp_path, resume=rundir.RunDir(run))
+    assert summary.steps == 24
+    assert any("resuming" in m and "step 11" in m for m in resumed.messages)
+    _assert_same_state(reference, run)
+    assert _losses(run) == _losses(reference)  # every logged train and val loss, bitwise
+
+
+def test_resume_from_intermediate_checkpoint_is_exact(reference: Path, tmp_path: Path) -> None:
+    """As after kill -9: only the periodic checkpoint at step 16 survived (saved asynchronously mid-training)."""
+    run = tmp_path / "ref"
+    shutil.copytree(reference, run)
+    for step in checkpoint.steps(rundir.RunDir(run)):
+        if step != 16:
+            shutil.rmtree(run / "checkpoints" / str(step))
+    assert checkpoint.steps(rundir.RunDir(run)) == [16]
+    runner.train_run(_cfg(), None, Silent(), runs_dir=tmp_path, resume=rundir.RunDir(run))
+    _assert_same_state(reference, run)
+
+
+def test_keeps_last_k_and_best(reference: Path) -> None:
+    steps = checkpoint.steps(rundir.RunDir(reference))
+    assert steps[-2:] == [16, 24] and len(steps) <= 3
+    best = checkpoint.best_step(rundir.RunDir(reference))
+    vals = {m["step"]: m["val_loss"] for m in rundir.read_metrics(reference / "metrics.jsonl") if "val_loss" in m}
+    assert best in steps and vals[best] == min(vals[s] for s in steps if s in vals)
+
+
+def test_damaged_latest_falls_back_with_warning(reference: Path, tmp_path: Path) -> None:
+    run = tmp_path / "ref"
+    shutil.copytree(reference, run)
+    state_dir = run / "checkpoints" / "24" / "state"
+    for f in state_dir.rglob("*"):
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(b"\x00garbage" * 3)
+    warnings: list[str] = []
+    restored = checkpoint.restore(rundir.RunDir(run), "latest", warn=warnings.append)
+    assert restored.step == 16
+    assert warnings and "checkpoint 24" in warnings[0] and "falling back" in warnings[0]
+
+
+def test_half_written_checkpoint_is_ignored(reference: Path, tmp_path: Path) -> None:
+    run = tmp_path / "ref"
+    shutil.copytree(reference, run)
+    # What Orbax leaves when killed mid-save: a temporary directory that was never renamed into place.
+    (run / "checkpoints" / "32.orbax-checkpoint-tmp-123").mkdir()
+    assert checkpoint.restore(rundir.RunDir(run)).step == 24
+
+
+def test_shape_mismatch_is_a_clear_error(reference: Path) -> None:
+    with pytest.raises(RunError, match="model.hidden: checkpoint 32 vs requested 48"):
+        checkpoint.restore(rundir.RunDir(reference), cfg=_cfg("model.hidden=48"))
+
+
+def test_empty_run_and_unknown_step(reference: Path, tmp_path: Path) -> None:
+    run = tmp_path / "empty"
+    run.mkdir()
+    shutil.copy(reference / "config.yaml", run / "config.yaml")
+    shutil.copy(reference / "vocab.json", run / "vocab.json")
+    with pytest.raises(RunError, match="no complete checkpoint"):
+        checkpoint.restore(rundir.RunDir(run))
+    with pytest.raises(RunError, match="no checkpoint at step 5"):
+        checkpoint.restore(rundir.RunDir(reference), 5)
+
+
+def test_resume_past_the_end_asks_for_more_steps(reference: Path, tmp_path: Path) -> None:
+    run = tmp_path / "ref"
+    shutil.copytree(reference, run)
+    with pytest.raises(RunError, match="already reached step 24"):
+        runner.train_run(_cfg(), None, Silent(), runs_dir=tmp_path, resume=rundir.RunDir(run))
+
+
+def test_lock_refuses_a_second_trainer_and_ignores_stale_locks(reference: Path, tmp_path: Path) -> None:
+    run = rundir.RunDir(tmp_path / "ref")
+    shutil.copytree(reference, run.path)
+    run.lock_file.write_text(str(os.getppid()))  # a live process
+    with pytest.raises(RunError, match="being trained by process"):
+        with rundir.Lock(run):
+            pass
+    run.lock_file.write_text("999999999")  # no such process: stale
+    with rundir.Lock(run):
+        assert run.lock_file.read_text() == str(os.getpid())
+    assert not run.lock_file.exists()
+
+
+def test_same_seed_same_losses(reference: Path, tmp_path: Path) -> None:
+    runner.train_run(_cfg(), CORPUS, Silent(), name="again", runs_dir=tmp_path)
+    assert _losses(tmp_path / "again") == _losses(reference)
+    other = runner.train_run(_cfg("train.seed=1"), CORPUS, Silent(), name="seed1", runs_dir=tmp_path)
+    assert other.final_val_loss != _losses(reference)[24]
