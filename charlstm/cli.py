@@ -69,7 +69,7 @@ def train(
     encoding: Optional[str] = typer.Option(None, "--encoding", help="utf-8 (characters) or bytes (raw bytes, any file)."),
     name: Optional[str] = typer.Option(None, "--name", help="Run name (default <corpus>-<cell>-<timestamp>)."),
     runs_dir: Path = RunsDirOpt,
-    resume: Optional[str] = typer.Option(None, "--resume", flag_value="latest", help="Continue a run (default: runs/latest) from its newest checkpoint."),
+    resume: Optional[str] = typer.Option(None, "--resume", metavar="[RUN]", help="Continue a run (default: runs/latest) from its newest checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the summary."),
 ) -> None:
     """Train a model on CORPUS; progress live in the terminal, checkpoints in runs/<name>/."""
@@ -193,8 +193,19 @@ def export(
     ui.info(f"wrote {out}: {len(sd)} tensors, step {restored.step}, cell {restored.config.model.cell}")
 
 
+def _optional_resume_value(argv: list[str]) -> list[str]:
+    """`--resume` may stand alone (meaning runs/latest): give it its value so the parser sees one."""
+    out = []
+    for k, a in enumerate(argv):
+        out.append(a)
+        if a == "--resume" and (k + 1 == len(argv) or argv[k + 1].startswith("-")):
+            out.append("latest")
+    return out
+
+
 def main() -> None:
-    app()
+    """Console-script entry point."""
+    app(args=_optional_resume_value(sys.argv[1:]), prog_name="charlstm")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,9 @@ class RunDir:
     def read_config(self) -> Config:
         return config_lib.from_dict(config_lib.read_yaml(self.config_file))
 
+    def write_config(self, cfg: Config) -> None:
+        _write_atomic(self.config_file, config_lib.to_yaml(cfg))
+
     def read_vocab(self) -> Vocab:
         try:
             return Vocab.from_json(self.vocab_file.read_text(encoding="utf-8"))
@@ -84,7 +87,7 @@ def create(runs_dir: Path, name: str, cfg: Config, vocab: Vocab, corpus: Path) -
         raise RunError(f"run '{name}' already exists in {runs_dir}", f"resume it with --resume {run.path}, or pick another --name")
     try:
         run.path.mkdir(parents=True, exist_ok=True)
-        _write_atomic(run.config_file, config_lib.to_yaml(cfg))
+        run.write_config(cfg)
         _write_atomic(run.vocab_file, vocab.to_json())
         info = {"corpus": str(corpus.resolve()), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         _write_atomic(run.info_file, json.dumps(info, indent=1))

@@ -80,7 +80,7 @@ def prepare_data(cfg: Config, corpus_path: Path, vocab: corpus.Vocab | None = No
     """Read and split the corpus; reject one too small for a training and a validation batch."""
     vocab, ids = corpus.load_corpus(corpus_path, cfg.data.encoding, vocab)
     tr, va = corpus.split(ids, cfg.data.val_fraction)
-    corpus.check_size(len(tr), len(va), cfg.data.batch_size, cfg.data.seq_len)
+    corpus.check_size(len(tr), len(va), cfg.data.batch_size, cfg.data.seq_len, cfg.data.val_fraction)
     return vocab, tr, va
 
 
@@ -123,6 +123,8 @@ def _train_locked(cfg: Config, run: rundir.RunDir, ckpt: checkpoint.Checkpointer
     if resuming and start_step >= cfg.train.steps:
         raise RunError(f"run {run.path} already reached step {start_step} of {cfg.train.steps}",
                        "pass --steps N with a larger N to train further")
+    if resuming:
+        run.write_config(cfg)  # e.g. a new train.steps, so the next --resume continues toward it
     metrics = rundir.MetricsLog(run.metrics_file, resume_step=start_step)
     n_params = model.param_count(state.params)
     reporter.start({"run": str(run.path), "corpus": str(corpus_path), "params": n_params, "vocab": len(vocab),

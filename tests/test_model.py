@@ -189,7 +189,7 @@ def test_init_params_layout() -> None:
 
 
 def _ref_loss(params, cell, ids, targets, carry) -> float:
-    logits, _, _ = reference(params, ModelConfig(cell=cell, layers=len(params["layers"]), hidden=H), ids, carry)
+    logits, _, _ = ref.run_network(ref.state_dict_from_params(params, cell, V), cell, ids, carry)
     return ref.cross_entropy(logits, targets)
 
 
