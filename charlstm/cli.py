@@ -112,6 +112,7 @@ def sample(
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same text)."),
     num_samples: int = typer.Option(1, "--num-samples", help="Independent samples, generated as one batch."),
     skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop prompt characters the model does not know."),
+    line_start: bool = typer.Option(True, "--line-start/--mid-line", help="Read the prompt as the start of a line (after a newline) or as is."),
 ) -> None:
     """Generate text from a trained run, streamed as it is produced."""
     from charlstm import checkpoint as ckpt
@@ -124,9 +125,10 @@ def sample(
             prompt = prompt_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
             raise UserError(f"cannot read prompt file {prompt_file}: {err}", "pass a UTF-8 text file") from None
-    opts = sampling.SampleOptions(length, temperature, top_k, top_p, greedy, seed, num_samples)
     restored = ckpt.load_run(run, runs_dir, checkpoint, warn=ui.warn)
     vocab = restored.vocab
+    opts = sampling.SampleOptions(length, temperature, top_k, top_p, greedy, seed, num_samples,
+                                  newline_id=sampling.newline_id(vocab) if line_start else -1)
     opts.check(len(vocab))
     text = sampling.default_prompt(vocab) if prompt is None else prompt
     ids = sampling.encode_prompt(vocab, text, skip_unknown)
@@ -191,6 +193,47 @@ def export(
     restored = ckpt.load_run(run, runs_dir, checkpoint, warn=ui.warn)
     sd = export_lib.export_npz(restored.state.params, restored.config, restored.vocab, out)
     ui.info(f"wrote {out}: {len(sd)} tensors, step {restored.step}, cell {restored.config.model.cell}")
+
+
+@app.command(name="compare-rnn", epilog=_CONFIG_HELP)
+@user_errors
+def compare_rnn(
+    corpus: Optional[str] = typer.Argument(None, help="Text file to train on (default: the bundled corpora/languages.txt)."),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML config file or bundled name (default: compare-rnn)."),
+    set_: list[str] = SetOpt,
+    cells: str = typer.Option("rnn,lstm", "--cells", help="Comma-separated cells to train: rnn, lstm, gru."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps per cell (shortcut for --set train.steps=N)."),
+    match: str = typer.Option("params", "--match", help="params: size every cell to the config cell's parameter count; hidden: one width for all."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the curves (CSV), a summary (JSON) and the charts (PNG, needs matplotlib) here."),
+    no_clip: bool = typer.Option(False, "--no-clip", help="Train without gradient clipping (watch an RNN's gradient norm explode)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the tables, no live chart or progress."),
+) -> None:
+    """Train an RNN and an LSTM (and a GRU) on the same data and show, measured, why the LSTM wins."""
+    from charlstm import compare, plots
+
+    names = compare.parse_cells(cells)
+    cfg = config_lib.load(config or "compare-rnn", list(set_) + ([f"train.steps={steps}"] if steps is not None else []))
+    png = out is not None and plots.have_matplotlib()
+    if out is not None and not png:
+        ui.warn("matplotlib is not installed: --out writes CSV/JSON only (pip install 'charlstm[plots]' for PNG charts)")
+    result = compare.run(cfg, corpus, names, match=match, clip=not no_clip, reporter=plots.LiveDisplay(ui.err, quiet=quiet))
+    color = ui.out.is_terminal
+    if not quiet:
+        for text in plots.charts(result, width=min(ui.out.width, 110), height=18, color=color):
+            plots.show(text, ui.out, color)
+    ui.table("compare-rnn: same data, seed, batches and steps", *compare.summary_rows(result))
+    cols, rows = compare.longrange_rows(result)
+    if rows:
+        chance = f"; chance {result.chance:.2f}" if result.chance else ""
+        ui.table(f"language word by gap, validation split (accuracy, loss in nats/word{chance})", cols, rows)
+    elif result.longrange_note:
+        ui.info(result.longrange_note)
+    for r in result.cells:
+        if r.diverged:
+            ui.warn(f"{r.spec.cell} diverged: {r.diverged}")
+    if out is not None:
+        written = compare.write_outputs(result, out, png=png)
+        ui.info(f"wrote {len(written)} files to {out}: {', '.join(p.name for p in written)}")
 
 
 def _optional_resume_value(argv: list[str]) -> list[str]:

@@ -37,6 +37,9 @@ class ModelConfig(_Section):
     hidden: int = Field(256, ge=1, le=8192, description="hidden units per layer")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout between layers and before the head")
     forget_bias: float = Field(1.0, description="initial LSTM forget-gate bias (remembers by default)")
+    compute_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="matmul input dtype; bfloat16 keeps fp32 accumulation and fp32 master weights"
+    )
 
 
 class DataConfig(_Section):

@@ -63,39 +63,38 @@ DEFAULT_CHARS: int = 600_000
 TEXT_NAME = "languages.txt"
 GAPS_NAME = "languages.gaps.json"
 
-# "{}" marks where the place goes. Different tails after the place shift the
-# gap so that short gaps occur even without filler.
+# "{}" marks where the place goes.
 _OPENINGS: tuple[str, ...] = (
     "{} is a beautiful place.",
-    "I visited {} last year.",
-    "Last summer I went to {}.",
-    "My family took a trip to {}.",
+    "I went to {} last year.",
 )
 
-# Few, fixed, and free of any place or language name: the point is that they
-# carry no information, so the model must bridge them from memory.
+# Free of any place or language name, and always in this order: a paragraph
+# takes the first k of them (cycling), so the only thing the filler varies is its
+# length. Measured: with randomly chosen filler sentences a 1x128 LSTM had not
+# learned the dependency after 6M characters; the filler soaked up the signal.
 _FILLERS: tuple[str, ...] = (
-    "The weather was pleasant.",
     "The food was good.",
     "The people were kind.",
-    "We saw the old fort.",
+    "The weather was nice.",
 )
-_MAX_FILLERS = 5
+_MAX_FILLERS = 6
 
-# The closing text before the language is the same for every language, so it
-# gives no hint; the short form exists to produce gaps under ~30 characters.
+# The text before the language is the same for every language, so it gives no
+# hint; the short form makes gaps of 30-50 characters possible.
 _CLOSINGS: tuple[str, ...] = (
     "But I couldn't enjoy it because I don't understand the {} language.",
     "But I don't speak {}.",
 )
-_LONG_CLOSING_WEIGHT = 0.5
+_LONG_CLOSING_WEIGHT = 0.7
 
 _PARAGRAPH_FRACTION = 0.7
 
-# "{p}" = place, "{l}" = language.
+# "{p}" = place, "{l}" = language. The first is recorded as a short-gap record
+# (the place comes first); the second runs the other way and is not recorded.
 _ASSOCIATIONS: tuple[str, ...] = (
-    "{l} is spoken in {p}.",
     "People in {p} speak {l}.",
+    "{l} is spoken in {p}.",
 )
 
 
@@ -122,7 +121,7 @@ def _paragraph(rng: random.Random, offset: int) -> tuple[str, GapRecord]:
     place, language = rng.choice(PAIRS)
     opening = rng.choice(_OPENINGS)
     n_fill = rng.randint(0, _MAX_FILLERS)
-    fillers = [rng.choice(_FILLERS) for _ in range(n_fill)]
+    fillers = [_FILLERS[k % len(_FILLERS)] for k in range(n_fill)]
     long_closing = rng.random() < _LONG_CLOSING_WEIGHT
     closing = _CLOSINGS[0] if long_closing else _CLOSINGS[1]
 
@@ -145,9 +144,18 @@ def _paragraph(rng: random.Random, offset: int) -> tuple[str, GapRecord]:
     return line, record
 
 
-def _association(rng: random.Random) -> str:
+def _association(rng: random.Random, offset: int) -> tuple[str, GapRecord | None]:
+    """A short association line; the place-first form is returned with its record."""
     place, language = rng.choice(PAIRS)
-    return rng.choice(_ASSOCIATIONS).format(p=place, l=language)
+    template = rng.choice(_ASSOCIATIONS)
+    line = template.format(p=place, l=language)
+    if template.index("{p}") > template.index("{l}"):
+        return line, None
+    place_start = offset + template.index("{p}")
+    place_end = place_start + len(place)
+    language_start = offset + line.index(language, place_end - offset)
+    return line, GapRecord(place, language, place_start, place_end, language_start,
+                           language_start + len(language), language_start - place_end)
 
 
 def generate(seed: int = DEFAULT_SEED, n_chars: int = DEFAULT_CHARS) -> tuple[str, list[GapRecord]]:
@@ -166,9 +174,10 @@ def generate(seed: int = DEFAULT_SEED, n_chars: int = DEFAULT_CHARS) -> tuple[st
     while length < n_chars:
         if rng.random() < _PARAGRAPH_FRACTION:
             line, record = _paragraph(rng, length)
-            records.append(record)
         else:
-            line = _association(rng)
+            line, record = _association(rng, length)
+        if record is not None:
+            records.append(record)
         lines.append(line)
         length += len(line) + 1  # + newline
     return "".join(line + "\n" for line in lines), records

@@ -48,6 +48,21 @@ def _dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
     return jnp.where(keep, x / (1.0 - rate), 0.0)
 
 
+def _matmul(x: jax.Array, w: jax.Array, compute_dtype: str) -> jax.Array:
+    """x @ w; with compute_dtype bfloat16, on bf16 inputs with the product accumulated in x's dtype (fp32)."""
+    if compute_dtype == "float32":
+        return x @ w
+    return jnp.dot(x.astype(compute_dtype), w.astype(compute_dtype), preferred_element_type=x.dtype)
+
+
+def _project(cfg: ModelConfig, p: cells.Params, inp: jax.Array) -> jax.Array:
+    """The input projection of a layer; a float input (layers above the first) honours compute_dtype."""
+    if cfg.compute_dtype == "float32" or jnp.issubdtype(inp.dtype, jnp.integer):
+        return cells.project_input(cfg.cell, p, inp)  # character ids: a row gather, no matmul to speed up
+    b = p["b_ih"] if cfg.cell == "gru" else p["b"]
+    return _matmul(inp, p["W_ih"], cfg.compute_dtype) + b
+
+
 def apply(
     params: Params,
     x: jax.Array,
@@ -70,12 +85,12 @@ def apply(
     new_carry, recorded = [], []
     want = tuple(dict.fromkeys(("h",) + record))
     for p, c, k in zip(params["layers"], carry, keys):
-        xw = cells.project_input(cfg.cell, p, inp)
-        outs, c = cells.scan_layer(cfg.cell, p, xw, c, record=want)
+        xw = _project(cfg, p, inp)
+        outs, c = cells.scan_layer(cfg.cell, p, xw, c, record=want, compute_dtype=cfg.compute_dtype)
         new_carry.append(c)
         recorded.append({name: jnp.swapaxes(outs[name], 0, 1) for name in record})
         inp = _dropout(outs["h"], cfg.dropout, k) if use_dropout else outs["h"]
-    logits = inp @ params["head"]["W"] + params["head"]["b"]  # [T, B, V]
+    logits = _matmul(inp, params["head"]["W"], cfg.compute_dtype) + params["head"]["b"]  # [T, B, V]
     logits = jnp.swapaxes(logits, 0, 1)
     if record:
         return logits, tuple(new_carry), recorded

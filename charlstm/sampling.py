@@ -32,6 +32,7 @@ class SampleOptions:
     seed: int = 0
     num_samples: int = 1
     chunk: int = 128  # characters per compiled call (streaming granularity)
+    newline_id: int = -1  # if >= 0, read before the prompt so that it starts a fresh line of text
 
     def check(self, vocab_size: int) -> None:
         """Reject out-of-range options with one-line messages."""
@@ -88,6 +89,8 @@ def _compiled(cfg: ModelConfig, opts: SampleOptions) -> tuple[Callable, Callable
 def generate(params: model.Params, cfg: ModelConfig, prompt: np.ndarray, opts: SampleOptions) -> Iterator[np.ndarray]:
     """Yield [num_samples, n] arrays of generated ids, chunk by chunk, until `opts.length` ids."""
     prefill, chunk = _compiled(cfg, opts)
+    if opts.newline_id >= 0 and prompt[0] != opts.newline_id:
+        prompt = np.concatenate([[opts.newline_id], prompt])
     ids = jnp.broadcast_to(jnp.asarray(prompt, jnp.int32)[None], (opts.num_samples, len(prompt)))
     logits, carry = prefill(params, ids)
     key = jax.random.PRNGKey(opts.seed)
@@ -120,6 +123,11 @@ def encode_prompt(vocab: Vocab, prompt: str, skip_unknown: bool = False) -> np.n
 
 def _symbols(prompt: str, vocab: Vocab) -> list[str]:
     return list(prompt) if vocab.encoding == "utf-8" else [chr(b) for b in prompt.encode("utf-8")]
+
+
+def newline_id(vocab: Vocab) -> int:
+    """The id of "\n" (-1 if the vocabulary has none): a prompt read after it starts a line, as in training text."""
+    return vocab.symbols.index(ord("\n")) if ord("\n") in vocab.symbols else -1
 
 
 def default_prompt(vocab: Vocab) -> str:

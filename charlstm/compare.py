@@ -1,0 +1,346 @@
+"""`charlstm compare-rnn`: train an RNN, an LSTM (and a GRU) on the same data and measure why the LSTM wins.
+
+Every cell is trained in-process by `train.fit` with the same seed, batches and step budget, one after the
+other, reporting through one events callback. For each cell the run collects the loss and gradient-norm
+curves, the language-word accuracy by gap (`longrange`, on the validation split of an annotated corpus) and
+the gradient-distance profile (`gradflow`) at initialisation and after training.
+
+Fair sizing: with match="params" every cell gets the hidden width whose total parameter count is closest to
+the config's own cell at `model.hidden` (an RNN needs about twice an LSTM's width for the same budget);
+with match="hidden" every cell uses `model.hidden`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Protocol
+
+import jax
+import numpy as np
+
+from charlstm import batches, cells, corpus, gradflow, langcorpus, longrange, model, runner, train
+from charlstm.config import Config
+from charlstm.errors import UserError
+
+DEFAULT_CELLS: tuple[str, ...] = ("rnn", "lstm")
+GRAD_DISTANCE = 200  # K: how many steps back the gradient-distance profile reaches (covers the 200+ gap bucket)
+GRAD_BATCH = 16  # windows averaged in the profile
+MIN_EVALS = 4  # validation points per curve, at least (short --steps runs would otherwise get only one)
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    cell: str
+    hidden: int
+    params: int
+
+
+@dataclass
+class Curves:
+    """Everything the training loop reported for one cell, as plain lists (the live chart reads them)."""
+
+    steps: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    grad_norm: list[float] = field(default_factory=list)
+    val_steps: list[int] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    chars_per_s: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CellResult:
+    spec: CellSpec
+    curves: Curves
+    val_loss: float  # last validation loss, nats/char (nan if none)
+    seconds: float  # wall time of training, compilation and evaluations included
+    chars_per_s: float  # median training speed, first (compiling) step left out
+    longrange: list[longrange.BucketResult] | None  # None when the corpus has no usable gap annotations
+    grad_init: np.ndarray  # || d loss_T / d h_{T-k} || for k = 0..K at initialisation
+    grad_final: np.ndarray  # the same after training (nan if training diverged before any evaluation)
+    diverged: str | None = None  # why training stopped early, if it did
+
+    @property
+    def bits_per_char(self) -> float:
+        return self.val_loss / math.log(2)
+
+    def accuracy_from(self, gap: int = 100) -> float:
+        """Accuracy over all records with gap >= `gap` (count-weighted over the buckets starting there)."""
+        picked = [b for b, (lo, _) in zip(self.longrange or [], longrange.BUCKETS) if lo >= gap and b.count]
+        n = sum(b.count for b in picked)
+        return sum(b.accuracy * b.count for b in picked) / n if n else float("nan")
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    corpus: Path
+    config: Config
+    match: str
+    clip: bool
+    cells: list[CellResult]
+    chance: float | None  # language-word accuracy of a uniform guess, when long-range was measured
+    longrange_note: str | None  # why long-range accuracy was skipped, if it was
+
+
+class Reporter(Protocol):
+    """What `run` tells its display: the plan, every training event with all curves so far, messages."""
+
+    def start(self, plan: list[CellSpec], steps: int) -> None: ...
+    def event(self, cell: str, ev: train.Event, curves: Mapping[str, Curves]) -> None: ...
+    def message(self, text: str) -> None: ...
+    def stop(self) -> None: ...
+
+
+class NullReporter:
+    """Reports nothing (tests, --quiet)."""
+
+    def start(self, plan: list[CellSpec], steps: int) -> None: ...
+    def event(self, cell: str, ev: train.Event, curves: Mapping[str, Curves]) -> None: ...
+    def message(self, text: str) -> None: ...
+    def stop(self) -> None: ...
+
+
+# --- sizing -------------------------------------------------------------------------------------------------
+
+
+def parse_cells(text: str) -> tuple[str, ...]:
+    """'rnn,lstm' -> ('rnn', 'lstm'), rejecting unknown and repeated names."""
+    names = tuple(s.strip().lower() for s in text.split(",") if s.strip())
+    bad = [n for n in names if n not in cells.GATES]
+    if not names or bad:
+        raise UserError(f"invalid --cells {text!r}", f"a comma-separated list of {', '.join(cells.GATES)}")
+    if len(set(names)) != len(names):
+        raise UserError(f"--cells {text!r} names a cell twice", "list each cell once")
+    return names
+
+
+def model_param_count(cell: str, layers: int, hidden: int, vocab_size: int) -> int:
+    """Parameters of the whole model (layers and head), as `model.param_count` would count them."""
+    first = cells.layer_param_count(cell, vocab_size, hidden)
+    rest = (layers - 1) * cells.layer_param_count(cell, hidden, hidden)
+    return first + rest + hidden * vocab_size + vocab_size
+
+
+def match_hidden(cell: str, target: int, layers: int, vocab_size: int, max_hidden: int = 8192) -> int:
+    """The hidden width whose parameter count is closest to `target` (the count grows with the width)."""
+    lo, hi = 1, max_hidden
+    while lo < hi:  # smallest width reaching the target
+        mid = (lo + hi) // 2
+        if model_param_count(cell, layers, mid, vocab_size) < target:
+            lo = mid + 1
+        else:
+            hi = mid
+    options = [h for h in (lo - 1, lo) if h >= 1]
+    return min(options, key=lambda h: abs(model_param_count(cell, layers, h, vocab_size) - target))
+
+
+def plan_cells(cfg: Config, names: tuple[str, ...], vocab_size: int, match: str = "params") -> list[CellSpec]:
+    """Hidden width and parameter count per cell; the config's cell at model.hidden sets the budget."""
+    if match not in ("params", "hidden"):
+        raise UserError(f"invalid --match {match!r}", "use params or hidden")
+    m = cfg.model
+    target = model_param_count(m.cell, m.layers, m.hidden, vocab_size)
+    plan = []
+    for name in names:
+        h = m.hidden if match == "hidden" or name == m.cell else match_hidden(name, target, m.layers, vocab_size)
+        plan.append(CellSpec(name, h, model_param_count(name, m.layers, h, vocab_size)))
+    return plan
+
+
+def cell_config(cfg: Config, spec: CellSpec, clip: bool = True) -> Config:
+    """The config one cell trains with: its cell and width, clipping as asked, enough validation points."""
+    eval_every = min(cfg.train.eval_every, max(1, cfg.train.steps // MIN_EVALS))
+    return cfg.model_copy(update={
+        "model": cfg.model.model_copy(update={"cell": spec.cell, "hidden": spec.hidden}),
+        "optim": cfg.optim if clip else cfg.optim.model_copy(update={"clip_norm": 0.0}),
+        "train": cfg.train.model_copy(update={"eval_every": eval_every}),
+    })
+
+
+# --- long-range setup ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _LongRange:
+    text: str
+    gaps: Path
+    start: int  # offset of the validation split in `text`
+    chance: float
+
+
+def _longrange_setup(cfg: Config, corpus_path: Path, n_ids: int, n_train: int) -> tuple[_LongRange | None, str | None]:
+    """The annotated validation text, or None and the reason long-range accuracy is skipped."""
+    gaps = longrange.gaps_file_for(corpus_path)
+    if gaps is None:
+        return None, f"{corpus_path.name} has no gap annotations ({corpus_path.stem}.gaps.json): long-range accuracy skipped"
+    if cfg.data.encoding != "utf-8":
+        return None, "long-range accuracy needs data.encoding=utf-8 (gap offsets count characters): skipped"
+    text = corpus.read_bytes(corpus_path).decode("utf-8", errors="replace")  # no newline translation: offsets stay
+    records = langcorpus.load_gaps(gaps)
+    if len(text) != n_ids or not records or any(text[r.language_start : r.language_end] != r.language for r in records[:50]):
+        return None, f"{gaps.name} does not match {corpus_path.name}: long-range accuracy skipped"
+    return _LongRange(text, gaps, n_train, 1.0 / len({r.language for r in records})), None
+
+
+def _longrange(params: model.Params, cfg: Config, vocab: corpus.Vocab, lr: _LongRange,
+               max_records: int) -> list[longrange.BucketResult] | None:
+    try:
+        res = longrange.evaluate(params, cfg.model, vocab, lr.text, lr.gaps, start=lr.start, max_records=max_records)
+    except ValueError:  # the vocabulary lacks characters of the annotated text
+        return None
+    return res or None
+
+
+# --- the run ------------------------------------------------------------------------------------------------
+
+
+def _grad_windows(va: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """GRAD_BATCH windows of k + 1 validation characters (fewer and shorter if the split is small)."""
+    k = max(1, min(k, len(va) - 2))
+    b = batches.eval_batches(va, GRAD_BATCH, k + 1, 1)[0]
+    return b.x, b.y
+
+
+def run(
+    cfg: Config,
+    corpus_arg: str | Path | None,
+    names: tuple[str, ...] = DEFAULT_CELLS,
+    *,
+    match: str = "params",
+    clip: bool = True,
+    reporter: Reporter | None = None,
+    grad_k: int = GRAD_DISTANCE,
+    longrange_records: int = 600,
+) -> CompareResult:
+    """Train every cell in `names` on the corpus with the same seed, batches and steps; measure each."""
+    reporter = reporter or NullReporter()
+    corpus_path = corpus.resolve(corpus_arg)
+    vocab, tr, va = runner.prepare_data(cfg, corpus_path)
+    plan = plan_cells(cfg, names, len(vocab), match)
+    lr_setup, note = _longrange_setup(cfg, corpus_path, len(tr) + len(va), len(tr))
+    gx, gy = _grad_windows(va, grad_k)
+    curves: dict[str, Curves] = {}
+    results = []
+    reporter.start(plan, cfg.train.steps)
+    try:
+        for spec in plan:
+            results.append(_train_cell(cell_config(cfg, spec, clip), spec, vocab, tr, va, curves, reporter, gx, gy,
+                                       lr_setup, longrange_records))
+    finally:
+        reporter.stop()
+    return CompareResult(corpus_path, cfg, match, clip, results, lr_setup.chance if lr_setup else None, note)
+
+
+def _train_cell(ccfg: Config, spec: CellSpec, vocab: corpus.Vocab, tr: np.ndarray, va: np.ndarray,
+                curves: dict[str, Curves], reporter: Reporter, gx: np.ndarray, gy: np.ndarray,
+                lr_setup: _LongRange | None, longrange_records: int) -> CellResult:
+    state = train.init_state(ccfg, len(vocab))
+    # Measured before fit: its jitted step donates the state's buffers.
+    grad_init = gradflow.model_profile(state.params, ccfg.model, gx, gy)
+    cur = curves[spec.cell] = Curves()
+    last_params: list[model.Params] = []
+
+    def emit(ev: train.Event) -> None:
+        if isinstance(ev, train.StepEvent):
+            cur.steps.append(ev.step)
+            cur.loss.append(ev.loss)
+            cur.grad_norm.append(ev.grad_norm)
+            cur.chars_per_s.append(ev.chars_per_s)
+        else:
+            cur.val_steps.append(ev.step)
+            cur.val_loss.append(ev.val_loss)
+            last_params[:] = [ev.params]
+        reporter.event(spec.cell, ev, curves)
+
+    diverged = None
+    tic = time.perf_counter()
+    try:
+        params: model.Params | None = train.fit(ccfg, state, tr, va, emit=emit).params
+    except train.NonFiniteError as err:
+        diverged = str(err)
+        reporter.message(f"{spec.cell}: {err}; measuring the last evaluated parameters")
+        params = last_params[0] if last_params else None
+    seconds = time.perf_counter() - tic
+    jax.block_until_ready(params)
+    nan_profile = np.full_like(grad_init, np.nan)
+    grad_final = gradflow.model_profile(params, ccfg.model, gx, gy) if params is not None else nan_profile
+    lr_res = _longrange(params, ccfg, vocab, lr_setup, longrange_records) if params is not None and lr_setup else None
+    speed = cur.chars_per_s[1:] or cur.chars_per_s  # step 1 compiles
+    return CellResult(spec, cur, cur.val_loss[-1] if cur.val_loss else float("nan"), seconds,
+                      float(np.median(speed)) if speed else 0.0, lr_res, grad_init, grad_final, diverged)
+
+
+# --- tables and files ---------------------------------------------------------------------------------------
+
+
+def _f(x: float, digits: int = 3) -> str:
+    return "—" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def summary_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
+    """The per-cell table: size, validation loss, speed, time, accuracy at long gaps."""
+    cols = ["cell", "hidden", "params", "val loss", "bits/char", "chars/s", "time", "acc gap≥100"]
+    rows = [[r.spec.cell, str(r.spec.hidden), f"{r.spec.params:,}", _f(r.val_loss, 4), _f(r.bits_per_char),
+             f"{r.chars_per_s:,.0f}", f"{r.seconds:.1f} s", _f(r.accuracy_from(100), 2)] for r in result.cells]
+    return cols, rows
+
+
+def longrange_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
+    """Language-word accuracy and loss (nats per word) by gap bucket, one column pair per cell."""
+    measured = [r for r in result.cells if r.longrange]
+    if not measured:
+        return [], []
+    cols = ["gap", "n"] + [f"{r.spec.cell} {m}" for r in measured for m in ("acc", "loss")]
+    rows = []
+    for k, b in enumerate(measured[0].longrange or []):
+        rows.append([b.label, str(b.count)] + [v for r in measured for v in (_f(r.longrange[k].accuracy, 2),  # type: ignore[index]
+                                                                               _f(r.longrange[k].loss, 2))])  # type: ignore[index]
+    return cols, rows
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def _num(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None  # JSON has no NaN
+
+
+def write_outputs(result: CompareResult, out: Path, png: bool = True) -> list[Path]:
+    """Every curve as CSV, a JSON summary, and (with `png`) the charts as PNG, which needs matplotlib."""
+    out.mkdir(parents=True, exist_ok=True)
+    steps = [[r.spec.cell, s, l, g] for r in result.cells for s, l, g in zip(r.curves.steps, r.curves.loss, r.curves.grad_norm)]
+    _write_csv(out / "train.csv", ["cell", "step", "loss", "grad_norm"], steps)  # type: ignore[arg-type]
+    val = [[r.spec.cell, s, v] for r in result.cells for s, v in zip(r.curves.val_steps, r.curves.val_loss)]
+    _write_csv(out / "val.csv", ["cell", "step", "val_loss"], val)  # type: ignore[arg-type]
+    grads = [[r.spec.cell, when, k, float(v)] for r in result.cells
+             for when, prof in (("init", r.grad_init), ("final", r.grad_final)) for k, v in enumerate(prof)]
+    _write_csv(out / "gradflow.csv", ["cell", "when", "k", "grad_norm"], grads)  # type: ignore[arg-type]
+    written = [out / "train.csv", out / "val.csv", out / "gradflow.csv"]
+    if any(r.longrange for r in result.cells):
+        lr_rows = [[r.spec.cell, b.label, b.count, b.accuracy, b.loss] for r in result.cells for b in r.longrange or []]
+        _write_csv(out / "longrange.csv", ["cell", "gap", "count", "accuracy", "loss"], lr_rows)  # type: ignore[arg-type]
+        written.append(out / "longrange.csv")
+    summary = {
+        "corpus": str(result.corpus), "match": result.match, "clip": result.clip, "chance": result.chance,
+        "longrange_note": result.longrange_note, "config": result.config.model_dump(),
+        "cells": [{"cell": r.spec.cell, "hidden": r.spec.hidden, "params": r.spec.params, "val_loss": _num(r.val_loss),
+                   "bits_per_char": _num(r.bits_per_char), "chars_per_s": r.chars_per_s, "seconds": r.seconds,
+                   "accuracy_gap_100_plus": _num(r.accuracy_from(100)), "diverged": r.diverged,
+                   "longrange": [{"gap": b.label, "count": b.count, "accuracy": _num(b.accuracy), "loss": _num(b.loss)}
+                                 for b in r.longrange or []]} for r in result.cells],
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    written.append(out / "summary.json")
+    if png:
+        from charlstm import plots
+
+        written += plots.save_pngs(result, out)
+    return written

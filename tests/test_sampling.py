@@ -1,0 +1,95 @@
+"""Sampling: the filters, and compiled chunked generation against a one-character-at-a-time loop."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from charlstm import config, model, sampling
+from charlstm.corpus import Vocab
+from charlstm.errors import UserError
+
+VOCAB = Vocab("utf-8", tuple(sorted(ord(c) for c in "\nabcdefgh ")))
+
+
+def _setup(cell: str = "lstm") -> tuple[model.Params, config.ModelConfig]:
+    cfg = config.ModelConfig(cell=cell, layers=2, hidden=16)
+    return model.init_params(cfg, len(VOCAB), jax.random.PRNGKey(3)), cfg
+
+
+def test_top_k_keeps_exactly_the_k_largest() -> None:
+    logits = jnp.array([[0.1, 3.0, -1.0, 2.0, 0.5]])
+    out = np.asarray(sampling.filter_logits(logits, 1.0, 2, 1.0))
+    assert np.isfinite(out).tolist() == [[False, True, False, True, False]]
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p() -> None:
+    probs = np.array([0.5, 0.3, 0.15, 0.05])
+    logits = jnp.log(jnp.asarray(probs))[None]
+    keep = lambda p: np.isfinite(np.asarray(sampling.filter_logits(logits, 1.0, 0, p)))[0].tolist()  # noqa: E731
+    assert keep(0.5) == [True, False, False, False]
+    assert keep(0.6) == [True, True, False, False]
+    assert keep(0.8) == [True, True, False, False]
+    assert keep(0.81) == [True, True, True, False]
+    assert keep(1.0) == [True, True, True, True]
+    assert keep(0.01) == [True, False, False, False]  # the most likely token always survives
+
+
+def test_temperature_scales_logits() -> None:
+    logits = jnp.array([[1.0, 2.0]])
+    np.testing.assert_allclose(sampling.filter_logits(logits, 0.5, 0, 1.0), [[2.0, 4.0]])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_greedy_chunks_equal_a_per_character_loop(cell: str) -> None:
+    params, cfg = _setup(cell)
+    prompt = sampling.encode_prompt(VOCAB, "abc")
+    opts = sampling.SampleOptions(length=21, greedy=True, chunk=8)
+    got = np.concatenate(list(sampling.generate(params, cfg, prompt, opts)), axis=1)[0]
+    assert got.shape == (21,)
+    # Reference: feed the prompt, then one model call per character, argmax each time.
+    logits, carry = model.apply(params, jnp.asarray(prompt)[None], model.zeros_carry(cfg, 1), cfg)
+    want = []
+    for _ in range(21):
+        tok = int(jnp.argmax(logits[0, -1]))
+        want.append(tok)
+        logits, carry = model.apply(params, jnp.array([[tok]]), carry, cfg)
+    assert got.tolist() == want
+
+
+def test_seeded_sampling_is_repeatable_and_batched() -> None:
+    params, cfg = _setup()
+    prompt = sampling.encode_prompt(VOCAB, "ab")
+    opts = sampling.SampleOptions(length=40, temperature=1.5, seed=7, num_samples=3, chunk=16)
+    a = sampling.sample_text(params, cfg, VOCAB, "ab", opts)
+    b = sampling.sample_text(params, cfg, VOCAB, "ab", opts)
+    c = sampling.sample_text(params, cfg, VOCAB, "ab", sampling.SampleOptions(length=40, temperature=1.5, seed=8, num_samples=3))
+    assert a == b and a != c
+    assert len(a) == 3 and len(set(a)) > 1  # independent streams
+    assert all(t.startswith("ab") and len(t) == 42 for t in a)
+    del prompt
+
+
+def test_newline_priming_changes_only_the_context() -> None:
+    params, cfg = _setup()
+    prompt = sampling.encode_prompt(VOCAB, "ab")
+    nl = sampling.newline_id(VOCAB)
+    primed = sampling.SampleOptions(length=10, greedy=True, newline_id=nl)
+    plain = sampling.SampleOptions(length=10, greedy=True)
+    with_nl = np.concatenate(list(sampling.generate(params, cfg, np.concatenate([[nl], prompt]), plain)), axis=1)
+    assert np.array_equal(np.concatenate(list(sampling.generate(params, cfg, prompt, primed)), axis=1), with_nl)
+
+
+def test_prompt_checks() -> None:
+    with pytest.raises(UserError, match="not in the model's vocabulary: 'z'"):
+        sampling.encode_prompt(VOCAB, "abz")
+    assert VOCAB.decode(sampling.encode_prompt(VOCAB, "azb", skip_unknown=True)) == "ab"
+    with pytest.raises(UserError, match="empty"):
+        sampling.encode_prompt(VOCAB, "")
+    with pytest.raises(UserError, match="top-k"):
+        sampling.SampleOptions(top_k=len(VOCAB) + 1).check(len(VOCAB))
+    with pytest.raises(UserError, match="temperature"):
+        sampling.SampleOptions(temperature=0).check(len(VOCAB))
+    sampling.SampleOptions(temperature=0, greedy=True).check(len(VOCAB))
