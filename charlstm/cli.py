@@ -236,6 +236,30 @@ def compare_rnn(
         ui.info(f"wrote {len(written)} files to {out}: {', '.join(p.name for p in written)}")
 
 
+@app.command(epilog=_CONFIG_HELP)
+@user_errors
+def bench(
+    config: Optional[str] = ConfigOpt,
+    set_: list[str] = SetOpt,
+    steps: int = typer.Option(5, "--steps", help="Timed training steps per round (after compilation)."),
+    rounds: int = typer.Option(5, "--rounds", help="Measurement rounds; speeds and ratios are medians over rounds."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    vs_torch: bool = typer.Option(False, "--vs-torch", help="Also run the same model in PyTorch, alternating, and print the ratios."),
+) -> None:
+    """Training and sampling speed, compile time, memory and fraction of the machine's matmul peak."""
+    import dataclasses
+    import json
+
+    from charlstm import bench as bench_lib
+
+    cfg = config_lib.load(config, set_)
+    res = bench_lib.run(cfg, steps=steps, rounds=rounds, vs_torch=vs_torch, log=ui.info)
+    if json_out:
+        print(json.dumps(dataclasses.asdict(res)))
+        return
+    ui.table("charlstm bench", ["metric", "value"], bench_lib.rows(res))
+
+
 def _optional_resume_value(argv: list[str]) -> list[str]:
     """`--resume` may stand alone (meaning runs/latest): give it its value so the parser sees one."""
     out = []
@@ -248,6 +272,9 @@ def _optional_resume_value(argv: list[str]) -> list[str]:
 
 def main() -> None:
     """Console-script entry point."""
+    from charlstm import perf
+
+    perf.tune_malloc()  # before JAX allocates anything: see charlstm/perf.py
     app(args=_optional_resume_value(sys.argv[1:]), prog_name="charlstm")
 
 

@@ -70,6 +70,7 @@ class TrainConfig(_Section):
     log_every: int = Field(10, ge=1, description="steps between metric log lines")
     sample_length: int = Field(200, ge=0, description="characters of the sample printed at each evaluation (0: none)")
     seed: int = Field(0, ge=0, description="seed for init, dropout and batch order")
+    max_bad_steps: int = Field(10, ge=1, description="stop after this many consecutive non-finite steps (none applied)")
 
 
 class CheckpointConfig(_Section):

@@ -12,6 +12,7 @@ off geometrically (vanishing) or blows up (exploding); an LSTM's cell path `c = 
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -87,5 +88,10 @@ def model_profile(params: model.Params, cfg: ModelConfig, x: np.ndarray, y: np.n
     Element k is the distance k (element 0: the last step itself); the loss is the cross entropy of the
     last position only, so the curve shows how far back that one prediction reaches.
     """
-    fn = jax.jit(lambda prm, xx, yy: _model_norms(prm, xx, yy, cfg))
-    return np.asarray(fn(params, jnp.asarray(x), jnp.asarray(y)), dtype=np.float64)
+    return np.asarray(_jitted(cfg)(params, jnp.asarray(x), jnp.asarray(y)), dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted(cfg: ModelConfig) -> Callable[..., jax.Array]:
+    """One compiled profile per model config (the config is frozen, hence hashable), reused before and after training."""
+    return jax.jit(functools.partial(_model_norms, cfg=cfg))

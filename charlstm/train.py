@@ -152,12 +152,11 @@ def fit(
     emit: Callable[[Event], None],
     save: Callable[[TrainState, float | None], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
-    max_bad_steps: int = 10,
 ) -> TrainState:
     """Train from `state.step` to `cfg.train.steps`, evaluating, reporting and saving on schedule.
 
     Returns the final state; stops early (returning the state reached) when `should_stop()` turns true.
-    Raises NonFiniteError after `max_bad_steps` consecutive non-finite steps (none of them applied).
+    Raises NonFiniteError after `train.max_bad_steps` consecutive non-finite steps (none of them applied).
     """
     d, t = cfg.data, cfg.train
     train_step = make_train_step(cfg)
@@ -176,7 +175,7 @@ def fit(
         dt = time.perf_counter() - tic
         bad = 0 if bool(m["ok"]) else bad + 1
         emit(StepEvent(step + 1, loss, float(m["grad_norm"]), float(m["lr"]), b.x.size / dt, skipped=bad > 0))
-        if bad >= max_bad_steps:
+        if bad >= t.max_bad_steps:
             raise NonFiniteError(f"{bad} consecutive steps had a non-finite loss or gradient (last at step {step + 1})")
         done = step + 1
         if done % t.eval_every == 0 or done == t.steps:

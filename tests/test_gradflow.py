@@ -11,8 +11,6 @@ import pytest
 from charlstm import cells, gradflow, model
 from charlstm.config import ModelConfig
 
-jax.config.update("jax_enable_x64", False)
-
 
 def linear_step(p: dict, carry: tuple, x: jax.Array) -> tuple[tuple, dict]:
     """h_t = h_{t-1} W + x_t: the gradient k steps back is g (W^T)^k exactly."""
@@ -76,7 +74,7 @@ def test_model_profile_against_direct_gradient(cell: str) -> None:
     assert prof.shape == (T,) and np.isfinite(prof).all() and (prof > 0).all()
     p = params["layers"][0]
     xw = cells.project_input(cell, p, jnp.asarray(x.T))
-    for k in (0, 1, 4):
+    for k in (0, 3):
         t = T - 1 - k
         _, carry = cells.scan_layer(cell, p, xw[: t + 1], cells.zeros_carry(cell, B, cfg.hidden))
 

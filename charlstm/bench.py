@@ -1,0 +1,322 @@
+"""`charlstm bench`: training and sampling speed after compilation, memory, and how close to the machine's peak.
+
+Everything that is compared is measured in one process, in alternating rounds (charlstm, then PyTorch, then
+charlstm ...; the order flips every round), and ratios are the median of the per-round ratios. On a shared
+or throttled machine absolute times drift by tens of percent within minutes; ratios of back-to-back runs do not.
+The fraction of peak is computed the same way: each round also times a large fp32 GEMM.
+
+PyTorch (the optional `bench` extra) is imported only for `--vs-torch`. Its model is the one `charlstm
+export` writes (embedding -> nn.LSTM/GRU/RNN -> linear) loaded with the same weights, trained with Adam and
+global-norm clipping as charlstm is, and sampled with the per-character Python loop people write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import resource
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from charlstm import cells, export, model, perf, sampling, train
+from charlstm.config import Config
+from charlstm.errors import UserError
+
+VOCAB = 96  # synthetic character ids: printable ASCII plus a little; the speed depends on V only through the head
+GEMM_N = 2048  # the peak-FLOP/s probe: an N x N x N fp32 matmul
+SAMPLE_B1_CHARS = 512  # characters generated per round at batch 1 (4 compiled chunks of 128)
+SAMPLE_B64_CHARS = 256  # characters per stream per round at batch 64
+TORCH_HINT = "install it with: pip install 'charlstm[bench]'  (CPU build: pip install torch==2.13.0)"
+
+
+@dataclass(frozen=True)
+class TorchNumbers:
+    """PyTorch's figures on the same model, and charlstm's speed relative to them (> 1: charlstm is faster)."""
+
+    version: str
+    train_chars_per_s: float
+    sample_b1_chars_per_s: float
+    sample_b64_chars_per_s: float
+    train_ratio: float
+    sample_b1_ratio: float
+    sample_b64_ratio: float
+    initial_loss_diff: float  # |charlstm - torch| first-batch loss on the same weights: the models are the same
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """One `charlstm bench` run; speeds are medians over rounds, after compilation."""
+
+    cell: str
+    layers: int
+    hidden: int
+    batch_size: int
+    seq_len: int
+    vocab_size: int
+    compute_dtype: str
+    params: int
+    steps_per_round: int
+    rounds: int
+    compile_s: float  # lowering + XLA compilation of the training step
+    train_chars_per_s: float  # forward, backward, clipping, AdamW update; synced every step as `train` does
+    sample_b1_chars_per_s: float
+    sample_b64_chars_per_s: float
+    train_flops_per_char: float  # model FLOPs: 6 x the matmul multiply-adds per character (gathers count 0)
+    achieved_gflops: float
+    matmul_peak_gflops: float  # fp32 GEMM measured in this process
+    fraction_of_peak: float
+    train_step_temp_mb: float  # XLA's temporary buffers for one step (activations kept for backward, mostly)
+    peak_rss_mb: float  # the process's peak resident memory before PyTorch is loaded
+    malloc_tuned: bool
+    cpu: str
+    cores: int
+    gpu: str
+    jax_version: str
+    torch: TorchNumbers | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def train_flops_per_char(cfg: Config, vocab_size: int) -> float:
+    """6 FLOPs per weight per character (2 forward, 4 backward) for every matmul weight. Layer 0's input
+    projection is a row gather (no matmul), so it counts nothing; neither do elementwise gate operations."""
+    m, g = cfg.model, cells.GATES[cfg.model.cell] * cfg.model.hidden
+    macs = sum((m.hidden * g if k > 0 else 0) + m.hidden * g for k in range(m.layers)) + m.hidden * vocab_size
+    return 6.0 * macs
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_status() -> str:
+    gpus = [d for d in jax.devices() if d.platform != "cpu"]
+    return ", ".join(str(d.device_kind) for d in gpus) if gpus else "none available (JAX sees only the CPU)"
+
+
+def peak_rss_mb() -> float:
+    """ru_maxrss is in KiB on Linux, bytes on macOS."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024 if platform.system() == "Darwin" else 1024)
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    tic = time.perf_counter()
+    fn()
+    return time.perf_counter() - tic
+
+
+def _gemm_probe() -> Callable[[], float]:
+    """Best of three N^3 fp32 matmuls, in FLOP/s."""
+    a = jax.random.normal(jax.random.PRNGKey(1), (GEMM_N, GEMM_N), jnp.float32)
+    b = jax.random.normal(jax.random.PRNGKey(2), (GEMM_N, GEMM_N), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    dot(a, b).block_until_ready()
+    return lambda: 2.0 * GEMM_N**3 / min(_timed(lambda: dot(a, b).block_until_ready()) for _ in range(3))
+
+
+class _Charlstm:
+    """The jitted training step and sampler on fixed random batches, ready to time."""
+
+    def __init__(self, cfg: Config, vocab_size: int) -> None:
+        self.cfg = cfg
+        d = cfg.data
+        ids = np.random.default_rng(0).integers(0, vocab_size, (d.batch_size, d.seq_len + 1)).astype(np.int32)
+        self.x, self.y = jnp.asarray(ids[:, :-1]), jnp.asarray(ids[:, 1:])
+        self.reset = jnp.asarray(False)
+        self.state = train.init_state(cfg, vocab_size)
+        self.params0 = jax.tree_util.tree_map(jnp.copy, self.state.params)  # the train step donates the state
+        tic = time.perf_counter()
+        self.step = train.make_train_step(cfg).lower(self.state, self.x, self.y, self.reset).compile()
+        self.compile_s = time.perf_counter() - tic
+        mem = self.step.memory_analysis()
+        self.temp_mb = float(getattr(mem, "temp_size_in_bytes", 0) or 0) / 2**20
+        self.first_loss = self.train(1)[1]
+        self.prompt = ids[0, :1]
+        self.sample(1, SAMPLE_B1_CHARS), self.sample(64, SAMPLE_B64_CHARS)  # compile both batch sizes
+
+    def train(self, steps: int) -> tuple[float, float]:
+        """(seconds, last loss) for `steps` updates, synced every step as the training loop is."""
+        tic, loss = time.perf_counter(), 0.0
+        for _ in range(steps):
+            self.state, m = self.step(self.state, self.x, self.y, self.reset)
+            loss = float(m["loss"])
+        return time.perf_counter() - tic, loss
+
+    def sample(self, batch: int, length: int) -> float:
+        """Seconds for `sampling.generate` (chunks of 128 characters, each one jitted scan) of `length` per stream."""
+        opts = sampling.SampleOptions(length=length, num_samples=batch, temperature=1.0)
+        return _timed(lambda: [np.asarray(c) for c in sampling.generate(self.state.params, self.cfg.model, self.prompt, opts)])
+
+
+class _Torch:
+    """The same network in PyTorch, as a user writes it (eager autograd, a Python loop for sampling)."""
+
+    def __init__(self, cfg: Config, vocab_size: int, params: model.Params, x: np.ndarray, y: np.ndarray) -> None:
+        import torch
+        from torch import nn
+
+        self.torch, m, self.vocab_size = torch, cfg.model, vocab_size
+        torch.manual_seed(0)
+        rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[m.cell]
+        self.net = nn.ModuleDict({
+            "embedding": nn.Embedding(vocab_size, vocab_size),  # identity, frozen: a one-hot input, as exported
+            "rnn": rnn_cls(vocab_size, m.hidden, num_layers=m.layers),  # time-major, like charlstm inside
+            "head": nn.Linear(m.hidden, vocab_size),
+        })
+        sd = export.torch_state_dict(params, cfg, vocab_size)
+        self.net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()})
+        self.net["embedding"].weight.requires_grad_(False)
+        self.trainable = [p for p in self.net.parameters() if p.requires_grad]
+        o = cfg.optim  # charlstm's AdamW with weight_decay 0 is Adam; the lr schedule is not worth a comparison
+        self.opt = torch.optim.Adam(self.trainable, lr=o.lr, betas=(o.b1, o.b2))
+        self.clip = o.clip_norm
+        self.x, self.y = torch.from_numpy(np.asarray(x).T.copy()).long(), torch.from_numpy(np.asarray(y).T.copy()).long()
+        self.state: Any = None
+        self.first_loss = self.train(1)[1]
+        self.sample(1, 8), self.sample(64, 8)  # warm up oneDNN's kernel caches
+
+    def forward(self, ids: Any, state: Any) -> tuple[Any, Any]:
+        out, state = self.net["rnn"](self.net["embedding"](ids), state)
+        return self.net["head"](out), state
+
+    def train(self, steps: int) -> tuple[float, float]:
+        torch, tic, loss = self.torch, time.perf_counter(), 0.0
+        for _ in range(steps):
+            self.opt.zero_grad(set_to_none=True)
+            logits, state = self.forward(self.x, self.state)
+            # Truncated BPTT, as in charlstm: the state is carried, its gradient is not.
+            self.state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+            out = torch.nn.functional.cross_entropy(logits.reshape(-1, self.vocab_size), self.y.reshape(-1))
+            out.backward()
+            if self.clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.trainable, self.clip)
+            self.opt.step()
+            loss = out.item()
+        return time.perf_counter() - tic, loss
+
+    def sample(self, batch: int, length: int) -> float:
+        """A per-character loop: run one step, softmax, draw, feed the draw back in."""
+        torch = self.torch
+        tic = time.perf_counter()
+        with torch.no_grad():
+            tok, state = torch.zeros((1, batch), dtype=torch.long), None
+            for _ in range(length):
+                logits, state = self.forward(tok, state)
+                tok = torch.multinomial(torch.softmax(logits[0], dim=-1), 1).T
+        return time.perf_counter() - tic
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run(cfg: Config, steps: int = 5, rounds: int = 5, vs_torch: bool = False, vocab_size: int = VOCAB,
+        log: Callable[[str], None] = lambda _: None) -> BenchResult:
+    """Benchmark `cfg`'s model: `rounds` rounds of `steps` timed training steps and one sample per batch size."""
+    if steps < 1 or rounds < 1:
+        raise UserError(f"--steps and --rounds must be at least 1 (got {steps}, {rounds})", "e.g. --steps 5")
+    if vs_torch and not torch_available():
+        raise UserError("--vs-torch needs PyTorch, which is not installed", TORCH_HINT)
+    d = cfg.data
+    log(f"compiling the training step ({cfg.model.layers}x{cfg.model.hidden} {cfg.model.cell}, B{d.batch_size}, T{d.seq_len})")
+    ours = _Charlstm(cfg, vocab_size)
+    gemm = _gemm_probe()
+    rss = peak_rss_mb()  # before PyTorch adds its own libraries and buffers
+    theirs = None
+    if vs_torch:
+        log("building the PyTorch model with the same weights")
+        theirs = _Torch(cfg, vocab_size, ours.params0, np.asarray(ours.x), np.asarray(ours.y))
+
+    # One round: every measurement once, charlstm and torch back to back (order flipped on odd rounds).
+    names = ("train", "b1", "b64")
+    work = {"train": lambda impl: impl.train(steps)[0], "b1": lambda impl: impl.sample(1, SAMPLE_B1_CHARS),
+            "b64": lambda impl: impl.sample(64, SAMPLE_B64_CHARS)}
+    chars = {"train": steps * d.batch_size * d.seq_len, "b1": SAMPLE_B1_CHARS, "b64": 64 * SAMPLE_B64_CHARS}
+    ours_t: dict[str, list[float]] = {n: [] for n in names}
+    theirs_t: dict[str, list[float]] = {n: [] for n in names}
+    peaks: list[float] = []
+    for r in range(rounds):
+        log(f"round {r + 1}/{rounds}")
+        for n in names:
+            impls = [(ours, ours_t), (theirs, theirs_t)] if theirs is not None else [(ours, ours_t)]
+            for impl, times in impls if r % 2 == 0 else impls[::-1]:
+                times[n].append(work[n](impl))
+        peaks.append(gemm())
+
+    per_char = train_flops_per_char(cfg, vocab_size)
+    speed = {n: statistics.median(chars[n] / t for t in ours_t[n]) for n in names}
+    # Each round's achieved FLOP/s over that round's GEMM: both saw the same machine load.
+    fraction = statistics.median(per_char * chars["train"] / t / p for t, p in zip(ours_t["train"], peaks))
+    torch_numbers = None
+    if theirs is not None:
+        import torch
+
+        ratio = {n: statistics.median(b / a for a, b in zip(ours_t[n], theirs_t[n])) for n in names}
+        torch_numbers = TorchNumbers(
+            version=torch.__version__,
+            train_chars_per_s=statistics.median(chars["train"] / t for t in theirs_t["train"]),
+            sample_b1_chars_per_s=statistics.median(chars["b1"] / t for t in theirs_t["b1"]),
+            sample_b64_chars_per_s=statistics.median(chars["b64"] / t for t in theirs_t["b64"]),
+            train_ratio=ratio["train"], sample_b1_ratio=ratio["b1"], sample_b64_ratio=ratio["b64"],
+            initial_loss_diff=abs(ours.first_loss - theirs.first_loss),
+        )
+    m = cfg.model
+    return BenchResult(
+        cell=m.cell, layers=m.layers, hidden=m.hidden, batch_size=d.batch_size, seq_len=d.seq_len,
+        vocab_size=vocab_size, compute_dtype=m.compute_dtype, params=model.param_count(ours.params0),
+        steps_per_round=steps, rounds=rounds, compile_s=ours.compile_s,
+        train_chars_per_s=speed["train"], sample_b1_chars_per_s=speed["b1"], sample_b64_chars_per_s=speed["b64"],
+        train_flops_per_char=per_char, achieved_gflops=per_char * speed["train"] / 1e9,
+        matmul_peak_gflops=statistics.median(peaks) / 1e9, fraction_of_peak=fraction,
+        train_step_temp_mb=ours.temp_mb, peak_rss_mb=rss, malloc_tuned=perf.malloc_tuned(),
+        cpu=cpu_name(), cores=os.cpu_count() or 1, gpu=gpu_status(), jax_version=jax.__version__,
+        torch=torch_numbers,
+    )
+
+
+def rows(res: BenchResult) -> list[tuple[str, str]]:
+    """The result as (metric, value) rows for the terminal table."""
+    out = [
+        ("model", f"{res.layers}x{res.hidden} {res.cell}, {res.params:,} params, {res.compute_dtype}"),
+        ("batch x seq_len", f"{res.batch_size} x {res.seq_len} (vocab {res.vocab_size})"),
+        ("compile (train step)", f"{res.compile_s:.2f} s"),
+        ("train chars/s", f"{res.train_chars_per_s:,.0f}"),
+        ("sampling chars/s, batch 1", f"{res.sample_b1_chars_per_s:,.0f}"),
+        ("sampling chars/s, batch 64", f"{res.sample_b64_chars_per_s:,.0f}"),
+        ("model FLOP/s (train)", f"{res.achieved_gflops:.1f} GFLOP/s ({res.train_flops_per_char / 1e6:.2f} MFLOP/char)"),
+        ("fp32 matmul peak (measured)", f"{res.matmul_peak_gflops:.1f} GFLOP/s"),
+        ("fraction of peak", f"{res.fraction_of_peak:.0%}"),
+        ("train step temp memory", f"{res.train_step_temp_mb:.1f} MiB"),
+        ("peak resident memory", f"{res.peak_rss_mb:.0f} MiB"),
+        ("malloc tuning", "on" if res.malloc_tuned else "off"),
+        ("machine", f"{res.cpu}, {res.cores} cores; GPU: {res.gpu}"),
+    ]
+    if res.torch is not None:
+        t = res.torch
+        out += [
+            (f"torch {t.version} train chars/s", f"{t.train_chars_per_s:,.0f}  (charlstm {t.train_ratio:.2f}x)"),
+            ("torch sampling chars/s, batch 1", f"{t.sample_b1_chars_per_s:,.0f}  (charlstm {t.sample_b1_ratio:.1f}x)"),
+            ("torch sampling chars/s, batch 64", f"{t.sample_b64_chars_per_s:,.0f}  (charlstm {t.sample_b64_ratio:.1f}x)"),
+            ("same model check", f"first-batch loss differs by {t.initial_loss_diff:.1e}"),
+        ]
+    return out

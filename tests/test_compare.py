@@ -1,0 +1,211 @@
+"""charlstm.compare / plots and `charlstm compare-rnn`: gap buckets, matched sizes, a short run and its files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from charlstm import compare, config, corpus, longrange, model, plots
+from charlstm.errors import UserError
+from helpers import assert_clean_error, assert_ok, run_cli
+
+# Seconds, not minutes: a tiny model, a few steps, a few long-range records.
+SMOKE = ["train.steps=4", "train.eval_every=2", "train.eval_batches=2", "data.seq_len=32", "data.batch_size=4",
+         "model.hidden=16", "optim.warmup_steps=1"]
+
+
+# --- gap buckets --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gap, bucket", [(0, 0), (24, 0), (25, 1), (49, 1), (50, 2), (99, 2), (100, 3), (199, 3),
+                                         (200, 4), (10**6, 4)])
+def test_bucket_edges(gap: int, bucket: int) -> None:
+    assert longrange.bucket_of(gap) == bucket
+
+
+def test_bucket_labels_and_no_bucket() -> None:
+    assert [longrange.bucket_label(lo, hi) for lo, hi in longrange.BUCKETS] == ["<25", "25-50", "50-100", "100-200", "200+"]
+    with pytest.raises(ValueError):
+        longrange.bucket_of(-1)
+
+
+def test_accuracy_from_weights_buckets_by_count() -> None:
+    res = [longrange.BucketResult(lb, n, acc, 1.0) for lb, n, acc in
+           [("<25", 5, 1.0), ("25-50", 5, 1.0), ("50-100", 5, 1.0), ("100-200", 30, 0.9), ("200+", 10, 0.5)]]
+    r = compare.CellResult(compare.CellSpec("lstm", 8, 1), compare.Curves(), 1.0, 1.0, 1.0, res, np.ones(3), np.ones(3))
+    assert r.accuracy_from(100) == pytest.approx((30 * 0.9 + 10 * 0.5) / 40)
+    empty = compare.CellResult(compare.CellSpec("rnn", 8, 1), compare.Curves(), 1.0, 1.0, 1.0, None, np.ones(3), np.ones(3))
+    assert math.isnan(empty.accuracy_from(100))
+
+
+# --- matched sizes ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_param_count_formula_matches_the_model(cell: str, layers: int) -> None:
+    cfg = config.ModelConfig(cell=cell, layers=layers, hidden=12)
+    params = model.init_params(cfg, 17, jax.random.PRNGKey(0))
+    assert compare.model_param_count(cell, layers, 12, 17) == model.param_count(params)
+
+
+@pytest.mark.parametrize("vocab", [30, 40, 65, 100, 256])
+@pytest.mark.parametrize("hidden", [128, 256])
+def test_matched_parameter_counts(vocab: int, hidden: int) -> None:
+    cfg = config.load("compare-rnn", [f"model.hidden={hidden}"])
+    plan = {s.cell: s for s in compare.plan_cells(cfg, ("rnn", "lstm", "gru"), vocab, "params")}
+    target = compare.model_param_count("lstm", 1, hidden, vocab)
+    assert plan["lstm"].hidden == hidden and plan["lstm"].params == target
+    for cell in ("rnn", "gru"):
+        assert abs(plan[cell].params - target) / target < 0.01, (cell, plan[cell], target)
+        assert plan[cell].params == compare.model_param_count(cell, 1, plan[cell].hidden, vocab)
+    assert plan["rnn"].hidden > plan["gru"].hidden > plan["lstm"].hidden  # fewer gates, wider layer
+
+
+def test_match_hidden_is_the_closest_width() -> None:
+    for cell in ("rnn", "gru"):
+        target = compare.model_param_count("lstm", 2, 100, 50)
+        h = compare.match_hidden(cell, target, 2, 50)
+        err = abs(compare.model_param_count(cell, 2, h, 50) - target)
+        assert err <= abs(compare.model_param_count(cell, 2, h - 1, 50) - target)
+        assert err <= abs(compare.model_param_count(cell, 2, h + 1, 50) - target)
+
+
+def test_match_hidden_uses_one_width() -> None:
+    cfg = config.load("compare-rnn")
+    assert {s.hidden for s in compare.plan_cells(cfg, ("rnn", "lstm", "gru"), 40, "hidden")} == {cfg.model.hidden}
+    with pytest.raises(UserError):
+        compare.plan_cells(cfg, ("rnn",), 40, "width")
+
+
+def test_parse_cells() -> None:
+    assert compare.parse_cells("rnn, LSTM,gru") == ("rnn", "lstm", "gru")
+    for bad in ("", "rnn,foo", "lstm,lstm", ","):
+        with pytest.raises(UserError):
+            compare.parse_cells(bad)
+
+
+def test_cell_config() -> None:
+    cfg = config.load("compare-rnn", ["train.steps=8", "train.eval_every=100"])
+    c = compare.cell_config(cfg, compare.CellSpec("rnn", 99, 0), clip=False)
+    assert (c.model.cell, c.model.hidden, c.optim.clip_norm) == ("rnn", 99, 0.0)
+    assert c.train.eval_every == 2  # at least MIN_EVALS validation points
+    assert compare.cell_config(cfg, compare.CellSpec("rnn", 99, 0)).optim.clip_norm == cfg.optim.clip_norm
+
+
+# --- a short run --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bundled_run() -> compare.CompareResult:
+    cfg = config.load("compare-rnn", SMOKE)
+    return compare.run(cfg, None, ("rnn", "lstm"), grad_k=20, longrange_records=24)
+
+
+def test_run_on_the_bundled_corpus(bundled_run: compare.CompareResult) -> None:
+    r = bundled_run
+    assert [c.spec.cell for c in r.cells] == ["rnn", "lstm"]
+    assert r.longrange_note is None and r.chance == pytest.approx(1 / 12)
+    for c in r.cells:
+        assert c.curves.steps == c.curves.val_steps == [1, 2, 3, 4]  # MIN_EVALS: 4 points
+        assert math.isfinite(c.val_loss) and c.bits_per_char == pytest.approx(c.val_loss / math.log(2))
+        assert c.grad_init.shape == c.grad_final.shape == (21,)
+        assert [b.label for b in c.longrange or []] == ["<25", "25-50", "50-100", "100-200", "200+"]
+        assert sum(b.count for b in c.longrange or []) == 24
+        assert c.diverged is None
+    # Same seed and batches: identical first-step data, so both cells start at the same loss (uniform-ish logits).
+    assert abs(r.cells[0].curves.loss[0] - r.cells[1].curves.loss[0]) < 0.1
+
+
+def test_outputs_parse(bundled_run: compare.CompareResult, tmp_path: Path) -> None:
+    written = compare.write_outputs(bundled_run, tmp_path, png=plots.have_matplotlib())
+    names = {p.name for p in written}
+    assert {"train.csv", "val.csv", "gradflow.csv", "longrange.csv", "summary.json"} <= names
+    with (tmp_path / "train.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8 and {r["cell"] for r in rows} == {"rnn", "lstm"} and float(rows[0]["loss"]) > 0
+    with (tmp_path / "gradflow.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 2 * 2 * 21
+    with (tmp_path / "longrange.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 2 * 5
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [c["cell"] for c in summary["cells"]] == ["rnn", "lstm"] and summary["config"]["train"]["steps"] == 4
+    assert len(summary["cells"][1]["longrange"]) == 5
+    if plots.have_matplotlib():
+        for name in ("loss.png", "longrange.png", "gradflow.png", "grad_norm.png"):
+            assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_png_without_matplotlib_is_a_user_error(bundled_run: compare.CompareResult, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib...` raise ImportError
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    assert not plots.have_matplotlib()
+    with pytest.raises(UserError, match="matplotlib"):
+        plots.save_pngs(bundled_run, tmp_path)
+
+
+def test_charts_render(bundled_run: compare.CompareResult) -> None:
+    texts = plots.charts(bundled_run, width=90, height=16, color=False)
+    assert len(texts) == 4
+    for t in texts:
+        assert "\x1b" not in t and "rnn" in t and "lstm" in t
+    assert "chance" in texts[1] and "1e" in texts[2]  # the accuracy chart's chance line; log-scale ticks
+    coloured = plots.charts(bundled_run, width=90, height=16, color=True)
+    assert all("\x1b[" in t for t in coloured)
+
+
+def test_chart_edge_cases() -> None:
+    nan, zero = plots.Series("rnn", [1, 2, 3], [float("nan"), 0.0, 1e-3], label="rnn"), plots.Series("lstm", [], [])
+    assert "1e" in plots.chart([nan, zero], title="t", xlabel="x", ylabel="y", log_y=True, color=False)
+    assert "no data" in plots.chart([zero], title="t", xlabel="x", ylabel="y", color=False)
+
+
+def write_plain_corpus(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran"]
+    path.write_text(" ".join(rng.choice(words, 4000)) + "\n", encoding="utf-8")
+    return path
+
+
+def test_corpus_without_gaps_skips_long_range(tmp_path: Path) -> None:
+    text = write_plain_corpus(tmp_path / "plain.txt")
+    res = compare.run(config.load("compare-rnn", SMOKE), text, ("lstm",), grad_k=10)
+    assert res.chance is None and "no gap annotations" in (res.longrange_note or "")
+    assert res.cells[0].longrange is None and math.isnan(res.cells[0].accuracy_from(100))
+    assert compare.longrange_rows(res) == ([], [])
+    assert "longrange.csv" not in {p.name for p in compare.write_outputs(res, tmp_path / "out", png=False)}
+
+
+def test_mismatched_gaps_file_is_skipped(tmp_path: Path) -> None:
+    text = write_plain_corpus(tmp_path / "languages.txt")
+    (tmp_path / "languages.gaps.json").write_bytes((corpus.CORPORA_DIR / "languages.gaps.json").read_bytes())
+    res = compare.run(config.load("compare-rnn", SMOKE), text, ("rnn",), grad_k=10)
+    assert "does not match" in (res.longrange_note or "") and res.cells[0].longrange is None
+
+
+# --- the command --------------------------------------------------------------------------------------------
+
+
+def test_cli_compare_rnn(tmp_path: Path) -> None:
+    text = write_plain_corpus(tmp_path / "plain.txt")
+    args = ["compare-rnn", text, "--steps", "3", "--cells", "rnn,gru", "--no-clip", "--out", tmp_path / "out"]
+    for s in SMOKE[1:]:
+        args += ["--set", s]
+    proc = run_cli(args, cwd=tmp_path, timeout=300)
+    assert_ok(proc)
+    assert "compare-rnn" in proc.stdout and "rnn" in proc.stdout and "gru" in proc.stdout
+    assert "no clipping" in proc.stdout  # the grad-norm chart says clipping was off
+    assert "no gap annotations" in proc.stderr
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["clip"] is False
+
+
+def test_cli_compare_rnn_bad_cells(tmp_path: Path) -> None:
+    assert_clean_error(run_cli(["compare-rnn", "--cells", "rnn,transformer"], cwd=tmp_path), "--cells")
