@@ -135,6 +135,9 @@ def plain_scan_layer(
         carry, out = step_fn(p, carry, xw_t)
         return carry, {k: out[k] for k in record}
 
+    if xw.shape[0] == 1:  # one step (sampling feeds one character at a time): no loop around it
+        carry, outs = step(carry, xw[0])
+        return {k: v[None] for k, v in outs.items()}, carry
     carry, outs = jax.lax.scan(step, carry, xw)
     return outs, carry
 

@@ -260,6 +260,33 @@ def bench(
     ui.table("charlstm bench", ["metric", "value"], bench_lib.rows(res))
 
 
+corpus_app = typer.Typer(help="List and download corpora.", no_args_is_help=True)
+app.add_typer(corpus_app, name="corpus")
+
+
+@corpus_app.command("list")
+@user_errors
+def corpus_list() -> None:
+    """Show the bundled and the downloadable corpora (and where the downloaded ones are)."""
+    from charlstm import corpus as corpus_lib
+
+    ui.table("corpora", ["", "where", "what"], corpus_lib.list_corpora())
+
+
+@corpus_app.command("get")
+@user_errors
+def corpus_get(
+    name: str = typer.Argument(..., help="Corpus name, e.g. tinyshakespeare."),
+    url: Optional[str] = typer.Option(None, "--url", help="Download from this URL (a mirror) instead; the checksum is still verified."),
+) -> None:
+    """Download a corpus into the cache, verify its checksum and print its path."""
+    from charlstm import download
+
+    path = download.get(name, url)
+    ui.info(f"{name}: verified sha256, cached")
+    print(path)
+
+
 def _optional_resume_value(argv: list[str]) -> list[str]:
     """`--resume` may stand alone (meaning runs/latest): give it its value so the parser sees one."""
     out = []

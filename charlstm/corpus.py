@@ -13,6 +13,7 @@ from typing import Literal
 
 import numpy as np
 
+from charlstm import download
 from charlstm.errors import CorpusError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,7 +161,18 @@ def resolve(corpus: str | Path | None) -> Path:
     if corpus is None or str(corpus) == "":
         return DEFAULT_CORPUS
     path = Path(corpus)
+    if path.exists():
+        return path
     bundled = CORPORA_DIR / f"{corpus}.txt"
-    if not path.exists() and bundled.exists():
+    if bundled.exists():
         return bundled
-    return path
+    return download.resolve_name(str(corpus)) or path
+
+
+def list_corpora() -> list[tuple[str, str, str]]:
+    """(name, where, description) of the bundled and downloadable corpora."""
+    rows = [(p.stem, str(p), "bundled") for p in sorted(CORPORA_DIR.glob("*.txt"))]
+    for name, remote in sorted(download.REGISTRY.items()):
+        cached = download.cached_path(name)
+        rows.append((name, str(cached) if cached.exists() else "not downloaded (charlstm corpus get " + name + ")", remote.description))
+    return rows

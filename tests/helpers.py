@@ -27,14 +27,15 @@ def cli_env() -> dict[str, str]:
 
 
 def run_cli(args: Sequence[str | os.PathLike[str]], cwd: str | os.PathLike[str] | None = None,
-            timeout: float = 120, stdin_text: str | None = None) -> subprocess.CompletedProcess[str]:
+            timeout: float = 120, stdin_text: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run `python -m charlstm.cli ARGS` with stdout/stderr captured (so both are pipes, not a TTY).
 
     Output is decoded as UTF-8 without newline translation, so "\\r\\n" in generated text survives.
     """
     proc = subprocess.run(
         [sys.executable, "-m", "charlstm.cli", *map(str, args)],
-        cwd=cwd, env=cli_env(), input=None if stdin_text is None else stdin_text.encode("utf-8"),
+        cwd=cwd, env={**cli_env(), **(env or {})}, input=None if stdin_text is None else stdin_text.encode("utf-8"),
         capture_output=True, timeout=timeout,
     )
     return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode("utf-8"),
