@@ -260,6 +260,45 @@ def bench(
     ui.table("charlstm bench", ["metric", "value"], bench_lib.rows(res))
 
 
+@app.command(name="inspect")
+@user_errors
+def inspect_(
+    run: Optional[str] = RunOpt,
+    runs_dir: Path = RunsDirOpt,
+    checkpoint: str = CkptOpt,
+    text: Optional[str] = typer.Option(None, "--text", help="The text to read."),
+    file: Optional[Path] = typer.Option(None, "--file", help="Read the text from a UTF-8 file (the bundled corpus adds place memory)."),
+    layer: Optional[int] = typer.Option(None, "--layer", help="Layer to show, counted from 1 (default: the last)."),
+    cell: list[int] = typer.Option([], "--cell", help="Show this cell, 0..hidden-1 (repeatable)."),
+    top: Optional[int] = typer.Option(None, "--top", help="Show the K cells that best track simple text properties (default 5)."),
+    show: Optional[str] = typer.Option(None, "--show", help="LSTM: forget, input, output, cell or hidden; GRU: update, reset or hidden; RNN: hidden. Default: cell (LSTM), hidden (others)."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write the view as a standalone HTML page."),
+    max_chars: int = typer.Option(20000, "--max-chars", help="Read at most this many characters of the text."),
+    display_chars: int = typer.Option(800, "--display-chars", help="Draw at most this many characters per cell."),
+    skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop characters not in the vocabulary."),
+) -> None:
+    """Watch the gates and memory cells read text: one coloured line per cell, gate saturation, place memory."""
+    from charlstm import checkpoint as ckpt
+    from charlstm import heatmap, inspection, rundir
+
+    source = inspection.load_text(text, file, max_chars)
+    if display_chars < 1:
+        raise UserError(f"--display-chars must be at least 1 (got {display_chars})", "e.g. --display-chars 800")
+    restored = ckpt.load_run(run, runs_dir, checkpoint, warn=ui.warn)
+    report = inspection.analyse(restored.state.params, restored.config.model, restored.vocab, source.text, layer=layer,
+                                cells=cell, top=top, show=show, records=source.records, skip_unknown=skip_unknown)
+    notes = [f"read the first {max_chars:,} characters of {file} (--max-chars)"] if source.truncated else []
+    label = f"{rundir.resolve(run, runs_dir).path.name}, step {restored.step}"
+    view = heatmap.inspect_view(report, label, display_chars, notes)
+    heatmap.print_view(ui.out, view, table=ui.table)
+    if html is not None:
+        try:
+            heatmap.write_html(html, view)
+        except OSError as err:
+            raise UserError(f"cannot write {html}: {err.strerror}", "check the directory exists and is writable") from None
+        ui.info(f"wrote {html}")
+
+
 corpus_app = typer.Typer(help="List and download corpora.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
 

@@ -118,24 +118,24 @@ def parse_cells(text: str) -> tuple[str, ...]:
     return names
 
 
-def model_param_count(cell: str, layers: int, hidden: int, vocab_size: int) -> int:
-    """Parameters of the whole model (layers and head), as `model.param_count` would count them."""
-    first = cells.layer_param_count(cell, vocab_size, hidden)
+def model_param_count(cell: str, layers: int, hidden: int, vocab_size: int, embed: int = 0) -> int:
+    """Parameters of the whole model (embedding, layers and head), as `model.param_count` would count them."""
+    first = cells.layer_param_count(cell, embed or vocab_size, hidden) + vocab_size * embed
     rest = (layers - 1) * cells.layer_param_count(cell, hidden, hidden)
     return first + rest + hidden * vocab_size + vocab_size
 
 
-def match_hidden(cell: str, target: int, layers: int, vocab_size: int, max_hidden: int = 8192) -> int:
+def match_hidden(cell: str, target: int, layers: int, vocab_size: int, embed: int = 0, max_hidden: int = 8192) -> int:
     """The hidden width whose parameter count is closest to `target` (the count grows with the width)."""
     lo, hi = 1, max_hidden
     while lo < hi:  # smallest width reaching the target
         mid = (lo + hi) // 2
-        if model_param_count(cell, layers, mid, vocab_size) < target:
+        if model_param_count(cell, layers, mid, vocab_size, embed) < target:
             lo = mid + 1
         else:
             hi = mid
     options = [h for h in (lo - 1, lo) if h >= 1]
-    return min(options, key=lambda h: abs(model_param_count(cell, layers, h, vocab_size) - target))
+    return min(options, key=lambda h: abs(model_param_count(cell, layers, h, vocab_size, embed) - target))
 
 
 def plan_cells(cfg: Config, names: tuple[str, ...], vocab_size: int, match: str = "params") -> list[CellSpec]:
@@ -143,11 +143,11 @@ def plan_cells(cfg: Config, names: tuple[str, ...], vocab_size: int, match: str 
     if match not in ("params", "hidden"):
         raise UserError(f"invalid --match {match!r}", "use params or hidden")
     m = cfg.model
-    target = model_param_count(m.cell, m.layers, m.hidden, vocab_size)
+    target = model_param_count(m.cell, m.layers, m.hidden, vocab_size, m.embed)
     plan = []
     for name in names:
-        h = m.hidden if match == "hidden" or name == m.cell else match_hidden(name, target, m.layers, vocab_size)
-        plan.append(CellSpec(name, h, model_param_count(name, m.layers, h, vocab_size)))
+        h = m.hidden if match == "hidden" or name == m.cell else match_hidden(name, target, m.layers, vocab_size, m.embed)
+        plan.append(CellSpec(name, h, model_param_count(name, m.layers, h, vocab_size, m.embed)))
     return plan
 
 

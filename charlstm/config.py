@@ -35,6 +35,7 @@ class ModelConfig(_Section):
     cell: Literal["lstm", "gru", "rnn"] = Field("lstm", description="recurrent cell type")
     layers: int = Field(2, ge=1, le=16, description="number of stacked recurrent layers")
     hidden: int = Field(256, ge=1, le=8192, description="hidden units per layer")
+    embed: int = Field(0, ge=0, le=8192, description="learned character embedding size (0: one-hot input)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout between layers and before the head")
     forget_bias: float = Field(1.0, description="initial LSTM forget-gate bias (remembers by default)")
     compute_dtype: Literal["float32", "bfloat16"] = Field(

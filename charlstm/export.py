@@ -2,11 +2,11 @@
 
 The layout matches this PyTorch module (see the README for the loading snippet):
 
-    embedding = nn.Embedding(V, V)          # identity: our layer-0 input projection is a row gather
-    rnn = nn.LSTM(V, H, num_layers=L)       # or nn.GRU / nn.RNN(nonlinearity="tanh")
+    embedding = nn.Embedding(V, E)          # E = model.embed; with embed 0, E = V and the table is the identity
+    rnn = nn.LSTM(E, H, num_layers=L)       # or nn.GRU / nn.RNN(nonlinearity="tanh")
     head = nn.Linear(H, V)
 
-Keys: embedding.weight [V, V]; rnn.weight_ih_l{k} [G*H, In]; rnn.weight_hh_l{k} [G*H, H]; rnn.bias_ih_l{k},
+Keys: embedding.weight [V, E]; rnn.weight_ih_l{k} [G*H, In]; rnn.weight_hh_l{k} [G*H, H]; rnn.bias_ih_l{k},
 rnn.bias_hh_l{k} [G*H]; head.weight [V, H]; head.bias [V]. Gate order is PyTorch's (LSTM i,f,g,o; GRU r,z,n),
 which is also ours, so each matrix is only transposed. Metadata: `vocab_json` (the vocabulary) and
 `config_json` (the run's config) as 0-d string arrays.
@@ -27,7 +27,10 @@ from charlstm.errors import UserError
 
 def torch_state_dict(params: model.Params, cfg: Config, vocab_size: int) -> dict[str, np.ndarray]:
     """Our parameters renamed and transposed into PyTorch's layout (float32 NumPy arrays)."""
-    sd: dict[str, np.ndarray] = {"embedding.weight": np.eye(vocab_size, dtype=np.float32)}
+    embed = params.get("embed")  # a learned table, or the identity for one-hot input
+    sd: dict[str, np.ndarray] = {
+        "embedding.weight": np.eye(vocab_size, dtype=np.float32) if embed is None else np.asarray(embed, np.float32)
+    }
     for k, p in enumerate(params["layers"]):
         p = {name: np.asarray(v, dtype=np.float32) for name, v in p.items()}
         sd[f"rnn.weight_ih_l{k}"] = p["W_ih"].T.copy()

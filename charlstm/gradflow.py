@@ -68,10 +68,10 @@ def _model_norms(params: model.Params, x: jax.Array, y: jax.Array, cfg: ModelCon
     """The model's profile: lower layers run as usual, the top layer is perturbed, the head scores y[:, -1]."""
     inp = x.T  # [T, B] ids, time-major like model.apply
     batch = x.shape[0]
-    for p in params["layers"][:-1]:
+    for p in [model.layer_params(params, n) for n in range(len(params["layers"]) - 1)]:
         outs, _ = cells.scan_layer(cfg.cell, p, cells.project_input(cfg.cell, p, inp), cells.zeros_carry(cfg.cell, batch, cfg.hidden))
         inp = outs["h"]
-    top = params["layers"][-1]
+    top = model.layer_params(params, len(params["layers"]) - 1)
     head = params["head"]
 
     def readout(h_last: jax.Array) -> jax.Array:

@@ -65,28 +65,30 @@ GAPS_NAME = "languages.gaps.json"
 
 # "{}" marks where the place goes.
 _OPENINGS: tuple[str, ...] = (
+    "I went to {}.",
     "{} is a beautiful place.",
-    "I went to {} last year.",
 )
 
-# Free of any place or language name, and always in this order: a paragraph
+# Free of any place or language name, short, and always in this order: a paragraph
 # takes the first k of them (cycling), so the only thing the filler varies is its
-# length. Measured: with randomly chosen filler sentences a 1x128 LSTM had not
-# learned the dependency after 6M characters; the filler soaked up the signal.
+# length, and gaps grow in small steps from a few characters to ~200. Measured:
+# with randomly chosen filler a 1x128 LSTM had not learned the dependency after
+# 6M characters (the filler soaked up the signal), and with gaps that jumped from
+# 7 to 30 characters it learned only the 7-character ones.
 _FILLERS: tuple[str, ...] = (
+    "It was fun.",
     "The food was good.",
-    "The people were kind.",
-    "The weather was nice.",
+    "We saw a fort.",
 )
-_MAX_FILLERS = 6
+_MAX_FILLERS = 10
 
 # The text before the language is the same for every language, so it gives no
-# hint; the short form makes gaps of 30-50 characters possible.
+# hint. The first is the essay's own sentence; the second makes short gaps.
 _CLOSINGS: tuple[str, ...] = (
     "But I couldn't enjoy it because I don't understand the {} language.",
-    "But I don't speak {}.",
+    "I don't speak {}.",
 )
-_LONG_CLOSING_WEIGHT = 0.7
+_LONG_CLOSING_WEIGHT = 0.5
 
 _PARAGRAPH_FRACTION = 0.7
 

@@ -18,19 +18,37 @@ Carry = tuple[cells.Carry, ...]
 
 
 def init_params(cfg: ModelConfig, vocab_size: int, key: jax.Array) -> Params:
-    """Parameters as a plain pytree: {"layers": [per-layer dicts], "head": {"W", "b"}}."""
-    keys = jax.random.split(key, cfg.layers + 1)
+    """Parameters as a plain pytree: {"layers": [per-layer dicts], "head": {"W", "b"}} (+ "embed" [V, E]).
+
+    The embedding starts N(0, 1) as in PyTorch's nn.Embedding: a strong, distinct input per character from
+    the first step. Measured on the bundled corpus: with it a 1x128 LSTM learned the place -> language
+    dependency several times faster than with one-hot input through W_ih's small uniform init.
+    """
+    keys = jax.random.split(key, cfg.layers + 2)
+    n_in = cfg.embed or vocab_size
     layers = [
-        cells.init_layer(cfg.cell, keys[k], vocab_size if k == 0 else cfg.hidden, cfg.hidden, cfg.forget_bias)
+        cells.init_layer(cfg.cell, keys[k], n_in if k == 0 else cfg.hidden, cfg.hidden, cfg.forget_bias)
         for k in range(cfg.layers)
     ]
     bound = 1.0 / jnp.sqrt(cfg.hidden)
-    k_w, k_b = jax.random.split(keys[-1])
+    k_w, k_b = jax.random.split(keys[cfg.layers])
     head = {
         "W": jax.random.uniform(k_w, (cfg.hidden, vocab_size), minval=-bound, maxval=bound),
         "b": jax.random.uniform(k_b, (vocab_size,), minval=-bound, maxval=bound),
     }
-    return {"layers": layers, "head": head}
+    params = {"layers": layers, "head": head}
+    if cfg.embed:
+        params["embed"] = jax.random.normal(keys[-1], (vocab_size, cfg.embed))
+    return params
+
+
+def layer_params(params: Params, n: int) -> cells.Params:
+    """Layer n's parameters as the cell sees them: the embedding (if any) folded into layer 0's input table,
+    so that character ids stay a row gather of one [V, G*H] table."""
+    p = params["layers"][n]
+    if n == 0 and "embed" in params:
+        p = {**p, "W_ih": params["embed"] @ p["W_ih"]}
+    return p
 
 
 def zeros_carry(cfg: ModelConfig, batch: int) -> Carry:
@@ -84,7 +102,8 @@ def apply(
     inp = x.T  # [T, B] ids
     new_carry, recorded = [], []
     want = tuple(dict.fromkeys(("h",) + record))
-    for p, c, k in zip(params["layers"], carry, keys):
+    for n, (c, k) in enumerate(zip(carry, keys)):
+        p = layer_params(params, n)
         xw = _project(cfg, p, inp)
         outs, c = cells.scan_layer(cfg.cell, p, xw, c, record=want, compute_dtype=cfg.compute_dtype)
         new_carry.append(c)

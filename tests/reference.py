@@ -150,7 +150,8 @@ def layer_to_torch(cell: str, p: dict) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 def state_dict_from_params(params: dict, cell: str, vocab_size: int) -> dict[str, np.ndarray]:
     """charlstm params -> the PyTorch state dict of charlstm.export.torch_state_dict, built independently."""
-    sd = {"embedding.weight": np.identity(vocab_size)}
+    embed = params.get("embed")
+    sd = {"embedding.weight": np.identity(vocab_size) if embed is None else np.array(embed, dtype=np.float64)}
     for k, p in enumerate(params["layers"]):
         for name, arr in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), layer_to_torch(cell, p)):
             sd[f"rnn.{name}_l{k}"] = arr

@@ -50,10 +50,11 @@ def test_accuracy_from_weights_buckets_by_count() -> None:
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("layers", [1, 2])
-def test_param_count_formula_matches_the_model(cell: str, layers: int) -> None:
-    cfg = config.ModelConfig(cell=cell, layers=layers, hidden=12)
+@pytest.mark.parametrize("embed", [0, 5])
+def test_param_count_formula_matches_the_model(cell: str, layers: int, embed: int) -> None:
+    cfg = config.ModelConfig(cell=cell, layers=layers, hidden=12, embed=embed)
     params = model.init_params(cfg, 17, jax.random.PRNGKey(0))
-    assert compare.model_param_count(cell, layers, 12, 17) == model.param_count(params)
+    assert compare.model_param_count(cell, layers, 12, 17, embed) == model.param_count(params)
 
 
 @pytest.mark.parametrize("vocab", [30, 40, 65, 100, 256])
@@ -182,6 +183,26 @@ def test_corpus_without_gaps_skips_long_range(tmp_path: Path) -> None:
     assert res.cells[0].longrange is None and math.isnan(res.cells[0].accuracy_from(100))
     assert compare.longrange_rows(res) == ([], [])
     assert "longrange.csv" not in {p.name for p in compare.write_outputs(res, tmp_path / "out", png=False)}
+
+
+def test_divergence_is_reported_and_measured_at_the_last_evaluation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An RNN that explodes without clipping stops training; the comparison goes on with its last evaluated
+    parameters instead of failing."""
+
+    def exploding_fit(cfg, state, tr, va, *, emit, **kw):  # noqa: ANN001, ANN003
+        emit(compare.train.StepEvent(1, 3.0, 1e3, 1e-3, 1e5, skipped=False))
+        emit(compare.train.EvalEvent(1, 3.0, state.params))
+        raise compare.train.NonFiniteError("10 consecutive steps had a non-finite loss or gradient (last at step 11)")
+
+    monkeypatch.setattr(compare.train, "fit", exploding_fit)
+    messages: list[str] = []
+    reporter = compare.NullReporter()
+    reporter.message = messages.append  # type: ignore[method-assign]
+    res = compare.run(config.load("compare-rnn", SMOKE), write_plain_corpus(tmp_path / "p.txt"), ("rnn",),
+                      clip=False, reporter=reporter, grad_k=10)
+    r = res.cells[0]
+    assert r.diverged and "non-finite" in r.diverged and any("non-finite" in m for m in messages)
+    assert r.val_loss == 3.0 and np.isfinite(r.grad_final).all()
 
 
 def test_mismatched_gaps_file_is_skipped(tmp_path: Path) -> None:

@@ -64,8 +64,12 @@ def test_torch_state_dict_equals_independent_conversion(cell: str) -> None:
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_reference_on_exported_state_dict_reproduces_apply(cell: str) -> None:
+@pytest.mark.parametrize("embed", [0, 6])
+def test_reference_on_exported_state_dict_reproduces_apply(cell: str, embed: int) -> None:
     cfg, params = make(cell, seed=1)
+    if embed:  # a learned embedding table in front of layer 0
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"embed": embed})})
+        params = model.init_params(cfg.model, V, jax.random.PRNGKey(1))
     ids = np.random.default_rng(2).integers(0, V, (B, T))
     sd = export.torch_state_dict(params, cfg, V)
     logits, final = apply(params, jnp.asarray(ids, jnp.int32), model.zeros_carry(cfg.model, B), cfg.model)

@@ -1,0 +1,75 @@
+"""`charlstm bench` on a tiny model: every figure is there and sane, and --json parses. No timing assertions."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from charlstm import bench, config, perf
+from helpers import assert_clean_error, assert_ok, run_cli
+
+TINY = ["model.layers=1", "model.hidden=8", "data.batch_size=2", "data.seq_len=4"]
+
+
+def check_sane(res: dict) -> None:
+    for key in ("compile_s", "compile_cpu_s", "train_chars_per_s", "sample_b1_chars_per_s", "sample_b64_chars_per_s",
+                "train_flops_per_char", "achieved_gflops", "matmul_peak_gflops", "fraction_of_peak", "peak_rss_mb"):
+        assert isinstance(res[key], float) and math.isfinite(res[key]) and res[key] > 0, key
+    assert res["train_step_temp_mb"] >= 0
+    assert res["fraction_of_peak"] < 10  # a ratio, not a percentage or a raw FLOP count
+    assert res["params"] > 0 and res["cores"] >= 1 and res["gpu"] and res["cpu"]
+
+
+def test_run_returns_sane_figures() -> None:
+    cfg = config.load(None, TINY)
+    res = bench.run(cfg, steps=2, rounds=2)
+    d = res.to_dict()
+    check_sane(d)
+    assert (d["layers"], d["hidden"], d["batch_size"], d["seq_len"]) == (1, 8, 2, 4)
+    assert d["torch"] is None
+    # 6 FLOPs per weight per character: W_hh (8 x 32) and the head (8 x V); layer 0's W_ih is a gather.
+    assert d["train_flops_per_char"] == 6 * (8 * 32 + 8 * bench.VOCAB)
+    assert bench.rows(res)[0][0] == "model"
+
+
+def test_flops_count_upper_layers_input_projection() -> None:
+    cfg = config.load(None, ["model.layers=2", "model.hidden=4", "model.cell=gru"])
+    assert bench.train_flops_per_char(cfg, 10) == 6 * ((4 * 12) + (4 * 12 + 4 * 12) + 4 * 10)
+
+
+def test_cli_json_parses() -> None:
+    args = ["bench", "--steps", "2", "--rounds", "1", "--json"] + [a for kv in TINY for a in ("--set", kv)]
+    proc = run_cli(args, timeout=300)
+    assert_ok(proc)
+    check_sane(json.loads(proc.stdout))
+
+
+def test_vs_torch_without_torch_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench, "torch_available", lambda: False)
+    with pytest.raises(bench.UserError, match="PyTorch") as err:
+        bench.run(config.load(None, TINY), vs_torch=True)
+    assert "pip install" in err.value.hint
+
+
+def test_bad_steps_is_a_clean_error() -> None:
+    assert_clean_error(run_cli(["bench", "--steps", "0"]), "--steps", code=2)
+
+
+def test_malloc_tuning_applies_once_and_reports() -> None:
+    first = perf.tune_malloc()
+    assert perf.tune_malloc() is first and perf.malloc_tuned() is first
+
+
+def test_vs_torch_same_model_and_ratios() -> None:
+    pytest.importorskip("torch")
+    res = bench.run(config.load(None, TINY), steps=2, rounds=2, vs_torch=True)
+    t = res.torch
+    assert t is not None
+    for value in (t.train_chars_per_s, t.sample_b1_chars_per_s, t.sample_b64_chars_per_s,
+                  t.train_ratio, t.sample_b1_ratio, t.sample_b64_ratio):
+        assert math.isfinite(value) and value > 0
+    assert t.initial_loss_diff < 1e-4  # the PyTorch model computes the same function from the same weights
+    assert set(t.threads) == {"train", "b1", "b64"}
+    assert json.loads(json.dumps(res.to_dict()))["torch"]["version"] == t.version
