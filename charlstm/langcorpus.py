@@ -64,26 +64,21 @@ TEXT_NAME = "languages.txt"
 GAPS_NAME = "languages.gaps.json"
 
 # "{}" marks where the place goes.
-_OPENINGS: tuple[str, ...] = (
-    "I went to {}.",
-    "{} is a beautiful place.",
-)
+_OPENINGS: tuple[str, ...] = ("{} is a beautiful place.",)
 
 # Free of any place or language name, short, and always in this order: a paragraph
 # takes the first k of them (cycling), so the only thing the filler varies is its
-# length, and gaps grow in small steps from a few characters to ~200. Measured:
-# with randomly chosen filler a 1x128 LSTM had not learned the dependency after
-# 6M characters (the filler soaked up the signal), and with gaps that jumped from
-# 7 to 30 characters it learned only the 7-character ones.
+# length, and gaps grow in small steps. Low entropy on purpose (measured with a
+# 1x128 LSTM): with randomly chosen filler it had not learned the dependency after
+# 6M characters, because the filler soaked up the learning signal.
 _FILLERS: tuple[str, ...] = (
     "It was fun.",
     "The food was good.",
-    "We saw a fort.",
 )
-_MAX_FILLERS = 10
+_MAX_FILLERS = 8
 
 # The text before the language is the same for every language, so it gives no
-# hint. The first is the essay's own sentence; the second makes short gaps.
+# hint. The first is the essay's own sentence; the second makes shorter gaps.
 _CLOSINGS: tuple[str, ...] = (
     "But I couldn't enjoy it because I don't understand the {} language.",
     "I don't speak {}.",
