@@ -90,7 +90,8 @@ class BenchResult:
 
 def train_flops_per_char(cfg: Config, vocab_size: int) -> float:
     """6 FLOPs per weight per character (2 forward, 4 backward) for every matmul weight. Layer 0's input
-    projection is a row gather (no matmul), so it counts nothing; neither do elementwise gate operations."""
+    projection is a row gather (no matmul), so it counts nothing, and neither does folding a learned
+    embedding into that table (once per step, not per character) or the elementwise gate operations."""
     m, g = cfg.model, cells.GATES[cfg.model.cell] * cfg.model.hidden
     macs = sum((m.hidden * g if k > 0 else 0) + m.hidden * g for k in range(m.layers)) + m.hidden * vocab_size
     return 6.0 * macs
@@ -178,14 +179,15 @@ class _Torch:
         self.default_threads = torch.get_num_threads()
         torch.manual_seed(0)
         rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[m.cell]
+        e = m.embed or vocab_size  # model.embed 0: one-hot input, exported as a frozen identity embedding
         self.net = nn.ModuleDict({
-            "embedding": nn.Embedding(vocab_size, vocab_size),  # identity, frozen: a one-hot input, as exported
-            "rnn": rnn_cls(vocab_size, m.hidden, num_layers=m.layers),  # time-major, like charlstm inside
+            "embedding": nn.Embedding(vocab_size, e),
+            "rnn": rnn_cls(e, m.hidden, num_layers=m.layers),  # time-major, like charlstm inside
             "head": nn.Linear(m.hidden, vocab_size),
         })
         sd = export.torch_state_dict(params, cfg, vocab_size)
         self.net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()})
-        self.net["embedding"].weight.requires_grad_(False)
+        self.net["embedding"].weight.requires_grad_(bool(m.embed))
         self.trainable = [p for p in self.net.parameters() if p.requires_grad]
         o = cfg.optim  # charlstm's AdamW with weight_decay 0 is Adam; the lr schedule is not worth a comparison
         self.opt = torch.optim.Adam(self.trainable, lr=o.lr, betas=(o.b1, o.b2))

@@ -62,9 +62,10 @@ def test_malloc_tuning_applies_once_and_reports() -> None:
     assert perf.tune_malloc() is first and perf.malloc_tuned() is first
 
 
-def test_vs_torch_same_model_and_ratios() -> None:
+@pytest.mark.parametrize("embed", [0, 5])  # one-hot input (a frozen identity embedding in torch), learned table
+def test_vs_torch_same_model_and_ratios(embed: int) -> None:
     pytest.importorskip("torch")
-    res = bench.run(config.load(None, TINY), steps=2, rounds=2, vs_torch=True)
+    res = bench.run(config.load(None, TINY + [f"model.embed={embed}"]), steps=2, rounds=1, vs_torch=True)
     t = res.torch
     assert t is not None
     for value in (t.train_chars_per_s, t.sample_b1_chars_per_s, t.sample_b64_chars_per_s,
