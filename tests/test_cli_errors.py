@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TINY_TRAIN, assert_clean_error, assert_ok, run_cli
+from helpers import TINY_TRAIN, assert_clean_error, assert_ok, describe, run_cli
 
 WORDS = ["héllo", "wörld", "✓", "日本語", "🙂🎉", "the", "cat", "Привет", "λόγος", "naïve", "abc", "mañana"]
 UNKNOWN = "Zq"  # never in the generated corpus
@@ -274,3 +274,16 @@ def test_same_seed_same_text_piped_output_is_plain(trained: tuple[Path, Path, st
     assert set(a.stdout[:-1]) <= set(text)  # every generated character comes from the training vocabulary
     assert_ok(other)
     assert other.stdout != a.stdout
+
+
+@pytest.mark.parametrize("content", ["a" * 3000, "word " * 2000], ids=["one-repeated-character", "one-long-line"])
+def test_degenerate_but_valid_corpora_train(tmp_path: Path, content: str) -> None:
+    """A single repeated character (vocabulary of one) and a file with no newline at all must just work."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(content, encoding="utf-8")
+    proc = run_cli(["train", str(corpus), "--config", "tiny", "--set", "train.steps=3", "--set", "train.eval_every=3",
+                    "--set", "checkpoint.every=3", "--runs-dir", str(tmp_path / "runs"), "--name", "d", "--quiet"], cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    sample = run_cli(["sample", "--run", str(tmp_path / "runs" / "d"), "--prompt", content[0], "--length", "20"], cwd=tmp_path)
+    assert sample.returncode == 0, describe(sample)
+    assert set(sample.stdout.strip()) <= set(content)
