@@ -1,12 +1,13 @@
 """Process-level speed settings, applied once at start-up before JAX allocates anything.
 
 glibc's malloc hands large blocks back to the kernel as soon as they are freed: blocks above the mmap
-threshold are unmapped, and free memory at the top of the heap beyond the trim threshold is released. A
-training step allocates and frees the same large buffers (activations, gradients) every step, so each step
-pays again for page faults and zeroing of memory it just returned. Raising both thresholds keeps that memory
-in the process; measured on 2 cores this is worth up to a third of a small model's step time (see
-benchmarks/README.md). The cost is that the process keeps its peak heap until it exits, which a training or
-sampling run does anyway.
+threshold (at most 32 MiB) get their own mapping, unmapped on free, and free memory at the top of the heap
+beyond the trim threshold is released. XLA allocates a step's temporary buffers (activations saved for the
+backward pass, gradients) as large blocks and frees them when the step ends, so every step paid again for
+page faults and zeroing of memory it had just returned: in a profile of a 2x128 LSTM step, the first
+writes into fresh buffers (copies, broadcasts) took a third of the step. Serving every block from the heap
+(no mmap) and not trimming it keeps that memory in the process, already faulted in, for the next step. The
+cost is that the process keeps its peak heap until it exits, which a training or sampling run does anyway.
 
 Set CHARLSTM_MALLOC_TUNING=0 to skip it (e.g. to measure the difference). A no-op off glibc.
 """
@@ -22,12 +23,14 @@ import sys
 M_TRIM_THRESHOLD = -1
 M_TOP_PAD = -2
 M_MMAP_THRESHOLD = -3
+M_MMAP_MAX = -4
 
-# The largest mmap threshold glibc accepts on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX, 32 MiB): blocks below it come
-# from the heap and are reused. Blocks above it still use mmap, so a huge buffer is still returned when freed.
-MMAP_THRESHOLD = 32 * 1024 * 1024
-TRIM_THRESHOLD = 1024 * 1024 * 1024  # keep up to 1 GiB of free heap instead of trimming it after each step
-TOP_PAD = 64 * 1024 * 1024  # grow the heap in 64 MiB steps rather than one page-fault-sized request at a time
+SETTINGS = (
+    (M_MMAP_MAX, 0),  # no block gets its own mapping: even a step's 400 MiB of activations come from the heap
+    (M_MMAP_THRESHOLD, 32 * 1024 * 1024),  # (the largest accepted; also stops glibc's dynamic threshold)
+    (M_TRIM_THRESHOLD, 2**31 - 1),  # keep up to 2 GiB of free heap rather than trimming it after each step
+    (M_TOP_PAD, 64 * 1024 * 1024),  # grow the heap in 64 MiB steps, not one request at a time
+)
 
 _applied: bool | None = None
 
@@ -46,8 +49,7 @@ def tune_malloc() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    ok = all(mallopt(param, value) == 1 for param, value in (
-        (M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_TOP_PAD, TOP_PAD)))
+    ok = all([mallopt(param, value) == 1 for param, value in SETTINGS])  # a list: apply all, even after a failure
     _applied = ok
     return ok
 

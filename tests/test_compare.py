@@ -62,11 +62,12 @@ def test_param_count_formula_matches_the_model(cell: str, layers: int, embed: in
 def test_matched_parameter_counts(vocab: int, hidden: int) -> None:
     cfg = config.load("compare-rnn", [f"model.hidden={hidden}"])
     plan = {s.cell: s for s in compare.plan_cells(cfg, ("rnn", "lstm", "gru"), vocab, "params")}
-    target = compare.model_param_count("lstm", 1, hidden, vocab)
+    embed = cfg.model.embed
+    target = compare.model_param_count("lstm", 1, hidden, vocab, embed)
     assert plan["lstm"].hidden == hidden and plan["lstm"].params == target
     for cell in ("rnn", "gru"):
         assert abs(plan[cell].params - target) / target < 0.01, (cell, plan[cell], target)
-        assert plan[cell].params == compare.model_param_count(cell, 1, plan[cell].hidden, vocab)
+        assert plan[cell].params == compare.model_param_count(cell, 1, plan[cell].hidden, vocab, embed)
     assert plan["rnn"].hidden > plan["gru"].hidden > plan["lstm"].hidden  # fewer gates, wider layer
 
 
