@@ -7,7 +7,8 @@ The fraction of peak is computed the same way: each round also times a large fp3
 
 PyTorch (the optional `bench` extra) is imported only for `--vs-torch`. Its model is the one `charlstm
 export` writes (embedding -> nn.LSTM/GRU/RNN -> linear) loaded with the same weights, trained with Adam and
-global-norm clipping as charlstm is, and sampled with the per-character Python loop people write.
+global-norm clipping as charlstm is, and sampled with the per-character Python loop people write. Each of
+its measurements runs at 1 thread and at torch's default thread count, and the faster one counts.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class TorchNumbers:
     sample_b1_ratio: float
     sample_b64_ratio: float
     initial_loss_diff: float  # |charlstm - torch| first-batch loss on the same weights: the models are the same
-    threads: dict[str, int]  # torch's thread count per task (train, b1, b64), the faster of 1 and its default
+    threads: dict[str, int]  # per task (train, b1, b64): the thread count, 1 or torch's default, that won most rounds
 
 
 @dataclass(frozen=True)
@@ -194,27 +195,23 @@ class _Torch:
         self.clip = o.clip_norm
         self.x, self.y = torch.from_numpy(np.asarray(x).T.copy()).long(), torch.from_numpy(np.asarray(y).T.copy()).long()
         self.state: Any = None
-        self.threads = {"train": self.default_threads, "b1": self.default_threads, "b64": self.default_threads}
+        # On a loaded machine an OpenMP barrier waits for a descheduled thread, and one thread can beat two
+        # by 10x, or lose by 2x a minute later. So torch runs every measurement at 1 thread and at its
+        # default, and counts the faster: a baseline that is never handicapped by its thread count.
+        self.counts = sorted({1, torch.get_num_threads()})
         self.first_loss = self.train(1)[1]
-        # Torch's best thread count per task: on a loaded machine an OpenMP barrier waits for a descheduled
-        # thread, and one thread can beat two by 10x at batch 1. The baseline gets whichever is faster.
-        self.threads = {
-            "train": self._fastest(lambda: self.train(1)[0]),
-            "b1": self._fastest(lambda: self.sample(1, 32)),
-            "b64": self._fastest(lambda: self.sample(64, 16)),
-        }
+        for n in self.counts:  # warm up oneDNN's kernels at each thread count
+            torch.set_num_threads(n)
+            self.train(1), self.sample(1, 8), self.sample(64, 8)
 
-    def _fastest(self, fn: Callable[[], float]) -> int:
-        """The thread count, 1 or torch's default, with the lower median of five alternating timings of `fn`.
-        (The median, not the best: under load two threads are fast now and then and very slow typically.)"""
-        counts = sorted({1, self.default_threads})
-        times: dict[int, list[float]] = {n: [] for n in counts}
-        for _ in range(6):  # the first pass is a warm-up for each count
-            for n in counts:
-                self.torch.set_num_threads(n)
-                times[n].append(fn())
-        self.torch.set_num_threads(self.default_threads)
-        return min(counts, key=lambda n: statistics.median(times[n][1:]))
+    def fastest(self, fn: Callable[[], float]) -> tuple[float, int]:
+        """`fn` timed at each thread count: the shorter time, and the thread count that gave it."""
+        times = {}
+        for n in self.counts:
+            self.torch.set_num_threads(n)
+            times[n] = fn()
+        best = min(times, key=times.__getitem__)
+        return times[best], best
 
     def forward(self, ids: Any, state: Any) -> tuple[Any, Any]:
         out, state = self.net["rnn"](self.net["embedding"](ids), state)
@@ -222,7 +219,6 @@ class _Torch:
 
     def train(self, steps: int) -> tuple[float, float]:
         torch = self.torch
-        torch.set_num_threads(self.threads["train"])
         tic, loss = time.perf_counter(), 0.0
         for _ in range(steps):
             self.opt.zero_grad(set_to_none=True)
@@ -240,7 +236,6 @@ class _Torch:
     def sample(self, batch: int, length: int) -> float:
         """A per-character loop: run one step, softmax, draw, feed the draw back in."""
         torch = self.torch
-        torch.set_num_threads(self.threads["b1" if batch == 1 else "b64"])
         tic = time.perf_counter()
         with torch.no_grad():
             tok, state = torch.zeros((1, batch), dtype=torch.long), None
@@ -282,13 +277,18 @@ def run(cfg: Config, steps: int = 5, rounds: int = 5, vs_torch: bool = False, vo
     chars = {"train": steps * d.batch_size * d.seq_len, "b1": SAMPLE_B1_CHARS, "b64": 64 * SAMPLE_B64_CHARS}
     ours_t: dict[str, list[float]] = {n: [] for n in names}
     theirs_t: dict[str, list[float]] = {n: [] for n in names}
+    theirs_threads: dict[str, list[int]] = {n: [] for n in names}
     peaks: list[float] = []
     for r in range(rounds):
         log(f"round {r + 1}/{rounds}")
         for n in names:
-            impls = [(ours, ours_t), (theirs, theirs_t)] if theirs is not None else [(ours, ours_t)]
-            for impl, times in impls if r % 2 == 0 else impls[::-1]:
-                times[n].append(work[n](impl))
+            for side in ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours"):
+                if side == "ours":
+                    ours_t[n].append(work[n](ours))
+                elif theirs is not None:
+                    t, threads = theirs.fastest(lambda: work[n](theirs))  # noqa: B023 (called right here)
+                    theirs_t[n].append(t)
+                    theirs_threads[n].append(threads)
         peaks.append(gemm())
 
     per_char = train_flops_per_char(cfg, vocab_size)
@@ -306,7 +306,8 @@ def run(cfg: Config, steps: int = 5, rounds: int = 5, vs_torch: bool = False, vo
             sample_b1_chars_per_s=statistics.median(chars["b1"] / t for t in theirs_t["b1"]),
             sample_b64_chars_per_s=statistics.median(chars["b64"] / t for t in theirs_t["b64"]),
             train_ratio=ratio["train"], sample_b1_ratio=ratio["b1"], sample_b64_ratio=ratio["b64"],
-            initial_loss_diff=abs(ours.first_loss - theirs.first_loss), threads=theirs.threads,
+            initial_loss_diff=abs(ours.first_loss - theirs.first_loss),
+            threads={n: max(set(v), key=v.count) for n, v in theirs_threads.items()},
         )
     m = cfg.model
     return BenchResult(
@@ -347,6 +348,6 @@ def rows(res: BenchResult) -> list[tuple[str, str]]:
             ("torch sampling chars/s, batch 1", f"{t.sample_b1_chars_per_s:,.0f}  (charlstm {t.sample_b1_ratio:.1f}x)"),
             ("torch sampling chars/s, batch 64", f"{t.sample_b64_chars_per_s:,.0f}  (charlstm {t.sample_b64_ratio:.1f}x)"),
             ("same model check", f"first-batch loss differs by {t.initial_loss_diff:.1e}"),
-            ("torch threads (train, b1, b64)", ", ".join(str(t.threads[k]) for k in ("train", "b1", "b64"))),
+            ("torch's faster threads (train, b1, b64)", ", ".join(str(t.threads[k]) for k in ("train", "b1", "b64"))),
         ]
     return out
