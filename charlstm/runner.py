@@ -132,6 +132,7 @@ def _train_locked(cfg: Config, run: rundir.RunDir, ckpt: checkpoint.Checkpointer
                     "cell": cfg.model.cell, "layers": cfg.model.layers, "hidden": cfg.model.hidden})
     final_val: float | None = None
     speed: list[float] = []
+
     def emit(ev: train.Event) -> None:
         nonlocal final_val, best
         reporter.event(ev)
@@ -148,22 +149,24 @@ def _train_locked(cfg: Config, run: rundir.RunDir, ckpt: checkpoint.Checkpointer
                 reporter.sample(ev.step, _sample(ev.params, cfg, vocab))
 
     tic = time.perf_counter()
-    with _StopFlag() as flag:
-        try:
-            state = train.fit(cfg, state, tr, va, emit=emit, save=ckpt.save, should_stop=lambda: flag.signum != 0)
-        except train.NonFiniteError as err:
+    try:
+        with _StopFlag() as flag:
+            try:
+                state = train.fit(cfg, state, tr, va, emit=emit, save=ckpt.save, should_stop=lambda: flag.signum != 0)
+            except train.NonFiniteError as err:
+                ckpt.wait()
+                raise RunError(str(err), "lower optim.lr or set optim.clip_norm; the last good checkpoint is intact") from None
+            finally:
+                reporter.stop()
+            seconds = time.perf_counter() - tic
+            step = int(state.step)
+            # An interrupted run has no validation loss for this step: don't let it compete for "best".
+            ckpt.save(state, None if flag.signum else final_val)
             ckpt.wait()
-            metrics.close()
-            raise RunError(str(err), "lower optim.lr or set optim.clip_norm; the last good checkpoint is intact") from None
-        finally:
-            reporter.stop()
-        seconds = time.perf_counter() - tic
-        step = int(state.step)
-        ckpt.save(state, final_val if step == cfg.train.steps or flag.signum == 0 else None)
-        ckpt.wait()
+    finally:
         metrics.close()
-        if flag.signum:
-            raise Interrupted(flag.signum, run.path, step)
+    if flag.signum:
+        raise Interrupted(flag.signum, run.path, step)
     # Step 0 compiles; leave it out of the speed figure.
     cps = float(np.median(speed[1:])) if len(speed) > 1 else (speed[0] if speed else 0.0)
     return Summary(run.path, step, final_val, best, n_params, seconds, cps)
