@@ -6,6 +6,7 @@ seconds instead of minutes in a per-character Python loop.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,14 +38,16 @@ class Vocab:
     def dtype(self) -> type:
         return np.uint8 if len(self) <= 256 else np.uint16 if len(self) <= 65536 else np.int32
 
+    @functools.cached_property
     def _table(self) -> np.ndarray:
+        # Built once per Vocab: prompts, eval files and the long-range records all encode through it.
         table = np.full(0x110000 if self.encoding == "utf-8" else 256, -1, dtype=np.int32)
         table[np.asarray(self.symbols, dtype=np.int64)] = np.arange(len(self), dtype=np.int32)
         return table
 
     def encode_points(self, points: np.ndarray) -> np.ndarray:
         """Map code points (or bytes) to ids; -1 marks symbols not in the vocabulary."""
-        return self._table()[points]
+        return self._table[points]
 
     def encode(self, text: str) -> np.ndarray:
         """Ids of `text`; -1 for characters the vocabulary does not have."""
@@ -115,10 +118,15 @@ def load_corpus(path: Path, encoding: Encoding = "utf-8", vocab: Vocab | None = 
     vocab = vocab or build_vocab(points, encoding)
     ids = vocab.encode_points(points)
     if (ids < 0).any():
-        bad = sorted({int(p) for p in points[ids < 0][:1000]})
-        shown = "".join(chr(p) for p in bad[:10]) if encoding == "utf-8" else str(bad[:10])
-        raise CorpusError(f"{path} has symbols not in the run's vocabulary: {shown!r}", "train on a corpus that has them")
+        raise CorpusError(f"{path} has symbols not in the run's vocabulary: {unknown_examples(points, ids, encoding)!r}",
+                          "train on a corpus that has them")
     return vocab, ids.astype(vocab.dtype)
+
+
+def unknown_examples(points: np.ndarray, ids: np.ndarray, encoding: Encoding, limit: int = 10) -> str:
+    """Up to `limit` distinct symbols that encoded to -1, for error messages."""
+    bad = sorted({int(p) for p in points[ids < 0][:10_000]})[:limit]
+    return "".join(chr(p) for p in bad) if encoding == "utf-8" else str(bad)
 
 
 def split(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:

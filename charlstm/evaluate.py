@@ -38,8 +38,7 @@ def encode_file(path: Path, vocab: Vocab, skip_unknown: bool) -> tuple[np.ndarra
     ids = vocab.encode_points(points)
     unknown = int((ids < 0).sum())
     if unknown and not skip_unknown:
-        bad = sorted({int(p) for p in points[ids < 0][:10_000]})[:10]
-        shown = "".join(chr(p) for p in bad) if vocab.encoding == "utf-8" else str(bad)
+        shown = corpus.unknown_examples(points, ids, vocab.encoding)
         raise CorpusError(f"{path} has {unknown:,} characters the model never saw, e.g. {shown!r}",
                           "pass --skip-unknown to drop and count them")
     ids = ids[ids >= 0]
