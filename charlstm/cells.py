@@ -12,6 +12,10 @@ The LSTM in equations (sigma = logistic sigmoid, * = elementwise):
     o = sigma(x W_io + h W_ho + b_o)   output gate: how much of the memory to expose
     c = f * c + i * g                  cell state: long-term memory, changed only additively
     h = o * tanh(c)                    hidden state: short-term memory and the layer's output
+
+Options (all off by default): the layer-normalised LSTM (Ba et al., 2016) normalises the two gate
+pre-activations x W_ih and h W_hh separately and the cell state before its tanh; variational recurrent
+dropout (Gal & Ghahramani, 2016) multiplies h by one fixed mask per sequence where it enters W_hh.
 """
 
 from __future__ import annotations
@@ -30,15 +34,27 @@ GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 RECORDABLE = {"lstm": ("i", "f", "g", "o", "c", "h"), "gru": ("r", "z", "n", "h"), "rnn": ("h",)}
 
 
-def init_layer(cell: str, key: jax.Array, n_in: int, hidden: int, forget_bias: float = 1.0) -> Params:
-    """PyTorch's initialisation, U(-1/sqrt(H), 1/sqrt(H)), and a forget-gate bias that starts remembering."""
+def init_layer(
+    cell: str, key: jax.Array, n_in: int, hidden: int, forget_bias: float = 1.0, *, init_hh: str = "uniform",
+    layer_norm: bool = False,
+) -> Params:
+    """PyTorch's initialisation, U(-1/sqrt(H), 1/sqrt(H)), and a forget-gate bias that starts remembering.
+
+    `init_hh="orthogonal"` makes each gate's [H, H] block of W_hh orthogonal (its singular values are all 1,
+    so at initialisation the recurrent matmul neither shrinks nor grows h). `layer_norm` adds the LSTM's
+    normalisation gains (ones) and the cell-state shift (zeros): g_ih, g_hh [4H], g_c, b_c [H].
+    """
     k = 1.0 / jnp.sqrt(hidden)
     g = GATES[cell] * hidden
     k_ih, k_hh, k_b, k_b2 = jax.random.split(key, 4)
-    p = {
-        "W_ih": jax.random.uniform(k_ih, (n_in, g), minval=-k, maxval=k),
-        "W_hh": jax.random.uniform(k_hh, (hidden, g), minval=-k, maxval=k),
-    }
+    if init_hh == "orthogonal":
+        blocks = jax.random.split(k_hh, GATES[cell])
+        w_hh = jnp.concatenate([jax.nn.initializers.orthogonal()(kb, (hidden, hidden)) for kb in blocks], axis=1)
+    else:
+        w_hh = jax.random.uniform(k_hh, (hidden, g), minval=-k, maxval=k)
+    p = {"W_ih": jax.random.uniform(k_ih, (n_in, g), minval=-k, maxval=k), "W_hh": w_hh}
+    if layer_norm:
+        p.update(g_ih=jnp.ones(g), g_hh=jnp.ones(g), g_c=jnp.ones(hidden), b_c=jnp.zeros(hidden))
     if cell == "gru":  # GRU keeps b_hh apart: it sits inside r * (h W_hn + b_hn)
         p["b_ih"] = jax.random.uniform(k_b, (g,), minval=-k, maxval=k)
         p["b_hh"] = jax.random.uniform(k_b2, (g,), minval=-k, maxval=k)
@@ -55,11 +71,29 @@ def zeros_carry(cell: str, batch: int, hidden: int, dtype: Any = jnp.float32) ->
     return (h, jnp.zeros_like(h)) if cell == "lstm" else (h,)
 
 
-def project_input(cell: str, p: Params, x: jax.Array) -> jax.Array:
-    """x W_ih + b for all timesteps at once; integer x (character ids) is a row gather, not a one-hot matmul."""
+def project_input(cell: str, p: Params, x: jax.Array, compute_dtype: str = "float32") -> jax.Array:
+    """x W_ih + b for all timesteps at once; integer x (character ids) is a row gather, not a one-hot matmul.
+
+    A float x (the layer below's h) is multiplied on `compute_dtype` inputs with fp32 accumulation; a
+    layer-normalised LSTM normalises x W_ih here, outside the sequential loop.
+    """
     b = p["b_ih"] if cell == "gru" else p["b"]
-    xw = p["W_ih"][x] if jnp.issubdtype(x.dtype, jnp.integer) else x @ p["W_ih"]
+    xw = p["W_ih"][x] if jnp.issubdtype(x.dtype, jnp.integer) else _mm(x, p["W_ih"], compute_dtype, x.dtype)
+    if "g_ih" in p:
+        xw = layer_norm(xw) * p["g_ih"]
     return xw + b
+
+
+def layer_norm(x: jax.Array, eps: float = 1e-5) -> jax.Array:
+    """Normalise the last axis to zero mean and unit variance (the gain and shift are the caller's)."""
+    mu = x.mean(axis=-1, keepdims=True)
+    var = jnp.square(x - mu).mean(axis=-1, keepdims=True)
+    return (x - mu) * jax.lax.rsqrt(var + eps)
+
+
+def _masked(h: jax.Array, h_mask: jax.Array | None) -> jax.Array:
+    # Variational recurrent dropout: only the copy of h that feeds W_hh is dropped, not the carried state.
+    return h if h_mask is None else h * h_mask
 
 
 def _recurrent(h: jax.Array, w: jax.Array) -> jax.Array:
@@ -68,19 +102,30 @@ def _recurrent(h: jax.Array, w: jax.Array) -> jax.Array:
     return jnp.dot(h.astype(w.dtype), w, preferred_element_type=h.dtype)
 
 
-def lstm_step(p: Params, carry: Carry, xw: jax.Array) -> tuple[Carry, dict[str, jax.Array]]:
+def lstm_step(p: Params, carry: Carry, xw: jax.Array, h_mask: jax.Array | None = None) -> tuple[Carry, dict[str, jax.Array]]:
     h, c = carry
-    i, f, g, o = jnp.split(xw + _recurrent(h, p["W_hh"]), 4, axis=-1)
+    i, f, g, o = jnp.split(xw + _recurrent(_masked(h, h_mask), p["W_hh"]), 4, axis=-1)
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
     c = f * c + i * g
     h = o * jnp.tanh(c)
     return (h, c), {"i": i, "f": f, "g": g, "o": o, "c": c, "h": h}
 
 
-def gru_step(p: Params, carry: Carry, xw: jax.Array) -> tuple[Carry, dict[str, jax.Array]]:
+def ln_lstm_step(p: Params, carry: Carry, xw: jax.Array, h_mask: jax.Array | None = None) -> tuple[Carry, dict[str, jax.Array]]:
+    """The layer-normalised LSTM step; xw is already LN(x W_ih) * g_ih + b (see `project_input`)."""
+    h, c = carry
+    hw = layer_norm(_recurrent(_masked(h, h_mask), p["W_hh"])) * p["g_hh"]
+    i, f, g, o = jnp.split(xw + hw, 4, axis=-1)
+    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+    c = f * c + i * g
+    h = o * jnp.tanh(layer_norm(c) * p["g_c"] + p["b_c"])
+    return (h, c), {"i": i, "f": f, "g": g, "o": o, "c": c, "h": h}
+
+
+def gru_step(p: Params, carry: Carry, xw: jax.Array, h_mask: jax.Array | None = None) -> tuple[Carry, dict[str, jax.Array]]:
     (h,) = carry
     x_r, x_z, x_n = jnp.split(xw, 3, axis=-1)
-    h_r, h_z, h_n = jnp.split(_recurrent(h, p["W_hh"]) + p["b_hh"], 3, axis=-1)
+    h_r, h_z, h_n = jnp.split(_recurrent(_masked(h, h_mask), p["W_hh"]) + p["b_hh"], 3, axis=-1)
     r = jax.nn.sigmoid(x_r + h_r)  # reset gate: how much of the past feeds the candidate
     z = jax.nn.sigmoid(x_z + h_z)  # update gate: how much of the old state to keep
     n = jnp.tanh(x_n + r * h_n)
@@ -88,13 +133,18 @@ def gru_step(p: Params, carry: Carry, xw: jax.Array) -> tuple[Carry, dict[str, j
     return (h,), {"r": r, "z": z, "n": n, "h": h}
 
 
-def rnn_step(p: Params, carry: Carry, xw: jax.Array) -> tuple[Carry, dict[str, jax.Array]]:
+def rnn_step(p: Params, carry: Carry, xw: jax.Array, h_mask: jax.Array | None = None) -> tuple[Carry, dict[str, jax.Array]]:
     (h,) = carry
-    h = jnp.tanh(xw + _recurrent(h, p["W_hh"]))
+    h = jnp.tanh(xw + _recurrent(_masked(h, h_mask), p["W_hh"]))
     return (h,), {"h": h}
 
 
 STEPS = {"lstm": lstm_step, "gru": gru_step, "rnn": rnn_step}
+
+
+def step_fn(cell: str, p: Params):  # noqa: ANN201 - one of the step functions above
+    """The step function for a layer: its parameters say whether it is layer-normalised."""
+    return ln_lstm_step if "g_hh" in p else STEPS[cell]
 
 
 def scan_layer(
@@ -105,17 +155,19 @@ def scan_layer(
     record: tuple[str, ...] = ("h",),
     *,
     compute_dtype: str = "float32",
+    h_mask: jax.Array | None = None,
 ) -> tuple[dict[str, jax.Array], Carry]:
     """Run one layer over a time-major sequence of projected inputs xw [T, B, G*H].
 
     Returns the recorded per-step quantities (each [T, B, H]) and the final carry. The usual case, only "h"
-    recorded, goes through `fused_layer` (same values, a faster backward pass); asking for gates runs the
-    plain scan, `plain_scan_layer`, which is also the reference the fused layer is tested against.
+    recorded, goes through `fused_layer` (same values, a faster backward pass); asking for gates, a
+    recurrent dropout mask `h_mask` [B, H] or a layer-normalised LSTM runs the plain scan,
+    `plain_scan_layer`, which is also the reference the fused layer is tested against.
     `compute_dtype="bfloat16"` runs the recurrent matmul on bf16 inputs with fp32 accumulation.
     """
-    if tuple(record) == ("h",):
+    if tuple(record) == ("h",) and h_mask is None and "g_hh" not in p:
         return fused_layer(cell, p, xw, carry, compute_dtype=compute_dtype)
-    return plain_scan_layer(cell, p, xw, carry, record, compute_dtype=compute_dtype)
+    return plain_scan_layer(cell, p, xw, carry, record, compute_dtype=compute_dtype, h_mask=h_mask)
 
 
 def plain_scan_layer(
@@ -126,13 +178,14 @@ def plain_scan_layer(
     record: tuple[str, ...] = ("h",),
     *,
     compute_dtype: str = "float32",
+    h_mask: jax.Array | None = None,
 ) -> tuple[dict[str, jax.Array], Carry]:
     """`scan_layer` as one `lax.scan` of the step function, differentiated by JAX (the reference path)."""
-    step_fn = STEPS[cell]
+    cell_step = step_fn(cell, p)
     p = _cast_recurrent(p, compute_dtype)
 
     def step(carry: Carry, xw_t: jax.Array) -> tuple[Carry, dict[str, jax.Array]]:
-        carry, out = step_fn(p, carry, xw_t)
+        carry, out = cell_step(p, carry, xw_t, h_mask)
         return carry, {k: out[k] for k in record}
 
     if xw.shape[0] == 1:  # one step (sampling feeds one character at a time): no loop around it

@@ -41,6 +41,29 @@ class ModelConfig(_Section):
     compute_dtype: Literal["float32", "bfloat16"] = Field(
         "float32", description="matmul input dtype; bfloat16 keeps fp32 accumulation and fp32 master weights"
     )
+    init_hh: Literal["uniform", "orthogonal"] = Field(
+        "uniform", description="W_hh initialisation: PyTorch's uniform, or an orthogonal matrix per gate"
+    )
+    layer_norm: bool = Field(False, description="layer-normalised LSTM (gate pre-activations and cell state)")
+    recurrent_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="variational dropout on h where it enters W_hh (one mask per sequence)"
+    )
+    tie_embed: bool = Field(False, description="share the embedding table with the output head (needs embed = hidden)")
+
+    @field_validator("layer_norm")
+    @classmethod
+    def _layer_norm_needs_lstm(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("cell") != "lstm":
+            raise ValueError("layer_norm is implemented for model.cell=lstm only")
+        return value
+
+    @field_validator("tie_embed")
+    @classmethod
+    def _tie_needs_matching_sizes(cls, value: bool, info: ValidationInfo) -> bool:
+        embed, hidden = info.data.get("embed"), info.data.get("hidden")
+        if value and embed != hidden:
+            raise ValueError(f"tie_embed needs model.embed equal to model.hidden ({hidden}), got embed={embed}")
+        return value
 
 
 class DataConfig(_Section):
@@ -79,12 +102,18 @@ class CheckpointConfig(_Section):
     keep: int = Field(3, ge=1, description="most recent checkpoints kept (plus the best)")
 
 
+class DistConfig(_Section):
+    # Per process, so one config serves a 1-GPU workstation and a job of 8-GPU hosts alike.
+    devices: int = Field(0, ge=0, le=65_536, description="devices per process the batch is split across (0: all local devices)")
+
+
 class Config(_Section):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    dist: DistConfig = DistConfig()
 
 
 def _field_paths(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:

@@ -27,6 +27,9 @@ from charlstm.errors import UserError
 
 def torch_state_dict(params: model.Params, cfg: Config, vocab_size: int) -> dict[str, np.ndarray]:
     """Our parameters renamed and transposed into PyTorch's layout (float32 NumPy arrays)."""
+    if cfg.model.layer_norm:
+        raise UserError("this run uses model.layer_norm, which PyTorch's nn.LSTM has no place for",
+                        "export a run trained without layer_norm")
     embed = params.get("embed")  # a learned table, or the identity for one-hot input
     sd: dict[str, np.ndarray] = {
         "embedding.weight": np.eye(vocab_size, dtype=np.float32) if embed is None else np.asarray(embed, np.float32)
@@ -39,7 +42,7 @@ def torch_state_dict(params: model.Params, cfg: Config, vocab_size: int) -> dict
             sd[f"rnn.bias_ih_l{k}"], sd[f"rnn.bias_hh_l{k}"] = p["b_ih"], p["b_hh"]
         else:  # one fused bias here; PyTorch adds two, so the second is zero
             sd[f"rnn.bias_ih_l{k}"], sd[f"rnn.bias_hh_l{k}"] = p["b"], np.zeros_like(p["b"])
-    sd["head.weight"] = np.asarray(params["head"]["W"], dtype=np.float32).T.copy()
+    sd["head.weight"] = np.asarray(model.head_weight(params), dtype=np.float32).T.copy()
     sd["head.bias"] = np.asarray(params["head"]["b"], dtype=np.float32)
     return sd
 

@@ -72,14 +72,14 @@ def _model_norms(params: model.Params, x: jax.Array, y: jax.Array, cfg: ModelCon
         outs, _ = cells.scan_layer(cfg.cell, p, cells.project_input(cfg.cell, p, inp), cells.zeros_carry(cfg.cell, batch, cfg.hidden))
         inp = outs["h"]
     top = model.layer_params(params, len(params["layers"]) - 1)
-    head = params["head"]
+    head, head_w = params["head"], model.head_weight(params)
 
     def readout(h_last: jax.Array) -> jax.Array:
-        logits = h_last @ head["W"] + head["b"]
+        logits = h_last @ head_w + head["b"]
         return optax.softmax_cross_entropy_with_integer_labels(logits, y[:, -1])
 
     xw = cells.project_input(cfg.cell, top, inp)
-    return hidden_grad_norms(cells.STEPS[cfg.cell], top, xw, cells.zeros_carry(cfg.cell, batch, cfg.hidden), readout)
+    return hidden_grad_norms(cells.step_fn(cfg.cell, top), top, xw, cells.zeros_carry(cfg.cell, batch, cfg.hidden), readout)
 
 
 def model_profile(params: model.Params, cfg: ModelConfig, x: np.ndarray, y: np.ndarray) -> np.ndarray:

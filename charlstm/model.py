@@ -27,15 +27,15 @@ def init_params(cfg: ModelConfig, vocab_size: int, key: jax.Array) -> Params:
     keys = jax.random.split(key, cfg.layers + 2)
     n_in = cfg.embed or vocab_size
     layers = [
-        cells.init_layer(cfg.cell, keys[k], n_in if k == 0 else cfg.hidden, cfg.hidden, cfg.forget_bias)
+        cells.init_layer(cfg.cell, keys[k], n_in if k == 0 else cfg.hidden, cfg.hidden, cfg.forget_bias,
+                         init_hh=cfg.init_hh, layer_norm=cfg.layer_norm)
         for k in range(cfg.layers)
     ]
     bound = 1.0 / jnp.sqrt(cfg.hidden)
     k_w, k_b = jax.random.split(keys[cfg.layers])
-    head = {
-        "W": jax.random.uniform(k_w, (cfg.hidden, vocab_size), minval=-bound, maxval=bound),
-        "b": jax.random.uniform(k_b, (vocab_size,), minval=-bound, maxval=bound),
-    }
+    head = {"b": jax.random.uniform(k_b, (vocab_size,), minval=-bound, maxval=bound)}
+    if not cfg.tie_embed:  # tied: the head reads the embedding table (see `head_weight`)
+        head["W"] = jax.random.uniform(k_w, (cfg.hidden, vocab_size), minval=-bound, maxval=bound)
     params = {"layers": layers, "head": head}
     if cfg.embed:
         params["embed"] = jax.random.normal(keys[-1], (vocab_size, cfg.embed))
@@ -49,6 +49,17 @@ def layer_params(params: Params, n: int) -> cells.Params:
     if n == 0 and "embed" in params:
         p = {**p, "W_ih": params["embed"] @ p["W_ih"]}
     return p
+
+
+def head_weight(params: Params) -> jax.Array:
+    """The output head's [H, V] matrix: its own, or the embedding table transposed when they are tied.
+
+    The tied table is scaled by 1/sqrt(E): the N(0, 1) embedding is sized for inputs, and unscaled it would
+    start the logits about sqrt(E) times larger than an untied head's.
+    """
+    if "W" in params["head"]:
+        return params["head"]["W"]
+    return params["embed"].T / jnp.sqrt(params["embed"].shape[1]).astype(params["embed"].dtype)
 
 
 def zeros_carry(cfg: ModelConfig, batch: int) -> Carry:
@@ -73,14 +84,6 @@ def _matmul(x: jax.Array, w: jax.Array, compute_dtype: str) -> jax.Array:
     return jnp.dot(x.astype(compute_dtype), w.astype(compute_dtype), preferred_element_type=x.dtype)
 
 
-def _project(cfg: ModelConfig, p: cells.Params, inp: jax.Array) -> jax.Array:
-    """The input projection of a layer; a float input (layers above the first) honours compute_dtype."""
-    if cfg.compute_dtype == "float32" or jnp.issubdtype(inp.dtype, jnp.integer):
-        return cells.project_input(cfg.cell, p, inp)  # character ids: a row gather, no matmul to speed up
-    b = p["b_ih"] if cfg.cell == "gru" else p["b"]
-    return _matmul(inp, p["W_ih"], cfg.compute_dtype) + b
-
-
 def apply(
     params: Params,
     x: jax.Array,
@@ -93,23 +96,28 @@ def apply(
 ) -> tuple[jax.Array, Carry] | tuple[jax.Array, Carry, list[dict[str, jax.Array]]]:
     """Logits [B, T, V] for character ids x [B, T], starting from `carry`; returns the final carry too.
 
-    With `train=True` and `cfg.dropout > 0`, dropout (needs `key`) is applied to each layer's output, i.e.
-    between layers and before the head, never on the recurrent path. With `record`, also return per layer
-    the requested step quantities (e.g. gates) as [B, T, H] arrays.
+    With `train=True` (needs `key`): `cfg.dropout` drops each layer's output, i.e. between layers and before
+    the head; `cfg.recurrent_dropout` drops h where it enters W_hh, with one mask per sequence for the whole
+    window (variational). With `record`, also return per layer the requested step quantities (e.g. gates)
+    as [B, T, H] arrays.
     """
     use_dropout = train and cfg.dropout > 0.0
-    keys = jax.random.split(key, cfg.layers) if use_dropout else [None] * cfg.layers
+    use_recurrent = train and cfg.recurrent_dropout > 0.0
+    keys = jax.random.split(key, cfg.layers) if use_dropout or use_recurrent else [None] * cfg.layers
     inp = x.T  # [T, B] ids
     new_carry, recorded = [], []
     want = tuple(dict.fromkeys(("h",) + record))
     for n, (c, k) in enumerate(zip(carry, keys)):
         p = layer_params(params, n)
-        xw = _project(cfg, p, inp)
-        outs, c = cells.scan_layer(cfg.cell, p, xw, c, record=want, compute_dtype=cfg.compute_dtype)
+        xw = cells.project_input(cfg.cell, p, inp, cfg.compute_dtype)
+        h_mask = None
+        if use_recurrent:  # its own stream, so the output-dropout masks are the same with or without it
+            h_mask = _dropout(jnp.ones((x.shape[0], cfg.hidden)), cfg.recurrent_dropout, jax.random.fold_in(k, 1))
+        outs, c = cells.scan_layer(cfg.cell, p, xw, c, record=want, compute_dtype=cfg.compute_dtype, h_mask=h_mask)
         new_carry.append(c)
         recorded.append({name: jnp.swapaxes(outs[name], 0, 1) for name in record})
         inp = _dropout(outs["h"], cfg.dropout, k) if use_dropout else outs["h"]
-    logits = _matmul(inp, params["head"]["W"], cfg.compute_dtype) + params["head"]["b"]  # [T, B, V]
+    logits = _matmul(inp, head_weight(params), cfg.compute_dtype) + params["head"]["b"]  # [T, B, V]
     logits = jnp.swapaxes(logits, 0, 1)
     if record:
         return logits, tuple(new_carry), recorded

@@ -14,7 +14,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 def test_every_config_key_is_in_the_readme_table() -> None:
     for key, default, _ in config.describe():
-        assert re.search(rf"\| `{re.escape(key)}` \| `{re.escape(default)}` \|", README), key
+        assert re.search(rf"\| `{re.escape(key)}` \| `{re.escape(default)}` \|", README), f"{key}: run scripts/readme_config_table.py"
 
 
 def test_every_command_is_documented() -> None:

@@ -1,0 +1,5 @@
+"""`python -m charlstm ...`: the same entry point as the `charlstm` console script."""
+
+from charlstm.cli import main
+
+main()

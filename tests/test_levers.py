@@ -1,0 +1,196 @@
+"""The optional model levers (layer-normalised LSTM, variational recurrent dropout, orthogonal W_hh, a tied
+head) against independent NumPy code and finite differences, and their config rules."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import reference as ref
+from charlstm import cells, config, export, model, train
+from charlstm.errors import ConfigError, UserError
+
+T, B, H, N_IN = 6, 3, 4, 5
+
+
+def _np_layer_norm(x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps)
+
+
+def ln_lstm_reference(p: dict, xs: np.ndarray, h: np.ndarray, c: np.ndarray, h_mask: np.ndarray | None = None):
+    """Ba et al.'s layer-normalised LSTM written out in NumPy float64, gates in PyTorch's order i, f, g, o:
+    z = LN(x W_ih) g_ih + LN((h m) W_hh) g_hh + b;  c' = f c + i g;  h' = o tanh(LN(c') g_c + b_c)."""
+    p = {k: np.asarray(v, np.float64) for k, v in p.items()}
+    m = np.ones_like(h) if h_mask is None else h_mask
+    hs = []
+    for x in xs:
+        z = _np_layer_norm(x @ p["W_ih"]) * p["g_ih"] + _np_layer_norm((h * m) @ p["W_hh"]) * p["g_hh"] + p["b"]
+        i, f, g, o = (z[:, k * H : (k + 1) * H] for k in range(4))
+        i, f, g, o = ref.sigmoid(i), ref.sigmoid(f), np.tanh(g), ref.sigmoid(o)
+        c = f * c + i * g
+        h = o * np.tanh(_np_layer_norm(c) * p["g_c"] + p["b_c"])
+        hs.append(h)
+    return np.stack(hs), h, c
+
+
+def random_ln_layer(rng: np.random.Generator) -> dict:
+    g = 4 * H
+    return {"W_ih": rng.uniform(-0.7, 0.7, (N_IN, g)), "W_hh": rng.uniform(-0.7, 0.7, (H, g)),
+            "b": rng.uniform(-0.5, 0.5, g), "g_ih": rng.uniform(0.5, 1.5, g), "g_hh": rng.uniform(0.5, 1.5, g),
+            "g_c": rng.uniform(0.5, 1.5, H), "b_c": rng.uniform(-0.5, 0.5, H)}
+
+
+def _run(p, xs, carry, h_mask=None, record=("h",)):
+    xw = cells.project_input("lstm", p, xs)
+    return cells.scan_layer("lstm", p, xw, carry, record=record, h_mask=h_mask)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_layer_norm_lstm_matches_numpy_reference(masked: bool) -> None:
+    rng = np.random.default_rng(0)
+    p = random_ln_layer(rng)
+    xs = rng.normal(0, 1, (T, B, N_IN))
+    h0, c0 = rng.uniform(-0.9, 0.9, (B, H)), rng.normal(0, 1, (B, H))
+    mask = (rng.random((B, H)) > 0.3) / 0.7 if masked else None
+    outs, (h, c) = jax.jit(_run)(*jax.tree_util.tree_map(jnp.asarray, (p, xs, (h0, c0), mask)))
+    want_hs, want_h, want_c = ln_lstm_reference(p, xs, h0, c0, mask)
+    np.testing.assert_allclose(np.asarray(outs["h"]), want_hs, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(h), want_h, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(c), want_c, atol=1e-5)
+
+
+def test_layer_norm_lstm_gradients_match_finite_differences() -> None:
+    rng = np.random.default_rng(1)
+    p = random_ln_layer(rng)
+    xs = rng.normal(0, 1, (T, B, N_IN))
+    h0, c0 = rng.uniform(-0.9, 0.9, (B, H)), rng.normal(0, 1, (B, H))
+    w = rng.normal(0, 1, (T, B, H))
+
+    def ref_loss(q: dict) -> float:
+        return float((ln_lstm_reference(q, xs, h0, c0)[0] * w).sum())
+
+    with jax.enable_x64(True):
+        p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), p)
+        grads = jax.grad(lambda q: jnp.sum(_run(q, jnp.asarray(xs), (jnp.asarray(h0), jnp.asarray(c0)))[0]["h"] * w))(p64)
+    eps = 1e-6
+    for name, value in p.items():
+        fd = np.zeros_like(value)
+        for idx in np.ndindex(value.shape):
+            up, down = {**p, name: value.copy()}, {**p, name: value.copy()}
+            up[name][idx] += eps
+            down[name][idx] -= eps
+            fd[idx] = (ref_loss(up) - ref_loss(down)) / (2 * eps)
+        np.testing.assert_allclose(np.asarray(grads[name]), fd, rtol=1e-5, atol=1e-7, err_msg=name)
+        assert np.abs(fd).max() > 1e-3, name
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_recurrent_mask_drops_only_the_copy_of_h_that_feeds_w_hh(cell: str) -> None:
+    """A mask of ones changes nothing; a mask m equals the reference run with W_hh's rows scaled by m
+    (identical when the mask is one per sequence: (h * m) W_hh = h (diag(m) W_hh) row by row)."""
+    rng = np.random.default_rng(2)
+    g = ref.N_GATES[cell] * H
+    p = {"W_ih": rng.uniform(-0.7, 0.7, (N_IN, g)), "W_hh": rng.uniform(-0.7, 0.7, (H, g))}
+    if cell == "gru":
+        p["b_ih"], p["b_hh"] = rng.uniform(-0.5, 0.5, g), rng.uniform(-0.5, 0.5, g)
+    else:
+        p["b"] = rng.uniform(-0.5, 0.5, g)
+    xs = rng.normal(0, 1, (T, 1, N_IN))
+    carry = tuple(rng.uniform(-0.9, 0.9, (1, H)) for _ in range(2 if cell == "lstm" else 1))
+    m = np.array([[0.0, 2.0, 2.0, 0.0]])
+
+    def run(q, mask):
+        xw = cells.project_input(cell, q, jnp.asarray(xs, jnp.float32))
+        return cells.scan_layer(cell, q, xw, carry, h_mask=mask)[0]["h"]
+
+    pj = jax.tree_util.tree_map(jnp.asarray, p)
+    np.testing.assert_allclose(np.asarray(run(pj, jnp.ones((1, H)))), np.asarray(run(pj, None)), atol=1e-6)
+    scaled = {**pj, "W_hh": jnp.asarray(m[0][:, None] * p["W_hh"])}
+    if cell == "gru":  # the GRU also blends the unmasked h into h' = (1 - z) n + z h: compare to the reference
+        want = _gru_masked_reference(p, xs, carry[0], m)
+    else:
+        want = np.asarray(run(scaled, None))
+    np.testing.assert_allclose(np.asarray(run(pj, jnp.asarray(m))), want, atol=1e-5)
+
+
+def _gru_masked_reference(p: dict, xs: np.ndarray, h: np.ndarray, m: np.ndarray) -> np.ndarray:
+    out = []
+    for x in xs:
+        gi, gh = x @ p["W_ih"] + p["b_ih"], (h * m) @ p["W_hh"] + p["b_hh"]
+        r = ref.sigmoid(gi[:, :H] + gh[:, :H])
+        z = ref.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])
+        n = np.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
+        h = (1 - z) * n + z * h
+        out.append(h)
+    return np.stack(out)
+
+
+def _cfg(*sets: str) -> config.Config:
+    return config.load("tiny", ["model.hidden=8", "data.batch_size=4", "data.seq_len=6", *sets])
+
+
+def test_recurrent_dropout_is_training_only_and_one_mask_per_window() -> None:
+    cfg = _cfg("model.recurrent_dropout=0.5")
+    params = model.init_params(cfg.model, 7, jax.random.PRNGKey(0))
+    x = jnp.asarray(np.random.default_rng(3).integers(0, 7, (4, 6)))
+    carry = model.zeros_carry(cfg.model, 4)
+    plain = model.apply(params, x, carry, _cfg().model)[0]
+    np.testing.assert_array_equal(np.asarray(model.apply(params, x, carry, cfg.model)[0]), np.asarray(plain))
+    k1, k2 = jax.random.PRNGKey(1), jax.random.PRNGKey(2)
+    a = model.apply(params, x, carry, cfg.model, train=True, key=k1)[0]
+    again = model.apply(params, x, carry, cfg.model, train=True, key=k1)[0]
+    b = model.apply(params, x, carry, cfg.model, train=True, key=k2)[0]
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(again))  # deterministic for a key
+    assert not np.allclose(np.asarray(a), np.asarray(plain)) and not np.allclose(np.asarray(a), np.asarray(b))
+
+
+def test_orthogonal_init_gives_orthogonal_gate_blocks() -> None:
+    p = cells.init_layer("lstm", jax.random.PRNGKey(0), 5, 16, init_hh="orthogonal")
+    w = np.asarray(p["W_hh"])
+    for k in range(4):
+        block = w[:, k * 16 : (k + 1) * 16]
+        np.testing.assert_allclose(block.T @ block, np.eye(16), atol=1e-5)
+    assert not np.allclose(w[:, :16], w[:, 16:32])
+
+
+def test_tied_head_reads_the_embedding_and_trains_it_through_both_paths() -> None:
+    cfg = _cfg("model.embed=8", "model.tie_embed=true")
+    untied = model.init_params(_cfg("model.embed=8").model, 7, jax.random.PRNGKey(0))
+    params = model.init_params(cfg.model, 7, jax.random.PRNGKey(0))
+    assert "W" not in params["head"]
+    assert model.param_count(untied) - model.param_count(params) == 8 * 7
+    np.testing.assert_allclose(np.asarray(model.head_weight(params)), np.asarray(params["embed"]).T / np.sqrt(8), rtol=1e-6)
+    x = jnp.asarray(np.random.default_rng(4).integers(0, 3, (4, 6)))  # ids 3..6 never read as inputs
+    y = jnp.full((4, 6), 5)
+    grads = jax.grad(lambda q: train.loss_fn(q, x, y, model.zeros_carry(cfg.model, 4), cfg.model, train=False, key=None)[0])(params)
+    g = np.asarray(grads["embed"])
+    assert np.abs(g[5]).max() > 0  # only the head reaches row 5 (a target, never an input)
+    sd = export.torch_state_dict(params, cfg, 7)
+    np.testing.assert_allclose(sd["head.weight"], np.asarray(params["embed"]) / np.sqrt(8), rtol=1e-6)
+
+
+def test_layer_norm_model_trains_and_refuses_torch_export() -> None:
+    cfg = _cfg("model.layer_norm=true", "optim.lr=0.02")
+    state = train.init_state(cfg, 7)
+    step = train.make_train_step(cfg)
+    x = jnp.asarray(np.random.default_rng(5).integers(0, 7, (4, 6)))
+    losses = []
+    for _ in range(cfg.train.steps):
+        state, m = step(state, x, x, jnp.asarray(False))
+        losses.append(float(m["loss"]))
+    assert losses[-1] < 0.7 * losses[0]  # learning to copy its input (measured: 1.97 -> 1.13)
+    with pytest.raises(UserError, match="layer_norm"):
+        export.torch_state_dict(state.params, cfg, 7)
+
+
+@pytest.mark.parametrize(("sets", "message"), [
+    (["model.tie_embed=true"], "tie_embed needs model.embed equal to model.hidden"),
+    (["model.cell=gru", "model.layer_norm=true"], "layer_norm is implemented for model.cell=lstm only"),
+    (["model.recurrent_dropout=1.0"], "model.recurrent_dropout"),
+    (["model.init_hh=identity"], "allowed"),
+])
+def test_lever_config_errors_name_the_key(sets: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _cfg(*sets)
