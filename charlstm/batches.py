@@ -29,30 +29,33 @@ def stream_layout(n: int, batch_size: int, seq_len: int) -> tuple[int, int]:
 
 
 def _windows(ids: np.ndarray, starts: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
-    chunk = ids[starts[:, None] + np.arange(seq_len + 1)].astype(np.int32)
+    # A gather of B x (T + 1) elements: on a memory-mapped corpus only those pages are read, never the whole.
+    chunk = np.asarray(ids[starts[:, None] + np.arange(seq_len + 1)], dtype=np.int32)
     return chunk[:, :-1], chunk[:, 1:]
 
 
-def stream_batch(ids: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int) -> Batch:
-    """Batch number `step` of contiguous streams (see module docstring)."""
+def stream_batch(ids: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int, rows: slice = slice(None)) -> Batch:
+    """Batch number `step` of contiguous streams (see module docstring); only `rows` of it (one process's share)."""
     stream_len, per_epoch = stream_layout(len(ids), batch_size, seq_len)
     epoch, k = divmod(step, per_epoch)
     offset = int(np.random.default_rng([seed, epoch]).integers(0, seq_len)) if seq_len > 1 else 0
     starts = np.arange(batch_size) * stream_len + offset + k * seq_len
-    x, y = _windows(ids, starts, seq_len)
+    x, y = _windows(ids, starts[rows], seq_len)
     return Batch(x, y, reset=(k == 0))
 
 
-def random_batch(ids: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int) -> Batch:
-    """Batch number `step` of independent random windows."""
+def random_batch(ids: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int, rows: slice = slice(None)) -> Batch:
+    """Batch number `step` of independent random windows; only `rows` of it (one process's share)."""
+    # All starts are drawn, then sliced: every process sees the same global batch, whatever its share.
     starts = np.random.default_rng([seed, step, 1]).integers(0, len(ids) - seq_len, size=batch_size)
-    x, y = _windows(ids, starts, seq_len)
+    x, y = _windows(ids, starts[rows], seq_len)
     return Batch(x, y, reset=True)
 
 
-def get_batch(ids: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int, mode: str = "stream") -> Batch:
-    """Dispatch on the configured batching mode."""
-    return (stream_batch if mode == "stream" else random_batch)(ids, step, batch_size, seq_len, seed)
+def get_batch(ids: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int, mode: str = "stream",
+              rows: slice = slice(None)) -> Batch:
+    """Dispatch on the configured batching mode; `rows` picks one process's rows of the global batch."""
+    return (stream_batch if mode == "stream" else random_batch)(ids, step, batch_size, seq_len, seed, rows)
 
 
 def eval_batches(ids: np.ndarray, batch_size: int, seq_len: int, max_batches: int) -> list[Batch]:

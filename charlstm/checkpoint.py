@@ -21,6 +21,7 @@ from charlstm import config as config_lib
 from charlstm import rundir, train
 from charlstm.config import Config
 from charlstm.corpus import Vocab
+from charlstm.distributed import Layout
 from charlstm.errors import RunError
 from charlstm.rundir import RunDir
 
@@ -46,9 +47,22 @@ def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.Checkpo
     return ocp.CheckpointManager(directory.resolve(), options=options, item_names=("state", "meta"))
 
 
-def _abstract_state(cfg: Config, vocab_size: int) -> Any:
-    """Shapes and dtypes of a TrainState for this config, without computing one."""
-    return jax.eval_shape(lambda: train.init_state(cfg, vocab_size))
+def _abstract_state(cfg: Config, vocab_size: int, layout: Layout | None = None) -> Any:
+    """Shapes, dtypes and target shardings of a TrainState for this config, without computing one.
+
+    Orbax reads each array straight into the layout asked for, whatever layout it was saved from: a run
+    saved from 4 devices restores onto 1 and vice versa. Without a layout, everything goes to this process's
+    first device (the reading commands: sample, eval, export, inspect).
+    """
+    shapes = jax.eval_shape(lambda: train.init_state(cfg, vocab_size))
+    if layout is None:
+        one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one), shapes)
+
+    def attach(sharding: Any, subtree: Any) -> Any:
+        return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), subtree)
+
+    return jax.tree_util.tree_map(attach, train.state_shardings(layout), shapes)
 
 
 class Checkpointer:
@@ -115,11 +129,13 @@ def best_step(run: RunDir) -> int | None:
         mngr.close()
 
 
-def restore(run: RunDir, which: str | int = "latest", cfg: Config | None = None, warn: Callable[[str], None] = lambda s: None) -> Restored:
+def restore(run: RunDir, which: str | int = "latest", cfg: Config | None = None, warn: Callable[[str], None] = lambda s: None,
+            layout: Layout | None = None) -> Restored:
     """Restore a run's TrainState: "latest" (falling back past damaged checkpoints), "best", or a step number.
 
     `cfg` (default: the run's own config) decides the expected shapes; a checkpoint of another shape is a
-    RunError naming the difference, not a shape traceback.
+    RunError naming the difference, not a shape traceback. `layout` places the state on a device mesh
+    (training); every process of a multi-process job must call this together.
     """
     cfg = cfg or run.read_config()
     vocab = run.read_vocab()
@@ -142,7 +158,7 @@ def restore(run: RunDir, which: str | int = "latest", cfg: Config | None = None,
             try:
                 meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
                 _check_compatible(meta, cfg, vocab, run, step)
-                target = _abstract_state(cfg, len(vocab))._asdict()
+                target = _abstract_state(cfg, len(vocab), layout)._asdict()
                 restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
             except RunError:
                 raise

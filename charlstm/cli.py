@@ -71,9 +71,17 @@ def train(
     runs_dir: Path = RunsDirOpt,
     resume: Optional[str] = typer.Option(None, "--resume", metavar="[RUN]", help="Continue a run (default: runs/latest) from its newest checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the summary."),
+    coordinator: Optional[str] = typer.Option(None, "--coordinator", envvar="JAX_COORDINATOR_ADDRESS", help="HOST:PORT of process 0: join a multi-process job (with --num-processes and --process-id)."),
+    num_processes: Optional[int] = typer.Option(None, "--num-processes", envvar="JAX_NUM_PROCESSES", help="Number of processes in the job."),
+    process_id: Optional[int] = typer.Option(None, "--process-id", envvar="JAX_PROCESS_ID", help="This process's number, 0..N-1 (0 prints and writes metrics)."),
+    dist_auto: bool = typer.Option(False, "--distributed", help="Join a multi-process job described by the cluster (SLURM, Open MPI, TPU pods)."),
 ) -> None:
     """Train a model on CORPUS; progress live in the terminal, checkpoints in runs/<name>/."""
-    from charlstm import rundir, runner
+    from charlstm import distributed, rundir, runner
+
+    if distributed.initialize(coordinator, num_processes, process_id, auto=dist_auto):  # before JAX touches a device
+        ui.native_stdout_to_stderr()  # gloo's C++ connection messages: train has no results for stdout
+    main = distributed.is_main()
 
     overrides = list(set_) + ([f"train.steps={steps}"] if steps is not None else []) + ([f"data.encoding={encoding}"] if encoding else [])
     run = None
@@ -82,8 +90,11 @@ def train(
         cfg = config_lib.load(run.config_file, overrides)
     else:
         cfg = config_lib.load(config, overrides)
-    display = ui.TrainingDisplay(cfg.train.log_every, quiet=quiet)
-    summary = runner.train_run(cfg, corpus, display, name=name, runs_dir=runs_dir, resume=run)
+    display = ui.TrainingDisplay(cfg.train.log_every, quiet=quiet or not main)
+    summary = runner.train_run(cfg, corpus, display, name=name, runs_dir=runs_dir, resume=run,
+                               progress=ui.EncodeProgress(quiet=quiet))
+    if not main:  # process 0 reports for the job
+        return
     ui.table(
         "training summary", ["metric", "value"],
         [("run", summary.run_dir), ("steps", summary.steps), ("params", f"{summary.params:,}"),

@@ -6,6 +6,7 @@ anything with the same methods), so it can run headless in tests and in `compare
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
@@ -16,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from charlstm import checkpoint, corpus, model, rundir, sampling, train
+from charlstm import checkpoint, corpus, distributed, encoded, model, rundir, sampling, train
 from charlstm.config import Config
 from charlstm.errors import RunError, UserError
 
@@ -76,9 +77,13 @@ class _StopFlag:
             signal.signal(s, h)  # type: ignore[arg-type]
 
 
-def prepare_data(cfg: Config, corpus_path: Path, vocab: corpus.Vocab | None = None) -> tuple[corpus.Vocab, np.ndarray, np.ndarray]:
-    """Read and split the corpus; reject one too small for a training and a validation batch."""
-    vocab, ids = corpus.load_corpus(corpus_path, cfg.data.encoding, vocab)
+def prepare_data(cfg: Config, corpus_path: Path, vocab: corpus.Vocab | None = None,
+                 progress: encoded.Progress | None = None) -> tuple[corpus.Vocab, np.ndarray, np.ndarray]:
+    """Read and split the corpus; reject one too small for a training and a validation batch.
+
+    Large files go through the encoded cache and come back memory-mapped (see `encoded`).
+    """
+    vocab, ids = encoded.load_corpus(corpus_path, cfg.data.encoding, vocab, progress)
     tr, va = corpus.split(ids, cfg.data.val_fraction)
     corpus.check_size(len(tr), len(va), cfg.data.batch_size, cfg.data.seq_len, cfg.data.val_fraction)
     return vocab, tr, va
@@ -92,44 +97,70 @@ def train_run(
     name: str | None = None,
     runs_dir: Path = Path("runs"),
     resume: rundir.RunDir | None = None,
+    progress: encoded.Progress | None = None,
 ) -> Summary:
-    """Start a run, or continue `resume` (whose config the caller loaded, overrides applied), to `cfg.train.steps`."""
+    """Start a run, or continue `resume` (whose config the caller loaded, overrides applied), to `cfg.train.steps`.
+
+    Every process of a multi-process job calls this with the same arguments; process 0 owns the run
+    directory (creation, lock, metrics, samples) and the others follow it. `progress` sees corpus encoding.
+    """
+    layout = distributed.make_layout(cfg.dist.devices, cfg.data.batch_size)
+    main = layout.is_main
+    progress = progress if main else None
     if resume is not None:
         run = resume
         corpus_path = corpus.resolve(corpus_arg) if corpus_arg else Path(str(run.read_info().get("corpus", "")))
-        vocab, tr, va = prepare_data(cfg, corpus_path, run.read_vocab())
+        vocab, tr, va = distributed.together(lambda: prepare_data(cfg, corpus_path, run.read_vocab(), progress), "reading the corpus")
     else:
         corpus_path = corpus.resolve(corpus_arg)
-        vocab, tr, va = prepare_data(cfg, corpus_path)
-        run = rundir.create(runs_dir, name or rundir.default_name(corpus_path, cfg.model.cell), cfg, vocab, corpus_path)
+        vocab, tr, va = distributed.together(lambda: prepare_data(cfg, corpus_path, None, progress), "reading the corpus")
+        # The default name has the clock in it: process 0's name is the run's name.
+        run_name = distributed.broadcast_text(name or rundir.default_name(corpus_path, cfg.model.cell))
+        run = distributed.together(lambda: rundir.create(runs_dir, run_name, cfg, vocab, corpus_path) if main
+                                   else rundir.RunDir(runs_dir / run_name), "creating the run directory")
+    distributed.check_same(f"{vocab.to_json()} {len(tr)} {len(va)}", "corpus (vocabulary or length)")
 
-    with rundir.Lock(run):
+    lock: contextlib.AbstractContextManager[object] = rundir.Lock(run) if main else contextlib.nullcontext()
+    distributed.together(lock.__enter__, "locking the run directory")
+    try:
         ckpt = checkpoint.Checkpointer(run, cfg, vocab)
         try:
-            return _train_locked(cfg, run, ckpt, vocab, tr, va, corpus_path, reporter, resuming=resume is not None)
+            return _train_locked(cfg, run, ckpt, vocab, tr, va, corpus_path, reporter, layout, resuming=resume is not None)
         finally:
             ckpt.close()
+    finally:
+        lock.__exit__(None, None, None)
+
+
+class _NoLog:
+    """The metrics log of processes other than 0: they train, but process 0 alone writes."""
+
+    def write(self, record: dict[str, object]) -> None: ...
+    def close(self) -> None: ...
 
 
 def _train_locked(cfg: Config, run: rundir.RunDir, ckpt: checkpoint.Checkpointer, vocab: corpus.Vocab, tr: np.ndarray,
-                  va: np.ndarray, corpus_path: Path, reporter: Reporter, *, resuming: bool) -> Summary:
+                  va: np.ndarray, corpus_path: Path, reporter: Reporter, layout: distributed.Layout, *,
+                  resuming: bool) -> Summary:
+    main = layout.is_main
     if resuming and checkpoint.steps(run):
-        restored = checkpoint.restore(run, "latest", cfg=cfg, warn=reporter.message)
+        restored = checkpoint.restore(run, "latest", cfg=cfg, warn=reporter.message, layout=layout)
         state, best = restored.state, restored.val_loss
         reporter.message(f"resuming {run.path} from step {restored.step}")
     else:
-        state, best = train.init_state(cfg, len(vocab)), None
+        state, best = train.place_state(train.init_state(cfg, len(vocab)), layout), None
     start_step = int(state.step)
     if resuming and start_step >= cfg.train.steps:
         raise RunError(f"run {run.path} already reached step {start_step} of {cfg.train.steps}",
                        "pass --steps N with a larger N to train further")
-    if resuming:
+    if resuming and main:
         run.write_config(cfg)  # e.g. a new train.steps, so the next --resume continues toward it
-    metrics = rundir.MetricsLog(run.metrics_file, resume_step=start_step)
+    metrics = rundir.MetricsLog(run.metrics_file, resume_step=start_step) if main else _NoLog()
     n_params = model.param_count(state.params)
     reporter.start({"run": str(run.path), "corpus": str(corpus_path), "params": n_params, "vocab": len(vocab),
                     "train_chars": len(tr), "val_chars": len(va), "start_step": start_step, "steps": cfg.train.steps,
-                    "cell": cfg.model.cell, "layers": cfg.model.layers, "hidden": cfg.model.hidden})
+                    "cell": cfg.model.cell, "layers": cfg.model.layers, "hidden": cfg.model.hidden,
+                    "devices": distributed.describe(layout) if layout.n_devices > 1 or distributed.process_count() > 1 else ""})
     final_val: float | None = None
     speed: list[float] = []
 
@@ -145,31 +176,50 @@ def _train_locked(cfg: Config, run: rundir.RunDir, ckpt: checkpoint.Checkpointer
             final_val = ev.val_loss
             best = ev.val_loss if best is None or ev.val_loss < best else best
             metrics.write({"step": ev.step, "val_loss": ev.val_loss, "val_bpc": ev.bits_per_char, "time": time.time()})
-            if cfg.train.sample_length > 0:
-                reporter.sample(ev.step, _sample(ev.params, cfg, vocab))
+            if cfg.train.sample_length > 0 and main:  # sampled from a host copy: process 0 alone, no collectives
+                reporter.sample(ev.step, _sample(distributed.to_host(ev.params), cfg, vocab))
 
     tic = time.perf_counter()
     try:
         with _StopFlag() as flag:
+            stop = _Agreed(flag)
             try:
-                state = train.fit(cfg, state, tr, va, emit=emit, save=ckpt.save, should_stop=lambda: flag.signum != 0)
+                state = train.fit(cfg, state, tr, va, emit=emit, save=ckpt.save, should_stop=stop, layout=layout)
             except train.NonFiniteError as err:
                 ckpt.wait()
                 raise RunError(str(err), "lower optim.lr or set optim.clip_norm; the last good checkpoint is intact") from None
             finally:
                 reporter.stop()
+            stop.signum = distributed.agree_max(flag.signum)  # a signal during the last steps counts too
             seconds = time.perf_counter() - tic
             step = int(state.step)
             # An interrupted run has no validation loss for this step: don't let it compete for "best".
-            ckpt.save(state, None if flag.signum else final_val)
+            ckpt.save(state, None if stop.signum else final_val)
             ckpt.wait()
     finally:
         metrics.close()
-    if flag.signum:
-        raise Interrupted(flag.signum, run.path, step)
+    if stop.signum:
+        raise Interrupted(stop.signum, run.path, step)
     # Step 0 compiles; leave it out of the speed figure.
     cps = float(np.median(speed[1:])) if len(speed) > 1 else (speed[0] if speed else 0.0)
     return Summary(run.path, step, final_val, best, n_params, seconds, cps)
+
+
+class _Agreed:
+    """`should_stop` for the loop: the signal seen by any process, agreed on by all of them.
+
+    Every process must stop after the same step (the final save is collective). With several processes the
+    flags are exchanged every `every` steps, which bounds the cost of the exchange; alone, every step.
+    """
+
+    def __init__(self, flag: _StopFlag, every: int = 5) -> None:
+        self.flag, self.every, self.calls, self.signum = flag, every if distributed.process_count() > 1 else 1, 0, 0
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        if self.calls % self.every == 0:
+            self.signum = distributed.agree_max(self.flag.signum)
+        return self.signum != 0
 
 
 def _sample(params: model.Params, cfg: Config, vocab: corpus.Vocab) -> str:

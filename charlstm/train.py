@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from charlstm import batches, model
+from charlstm.distributed import Layout
 from charlstm.config import Config, ModelConfig, OptimConfig
 
 
@@ -89,14 +90,33 @@ def init_state(cfg: Config, vocab_size: int) -> TrainState:
     return TrainState(params, opt_state, jnp.zeros((), jnp.int32), k_run, carry)
 
 
+def state_shardings(layout: Layout) -> TrainState:
+    """Where each TrainState field lives (a pytree prefix): the carry split by rows with the batch, the rest
+    replicated. Parameters are small next to activations here, so replicating them costs little memory and
+    keeps the update local; only the gradients are all-reduced."""
+    rep = layout.replicated
+    return TrainState(params=rep, opt_state=rep, step=rep, key=rep, carry=layout.data)
+
+
+def place_state(state: TrainState, layout: Layout) -> TrainState:
+    """Copy a TrainState computed identically on every process (fresh from the seed) onto the mesh."""
+    put = lambda tree, fn: jax.tree_util.tree_map(fn, tree)  # noqa: E731
+    return TrainState(put(state.params, layout.put_replicated), put(state.opt_state, layout.put_replicated),
+                      layout.put_replicated(state.step), layout.put_replicated(state.key), put(state.carry, layout.put_global))
+
+
 def loss_fn(params: model.Params, x: jax.Array, y: jax.Array, carry: model.Carry, cfg: ModelConfig, *, train: bool, key: jax.Array | None) -> tuple[jax.Array, model.Carry]:
     """Mean next-character cross entropy in nats, and the carry after the batch."""
     logits, carry = model.apply(params, x, carry, cfg, train=train, key=key)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), carry
 
 
-def make_train_step(cfg: Config) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
-    """The jitted update: forward, backward, clip, AdamW; skipped (state kept) if anything is non-finite."""
+def make_train_step(cfg: Config, layout: Layout | None = None) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """The jitted update: forward, backward, clip, AdamW; skipped (state kept) if anything is non-finite.
+
+    With a `layout`, one SPMD program over its mesh: x, y and the carry split by rows, the rest replicated;
+    the mean loss over the global batch makes XLA all-reduce the gradients.
+    """
     tx = make_optimizer(cfg.optim, cfg.train.steps)
     schedule = lr_schedule(cfg.optim, cfg.train.steps)
 
@@ -120,7 +140,11 @@ def make_train_step(cfg: Config) -> Callable[..., tuple[TrainState, dict[str, ja
         )
         return new_state, {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step), "ok": ok}
 
-    return jax.jit(step, donate_argnums=0)
+    if layout is None:
+        return jax.jit(step, donate_argnums=0)
+    sh = state_shardings(layout)
+    return jax.jit(step, donate_argnums=0, in_shardings=(sh, layout.data, layout.data, layout.replicated),
+                   out_shardings=(sh, layout.replicated))
 
 
 def make_eval_step(cfg: ModelConfig) -> Callable[..., tuple[jax.Array, model.Carry]]:
@@ -133,12 +157,17 @@ def make_eval_step(cfg: ModelConfig) -> Callable[..., tuple[jax.Array, model.Car
     return jax.jit(step)
 
 
-def evaluate(params: model.Params, cfg: ModelConfig, eval_step: Callable, val: list[batches.Batch]) -> float:
+def evaluate(params: model.Params, cfg: ModelConfig, eval_step: Callable, val: list[batches.Batch],
+             layout: Layout | None = None) -> float:
     """Mean validation loss in nats per character, state carried through the validation streams."""
     carry = model.zeros_carry(cfg, val[0].x.shape[0])
     total = jnp.zeros(())
+    if layout is not None:  # every process holds the validation set whole: split it by rows where it divides
+        carry = jax.tree_util.tree_map(layout.put_global, carry)
+        total = layout.put_replicated(np.zeros((), np.float32))
     for b in val:
-        loss, carry = eval_step(params, b.x, b.y, carry)
+        x, y = (b.x, b.y) if layout is None else (layout.put_global(b.x), layout.put_global(b.y))
+        loss, carry = eval_step(params, x, y, carry)
         total = total + loss
     return float(total) / sum(b.x.size for b in val)
 
@@ -152,15 +181,20 @@ def fit(
     emit: Callable[[Event], None],
     save: Callable[[TrainState, float | None], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    layout: Layout | None = None,
 ) -> TrainState:
     """Train from `state.step` to `cfg.train.steps`, evaluating, reporting and saving on schedule.
 
     Returns the final state; stops early (returning the state reached) when `should_stop()` turns true.
+    With a `layout`, `state` must already be on its mesh (`place_state`, or a checkpoint restored onto it);
+    each process then gathers only its own rows of every batch. `should_stop` must then agree across
+    processes (see `distributed.any_process`).
     Raises NonFiniteError after `train.max_bad_steps` consecutive non-finite steps (none of them applied).
     """
     d, t = cfg.data, cfg.train
-    train_step = make_train_step(cfg)
+    train_step = make_train_step(cfg, layout)
     eval_step = make_eval_step(cfg.model)
+    rows = slice(None) if layout is None else layout.rows(d.batch_size)
     val = batches.eval_batches(val_ids, d.batch_size, d.seq_len, t.eval_batches)
     last_val: float | None = None
     bad = 0
@@ -168,18 +202,22 @@ def fit(
     for step in range(start, t.steps):
         if should_stop():
             break
-        b = batches.get_batch(train_ids, step, d.batch_size, d.seq_len, t.seed, d.batching)
         tic = time.perf_counter()
-        state, m = train_step(state, b.x, b.y, jnp.asarray(b.reset))
+        b = batches.get_batch(train_ids, step, d.batch_size, d.seq_len, t.seed, d.batching, rows=rows)
+        if layout is None:
+            state, m = train_step(state, b.x, b.y, jnp.asarray(b.reset))
+        else:
+            x, y = layout.put_rows(b.x, d.batch_size), layout.put_rows(b.y, d.batch_size)
+            state, m = train_step(state, x, y, layout.put_replicated(b.reset))
         loss = float(m["loss"])  # syncs; cheap next to a step, and gives exact per-step metrics
         dt = time.perf_counter() - tic
         bad = 0 if bool(m["ok"]) else bad + 1
-        emit(StepEvent(step + 1, loss, float(m["grad_norm"]), float(m["lr"]), b.x.size / dt, skipped=bad > 0))
+        emit(StepEvent(step + 1, loss, float(m["grad_norm"]), float(m["lr"]), d.batch_size * d.seq_len / dt, skipped=bad > 0))
         if bad >= t.max_bad_steps:
             raise NonFiniteError(f"{bad} consecutive steps had a non-finite loss or gradient (last at step {step + 1})")
         done = step + 1
         if done % t.eval_every == 0 or done == t.steps:
-            last_val = evaluate(state.params, cfg.model, eval_step, val)
+            last_val = evaluate(state.params, cfg.model, eval_step, val, layout)
             emit(EvalEvent(done, last_val, state.params))
         if save is not None and done % cfg.checkpoint.every == 0 and done != t.steps:
             save(state, last_val)

@@ -6,12 +6,15 @@ Diagnostics go to stderr; stdout carries only results (samples, JSON), so piping
 from __future__ import annotations
 
 import math
+import os
 import sys
+import time
 from typing import Any, Iterable
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn, TransferSpeedColumn)
 from rich.table import Table
 
 from charlstm import train
@@ -55,6 +58,7 @@ class TrainingDisplay:
             self.console.print(
                 f"[bold]{info['cell']}[/] {info['layers']}x{info['hidden']} · {info['params']:,} params · vocab {info['vocab']} · "
                 f"{info['train_chars']:,} train / {info['val_chars']:,} val chars · run [cyan]{escape(str(info['run']))}[/]"
+                + (f" · {escape(str(info['devices']))}" if info.get("devices") else "")
             )
         if self.live:
             self.progress = Progress(
@@ -97,6 +101,52 @@ class TrainingDisplay:
             self.progress = None
 
 
+class EncodeProgress:
+    """Progress of hashing and encoding a large corpus (an `encoded.Progress` callback): a bar per phase on a
+    terminal, a line at the start and the end otherwise."""
+
+    LABELS = {"hashing": "checking corpus", "encoding": "encoding corpus", "ordering": "numbering ids"}
+
+    def __init__(self, console: Console = err, quiet: bool = False) -> None:
+        self.console, self.quiet = console, quiet
+        self.progress: Progress | None = None
+        self.task: Any = None
+        self.phase = ""
+        self.t0: float | None = None
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        self.t0 = self.t0 or time.perf_counter()
+        if phase in ("done", "reused"):
+            self._finish()
+            if phase == "reused":
+                self.console.print(f"corpus ({total / 1e6:,.1f} MB): using its encoding cached by an earlier run")
+            else:
+                seconds = max(time.perf_counter() - self.t0, 1e-9)
+                self.console.print(f"corpus ({total / 1e6:,.1f} MB): encoded in {seconds:.1f} s "
+                                   f"({total / 1e6 / seconds:,.0f} MB/s) and cached for later runs")
+            return
+        if phase != self.phase:
+            self._finish()
+            self.phase = phase
+            label = self.LABELS.get(phase, phase)
+            if self.console.is_terminal:
+                self.progress = Progress(TextColumn(f"[bold]{label}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                                         TimeRemainingColumn(), console=self.console, transient=True)
+                self.progress.start()
+                self.task = self.progress.add_task(label, total=total)
+            elif phase == "encoding":
+                self.console.print(f"{label} ({total / 1e6:,.1f} MB) into the cache, once: later runs reuse it")
+        if self.progress:
+            self.progress.update(self.task, completed=done, total=total)
+
+    def _finish(self) -> None:
+        if self.progress:
+            self.progress.stop()
+            self.progress = None
+
+
 def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[object]], console: Console = out) -> None:
     """A simple rich table of already-formatted values."""
     t = Table(title=title, title_justify="left")
@@ -105,6 +155,13 @@ def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[object]], 
     for r in rows:
         t.add_row(*(str(v) for v in r))
     console.print(t)
+
+
+def native_stdout_to_stderr() -> None:
+    """Point file descriptor 1 at stderr, so that messages native libraries print (gloo announces its
+    connections on C++'s stdout) stay with the diagnostics. Only for commands with no results on stdout."""
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
 
 
 def is_piped() -> bool:

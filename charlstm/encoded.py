@@ -1,0 +1,368 @@
+"""Large corpora: a streaming encoder and an on-disk cache of encoded ids, memory-mapped by training.
+
+A corpus too large for memory (or merely large) is read in chunks, once: each chunk is decoded (UTF-8 split
+across chunk boundaries is carried over to the next chunk), mapped to provisional ids in first-seen order and
+appended to a file. When the pass ends the vocabulary is known; a cheap second pass over the id file (1-4
+bytes per character, not the text) renumbers the ids to the sorted vocabulary, so the result is exactly what
+`corpus.load_corpus` gives in memory. Training then memory-maps the file: batches gather their few windows
+from it and the kernel pages in only what is read.
+
+The cache lives in `$CHARLSTM_CACHE/encoded/` (see `download.cache_dir`), keyed by the content's sha256 and
+the encoding, so copies and touched files reuse one entry. The hash is streamed too; a small record per
+source path remembers (size, mtime, inode) -> hash so that later runs on an unchanged file skip even the
+hashing pass. An entry is built in a private temporary directory and renamed into place, so concurrent runs
+(several processes of one job) and crashes never leave a half-written entry that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+import numpy as np
+
+from charlstm import corpus, download
+from charlstm.corpus import Encoding, Vocab
+from charlstm.errors import CorpusError
+
+FORMAT = 1  # bump when the entry layout changes: old entries are then ignored, not misread
+CHUNK_BYTES = 16 << 20
+DEFAULT_MIN_MB = 32.0  # files at least this large go through the cache (override: $CHARLSTM_CACHE_MIN_MB)
+N_POINTS = {"utf-8": 0x110000, "bytes": 256}
+
+Progress = Callable[[str, int, int], None]  # (phase, bytes done, bytes total)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A corpus from the cache: its vocabulary, its ids (read-only memmap) and where they live."""
+
+    vocab: Vocab
+    ids: np.ndarray
+    entry: Path
+    reused: bool  # True when an earlier run had already encoded this content
+    seconds: float  # time spent hashing and encoding in this call
+
+
+def min_bytes() -> int:
+    """Size from which `charlstm train` encodes through the cache ($CHARLSTM_CACHE_MIN_MB, 0: always)."""
+    raw = os.environ.get("CHARLSTM_CACHE_MIN_MB", "")
+    try:
+        mb = float(raw) if raw.strip() else DEFAULT_MIN_MB
+    except ValueError:
+        raise CorpusError(f"CHARLSTM_CACHE_MIN_MB={raw!r} is not a number", "set it to a size in MB, e.g. 32 (0: always cache)") from None
+    return max(0, int(mb * (1 << 20)))
+
+
+def use_cache(path: Path) -> bool:
+    """Whether `path` is large enough to be encoded through the cache."""
+    try:
+        return path.is_file() and path.stat().st_size >= min_bytes()
+    except OSError:
+        return False  # the in-memory reader reports the problem with its usual message
+
+
+def cache_root() -> Path:
+    return download.cache_dir() / "encoded"
+
+
+def _open(path: Path) -> BinaryIO:
+    """Open a corpus for reading with the same one-line errors as `corpus.read_bytes`."""
+    if not path.exists():
+        raise CorpusError(f"corpus not found: {path}", "check the path, or run `charlstm train` for the default corpus")
+    if path.is_dir():
+        raise CorpusError(f"corpus is a directory: {path}", "pass a text file")
+    try:
+        return path.open("rb")
+    except OSError as err:
+        raise CorpusError(f"cannot read corpus {path}: {err.strerror}", "check the file's permissions") from None
+
+
+def content_hash(path: Path, progress: Progress | None = None, chunk_bytes: int = CHUNK_BYTES) -> str:
+    """sha256 of a file, read in chunks (constant memory)."""
+    h = hashlib.sha256()
+    total, done = path.stat().st_size, 0
+    with _open(path) as fh:
+        while block := fh.read(chunk_bytes):
+            h.update(block)
+            done += len(block)
+            if progress:
+                progress("hashing", done, total)
+    return h.hexdigest()
+
+
+def _split_utf8(data: bytes) -> int:
+    """Length of the prefix of `data` that ends on a character boundary (at most 3 bytes are held back)."""
+    for back in range(1, min(4, len(data)) + 1):
+        b = data[-back]
+        if b & 0xC0 == 0x80:  # continuation byte: keep looking for the lead byte
+            continue
+        need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4 if b >= 0xC0 else 1
+        return len(data) - back if need > back else len(data)
+    return len(data)  # only continuation bytes: invalid, and decoding says where
+
+
+def iter_points(fh: BinaryIO, encoding: Encoding, chunk_bytes: int = CHUNK_BYTES,
+                progress: Progress | None = None, total: int = 0) -> Iterator[np.ndarray]:
+    """Code points (utf-8, validated) or byte values of a file, one array per chunk.
+
+    A character split by a chunk boundary is completed from the next chunk; invalid UTF-8 raises the same
+    CorpusError as the in-memory reader, with the offset counted from the start of the file.
+    """
+    pending, offset, done = b"", 0, 0  # offset: file position of pending[0]
+    while True:
+        block = fh.read(chunk_bytes)
+        done += len(block)
+        data = pending + block
+        if not data:
+            return
+        raw = np.frombuffer(data, dtype=np.uint8)
+        if encoding == "bytes" or not (raw >= 0x80).any():  # ASCII: the bytes are the code points
+            pending, cut = b"", len(data)
+            points = raw
+        else:
+            cut = _split_utf8(data) if block else len(data)  # at the end, an unfinished character is an error
+            pending = data[cut:]
+            try:
+                text = data[:cut].decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise CorpusError(f"invalid UTF-8 at byte offset {offset + err.start}",
+                                  "pass --encoding bytes to train on raw bytes, or re-save the file as UTF-8") from None
+            points = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+        offset += cut
+        if progress:
+            progress("encoding", done, total)
+        if len(points):
+            yield points
+        if not block:
+            return
+
+
+def _dtype_for(n_symbols: int) -> np.dtype:
+    """The id dtype of a vocabulary of this size (the same rule as `Vocab.dtype`)."""
+    return np.dtype(np.uint8 if n_symbols <= 256 else np.uint16 if n_symbols <= 65536 else np.int32)
+
+
+def _widen(path: Path, old: np.dtype, new: np.dtype) -> None:
+    """Rewrite an id file in a wider dtype (the vocabulary outgrew the old one), chunk by chunk."""
+    tmp = path.with_name(path.name + ".wide")
+    src = np.memmap(path, dtype=old, mode="r") if path.stat().st_size else np.zeros(0, old)
+    with tmp.open("wb") as out:
+        for a in range(0, len(src), CHUNK_BYTES):
+            src[a:a + CHUNK_BYTES].astype(new).tofile(out)
+    del src
+    os.replace(tmp, path)
+
+
+def encode_file(src: Path, dst: Path, encoding: Encoding, progress: Progress | None = None,
+                chunk_bytes: int = CHUNK_BYTES) -> tuple[Vocab, int]:
+    """Stream `src` into an id file `dst` under the corpus's own (sorted) vocabulary; returns (vocab, length).
+
+    Memory stays at a few chunks whatever the file size: ids are written as they are produced, in the
+    narrowest dtype the vocabulary seen so far needs (widened in place if it outgrows it).
+    """
+    provisional = np.full(N_POINTS[encoding], -1, dtype=np.int32)  # code point -> id in first-seen order
+    first_seen: list[np.ndarray] = []
+    count, n = 0, 0
+    dtype = _dtype_for(1)
+    total = src.stat().st_size
+    out = dst.open("wb")
+    try:
+        with _open(src) as fh:
+            for points in iter_points(fh, encoding, chunk_bytes, progress, total):
+                ids = provisional[points]
+                missing = ids < 0
+                if missing.any():
+                    new = np.unique(points[missing])
+                    provisional[new] = np.arange(count, count + len(new), dtype=np.int32)
+                    first_seen.append(new.astype(np.int64))
+                    count += len(new)
+                    ids = provisional[points]
+                    if _dtype_for(count) != dtype:  # rare, and early in a file: new symbols show up early
+                        out.close()
+                        _widen(dst, dtype, _dtype_for(count))
+                        dtype = _dtype_for(count)
+                        out = dst.open("ab")
+                ids.astype(dtype).tofile(out)
+                n += len(ids)
+    finally:
+        out.close()
+    if n == 0:
+        raise CorpusError(f"corpus is empty: {src}", "pass a file with text in it")
+    order = np.concatenate(first_seen)  # provisional id -> code point
+    rank = np.empty(count, dtype=np.int64)
+    rank[np.argsort(order, kind="stable")] = np.arange(count)  # provisional id -> sorted id
+    if not np.array_equal(rank, np.arange(count)):
+        _renumber(dst, dtype, rank.astype(dtype), progress)
+    return Vocab(encoding=encoding, symbols=tuple(int(p) for p in np.sort(order))), n
+
+
+def _renumber(path: Path, dtype: np.dtype, table: np.ndarray, progress: Progress | None) -> None:
+    """ids <- table[ids] over an id file, in place and in chunks."""
+    mm = np.memmap(path, dtype=dtype, mode="r+")
+    step = max(1, CHUNK_BYTES // dtype.itemsize)
+    for a in range(0, len(mm), step):
+        mm[a:a + step] = table[mm[a:a + step]]
+        if progress:
+            progress("ordering", min(a + step, len(mm)) * dtype.itemsize, len(mm) * dtype.itemsize)
+    mm.flush()
+    del mm
+
+
+def _write_json(path: Path, data: dict[str, object]) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _stat_key(st: os.stat_result) -> dict[str, int]:
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "dev": st.st_dev}
+
+
+def _known_hash(path: Path, st: os.stat_result) -> str | None:
+    """The hash recorded for this path when it had exactly this size, mtime and inode, else None."""
+    record = cache_root() / "stat" / (hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32] + ".json")
+    try:
+        data = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get("sha256") if data.get("stat") == _stat_key(st) else None
+
+
+def _remember_hash(path: Path, st: os.stat_result, digest: str) -> None:
+    record = cache_root() / "stat" / (hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32] + ".json")
+    record.parent.mkdir(parents=True, exist_ok=True)
+    _write_json(record, {"path": str(path.resolve()), "stat": _stat_key(st), "sha256": digest})
+
+
+def _read_entry(entry: Path) -> tuple[Vocab, np.ndarray] | None:
+    """A complete cache entry as (vocab, memmapped ids); None when absent or damaged."""
+    try:
+        meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT:
+            return None
+        vocab = Vocab(encoding=meta["encoding"], symbols=tuple(int(s) for s in meta["symbols"]))
+        dtype, n = np.dtype(meta["dtype"]), int(meta["length"])
+        if (entry / "ids.bin").stat().st_size != n * dtype.itemsize or dtype != np.dtype(vocab.dtype):
+            return None
+        return vocab, np.memmap(entry / "ids.bin", dtype=dtype, mode="r", shape=(n,))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _check_readable(path: Path, encoding: Encoding) -> os.stat_result:
+    """The checks `corpus.load_corpus` makes before reading: exists, a file, not empty, not binary."""
+    with _open(path) as fh:
+        head = fh.read(1 << 20)
+        st = os.fstat(fh.fileno())
+    if not head:
+        raise CorpusError(f"corpus is empty: {path}", "pass a file with text in it")
+    if encoding == "utf-8" and b"\x00" in head:
+        raise CorpusError(f"corpus looks binary (contains NUL bytes): {path}", "pass --encoding bytes to train on it anyway")
+    return st
+
+
+def load(path: Path, encoding: Encoding = "utf-8", vocab: Vocab | None = None,
+         progress: Progress | None = None, chunk_bytes: int = CHUNK_BYTES) -> Encoded:
+    """(vocab, memmapped ids) of a corpus through the cache, encoding it on first use.
+
+    With `vocab` given (a resumed run), the ids are under that vocabulary; symbols it lacks are an error.
+    """
+    tic = time.perf_counter()
+    st = _check_readable(path, encoding)
+    digest = _known_hash(path, st)
+    if digest is None:
+        digest = content_hash(path, progress, chunk_bytes)
+        _guard_cache_write(lambda: _remember_hash(path, st, digest))
+    entry = cache_root() / f"{digest[:32]}-{encoding}-v{FORMAT}"
+    found = _read_entry(entry)
+    reused = found is not None
+    if found is None:
+        _guard_cache_write(lambda: _build_entry(path, entry, encoding, digest, st, progress, chunk_bytes))
+        found = _read_entry(entry)
+        if found is None:
+            raise CorpusError(f"the encoded cache entry {entry} is unreadable right after writing it",
+                              "check the disk, or delete the directory and retry")
+    own_vocab, ids = found
+    if progress:
+        progress("reused" if reused else "done", st.st_size, st.st_size)
+    if vocab is not None and vocab != own_vocab:
+        ids = _under_vocab(path, entry, own_vocab, ids, vocab)
+        own_vocab = vocab
+    return Encoded(own_vocab, ids, entry, reused, time.perf_counter() - tic)
+
+
+def _guard_cache_write(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except OSError as err:
+        raise CorpusError(f"cannot write the encoded-corpus cache in {cache_root()}: {err.strerror or err}",
+                          "free disk space, or set CHARLSTM_CACHE to a writable directory") from None
+
+
+def _build_entry(src: Path, entry: Path, encoding: Encoding, digest: str, st: os.stat_result,
+                 progress: Progress | None, chunk_bytes: int) -> None:
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+    try:
+        tic = time.perf_counter()
+        vocab, n = encode_file(src, tmp / "ids.bin", encoding, progress, chunk_bytes)
+        _write_json(tmp / "meta.json", {
+            "format": FORMAT, "source": str(src.resolve()), "sha256": digest, "encoding": encoding,
+            "size": st.st_size, "mtime_ns": st.st_mtime_ns, "length": n, "dtype": np.dtype(vocab.dtype).name,
+            "symbols": list(vocab.symbols), "seconds": round(time.perf_counter() - tic, 3),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        })
+        try:
+            os.rename(tmp, entry)
+        except OSError:
+            if _read_entry(entry) is not None:  # another process finished the same entry first: use theirs
+                return
+            # A damaged entry (a crash or a full disk while an older version wrote it): set it aside, retry.
+            os.rename(entry, tmp.with_name(tmp.name + ".damaged"))
+            os.rename(tmp, entry)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp.with_name(tmp.name + ".damaged"), ignore_errors=True)
+
+
+def _under_vocab(path: Path, entry: Path, own: Vocab, ids: np.ndarray, vocab: Vocab) -> np.ndarray:
+    """Ids of a cached corpus renumbered into another vocabulary (a resumed run's), cached next to it."""
+    if own.encoding != vocab.encoding:
+        raise CorpusError(f"{path} is encoded as {own.encoding} but the run's vocabulary is {vocab.encoding}",
+                          f"resume with --encoding {vocab.encoding}")
+    mapped = vocab.encode_points(np.asarray(own.symbols, dtype=np.int64))
+    if (mapped < 0).any():
+        missing = np.asarray(own.symbols)[mapped < 0][:10]
+        shown = "".join(chr(p) for p in missing) if vocab.encoding == "utf-8" else str(missing.tolist())
+        raise CorpusError(f"{path} has symbols not in the run's vocabulary: {shown!r}", "train on a corpus that has them")
+    name = f"ids-{hashlib.sha256(vocab.to_json().encode()).hexdigest()[:16]}.bin"
+    target, dtype = entry / name, np.dtype(vocab.dtype)
+    if not (target.exists() and target.stat().st_size == len(ids) * dtype.itemsize):
+        tmp = entry / f".{name}.{os.getpid()}.tmp"
+        table = mapped.astype(dtype)
+
+        def write() -> None:
+            with tmp.open("wb") as out:
+                for a in range(0, len(ids), CHUNK_BYTES):
+                    table[ids[a:a + CHUNK_BYTES]].tofile(out)
+            os.replace(tmp, target)
+
+        _guard_cache_write(write)
+    return np.memmap(target, dtype=dtype, mode="r", shape=(len(ids),))
+
+
+def load_corpus(path: Path, encoding: Encoding = "utf-8", vocab: Vocab | None = None,
+                progress: Progress | None = None) -> tuple[Vocab, np.ndarray]:
+    """`corpus.load_corpus`, through the cache for files of at least `min_bytes()` (same results)."""
+    if use_cache(path):
+        enc = load(path, encoding, vocab, progress)
+        return enc.vocab, enc.ids
+    return corpus.load_corpus(path, encoding, vocab)
