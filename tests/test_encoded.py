@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pytest
 from charlstm import batches, corpus, encoded
 from charlstm.corpus import Vocab
 from charlstm.errors import CorpusError
-from helpers import TINY_TRAIN, assert_ok, run_cli
+from helpers import TINY_TRAIN, assert_ok, cli_env, run_cli
 
 MIXED = "héllo wörld ✓ 日本語 🙂🎉\r\nΑλφα Привет مرحبا\r\nend\n"
 
@@ -198,6 +200,15 @@ def test_two_writers_of_one_entry(tmp_path: Path) -> None:
     encoded._build_entry(path, a.entry, "utf-8", "x" * 64, st, None, encoded.CHUNK_BYTES)
     assert encoded.load(path).reused
     assert [p.name for p in encoded.cache_root().iterdir() if p.name.startswith(".")] == []
+
+
+def test_processes_sharing_a_cache_encode_once(tmp_path: Path) -> None:
+    # The processes of a job on one host start together: one encodes, the others wait for it and reuse it.
+    path = write(tmp_path, MIXED * 40_000)  # 2.8 MB, non-ASCII: the slow path, so the builds would overlap
+    code = "import sys; from pathlib import Path; from charlstm import encoded; print(encoded.load(Path(sys.argv[1])).reused)"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], env=cli_env(), stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    assert sorted(p.communicate(timeout=60)[0].strip() for p in procs) == ["False", "True", "True"]
 
 
 def test_encodings_have_separate_entries(tmp_path: Path) -> None:
