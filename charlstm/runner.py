@@ -45,10 +45,11 @@ class Summary:
 class Interrupted(UserError):
     """Training stopped by SIGINT/SIGTERM after saving; exit code 128 + signal."""
 
-    def __init__(self, signum: int, run: Path, step: int) -> None:
+    def __init__(self, signum: int, run: Path, step: int, processes: int = 1) -> None:
         name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        more = f", in all {processes} processes with their distributed options" if processes > 1 else ""
         super().__init__(f"{name}: training stopped at step {step}, checkpoint saved in {run}",
-                         f"resume with: charlstm train --resume {run}")
+                         f"resume with: charlstm train --resume {run}{more}")
         self.exit_code = 128 + signum
 
 
@@ -199,7 +200,7 @@ def _train_locked(cfg: Config, run: rundir.RunDir, ckpt: checkpoint.Checkpointer
     finally:
         metrics.close()
     if stop.signum:
-        raise Interrupted(stop.signum, run.path, step)
+        raise Interrupted(stop.signum, run.path, step, distributed.process_count())
     # Step 0 compiles; leave it out of the speed figure.
     cps = float(np.median(speed[1:])) if len(speed) > 1 else (speed[0] if speed else 0.0)
     return Summary(run.path, step, final_val, best, n_params, seconds, cps)

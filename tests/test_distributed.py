@@ -69,13 +69,17 @@ def test_run_trained_on_one_device_resumes_on_four(runs: Path) -> None:
     _assert_same_params(runs / "one_half", runs / "ref")
 
 
-def test_run_trained_on_four_devices_resumes_in_a_one_device_process(runs: Path) -> None:
+def test_run_trained_on_four_devices_resumes_in_a_one_device_process(runs: Path, tmp_path: Path) -> None:
     _assert_same_losses(runs / "four_half", runs / "ref", steps=4)
     # Its config asks for 4 devices: this process has 1, and says so until told to use what there is.
     assert_clean_error(run_cli(["train", "--resume", runs / "four_half", "--steps", "8", "--runs-dir", runs]),
                        "dist.devices=4", "1 cpu device", "--set dist.devices=1")
-    assert_ok(run_cli(["train", "--resume", runs / "four_half", "--steps", "8", "--set", "dist.devices=0",
-                       "--runs-dir", runs, "-q"]))
+    # This resume also reads the corpus through the encoded cache (memory-mapped): the same numbers again.
+    cache = {"CHARLSTM_CACHE": str(tmp_path / "cache"), "CHARLSTM_CACHE_MIN_MB": "0"}
+    proc = run_cli(["train", "--resume", runs / "four_half", "--steps", "8", "--set", "dist.devices=0",
+                    "--runs-dir", runs], env=cache)
+    assert_ok(proc)
+    assert "encoded in" in proc.stderr and "cached for later runs" in " ".join(proc.stderr.split()), proc.stderr
     _assert_same_losses(runs / "four_half", runs / "ref")
     _assert_same_params(runs / "four_half", runs / "ref")
 

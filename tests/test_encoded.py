@@ -17,7 +17,7 @@ import pytest
 from charlstm import batches, corpus, encoded
 from charlstm.corpus import Vocab
 from charlstm.errors import CorpusError
-from helpers import TINY_TRAIN, assert_ok, cli_env, run_cli
+from helpers import cli_env
 
 MIXED = "héllo wörld ✓ 日本語 🙂🎉\r\nΑλφα Привет مرحبا\r\nend\n"
 
@@ -254,12 +254,3 @@ def test_batches_from_a_memmap_read_only_their_windows(tmp_path: Path) -> None:
     tracemalloc.stop()
     assert b.x.shape == (64, 256) and r.x.shape == (32, 256) and len(v) == 2
     assert peak < 2 << 20, peak  # a few batches' worth, not 256 MB
-
-
-def test_train_through_the_cache(tmp_path: Path, cache: Path) -> None:
-    env = {"CHARLSTM_CACHE": str(cache), "CHARLSTM_CACHE_MIN_MB": "0"}
-    proc = run_cli(["train", *TINY_TRAIN, "--set", "train.sample_length=0", "--runs-dir", tmp_path / "runs"], env=env)
-    assert_ok(proc)
-    said = " ".join(proc.stderr.split())
-    assert "encoded in" in said and "cached for later runs" in said, proc.stderr
-    assert len(list(cache.glob("encoded/*-utf-8-v1"))) == 1
