@@ -26,6 +26,11 @@ CORPUS = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 # name -> --set overrides on top of configs/shakespeare.yaml
 RECIPES: dict[str, list[str]] = {
     "base": [],
+    # the plain PyTorch baseline's recipe (benchmarks/torch_baseline.py) on charlstm: same shapes, optimizer, batches
+    "torch-recipe": ["data.batching=random", "optim.lr=0.002", "optim.schedule=constant", "optim.warmup_steps=0",
+                     "optim.weight_decay=0.0", "model.dropout=0.0"],
+    "torch-recipe-fb0": ["data.batching=random", "optim.lr=0.002", "optim.schedule=constant", "optim.warmup_steps=0",
+                         "optim.weight_decay=0.0", "model.dropout=0.0", "model.forget_bias=0.0"],
     "dropout0": ["model.dropout=0.0"],
     "dropout0.3": ["model.dropout=0.3"],
     "random-windows": ["data.batching=random"],

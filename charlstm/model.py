@@ -51,6 +51,18 @@ def layer_params(params: Params, n: int) -> cells.Params:
     return p
 
 
+def folded(params: Params) -> Params:
+    """The same network with the embedding folded into layer 0's table and the head's matrix made explicit.
+
+    `apply` gives the same logits with either form; the folded one does the [V, E] @ [E, G*H] product once,
+    which matters in sampling loops that call `apply` once per character.
+    """
+    if "embed" not in params:
+        return params
+    layers = [layer_params(params, 0), *params["layers"][1:]]
+    return {"layers": layers, "head": {"W": head_weight(params), "b": params["head"]["b"]}}
+
+
 def head_weight(params: Params) -> jax.Array:
     """The output head's [H, V] matrix: its own, or the embedding table transposed when they are tied.
 

@@ -71,16 +71,22 @@ def _compiled(cfg: ModelConfig, opts: SampleOptions) -> tuple[Callable, Callable
         return logits[:, -1], carry
 
     def chunk(params: model.Params, logits: jax.Array, carry: model.Carry, key: jax.Array, n: int) -> tuple:
-        def one(state: tuple, k: jax.Array) -> tuple:
+        # Loop-invariant work stays out of the per-character loop: the embedding is folded into layer 0's
+        # table once, and the Gumbel noise of the whole chunk is drawn in one call (argmax(logits + Gumbel)
+        # is a draw from softmax(logits), what jax.random.categorical computes per call).
+        params = model.folded(params)
+        noise = jnp.zeros((n, 0)) if opts.greedy else jax.random.gumbel(key, (n, *logits.shape), logits.dtype)
+
+        def one(state: tuple, g: jax.Array) -> tuple:
             logits, carry = state
             if opts.greedy:
                 tok = jnp.argmax(logits, axis=-1)
             else:
-                tok = jax.random.categorical(k, filter_logits(logits, opts.temperature, opts.top_k, opts.top_p))
+                tok = jnp.argmax(filter_logits(logits, opts.temperature, opts.top_k, opts.top_p) + g, axis=-1)
             out, carry = model.apply(params, tok[:, None], carry, cfg)
             return (out[:, 0], carry), tok
 
-        (logits, carry), toks = jax.lax.scan(one, (logits, carry), jax.random.split(key, n))
+        (logits, carry), toks = jax.lax.scan(one, (logits, carry), noise)
         return toks.T, logits, carry
 
     return jax.jit(prefill), jax.jit(chunk, static_argnums=4)

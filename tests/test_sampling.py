@@ -93,3 +93,22 @@ def test_prompt_checks() -> None:
     with pytest.raises(UserError, match="temperature"):
         sampling.SampleOptions(temperature=0).check(len(VOCAB))
     sampling.SampleOptions(temperature=0, greedy=True).check(len(VOCAB))
+
+
+@pytest.mark.parametrize(("temperature", "top_k"), [(1.0, 0), (0.5, 0), (1.0, 3)])
+def test_sampled_frequencies_follow_the_filtered_softmax(temperature: float, top_k: int) -> None:
+    """4000 independent first characters against the model's own distribution after the prompt."""
+    cfg = config.ModelConfig(cell="lstm", layers=1, hidden=16, embed=8)
+    params = model.init_params(cfg, len(VOCAB), jax.random.PRNGKey(5))
+    params["head"]["W"] = params["head"]["W"] * 8.0  # a peaked, uneven distribution
+    prompt = sampling.encode_prompt(VOCAB, "abc")
+    n = 4000
+    opts = sampling.SampleOptions(length=1, temperature=temperature, top_k=top_k, seed=11, num_samples=n)
+    toks = np.concatenate(list(sampling.generate(params, cfg, prompt, opts)), axis=1)[:, 0]
+    logits, _ = model.apply(params, jnp.asarray(prompt)[None], model.zeros_carry(cfg, 1), cfg)
+    want = np.asarray(jax.nn.softmax(sampling.filter_logits(logits[0, -1], temperature, top_k, 1.0)), np.float64)
+    got = np.bincount(toks, minlength=len(VOCAB)) / n
+    assert want.max() < 0.9 and (want > 0.02).sum() >= 3  # the check is not trivial
+    np.testing.assert_array_equal(got[want == 0], 0.0)  # filtered-out symbols are never drawn
+    sd = np.sqrt(want * (1 - want) / n)
+    assert np.all(np.abs(got - want) <= 5 * sd + 1e-12), (got, want)
