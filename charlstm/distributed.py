@@ -205,7 +205,7 @@ def together(fn: Callable[[], T], what: str) -> T:
     return result
 
 
-def check_same(value: str, what: str) -> None:
+def check_same(value: str, what: str, hint: str) -> None:
     """Every process must hold the same `value` (compared by hash), e.g. the corpus each one read."""
     if jax.process_count() == 1:
         return
@@ -215,16 +215,7 @@ def check_same(value: str, what: str) -> None:
     digests = np.asarray(multihost_utils.process_allgather(digest))
     differ = [p for p in range(len(digests)) if not np.array_equal(digests[p], digests[0])]
     if differ:
-        raise DistributedError(f"processes {differ} see a different {what} than process 0",
-                               "give every process the same file (a shared file system or identical copies)")
-
-
-def barrier(name: str) -> None:
-    """Wait until every process gets here."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
+        raise DistributedError(f"processes {differ} see a different {what} than process 0", hint)
 
 
 def describe(layout: Layout) -> str:

@@ -105,7 +105,9 @@ def train_run(
     Every process of a multi-process job calls this with the same arguments; process 0 owns the run
     directory (creation, lock, metrics, samples) and the others follow it. `progress` sees corpus encoding.
     """
-    layout = distributed.make_layout(cfg.dist.devices, cfg.data.batch_size)
+    layout = distributed.together(lambda: distributed.make_layout(cfg.dist.devices, cfg.data.batch_size), "setting up devices")
+    distributed.check_same(str(layout.n_devices), "number of devices (dist.devices)",
+                           "give every process the same number of devices, e.g. with --set dist.devices=N")
     main = layout.is_main
     progress = progress if main else None
     if resume is not None:
@@ -119,7 +121,8 @@ def train_run(
         run_name = distributed.broadcast_text(name or rundir.default_name(corpus_path, cfg.model.cell))
         run = distributed.together(lambda: rundir.create(runs_dir, run_name, cfg, vocab, corpus_path) if main
                                    else rundir.RunDir(runs_dir / run_name), "creating the run directory")
-    distributed.check_same(f"{vocab.to_json()} {len(tr)} {len(va)}", "corpus (vocabulary or length)")
+    distributed.check_same(f"{vocab.to_json()} {len(tr)} {len(va)}", "corpus (vocabulary or length)",
+                           "give every process the same file (a shared file system or identical copies)")
 
     lock: contextlib.AbstractContextManager[object] = rundir.Lock(run) if main else contextlib.nullcontext()
     distributed.together(lock.__enter__, "locking the run directory")

@@ -8,7 +8,6 @@ in a different order).
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
