@@ -31,6 +31,7 @@ RECIPES: dict[str, list[str]] = {
                      "optim.weight_decay=0.0", "model.dropout=0.0"],
     "torch-recipe-fb0": ["data.batching=random", "optim.lr=0.002", "optim.schedule=constant", "optim.warmup_steps=0",
                          "optim.weight_decay=0.0", "model.dropout=0.0", "model.forget_bias=0.0"],
+    "forget-bias1": ["model.forget_bias=1.0"],
     "dropout0": ["model.dropout=0.0"],
     "dropout0.3": ["model.dropout=0.3"],
     "random-windows": ["data.batching=random"],
