@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from charlstm import cells, model
+from charlstm import cells, layers, model
 from charlstm.config import ModelConfig
 
 Carry = tuple[jax.Array, ...]
@@ -69,7 +69,7 @@ def _model_norms(params: model.Params, x: jax.Array, y: jax.Array, cfg: ModelCon
     inp = x.T  # [T, B] ids, time-major like model.apply
     batch = x.shape[0]
     for p in [model.layer_params(params, n) for n in range(len(params["layers"]) - 1)]:
-        outs, _ = cells.scan_layer(cfg.cell, p, cells.project_input(cfg.cell, p, inp), cells.zeros_carry(cfg.cell, batch, cfg.hidden))
+        outs, _ = layers.scan_layer(cfg.cell, p, cells.project_input(cfg.cell, p, inp), cells.zeros_carry(cfg.cell, batch, cfg.hidden))
         inp = outs["h"]
     top = model.layer_params(params, len(params["layers"]) - 1)
     head, head_w = params["head"], model.head_weight(params)

@@ -10,7 +10,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from charlstm import cells
+from charlstm import cells, layers
 from charlstm.config import ModelConfig
 
 Params = dict[str, Any]
@@ -125,7 +125,7 @@ def apply(
         h_mask = None
         if use_recurrent:  # its own stream, so the output-dropout masks are the same with or without it
             h_mask = _dropout(jnp.ones((x.shape[0], cfg.hidden)), cfg.recurrent_dropout, jax.random.fold_in(k, 1))
-        outs, c = cells.scan_layer(cfg.cell, p, xw, c, record=want, compute_dtype=cfg.compute_dtype, h_mask=h_mask)
+        outs, c = layers.scan_layer(cfg.cell, p, xw, c, record=want, compute_dtype=cfg.compute_dtype, h_mask=h_mask)
         new_carry.append(c)
         recorded.append({name: jnp.swapaxes(outs[name], 0, 1) for name in record})
         inp = _dropout(outs["h"], cfg.dropout, k) if use_dropout else outs["h"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import reference as ref
-from charlstm import cells
+from charlstm import cells, layers
 
 CELLS = ("lstm", "gru", "rnn")
 T, B, H, N_IN, V = 5, 3, 4, 3, 6
@@ -40,7 +40,7 @@ def as_jax(tree, dtype=jnp.float32):
 @partial(jax.jit, static_argnames=("cell", "record"))  # jitted once per signature: eager scans recompile each call
 def run_jax(cell, p, x, carry, record=("h",)):
     xw = cells.project_input(cell, p, x)
-    return cells.scan_layer(cell, p, xw, carry, record=record)
+    return layers.scan_layer(cell, p, xw, carry, record=record)
 
 
 def run_ref(cell, p, x, carry):

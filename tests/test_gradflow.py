@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from charlstm import cells, gradflow, model
+from charlstm import cells, gradflow, layers, model
 from charlstm.config import ModelConfig
 
 
@@ -51,13 +51,13 @@ def test_scaled_identity_decays_as_a_power(a: float) -> None:
 
 
 def test_perturbation_changes_nothing_forward() -> None:
-    """Zero perturbations leave the layer's outputs exactly as cells.scan_layer computes them."""
+    """Zero perturbations leave the layer's outputs exactly as layers.scan_layer computes them."""
     rng = np.random.default_rng(2)
     p = cells.init_layer("lstm", jax.random.PRNGKey(0), 7, 8)
     xw = cells.project_input("lstm", p, jnp.asarray(rng.integers(0, 7, (10, 3))))
     carry = cells.zeros_carry("lstm", 3, 8)
     hs, _ = gradflow.scan_perturbed(cells.STEPS["lstm"], p, xw, carry, jnp.zeros((10, 3, 8)))
-    outs, _ = cells.scan_layer("lstm", p, xw, carry)
+    outs, _ = layers.scan_layer("lstm", p, xw, carry)
     np.testing.assert_array_equal(np.asarray(hs), np.asarray(outs["h"]))
 
 
@@ -76,10 +76,10 @@ def test_model_profile_against_direct_gradient(cell: str) -> None:
     xw = cells.project_input(cell, p, jnp.asarray(x.T))
     for k in (0, 3):
         t = T - 1 - k
-        _, carry = cells.scan_layer(cell, p, xw[: t + 1], cells.zeros_carry(cell, B, cfg.hidden))
+        _, carry = layers.scan_layer(cell, p, xw[: t + 1], cells.zeros_carry(cell, B, cfg.hidden))
 
         def tail_loss(h: jax.Array, carry: tuple = carry, t: int = t) -> jax.Array:
-            outs, _ = cells.scan_layer(cell, p, xw[t + 1 :], (h,) + tuple(carry[1:]))
+            outs, _ = layers.scan_layer(cell, p, xw[t + 1 :], (h,) + tuple(carry[1:]))
             h_last = outs["h"][-1] if t + 1 < T else h
             logits = h_last @ params["head"]["W"] + params["head"]["b"]
             return optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(y[:, -1])).sum()

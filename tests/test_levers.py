@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import reference as ref
-from charlstm import cells, config, export, model, train
+from charlstm import cells, config, export, layers, model, train
 from charlstm.errors import ConfigError, UserError
 
 T, B, H, N_IN = 6, 3, 4, 5
@@ -44,7 +44,7 @@ def random_ln_layer(rng: np.random.Generator) -> dict:
 
 def _run(p, xs, carry, h_mask=None, record=("h",)):
     xw = cells.project_input("lstm", p, xs)
-    return cells.scan_layer("lstm", p, xw, carry, record=record, h_mask=h_mask)
+    return layers.scan_layer("lstm", p, xw, carry, record=record, h_mask=h_mask)
 
 
 @pytest.mark.parametrize("masked", [False, True])
@@ -103,7 +103,7 @@ def test_recurrent_mask_drops_only_the_copy_of_h_that_feeds_w_hh(cell: str) -> N
 
     def run(q, mask):
         xw = cells.project_input(cell, q, jnp.asarray(xs, jnp.float32))
-        return cells.scan_layer(cell, q, xw, carry, h_mask=mask)[0]["h"]
+        return layers.scan_layer(cell, q, xw, carry, h_mask=mask)[0]["h"]
 
     pj = jax.tree_util.tree_map(jnp.asarray, p)
     np.testing.assert_allclose(np.asarray(run(pj, jnp.ones((1, H)))), np.asarray(run(pj, None)), atol=1e-6)

@@ -1,4 +1,4 @@
-"""The fused layers' hand-written backward pass (charlstm.cells.fused_layer) against `jax.grad` of the plain scan.
+"""The fused layers' hand-written backward pass (charlstm.layers.fused_layer) against `jax.grad` of the plain scan.
 
 Both run in float64, so the two gradients must agree to rounding: any wrong term in the custom VJP (a gate
 derivative, the shifted h_{t-1}/c_{t-1}, the carry or input cotangents) shows up far above the tolerance.
@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from charlstm import cells, model, train
+from charlstm import cells, layers, model, train
 from charlstm.config import Config, ModelConfig
 
 CELLS = ("lstm", "gru", "rnn")
@@ -43,11 +43,11 @@ def weighted_loss(layer, cell, p, xw, carry, w_out, w_final):
 
 
 def plain(cell, p, xw, carry):
-    return cells.plain_scan_layer(cell, p, xw, carry)
+    return layers.plain_scan_layer(cell, p, xw, carry)
 
 
 def fused(cell, p, xw, carry):
-    return cells.fused_layer(cell, p, xw, carry)
+    return layers.fused_layer(cell, p, xw, carry)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -88,7 +88,7 @@ def test_bfloat16_compute_is_close_to_float32(cell: str) -> None:
     p, xw, carry, w_out, w_final = random_inputs(cell, 3, zero_carry=False, dtype=jnp.float32)
 
     def loss(dtype, p, xw, carry):
-        outs, final = cells.scan_layer(cell, p, xw, carry, compute_dtype=dtype)
+        outs, final = layers.scan_layer(cell, p, xw, carry, compute_dtype=dtype)
         return jnp.sum(outs["h"] * w_out) + sum(jnp.sum(f * w) for f, w in zip(final, w_final))
 
     g32 = jax.jit(jax.grad(partial(loss, "float32"), argnums=(0, 1, 2)))(p, xw, carry)
@@ -108,13 +108,13 @@ def test_train_step_gradient_uses_fused_layer_and_matches_plain(cell: str, monke
     carry = jax.tree_util.tree_map(lambda a: a + 0.3, model.zeros_carry(cfg, B))
 
     def grad_with(layer):
-        monkeypatch.setattr(cells, "fused_layer", layer)
+        monkeypatch.setattr(layers, "fused_layer", layer)
         loss = lambda p: train.loss_fn(p, ids[:, :-1], ids[:, 1:], carry, cfg, train=False, key=None)[0]  # noqa: E731
         return jax.grad(loss)(params)
 
-    fused_layer = cells.fused_layer
+    fused_layer = layers.fused_layer
     g_fused = grad_with(fused_layer)
-    g_plain = grad_with(lambda cell, p, xw, carry, compute_dtype="float32": cells.plain_scan_layer(cell, p, xw, carry))
+    g_plain = grad_with(lambda cell, p, xw, carry, compute_dtype="float32", h_mask=None: layers.plain_scan_layer(cell, p, xw, carry))
     for a, b in zip(jax.tree_util.tree_leaves(g_fused), jax.tree_util.tree_leaves(g_plain)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
@@ -128,3 +128,29 @@ def test_bfloat16_config_trains_one_step() -> None:
     state, m = train.make_train_step(cfg)(state, ids[:, :-1], ids[:, 1:], jnp.asarray(False))
     assert bool(m["ok"]) and np.isfinite(float(m["loss"]))
     assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves(state.params))  # fp32 master weights
+
+
+@pytest.mark.parametrize(("cell", "layer_norm", "masked"), [("lstm", True, False), ("lstm", True, True), ("lstm", False, True),
+                                                            ("rnn", False, True)])
+def test_fused_options_gradients_equal_autodiff_of_plain_scan(cell: str, layer_norm: bool, masked: bool) -> None:
+    """The layer-normalised LSTM and recurrent dropout masks through the hand-written backward pass."""
+    with jax.enable_x64(True):
+        p, xw, carry, w_out, w_final = random_inputs(cell, 6, zero_carry=False)
+        rng = np.random.default_rng(7)
+        if layer_norm:
+            p = {**p, **{k: jnp.asarray(rng.uniform(0.5, 1.5, n)) for k, n in (("g_hh", 4 * H), ("g_c", H))},
+                 "b_c": jnp.asarray(rng.uniform(-0.5, 0.5, H))}
+        mask = jnp.asarray((rng.random((B, H)) > 0.4) / 0.6) if masked else None
+        grads, outs = {}, {}
+        for name, layer in (("plain", layers.plain_scan_layer), ("fused", layers.fused_layer)):
+            def loss(p, xw, carry, layer=layer):
+                o, final = layer(cell, p, xw, carry, h_mask=mask)
+                return jnp.sum(o["h"] * w_out) + sum(jnp.sum(f * w) for f, w in zip(final, w_final))
+            outs[name] = jax.jit(loss)(p, xw, carry)
+            grads[name] = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(p, xw, carry)
+    assert float(outs["fused"]) == float(outs["plain"])  # the primal is the plain scan itself
+    flat_plain = jax.tree_util.tree_leaves_with_path(grads["plain"])
+    for (path, want), got in zip(flat_plain, jax.tree_util.tree_leaves(grads["fused"])):
+        name = jax.tree_util.keystr(path)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-9, atol=1e-11, err_msg=name)
+        assert np.abs(np.asarray(want)).max() > 1e-3, name
