@@ -1,23 +1,45 @@
 """Deterministic generator of the bundled default corpus, ``corpora/languages.txt``.
 
-The corpus exists to show why an LSTM beats a plain RNN: every long line names a
+The corpus exists to show why an LSTM beats a plain RNN: every paragraph line names a
 place near its start and ends with the language spoken there, e.g.
 
-    Jammu is a beautiful place. The food was good. But I couldn't enjoy it
-    because I don't understand the Kashmiri language.
+    I went to Jammu. It was fun. It was fun. I don't speak Kashmiri.
 
-(one paragraph per line). The sentences in between are a handful of fixed,
-place-independent filler sentences repeated a random number of times, so the
-only way to predict the language word is to remember the place across the gap.
+(one paragraph per line). The sentence in between is one fixed, place-independent
+filler sentence repeated 0 to 16 times, so the only way to predict the language
+word is to remember the place across the gap (16 to 208 characters, in steps of 12).
 The filler is deliberately low-entropy: with varied filler neither model learns
 the dependency, with fixed filler an LSTM does and a tanh RNN does not.
 
-About 30% of lines are short associations ("Bengali is spoken in West
-Bengal.") that teach the place -> language mapping at a short distance. They
-are not recorded as gaps; only the long paragraphs' closing sentence is.
+What decides whether (and when) a 1 x 128 LSTM learns the dependency is the short
+end of the gap range, measured with 1500-step runs of ``configs/compare-rnn.yaml``:
 
-Places are drawn uniformly from :data:`PAIRS`, so chance accuracy on the first
-character of the language word is about 1/12 per pair.
+- Paragraphs must reach down to a short gap (16 characters: "I went to Jammu. I
+  don't speak Kashmiri."). With the shortest paragraph gap at 26-40 characters (the
+  essay's "Jammu is a beautiful place." opening: 37; "Jammu is lovely.": 26; "I went
+  to Jammu. It is lovely." before the filler: 30) the LSTM had learned little or
+  nothing by step 1500 (accuracy 0.07-0.21 at gaps over 25, five variants); with the
+  16-character gap it had learned the dependency (0.6-1.0) by then in every run. The
+  model learns to hold the place over a short gap first, then stretches it to long ones.
+- Each sentence shape needs its own short end: association lines with 15-27
+  character gaps were learned but did not carry over to paragraphs of another shape,
+  and a second, longer closing ("... because I don't understand the Kashmiri
+  language.", gaps from 57) was not learned while the short one was; with two
+  openings half and half ("I went to Jammu." and "Jammu is a beautiful place.")
+  neither was learned by step 1500. Hence one opening, one filler sentence and one
+  closing.
+- A quarter of the paragraphs are short (0-2 fillers): with the filler count uniform
+  over 0-16 the dependency was learned at ~1250 steps (one seed), with this skew at
+  500-1000 (three seeds). The same skew helped the essay's opening too, but not
+  reliably (accuracy 0.83, 0.50 and 0.09 at step 1500 in three variants).
+
+About 30% of lines are short associations ("Bengali is spoken in West
+Bengal.", "People in Kerala speak Malayalam.") that teach the place -> language
+mapping at a short distance. The place-first form is recorded (gap 7); the other
+is not, as the language comes first.
+
+Places are drawn uniformly from :data:`PAIRS`, so chance accuracy on the
+language word is about 1/12.
 
 Gap file format (``languages.gaps.json``), compact JSON with one record per line::
 
@@ -63,27 +85,26 @@ DEFAULT_CHARS: int = 600_000
 TEXT_NAME = "languages.txt"
 GAPS_NAME = "languages.gaps.json"
 
-# "{}" marks where the place goes.
-_OPENINGS: tuple[str, ...] = ("{} is a beautiful place.",)
+# "{}" marks where the place goes. The place comes right before the full stop, so that
+# with no filler the gap is short (16 characters); see the module docstring.
+_OPENING = "I went to {}."
 
-# Free of any place or language name, short, and always in this order: a paragraph
-# takes the first k of them (cycling), so the only thing the filler varies is its
-# length, and gaps grow in small steps. Low entropy on purpose (measured with a
-# 1x128 LSTM): with randomly chosen filler it had not learned the dependency after
-# 6M characters, because the filler soaked up the learning signal.
-_FILLERS: tuple[str, ...] = (
-    "It was fun.",
-    "The food was good.",
-)
-_MAX_FILLERS = 8
+# Free of any place or language name; one sentence, so the only thing the filler
+# varies is its length and gaps grow in steps of 12 characters. Low entropy on
+# purpose: with randomly chosen filler a 1x128 LSTM had not learned the dependency
+# after 6M characters, because the filler soaked up the learning signal; with two
+# sentences alternating it learned it more slowly than with one.
+_FILLER = "It was fun."
+_MAX_FILLERS = 16
 
-# The text before the language is the same for every language, so it gives no
-# hint. The first is the essay's own sentence; the second makes shorter gaps.
-_CLOSINGS: tuple[str, ...] = (
-    "But I couldn't enjoy it because I don't understand the {} language.",
-    "I don't speak {}.",
-)
-_LONG_CLOSING_WEIGHT = 0.5
+# A paragraph is short (0 to _SHORT_MAX_FILLERS fillers) with probability
+# _SHORT_SHARE, else it has 0 to _MAX_FILLERS fillers, uniformly. The short ones are
+# where the LSTM first learns to hold the place; see the module docstring.
+_SHORT_SHARE = 0.25
+_SHORT_MAX_FILLERS = 2
+
+# The text before the language is the same for every language, so it gives no hint.
+_CLOSING = "I don't speak {}."
 
 _PARAGRAPH_FRACTION = 0.7
 
@@ -116,11 +137,11 @@ class GapRecord:
 def _paragraph(rng: random.Random, offset: int) -> tuple[str, GapRecord]:
     """Build one long paragraph starting at ``offset`` in the full text."""
     place, language = rng.choice(PAIRS)
-    opening = rng.choice(_OPENINGS)
-    n_fill = rng.randint(0, _MAX_FILLERS)
-    fillers = [_FILLERS[k % len(_FILLERS)] for k in range(n_fill)]
-    long_closing = rng.random() < _LONG_CLOSING_WEIGHT
-    closing = _CLOSINGS[0] if long_closing else _CLOSINGS[1]
+    if rng.random() < _SHORT_SHARE:
+        n_fill = rng.randint(0, _SHORT_MAX_FILLERS)
+    else:
+        n_fill = rng.randint(0, _MAX_FILLERS)
+    opening, fillers, closing = _OPENING, [_FILLER] * n_fill, _CLOSING
 
     head, tail = opening.split("{}")
     place_start = offset + len(head)

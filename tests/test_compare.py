@@ -122,8 +122,11 @@ def test_run_on_the_bundled_corpus(bundled_run: compare.CompareResult) -> None:
         assert [b.label for b in c.longrange or []] == ["<25", "25-50", "50-100", "100-200", "200+"]
         assert sum(b.count for b in c.longrange or []) == 24
         assert c.diverged is None
-    # Same seed and batches: identical first-step data, so both cells start at the same loss (uniform-ish logits).
-    assert abs(r.cells[0].curves.loss[0] - r.cells[1].curves.loss[0]) < 0.1
+    # Same seed and batches: identical first-step data, so both cells start near the loss of uniform logits,
+    # ln(vocabulary size) (measured: RNN 0.14 and LSTM 0.04 nats above it).
+    uniform = math.log(len(set(corpus.DEFAULT_CORPUS.read_text(encoding="utf-8"))))
+    for c in r.cells:
+        assert abs(c.curves.loss[0] - uniform) < 0.25, (c.spec.cell, c.curves.loss[0], uniform)
 
 
 def test_outputs_parse(bundled_run: compare.CompareResult, tmp_path: Path) -> None:

@@ -331,12 +331,12 @@ def test_cli_inspect_top_html_and_place_memory(runs: Path, tmp_path: Path) -> No
 
 
 def test_cli_inspect_cells_and_gates(runs: Path, tmp_path: Path) -> None:
-    proc = run_cli(["inspect", "--runs-dir", runs, "--run", "lstm", "--text", "Goa is a beautiful place.", "--cell", "0",
+    proc = run_cli(["inspect", "--runs-dir", runs, "--run", "lstm", "--text", "I went to Goa. It was fun.", "--cell", "0",
                     "--cell", "31", "--show", "forget"], cwd=tmp_path)
     assert_ok(proc)
     assert "layer 1 · cell 0 · f from" in proc.stdout and "layer 1 · cell 31 · f from" in proc.stdout
-    assert "0 shut" in proc.stdout and "Goa is a beautiful place." in proc.stdout
-    rnn = run_cli(["inspect", "--runs-dir", runs, "--run", "rnn", "--text", "Goa is a beautiful place."], cwd=tmp_path)
+    assert "0 shut" in proc.stdout and "I went to Goa. It was fun." in proc.stdout
+    rnn = run_cli(["inspect", "--runs-dir", runs, "--run", "rnn", "--text", "I went to Goa. It was fun."], cwd=tmp_path)
     assert_ok(rnn)
     assert "hidden state h" in rnn.stdout and "gate saturation" not in rnn.stdout
 

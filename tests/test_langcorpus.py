@@ -104,8 +104,9 @@ def test_every_place_first_line_has_one_record(corpus) -> None:
     assert len(set(recorded_lines)) == len(records)
     unrecorded = set(range(len(lines))) - set(recorded_lines)
     assert unrecorded and all(" is spoken in " in lines[k] for k in unrecorded)
-    paragraphs = sum(r.gap > 25 for r in records)
-    assert 0.6 < paragraphs / len(lines) < 0.8  # about 70% of lines are long paragraphs
+    paragraphs = sum(line.startswith("I went to ") for line in lines)
+    assert paragraphs == sum(r.gap > 7 for r in records)  # every paragraph has one record, associations gap 7
+    assert 0.6 < paragraphs / len(lines) < 0.8  # about 70% of lines are paragraphs, 30% short associations
 
 
 def test_filler_only_varies_in_length(corpus) -> None:
@@ -117,3 +118,23 @@ def test_filler_only_varies_in_length(corpus) -> None:
         middle = text[r.place_end:r.language_start]
         assert seen.setdefault(r.gap, middle) == middle
     assert len(seen) > 15
+
+
+def test_gaps_grow_from_a_short_one_in_small_steps(corpus) -> None:
+    """Measured (module docstring): the LSTM learns to hold the place only if paragraphs reach down to a short
+    gap and the gaps then grow in small steps, with enough short paragraphs to learn from."""
+    _, records = corpus
+    paragraph_gaps = [r.gap for r in records if r.gap > 7]
+    values = sorted(set(paragraph_gaps))
+    assert values[0] <= 16 and values[-1] >= 200
+    assert all(b - a <= 12 for a, b in zip(values, values[1:]))
+    short = sum(g <= 40 for g in paragraph_gaps) / len(paragraph_gaps)
+    assert 0.3 < short < 0.5  # a quarter of paragraphs are short on purpose, plus the uniform share
+    assert sum(g >= 200 for g in paragraph_gaps) > 0.03 * len(paragraph_gaps)  # the 200+ bucket is measured
+
+
+def test_paragraphs_read_like_the_essay(corpus) -> None:
+    text, records = corpus
+    r = next(r for r in records if r.place == "Jammu" and r.gap > 7)
+    line = text[text.rfind("\n", 0, r.place_start) + 1 : text.index("\n", r.language_end)]
+    assert line.startswith("I went to Jammu.") and line.endswith("I don't speak Kashmiri.")
