@@ -108,11 +108,15 @@ _CLOSING = "I don't speak {}."
 
 _PARAGRAPH_FRACTION = 0.7
 
-# "{p}" = place, "{l}" = language. The first is recorded as a short-gap record
-# (the place comes first); the second runs the other way and is not recorded.
+# "{p}" = place, "{l}" = language. Place-first lines are recorded as gap records;
+# "{l} is spoken in {p}." runs the other way and is not. The third, the essay's own
+# opening, is the one line that starts with a place, so that `charlstm sample
+# --prompt "Jammu"` (read after a newline) continues "Jammu is a beautiful place
+# where people speak Kashmiri." instead of meeting a line start it never saw.
 _ASSOCIATIONS: tuple[str, ...] = (
     "People in {p} speak {l}.",
     "{l} is spoken in {p}.",
+    "{p} is a beautiful place where people speak {l}.",
 )
 
 

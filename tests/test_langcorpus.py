@@ -97,7 +97,7 @@ def test_filler_never_names_a_place_or_language(corpus) -> None:
 
 
 def test_every_place_first_line_has_one_record(corpus) -> None:
-    """Paragraphs and "People in P speak L." lines are recorded (one record each); "L is spoken in P." is not."""
+    """Paragraphs and the place-first association lines are recorded (one record each); "L is spoken in P." is not."""
     text, records = corpus
     lines = text.splitlines()
     recorded_lines = [text.count("\n", 0, r.place_start) for r in records]
@@ -105,7 +105,10 @@ def test_every_place_first_line_has_one_record(corpus) -> None:
     unrecorded = set(range(len(lines))) - set(recorded_lines)
     assert unrecorded and all(" is spoken in " in lines[k] for k in unrecorded)
     paragraphs = sum(line.startswith("I went to ") for line in lines)
-    assert paragraphs == sum(r.gap > 7 for r in records)  # every paragraph has one record, associations gap 7
+    starts = {text.rfind("\n", 0, r.place_start) + 1: r for r in records}
+    assert paragraphs == sum(text.startswith("I went to ", k) for k in starts)  # one record per paragraph
+    essay = [line for line in lines if " is a beautiful place where people speak " in line]
+    assert essay and all(not line.startswith(("I went", "People")) for line in essay)  # lines that start with a place
     assert 0.6 < paragraphs / len(lines) < 0.8  # about 70% of lines are paragraphs, 30% short associations
 
 
@@ -135,6 +138,8 @@ def test_gaps_grow_from_a_short_one_in_small_steps(corpus) -> None:
 
 def test_paragraphs_read_like_the_essay(corpus) -> None:
     text, records = corpus
-    r = next(r for r in records if r.place == "Jammu" and r.gap > 7)
-    line = text[text.rfind("\n", 0, r.place_start) + 1 : text.index("\n", r.language_end)]
-    assert line.startswith("I went to Jammu.") and line.endswith("I don't speak Kashmiri.")
+    lines = [text[text.rfind("\n", 0, r.place_start) + 1 : text.index("\n", r.language_end)]
+             for r in records if r.place == "Jammu"]
+    paragraph = next(line for line in lines if line.startswith("I went to Jammu."))
+    assert paragraph.endswith("I don't speak Kashmiri.")
+    assert "Jammu is a beautiful place where people speak Kashmiri." in lines  # the essay's opening
