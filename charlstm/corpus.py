@@ -10,7 +10,7 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 
@@ -94,16 +94,25 @@ def build_vocab(points: np.ndarray, encoding: Encoding) -> Vocab:
     return Vocab(encoding=encoding, symbols=tuple(int(p) for p in present))
 
 
-def read_bytes(path: Path) -> bytes:
-    """Read a corpus file, turning file-system problems into one-line errors."""
+def open_corpus(path: Path) -> BinaryIO:
+    """Open a corpus for reading, turning file-system problems into one-line errors."""
     if not path.exists():
         raise CorpusError(f"corpus not found: {path}", "check the path, or run `charlstm train` for the default corpus")
     if path.is_dir():
         raise CorpusError(f"corpus is a directory: {path}", "pass a text file")
     try:
-        return path.read_bytes()
+        return path.open("rb")
     except OSError as err:
         raise CorpusError(f"cannot read corpus {path}: {err.strerror}", "check the file's permissions") from None
+
+
+def read_bytes(path: Path) -> bytes:
+    """Read a whole corpus file (errors as in `open_corpus`)."""
+    with open_corpus(path) as fh:
+        try:
+            return fh.read()
+        except OSError as err:
+            raise CorpusError(f"cannot read corpus {path}: {err.strerror}", "check the file's permissions") from None
 
 
 def load_corpus(path: Path, encoding: Encoding = "utf-8", vocab: Vocab | None = None) -> tuple[Vocab, np.ndarray]:

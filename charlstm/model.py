@@ -89,13 +89,6 @@ def _dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
     return jnp.where(keep, x / (1.0 - rate), 0.0)
 
 
-def _matmul(x: jax.Array, w: jax.Array, compute_dtype: str) -> jax.Array:
-    """x @ w; with compute_dtype bfloat16, on bf16 inputs with the product accumulated in x's dtype (fp32)."""
-    if compute_dtype == "float32":
-        return x @ w
-    return jnp.dot(x.astype(compute_dtype), w.astype(compute_dtype), preferred_element_type=x.dtype)
-
-
 def apply(
     params: Params,
     x: jax.Array,
@@ -129,7 +122,7 @@ def apply(
         new_carry.append(c)
         recorded.append({name: jnp.swapaxes(outs[name], 0, 1) for name in record})
         inp = _dropout(outs["h"], cfg.dropout, k) if use_dropout else outs["h"]
-    logits = _matmul(inp, head_weight(params), cfg.compute_dtype) + params["head"]["b"]  # [T, B, V]
+    logits = cells.matmul(inp, head_weight(params), cfg.compute_dtype, inp.dtype) + params["head"]["b"]  # [T, B, V]
     logits = jnp.swapaxes(logits, 0, 1)
     if record:
         return logits, tuple(new_carry), recorded

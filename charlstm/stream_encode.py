@@ -16,7 +16,7 @@ from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 
-from charlstm.corpus import Encoding, Vocab
+from charlstm.corpus import Encoding, Vocab, open_corpus
 from charlstm.errors import CorpusError
 
 CHUNK_BYTES = 4 << 20  # measured: 16 MiB chunks were no faster and took 2-3x the memory
@@ -24,18 +24,6 @@ N_POINTS = {"utf-8": 0x110000, "bytes": 256}
 
 # (phase, bytes done, bytes total); phases: "hashing", "encoding", "ordering", then "done" or "reused".
 Progress = Callable[[str, int, int], None]
-
-
-def open_corpus(path: Path) -> BinaryIO:
-    """Open a corpus for reading with the same one-line errors as `corpus.read_bytes`."""
-    if not path.exists():
-        raise CorpusError(f"corpus not found: {path}", "check the path, or run `charlstm train` for the default corpus")
-    if path.is_dir():
-        raise CorpusError(f"corpus is a directory: {path}", "pass a text file")
-    try:
-        return path.open("rb")
-    except OSError as err:
-        raise CorpusError(f"cannot read corpus {path}: {err.strerror}", "check the file's permissions") from None
 
 
 def content_hash(path: Path, progress: Progress | None = None, chunk_bytes: int = CHUNK_BYTES) -> str:
