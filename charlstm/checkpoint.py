@@ -18,7 +18,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from charlstm import config as config_lib
-from charlstm import rundir, train
+from charlstm import model, rundir, train
 from charlstm.config import Config
 from charlstm.corpus import Vocab
 from charlstm.distributed import Layout
@@ -110,6 +110,11 @@ class Restored:
     step: int
     val_loss: float | None
 
+    @property
+    def params(self) -> model.Params:
+        """The parameters to use: the weight average when the run kept one (optim.ema), else the raw ones."""
+        return train.weights(self.state)
+
 
 def steps(run: RunDir) -> list[int]:
     """Complete checkpoint steps of a run, oldest first."""
@@ -176,6 +181,8 @@ def _check_compatible(meta: dict[str, Any], cfg: Config, vocab: Vocab, run: RunD
     saved = config_lib.from_dict(meta["config"])
     diffs = [f"model.{k}: checkpoint {getattr(saved.model, k)!r} vs requested {getattr(cfg.model, k)!r}"
              for k in ("cell", "layers", "hidden") if getattr(saved.model, k) != getattr(cfg.model, k)]
+    if (saved.optim.ema > 0) != (cfg.optim.ema > 0):  # the optimizer state has a weight average or not
+        diffs.append(f"optim.ema: checkpoint {saved.optim.ema!r} vs requested {cfg.optim.ema!r}")
     if saved.data.batch_size != cfg.data.batch_size:
         diffs.append(f"data.batch_size: checkpoint {saved.data.batch_size} vs requested {cfg.data.batch_size}")
     if Vocab.from_json(meta["vocab"]) != vocab:

@@ -147,13 +147,13 @@ def sample(
     if num_samples == 1:  # stream: print each chunk as it is generated
         dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
         sys.stdout.write(shown_prompt)
-        for chunk in sampling.generate(restored.state.params, restored.config.model, ids, opts):
+        for chunk in sampling.generate(restored.params, restored.config.model, ids, opts):
             piece = vocab.decode(chunk[0]) if vocab.encoding == "utf-8" else dec.decode(bytes(vocab.symbols[i] for i in chunk[0]))
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
     else:
-        texts = sampling.sample_text(restored.state.params, restored.config.model, vocab, shown_prompt, opts)
+        texts = sampling.sample_text(restored.params, restored.config.model, vocab, shown_prompt, opts)
         for i, t in enumerate(texts):
             if not ui.is_piped():
                 ui.err.print(f"[dim]--- sample {i + 1} ---[/]")
@@ -178,7 +178,7 @@ def eval_(
     from charlstm import evaluate
 
     restored = ckpt.load_run(run, runs_dir, checkpoint, warn=ui.warn)
-    res = evaluate.evaluate_file(restored.state.params, restored.config.model, restored.vocab, file, skip_unknown)
+    res = evaluate.evaluate_file(restored.params, restored.config.model, restored.vocab, file, skip_unknown)
     result = {"file": str(file), "step": restored.step, "nats_per_char": res.nats_per_char, "bits_per_char": res.bits_per_char,
               "perplexity": res.perplexity, "chars_scored": res.chars_scored, "unknown_skipped": res.unknown_skipped}
     if json_out:
@@ -202,7 +202,7 @@ def export(
     if out.suffix != ".npz":
         raise UserError(f"--out must end in .npz (got {out.name})", "e.g. --out model.npz")
     restored = ckpt.load_run(run, runs_dir, checkpoint, warn=ui.warn)
-    sd = export_lib.export_npz(restored.state.params, restored.config, restored.vocab, out)
+    sd = export_lib.export_npz(restored.params, restored.config, restored.vocab, out)
     ui.info(f"wrote {out}: {len(sd)} tensors, step {restored.step}, cell {restored.config.model.cell}")
 
 
@@ -296,7 +296,7 @@ def inspect_(
     if display_chars < 1:
         raise UserError(f"--display-chars must be at least 1 (got {display_chars})", "e.g. --display-chars 800")
     restored = ckpt.load_run(run, runs_dir, checkpoint, warn=ui.warn)
-    report = inspection.analyse(restored.state.params, restored.config.model, restored.vocab, source.text, layer=layer,
+    report = inspection.analyse(restored.params, restored.config.model, restored.vocab, source.text, layer=layer,
                                 cells=cell, top=top, show=show, records=source.records, skip_unknown=skip_unknown)
     notes = [f"read the first {max_chars:,} characters of {file} (--max-chars)"] if source.truncated else []
     label = f"{rundir.resolve(run, runs_dir).path.name}, step {restored.step}"

@@ -85,6 +85,8 @@ class OptimConfig(_Section):
     clip_norm: float = Field(5.0, ge=0.0, description="global gradient-norm clip (0 disables)")
     b1: float = Field(0.9, ge=0.0, lt=1.0, description="Adam beta1")
     b2: float = Field(0.999, ge=0.0, lt=1.0, description="Adam beta2")
+    ema: float = Field(0.0, ge=0.0, lt=1.0, description="decay of a moving average of the weights, which "
+                       "evaluation, sampling and export then use (0: off)")
 
 
 class TrainConfig(_Section):

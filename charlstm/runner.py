@@ -179,7 +179,8 @@ def _train_locked(cfg: Config, run: rundir.RunDir, ckpt: checkpoint.Checkpointer
         else:
             final_val = ev.val_loss
             best = ev.val_loss if best is None or ev.val_loss < best else best
-            metrics.write({"step": ev.step, "val_loss": ev.val_loss, "val_bpc": ev.bits_per_char, "time": time.time()})
+            raw = {} if ev.raw_val_loss is None else {"raw_val_loss": ev.raw_val_loss}
+            metrics.write({"step": ev.step, "val_loss": ev.val_loss, "val_bpc": ev.bits_per_char, **raw, "time": time.time()})
             if cfg.train.sample_length > 0 and main:  # sampled from a host copy: process 0 alone, no collectives
                 reporter.sample(ev.step, _sample(distributed.to_host(ev.params), cfg, vocab))
 

@@ -45,6 +45,7 @@ class EvalEvent:
     step: int
     val_loss: float
     params: Any = None  # the parameters evaluated, for samples at evaluation time
+    raw_val_loss: float | None = None  # with optim.ema: the loss of the raw (not averaged) parameters
 
     @property
     def bits_per_char(self) -> float:
@@ -73,11 +74,49 @@ def lr_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
     )
 
 
+class AverageState(NamedTuple):
+    """The optimizer-state node of `average_params`: how many updates it has seen and their running average."""
+
+    count: jax.Array
+    params: model.Params
+
+
+def average_params(decay: float) -> optax.GradientTransformation:
+    """An exponential moving average of the parameters after each update (Polyak averaging); updates pass
+    through unchanged. It must come last in a chain, where `params + updates` are the new parameters.
+
+    The average smooths out the noise of a high learning rate, so it scores like a model whose learning rate
+    has already been annealed. The decay ramps up as min(decay, (1 + t) / (10 + t)) so the average forgets
+    the random initialisation within a few steps instead of ~1 / (1 - decay).
+    """
+
+    def init(params: model.Params) -> AverageState:
+        return AverageState(jnp.zeros((), jnp.int32), jax.tree_util.tree_map(jnp.copy, params))
+
+    def update(updates: optax.Updates, state: AverageState, params: model.Params | None = None) -> tuple[optax.Updates, AverageState]:
+        t = state.count.astype(jnp.float32)
+        d = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+        new = optax.apply_updates(params, updates)
+        avg = jax.tree_util.tree_map(lambda a, p: d * a + (1.0 - d) * p, state.params, new)
+        return updates, AverageState(state.count + 1, avg)
+
+    return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
-    """Global-norm clipping then AdamW; weight decay on matrices only (not biases)."""
+    """Global-norm clipping, AdamW (weight decay on matrices only, not biases), then the weight average."""
     decay_mask = lambda params: jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)  # noqa: E731
     adamw = optax.adamw(lr_schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask)
-    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), adamw) if cfg.clip_norm > 0 else adamw
+    parts = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
+    parts += [adamw] + ([average_params(cfg.ema)] if cfg.ema > 0 else [])
+    return optax.chain(*parts) if len(parts) > 1 else adamw
+
+
+def weights(state: TrainState) -> model.Params:
+    """The parameters to evaluate, sample and export: the running average with optim.ema, else the raw ones."""
+    nodes = jax.tree_util.tree_leaves(state.opt_state, is_leaf=lambda n: isinstance(n, AverageState))
+    averages = [n.params for n in nodes if isinstance(n, AverageState)]
+    return averages[0] if averages else state.params
 
 
 def init_state(cfg: Config, vocab_size: int) -> TrainState:
@@ -217,8 +256,10 @@ def fit(
             raise NonFiniteError(f"{bad} consecutive steps had a non-finite loss or gradient (last at step {step + 1})")
         done = step + 1
         if done % t.eval_every == 0 or done == t.steps:
-            last_val = evaluate(state.params, cfg.model, eval_step, val, layout)
-            emit(EvalEvent(done, last_val, state.params))
+            used = weights(state)
+            last_val = evaluate(used, cfg.model, eval_step, val, layout)
+            raw = evaluate(state.params, cfg.model, eval_step, val, layout) if used is not state.params else None
+            emit(EvalEvent(done, last_val, used, raw))
         if save is not None and done % cfg.checkpoint.every == 0 and done != t.steps:
             save(state, last_val)
     return state

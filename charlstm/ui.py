@@ -75,6 +75,8 @@ class TrainingDisplay:
         if isinstance(ev, train.EvalEvent):
             self.val = ev.val_loss
             line = f"step {ev.step}: val loss {ev.val_loss:.4f} nats/char ({ev.bits_per_char:.3f} bits/char)"
+            if ev.raw_val_loss is not None:
+                line += f" · averaged weights; raw weights {ev.raw_val_loss:.4f}"
             if not self.quiet:
                 self.console.print(line)
             if self.progress:
