@@ -50,6 +50,9 @@ RECIPES: dict[str, list[str]] = {
     "lr2e-3": ["optim.lr=0.002"],
     "lr5e-3": ["optim.lr=0.005"],
     "h512-d0.3": ["model.hidden=512", "model.dropout=0.3"],
+    "h512-d0.4": ["model.hidden=512", "model.dropout=0.4"],
+    "weight-drop-0.3": ["model.weight_drop=0.3"],
+    "ema-0.997": ["optim.ema=0.997"],
 }
 
 

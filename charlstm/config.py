@@ -48,6 +48,9 @@ class ModelConfig(_Section):
     recurrent_dropout: float = Field(
         0.0, ge=0.0, lt=1.0, description="variational dropout on h where it enters W_hh (one mask per sequence)"
     )
+    weight_drop: float = Field(
+        0.0, ge=0.0, lt=1.0, description="DropConnect on W_hh: drop recurrent weights, one mask per training step"
+    )
     tie_embed: bool = Field(False, description="share the embedding table with the output head (needs embed = hidden)")
 
     @field_validator("layer_norm")

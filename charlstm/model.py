@@ -103,18 +103,22 @@ def apply(
 
     With `train=True` (needs `key`): `cfg.dropout` drops each layer's output, i.e. between layers and before
     the head; `cfg.recurrent_dropout` drops h where it enters W_hh, with one mask per sequence for the whole
-    window (variational). With `record`, also return per layer the requested step quantities (e.g. gates)
+    window (variational); `cfg.weight_drop` drops recurrent weights (DropConnect on W_hh, as in AWD-LSTM), one
+    mask for the whole batch and window. With `record`, also return per layer the requested step quantities (e.g. gates)
     as [B, T, H] arrays.
     """
     use_dropout = train and cfg.dropout > 0.0
     use_recurrent = train and cfg.recurrent_dropout > 0.0
-    keys = jax.random.split(key, cfg.layers) if use_dropout or use_recurrent else [None] * cfg.layers
+    use_weight_drop = train and cfg.weight_drop > 0.0
+    keys = jax.random.split(key, cfg.layers) if use_dropout or use_recurrent or use_weight_drop else [None] * cfg.layers
     inp = x.T  # [T, B] ids
     new_carry, recorded = [], []
     want = tuple(dict.fromkeys(("h",) + record))
     for n, (c, k) in enumerate(zip(carry, keys)):
         p = layer_params(params, n)
         xw = cells.project_input(cfg.cell, p, inp, cfg.compute_dtype)
+        if use_weight_drop:  # outside the sequential loop: the gradient reaches W_hh through the mask
+            p = {**p, "W_hh": _dropout(p["W_hh"], cfg.weight_drop, jax.random.fold_in(k, 2))}
         h_mask = None
         if use_recurrent:  # its own stream, so the output-dropout masks are the same with or without it
             h_mask = _dropout(jnp.ones((x.shape[0], cfg.hidden)), cfg.recurrent_dropout, jax.random.fold_in(k, 1))

@@ -146,6 +146,32 @@ def test_recurrent_dropout_is_training_only_and_one_mask_per_window() -> None:
     assert not np.allclose(np.asarray(a), np.asarray(plain)) and not np.allclose(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_weight_drop_zeroes_recurrent_weights_in_training_only(layer_norm: bool) -> None:
+    cfg = _cfg("model.weight_drop=0.5", "model.hidden=32", f"model.layer_norm={str(layer_norm).lower()}")
+    plain_cfg = _cfg("model.hidden=32", f"model.layer_norm={str(layer_norm).lower()}")
+    params = model.init_params(cfg.model, 7, jax.random.PRNGKey(0))
+    x = jnp.asarray(np.random.default_rng(3).integers(0, 7, (4, 6)))
+    carry = model.zeros_carry(cfg.model, 4)
+    np.testing.assert_array_equal(np.asarray(model.apply(params, x, carry, cfg.model)[0]),
+                                  np.asarray(model.apply(params, x, carry, plain_cfg.model)[0]))
+
+    def grads(c: config.Config) -> list[np.ndarray]:
+        g = jax.grad(lambda q: train.loss_fn(q, x, x, carry, c.model, train=True, key=jax.random.PRNGKey(4))[0])(params)
+        return [np.asarray(layer["W_hh"]) for layer in g["layers"]]
+
+    for g_drop, g_plain in zip(grads(cfg), grads(plain_cfg)):
+        # A dropped weight does not reach the loss: its gradient is exactly zero, for about half of them.
+        assert 0.4 < np.mean(g_drop == 0.0) < 0.6, np.mean(g_drop == 0.0)
+        assert np.mean(g_plain == 0.0) < 0.01
+    # A different key drops different weights; the same key the same ones.
+    a = model.apply(params, x, carry, cfg.model, train=True, key=jax.random.PRNGKey(1))[0]
+    b = model.apply(params, x, carry, cfg.model, train=True, key=jax.random.PRNGKey(2))[0]
+    again = model.apply(params, x, carry, cfg.model, train=True, key=jax.random.PRNGKey(1))[0]
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(again))
+    assert not np.allclose(np.asarray(a), np.asarray(b))
+
+
 def test_orthogonal_init_gives_orthogonal_gate_blocks() -> None:
     p = cells.init_layer("lstm", jax.random.PRNGKey(0), 5, 16, init_hh="orthogonal")
     w = np.asarray(p["W_hh"])
