@@ -77,7 +77,11 @@ def project_input(cell: str, p: Params, x: jax.Array, compute_dtype: str = "floa
     layer-normalised LSTM normalises x W_ih here, outside the sequential loop.
     """
     b = p["b_ih"] if cell == "gru" else p["b"]
-    xw = p["W_ih"][x] if jnp.issubdtype(x.dtype, jnp.integer) else matmul(x, p["W_ih"], compute_dtype, x.dtype)
+    if jnp.issubdtype(x.dtype, jnp.integer):
+        # LN acts row by row, so for ids it can normalise the [V, G*H] table once instead of every [T, B] row.
+        table = layer_norm(p["W_ih"]) * p["g_ih"] if "g_ih" in p else p["W_ih"]
+        return (table + b)[x]
+    xw = matmul(x, p["W_ih"], compute_dtype, x.dtype)
     if "g_ih" in p:
         xw = layer_norm(xw) * p["g_ih"]
     return xw + b
