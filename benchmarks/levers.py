@@ -51,7 +51,9 @@ RECIPES: dict[str, list[str]] = {
     "lr5e-3": ["optim.lr=0.005"],
     "h512-d0.3": ["model.hidden=512", "model.dropout=0.3"],
     "h512-d0.4": ["model.hidden=512", "model.dropout=0.4"],
-    "weight-drop-0.3": ["model.weight_drop=0.3"],
+    "weight-drop-0.25": ["model.weight_drop=0.25"],
+    "large-30min": ["model.hidden=512", "model.dropout=0.4", "model.weight_drop=0.25", "optim.weight_decay=0.1",
+                    "model.compute_dtype=bfloat16", "train.eval_every=250"],
     "ema-0.997": ["optim.ema=0.997"],
 }
 
