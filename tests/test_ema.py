@@ -59,9 +59,16 @@ def test_off_by_default_and_optimizer_unchanged_without_it() -> None:
                    for n in jax.tree_util.tree_leaves(state.opt_state, is_leaf=lambda n: isinstance(n, train.AverageState)))
 
 
-def test_training_evaluates_the_average_and_checkpoints_it(tmp_path: Path) -> None:
-    summary = runner.train_run(_cfg(), CORPUS, Quiet(), name="ema", runs_dir=tmp_path)
-    run = rundir.RunDir(tmp_path / "ema")
+@pytest.fixture(scope="module")
+def ema_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[rundir.RunDir, runner.Summary]:
+    """An uninterrupted 24-step run with the weight average on."""
+    runs = tmp_path_factory.mktemp("runs")
+    summary = runner.train_run(_cfg(), CORPUS, Quiet(), name="ema", runs_dir=runs)
+    return rundir.RunDir(runs / "ema"), summary
+
+
+def test_training_evaluates_the_average_and_checkpoints_it(ema_run: tuple[rundir.RunDir, runner.Summary]) -> None:
+    run, summary = ema_run
     restored = checkpoint.restore(run)
     avg, raw = restored.params, restored.state.params
     assert avg is not raw
@@ -80,9 +87,8 @@ def test_training_evaluates_the_average_and_checkpoints_it(tmp_path: Path) -> No
     assert summary.final_val_loss == evals[-1]["val_loss"]
 
 
-def test_resume_with_the_average_is_exact(tmp_path: Path) -> None:
-    runner.train_run(_cfg(), CORPUS, Quiet(), name="ref", runs_dir=tmp_path)
-    ref = rundir.RunDir(tmp_path / "ref")
+def test_resume_with_the_average_is_exact(ema_run: tuple[rundir.RunDir, runner.Summary], tmp_path: Path) -> None:
+    ref = ema_run[0]
     cut = tmp_path / "cut"
     shutil.copytree(ref.path, cut)
     for step in checkpoint.steps(rundir.RunDir(cut)):
@@ -94,10 +100,9 @@ def test_resume_with_the_average_is_exact(tmp_path: Path) -> None:
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_turning_the_average_on_or_off_for_a_saved_run_is_a_clear_error(tmp_path: Path) -> None:
-    runner.train_run(_cfg("train.steps=8"), CORPUS, Quiet(), name="ema", runs_dir=tmp_path)
+def test_turning_the_average_on_or_off_for_a_saved_run_is_a_clear_error(ema_run: tuple[rundir.RunDir, runner.Summary]) -> None:
     with pytest.raises(RunError, match="optim.ema: checkpoint 0.9 vs requested 0.0"):
-        checkpoint.restore(rundir.RunDir(tmp_path / "ema"), cfg=_cfg("train.steps=8", "optim.ema=0"))
+        checkpoint.restore(ema_run[0], cfg=_cfg("optim.ema=0"))
 
 
 def test_non_finite_steps_leave_the_average_alone() -> None:
