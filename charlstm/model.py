@@ -104,8 +104,8 @@ def apply(
     With `train=True` (needs `key`): `cfg.dropout` drops each layer's output, i.e. between layers and before
     the head; `cfg.recurrent_dropout` drops h where it enters W_hh, with one mask per sequence for the whole
     window (variational); `cfg.weight_drop` drops recurrent weights (DropConnect on W_hh, as in AWD-LSTM), one
-    mask for the whole batch and window. With `record`, also return per layer the requested step quantities (e.g. gates)
-    as [B, T, H] arrays.
+    mask for the whole batch and window. With `record`, also return per layer the requested step quantities
+    (e.g. gates) as [B, T, H] arrays.
     """
     use_dropout = train and cfg.dropout > 0.0
     use_recurrent = train and cfg.recurrent_dropout > 0.0
