@@ -51,6 +51,10 @@ class ModelConfig(_Section):
     weight_drop: float = Field(
         0.0, ge=0.0, lt=1.0, description="DropConnect on W_hh: drop recurrent weights, one mask per training step"
     )
+    dropout_ramp: int = Field(
+        0, ge=0, description="steps over which dropout, recurrent_dropout and weight_drop rise linearly from 0 to "
+        "their values: learn fast first, regularise once overfitting can start (0: full rates from step 0)"
+    )
     tie_embed: bool = Field(False, description="share the embedding table with the output head (needs embed = hidden)")
 
     @field_validator("layer_norm")

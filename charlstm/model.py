@@ -84,7 +84,16 @@ def param_count(params: Params) -> int:
     return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
 
 
-def _dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
+def dropout_scale(cfg: ModelConfig, step: jax.Array | int) -> jax.Array | float:
+    """The fraction of the configured dropout rates applied at optimizer step `step`: a linear ramp from 0 over
+    `cfg.dropout_ramp` steps, then 1. Regularisation slows early learning and only pays once the model can
+    start to overfit, so a ramp gets the fast start of an unregularised model ("late dropout")."""
+    if cfg.dropout_ramp == 0:
+        return 1.0
+    return jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / cfg.dropout_ramp)
+
+
+def _dropout(x: jax.Array, rate: jax.Array | float, key: jax.Array) -> jax.Array:
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
     return jnp.where(keep, x / (1.0 - rate), 0.0)
 
@@ -98,14 +107,16 @@ def apply(
     train: bool = False,
     key: jax.Array | None = None,
     record: tuple[str, ...] = (),
+    dropout_scale: jax.Array | float = 1.0,
 ) -> tuple[jax.Array, Carry] | tuple[jax.Array, Carry, list[dict[str, jax.Array]]]:
     """Logits [B, T, V] for character ids x [B, T], starting from `carry`; returns the final carry too.
 
     With `train=True` (needs `key`): `cfg.dropout` drops each layer's output, i.e. between layers and before
     the head; `cfg.recurrent_dropout` drops h where it enters W_hh, with one mask per sequence for the whole
     window (variational); `cfg.weight_drop` drops recurrent weights (DropConnect on W_hh, as in AWD-LSTM), one
-    mask for the whole batch and window. With `record`, also return per layer the requested step quantities
-    (e.g. gates) as [B, T, H] arrays.
+    mask for the whole batch and window. `dropout_scale` multiplies all three rates (the training loop's ramp,
+    see `dropout_scale`). With `record`, also return per layer the requested step quantities (e.g. gates) as
+    [B, T, H] arrays.
     """
     use_dropout = train and cfg.dropout > 0.0
     use_recurrent = train and cfg.recurrent_dropout > 0.0
@@ -118,14 +129,14 @@ def apply(
         p = layer_params(params, n)
         xw = cells.project_input(cfg.cell, p, inp, cfg.compute_dtype)
         if use_weight_drop:  # outside the sequential loop: the gradient reaches W_hh through the mask
-            p = {**p, "W_hh": _dropout(p["W_hh"], cfg.weight_drop, jax.random.fold_in(k, 2))}
+            p = {**p, "W_hh": _dropout(p["W_hh"], cfg.weight_drop * dropout_scale, jax.random.fold_in(k, 2))}
         h_mask = None
         if use_recurrent:  # its own stream, so the output-dropout masks are the same with or without it
-            h_mask = _dropout(jnp.ones((x.shape[0], cfg.hidden)), cfg.recurrent_dropout, jax.random.fold_in(k, 1))
+            h_mask = _dropout(jnp.ones((x.shape[0], cfg.hidden)), cfg.recurrent_dropout * dropout_scale, jax.random.fold_in(k, 1))
         outs, c = layers.scan_layer(cfg.cell, p, xw, c, record=want, compute_dtype=cfg.compute_dtype, h_mask=h_mask)
         new_carry.append(c)
         recorded.append({name: jnp.swapaxes(outs[name], 0, 1) for name in record})
-        inp = _dropout(outs["h"], cfg.dropout, k) if use_dropout else outs["h"]
+        inp = _dropout(outs["h"], cfg.dropout * dropout_scale, k) if use_dropout else outs["h"]
     logits = cells.matmul(inp, head_weight(params), cfg.compute_dtype, inp.dtype) + params["head"]["b"]  # [T, B, V]
     logits = jnp.swapaxes(logits, 0, 1)
     if record:

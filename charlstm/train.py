@@ -144,9 +144,10 @@ def place_state(state: TrainState, layout: Layout) -> TrainState:
                       layout.put_replicated(state.step), layout.put_replicated(state.key), put(state.carry, layout.put_global))
 
 
-def loss_fn(params: model.Params, x: jax.Array, y: jax.Array, carry: model.Carry, cfg: ModelConfig, *, train: bool, key: jax.Array | None) -> tuple[jax.Array, model.Carry]:
+def loss_fn(params: model.Params, x: jax.Array, y: jax.Array, carry: model.Carry, cfg: ModelConfig, *, train: bool,
+            key: jax.Array | None, dropout_scale: jax.Array | float = 1.0) -> tuple[jax.Array, model.Carry]:
     """Mean next-character cross entropy in nats, and the carry after the batch."""
-    logits, carry = model.apply(params, x, carry, cfg, train=train, key=key)
+    logits, carry = model.apply(params, x, carry, cfg, train=train, key=key, dropout_scale=dropout_scale)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), carry
 
 
@@ -164,7 +165,8 @@ def make_train_step(cfg: Config, layout: Layout | None = None) -> Callable[..., 
         carry = jax.tree_util.tree_map(lambda c: jnp.where(reset, 0.0, c), state.carry)
         key = jax.random.fold_in(state.key, state.step)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (loss, new_carry), grads = grad_fn(state.params, x, y, carry, cfg.model, train=True, key=key)
+        (loss, new_carry), grads = grad_fn(state.params, x, y, carry, cfg.model, train=True, key=key,
+                                           dropout_scale=model.dropout_scale(cfg.model, state.step))
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

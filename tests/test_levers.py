@@ -172,6 +172,31 @@ def test_weight_drop_zeroes_recurrent_weights_in_training_only(layer_norm: bool)
     assert not np.allclose(np.asarray(a), np.asarray(b))
 
 
+def test_dropout_ramp_scales_every_rate_from_zero() -> None:
+    rates = ("model.layers=2", "model.hidden=16")
+    cfg = _cfg(*rates, "model.dropout=0.4", "model.recurrent_dropout=0.2", "model.weight_drop=0.4", "model.dropout_ramp=100")
+    half = _cfg(*rates, "model.dropout=0.2", "model.recurrent_dropout=0.1", "model.weight_drop=0.2")
+    assert [float(model.dropout_scale(cfg.model, s)) for s in (0, 25, 50, 100, 1000)] == [0.0, 0.25, 0.5, 1.0, 1.0]
+    assert model.dropout_scale(half.model, 0) == 1.0  # no ramp configured: full rates from the first step
+    params = model.init_params(cfg.model, 7, jax.random.PRNGKey(0))
+    x = jnp.asarray(np.random.default_rng(3).integers(0, 7, (4, 6)))
+    carry = model.zeros_carry(cfg.model, 4)
+    key = jax.random.PRNGKey(5)
+    apply = lambda c, **kw: np.asarray(model.apply(params, x, carry, c.model, **kw)[0])  # noqa: E731
+    # Scale 0 is the evaluation network; scale 0.5 draws the masks of rates halved, from the same key.
+    np.testing.assert_array_equal(apply(cfg, train=True, key=key, dropout_scale=0.0), apply(cfg))
+    np.testing.assert_allclose(apply(cfg, train=True, key=key, dropout_scale=0.5), apply(half, train=True, key=key), rtol=1e-6)
+    assert not np.allclose(apply(cfg, train=True, key=key, dropout_scale=0.5), apply(cfg, train=True, key=key))
+
+    # In the training loop the ramp follows the optimizer step: step 0 trains the undropped network.
+    state = train.init_state(cfg, 7)
+    clean = train.loss_fn(state.params, x, x, state.carry, cfg.model, train=False, key=None)[0]
+    _, metrics = train.make_train_step(cfg)(state, x, x, jnp.asarray(True))  # donates `state`
+    np.testing.assert_allclose(float(metrics["loss"]), float(clean), rtol=1e-6)
+    _, metrics = train.make_train_step(half)(train.init_state(half, 7), x, x, jnp.asarray(True))
+    assert abs(float(metrics["loss"]) - float(clean)) > 1e-4  # without a ramp step 0 is dropped
+
+
 def test_orthogonal_init_gives_orthogonal_gate_blocks() -> None:
     p = cells.init_layer("lstm", jax.random.PRNGKey(0), 5, 16, init_hh="orthogonal")
     w = np.asarray(p["W_hh"])
