@@ -20,6 +20,7 @@ dropout (Gal & Ghahramani, 2016) multiplies h by one fixed mask per sequence whe
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -151,10 +152,36 @@ def step_fn(cell: str, p: Params):  # noqa: ANN201 - one of the step functions a
 
 
 def matmul(a: jax.Array, b: jax.Array, compute_dtype: str, out: Any) -> jax.Array:
-    """a @ b with inputs in compute_dtype (fp32 stays the input dtype, e.g. float64 in tests), result in `out`."""
-    if compute_dtype != "float32":
-        a, b = a.astype(compute_dtype), b.astype(compute_dtype)
-    return jnp.dot(a, b, preferred_element_type=out)
+    """a @ b with inputs in compute_dtype (fp32 stays the input dtype, e.g. float64 in tests), result in `out`.
+
+    a is [..., K], b is [K, N]. In bfloat16 the two backward products run on bfloat16 inputs as well (fp32
+    accumulation, as mixed-precision autocast does): left to autodiff, the fp32 cotangent would turn both into
+    fp32 matmuls, measured 1.4x slower on the 2 x 512 model's layer-1 input projection.
+    """
+    if compute_dtype == "float32":
+        return jnp.dot(a, b, preferred_element_type=out)
+    return _low_precision_matmul(compute_dtype, jnp.dtype(out), a, b)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _low_precision_matmul(compute_dtype: str, out: Any, a: jax.Array, b: jax.Array) -> jax.Array:
+    return jnp.dot(a.astype(compute_dtype), b.astype(compute_dtype), preferred_element_type=out)
+
+
+def _low_precision_fwd(compute_dtype: str, out: Any, a: jax.Array, b: jax.Array) -> tuple[jax.Array, tuple]:
+    return _low_precision_matmul(compute_dtype, out, a, b), (a, b)
+
+
+def _low_precision_bwd(compute_dtype: str, out: Any, res: tuple, ct: jax.Array) -> tuple[jax.Array, jax.Array]:
+    a, b = res
+    ct_c, a_c = ct.astype(compute_dtype), a.astype(compute_dtype)
+    da = jnp.dot(ct_c, b.astype(compute_dtype).T, preferred_element_type=jnp.float32)
+    lead = tuple(range(a.ndim - 1))  # sum over every leading (batch, time) axis: [K, N] like b
+    db = jax.lax.dot_general(a_c, ct_c, ((lead, lead), ((), ())), preferred_element_type=jnp.float32)
+    return da.astype(a.dtype), db.astype(b.dtype)
+
+
+_low_precision_matmul.defvjp(_low_precision_fwd, _low_precision_bwd)
 
 
 

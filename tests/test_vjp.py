@@ -99,6 +99,35 @@ def test_bfloat16_compute_is_close_to_float32(cell: str) -> None:
         assert float(jnp.abs(a - b).max()) < 0.05 * scale  # bf16 has an 8-bit mantissa: close, not equal
 
 
+def test_bfloat16_matmul_backward_runs_on_bfloat16_inputs() -> None:
+    """cells.matmul's custom backward: both products on bf16-rounded operands with fp32 accumulation, which is
+    what autodiff gives for fp32 operands that happen to be bf16-representable."""
+    ka, kb, kc = jax.random.split(jax.random.PRNGKey(0), 3)
+    a = jax.random.normal(ka, (6, 4, 24))  # [T, B, K]: the weight gradient sums over both leading axes
+    b = jax.random.normal(kb, (24, 40))
+    ct = jax.random.normal(kc, (6, 4, 40))
+    bf = lambda x: x.astype(jnp.bfloat16).astype(jnp.float32)  # noqa: E731
+    out, vjp = jax.vjp(lambda a, b: cells.matmul(a, b, "bfloat16", jnp.float32), a, b)
+    da, db = vjp(ct)
+    ref_out, ref_vjp = jax.vjp(lambda a, b: jnp.dot(a, b, precision="highest"), bf(a), bf(b))
+    ref_da, ref_db = ref_vjp(bf(ct))
+    assert out.dtype == da.dtype == db.dtype == jnp.float32 and da.shape == a.shape and db.shape == b.shape
+    for got, want in ((out, ref_out), (da, ref_da), (db, ref_db)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+    # ...and near the fp32 gradient, as bf16 rounding allows.
+    da32, db32 = jax.vjp(lambda a, b: jnp.dot(a, b), a, b)[1](ct)
+    assert float(jnp.abs(da - da32).max()) < 0.03 * float(jnp.abs(da32).max())
+    assert float(jnp.abs(db - db32).max()) < 0.03 * float(jnp.abs(db32).max())
+
+
+def test_gate_split_recurrent_backward_equals_one_product() -> None:
+    dz = jax.random.normal(jax.random.PRNGKey(1), (3, 4 * 16))
+    w_t = jax.random.normal(jax.random.PRNGKey(2), (4 * 16, 16)).astype(jnp.bfloat16)
+    whole = cells.recurrent(dz, w_t)
+    split = layers._recurrent_back(dz, w_t)
+    np.testing.assert_allclose(np.asarray(split), np.asarray(whole), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_train_step_gradient_uses_fused_layer_and_matches_plain(cell: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole model's loss gradient (two layers, head, integer inputs) is the same through either path."""
