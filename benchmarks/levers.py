@@ -55,6 +55,9 @@ RECIPES: dict[str, list[str]] = {
     "large-30min": ["model.hidden=512", "model.dropout=0.4", "model.weight_drop=0.25", "optim.weight_decay=0.1",
                     "model.compute_dtype=bfloat16", "train.eval_every=250"],
     "ema-0.997": ["optim.ema=0.997"],
+    "large-wdrop-0.15": ["model.hidden=512", "model.dropout=0.4", "model.weight_drop=0.15", "optim.weight_decay=0.1",
+                         "model.compute_dtype=bfloat16", "train.eval_every=250"],
+    "dropout-ramp-1000": ["model.dropout_ramp=1000", "model.compute_dtype=bfloat16"],
 }
 
 
