@@ -84,7 +84,7 @@ def param_count(params: Params) -> int:
     return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
 
 
-def dropout_scale(cfg: ModelConfig, step: jax.Array | int) -> jax.Array | float:
+def dropout_ramp_scale(cfg: ModelConfig, step: jax.Array | int) -> jax.Array | float:
     """The fraction of the configured dropout rates applied at optimizer step `step`: a linear ramp from 0 over
     `cfg.dropout_ramp` steps, then 1. Regularisation slows early learning and only pays once the model can
     start to overfit, so a ramp gets the fast start of an unregularised model ("late dropout")."""
@@ -114,8 +114,8 @@ def apply(
     With `train=True` (needs `key`): `cfg.dropout` drops each layer's output, i.e. between layers and before
     the head; `cfg.recurrent_dropout` drops h where it enters W_hh, with one mask per sequence for the whole
     window (variational); `cfg.weight_drop` drops recurrent weights (DropConnect on W_hh, as in AWD-LSTM), one
-    mask for the whole batch and window. `dropout_scale` multiplies all three rates (the training loop's ramp,
-    see `dropout_scale`). With `record`, also return per layer the requested step quantities (e.g. gates) as
+    mask for the whole batch and window. `dropout_scale` multiplies all three rates (the training loop passes
+    `dropout_ramp_scale`). With `record`, also return per layer the requested step quantities (e.g. gates) as
     [B, T, H] arrays.
     """
     use_dropout = train and cfg.dropout > 0.0
@@ -132,7 +132,8 @@ def apply(
             p = {**p, "W_hh": _dropout(p["W_hh"], cfg.weight_drop * dropout_scale, jax.random.fold_in(k, 2))}
         h_mask = None
         if use_recurrent:  # its own stream, so the output-dropout masks are the same with or without it
-            h_mask = _dropout(jnp.ones((x.shape[0], cfg.hidden)), cfg.recurrent_dropout * dropout_scale, jax.random.fold_in(k, 1))
+            rate = cfg.recurrent_dropout * dropout_scale
+            h_mask = _dropout(jnp.ones((x.shape[0], cfg.hidden)), rate, jax.random.fold_in(k, 1))
         outs, c = layers.scan_layer(cfg.cell, p, xw, c, record=want, compute_dtype=cfg.compute_dtype, h_mask=h_mask)
         new_carry.append(c)
         recorded.append({name: jnp.swapaxes(outs[name], 0, 1) for name in record})

@@ -166,7 +166,7 @@ def make_train_step(cfg: Config, layout: Layout | None = None) -> Callable[..., 
         key = jax.random.fold_in(state.key, state.step)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         (loss, new_carry), grads = grad_fn(state.params, x, y, carry, cfg.model, train=True, key=key,
-                                           dropout_scale=model.dropout_scale(cfg.model, state.step))
+                                           dropout_scale=model.dropout_ramp_scale(cfg.model, state.step))
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

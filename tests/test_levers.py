@@ -176,8 +176,8 @@ def test_dropout_ramp_scales_every_rate_from_zero() -> None:
     rates = ("model.layers=2", "model.hidden=16")
     cfg = _cfg(*rates, "model.dropout=0.4", "model.recurrent_dropout=0.2", "model.weight_drop=0.4", "model.dropout_ramp=100")
     half = _cfg(*rates, "model.dropout=0.2", "model.recurrent_dropout=0.1", "model.weight_drop=0.2")
-    assert [float(model.dropout_scale(cfg.model, s)) for s in (0, 25, 50, 100, 1000)] == [0.0, 0.25, 0.5, 1.0, 1.0]
-    assert model.dropout_scale(half.model, 0) == 1.0  # no ramp configured: full rates from the first step
+    assert [float(model.dropout_ramp_scale(cfg.model, s)) for s in (0, 25, 50, 100, 1000)] == [0.0, 0.25, 0.5, 1.0, 1.0]
+    assert model.dropout_ramp_scale(half.model, 0) == 1.0  # no ramp configured: full rates from the first step
     params = model.init_params(cfg.model, 7, jax.random.PRNGKey(0))
     x = jnp.asarray(np.random.default_rng(3).integers(0, 7, (4, 6)))
     carry = model.zeros_carry(cfg.model, 4)
