@@ -23,6 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 
+# The 2 x 512 recipes' common part (configs/shakespeare-large.yaml without its DropConnect rate and step count).
+_LARGE = ["model.hidden=512", "model.dropout=0.4", "optim.weight_decay=0.1", "model.compute_dtype=bfloat16",
+          "train.eval_every=250"]
+
 # name -> --set overrides on top of configs/shakespeare.yaml
 RECIPES: dict[str, list[str]] = {
     "base": [],
@@ -52,11 +56,9 @@ RECIPES: dict[str, list[str]] = {
     "h512-d0.3": ["model.hidden=512", "model.dropout=0.3"],
     "h512-d0.4": ["model.hidden=512", "model.dropout=0.4"],
     "weight-drop-0.25": ["model.weight_drop=0.25"],
-    "large-30min": ["model.hidden=512", "model.dropout=0.4", "model.weight_drop=0.25", "optim.weight_decay=0.1",
-                    "model.compute_dtype=bfloat16", "train.eval_every=250"],
+    "large-30min": [*_LARGE, "model.weight_drop=0.25"],
     "ema-0.997": ["optim.ema=0.997"],
-    "large-wdrop-0.15": ["model.hidden=512", "model.dropout=0.4", "model.weight_drop=0.15", "optim.weight_decay=0.1",
-                         "model.compute_dtype=bfloat16", "train.eval_every=250"],
+    "large-wdrop-0.15": [*_LARGE, "model.weight_drop=0.15"],
     "dropout-ramp-1000": ["model.dropout_ramp=1000", "model.compute_dtype=bfloat16"],
 }
 
