@@ -7,8 +7,10 @@ The fraction of peak is computed the same way: each round also times a large fp3
 
 PyTorch (the optional `bench` extra) is imported only for `--vs-torch`. Its model is the one `charlstm
 export` writes (embedding -> nn.LSTM/GRU/RNN -> linear) loaded with the same weights, trained with Adam and
-global-norm clipping as charlstm is, and sampled with the per-character Python loop people write. Each of
-its measurements runs at 1 thread and at torch's default thread count, and the faster one counts.
+global-norm clipping as charlstm is, and sampled with the per-character Python loop people write. On a CPU
+each of its measurements runs at 1 thread and at torch's default thread count, and the faster one counts.
+Where JAX runs on an NVIDIA GPU and torch has CUDA, torch runs there too (cuDNN's LSTM), so both sides use
+the same device.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from charlstm.config import Config
 from charlstm.errors import UserError
 
 VOCAB = 96  # synthetic character ids: printable ASCII plus a little; the speed depends on V only through the head
-GEMM_N = 2048  # the peak-FLOP/s probe: an N x N x N fp32 matmul
+GEMM_N = 2048  # the peak-FLOP/s probe: an N x N x N fp32 matmul (on a CPU; a GPU needs a larger one to fill)
+GEMM_N_ACCELERATOR = 8192
 SAMPLE_B1_CHARS = 512  # characters generated per round at batch 1 (4 compiled chunks of 128)
 SAMPLE_B64_CHARS = 256  # characters per stream per round at batch 64
 TORCH_HINT = "install it with: pip install 'charlstm[bench]'  (CPU build: pip install torch==2.13.0)"
@@ -42,6 +45,7 @@ class TorchNumbers:
     """PyTorch's figures on the same model, and charlstm's speed relative to them (> 1: charlstm is faster)."""
 
     version: str
+    device: str  # "cpu" or "cuda"
     train_chars_per_s: float
     sample_b1_chars_per_s: float
     sample_b64_chars_per_s: float
@@ -127,12 +131,13 @@ def _timed(fn: Callable[[], object]) -> float:
 
 
 def _gemm_probe() -> Callable[[], float]:
-    """Best of three N^3 fp32 matmuls, in FLOP/s."""
-    a = jax.random.normal(jax.random.PRNGKey(1), (GEMM_N, GEMM_N), jnp.float32)
-    b = jax.random.normal(jax.random.PRNGKey(2), (GEMM_N, GEMM_N), jnp.float32)
+    """Best of three N^3 fp32 matmuls (at JAX's default precision, as the model's), in FLOP/s."""
+    n = GEMM_N if jax.default_backend() == "cpu" else GEMM_N_ACCELERATOR
+    a = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.PRNGKey(2), (n, n), jnp.float32)
     dot = jax.jit(jnp.dot)
     dot(a, b).block_until_ready()
-    return lambda: 2.0 * GEMM_N**3 / min(_timed(lambda: dot(a, b).block_until_ready()) for _ in range(3))
+    return lambda: 2.0 * n**3 / min(_timed(lambda: dot(a, b).block_until_ready()) for _ in range(3))
 
 
 class _Charlstm:
@@ -177,7 +182,8 @@ class _Torch:
         from torch import nn
 
         self.torch, m, self.vocab_size = torch, cfg.model, vocab_size
-        self.default_threads = torch.get_num_threads()
+        on_gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
+        self.device = torch.device("cuda" if on_gpu else "cpu")
         torch.manual_seed(0)
         rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[m.cell]
         e = m.embed or vocab_size  # model.embed 0: one-hot input, exported as a frozen identity embedding
@@ -188,17 +194,18 @@ class _Torch:
         })
         sd = export.torch_state_dict(params, cfg, vocab_size)
         self.net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()})
+        self.net.to(self.device)
         self.net["embedding"].weight.requires_grad_(bool(m.embed))
         self.trainable = [p for p in self.net.parameters() if p.requires_grad]
         o = cfg.optim  # charlstm's AdamW with weight_decay 0 is Adam; the lr schedule is not worth a comparison
         self.opt = torch.optim.Adam(self.trainable, lr=o.lr, betas=(o.b1, o.b2))
         self.clip = o.clip_norm
-        self.x, self.y = torch.from_numpy(np.asarray(x).T.copy()).long(), torch.from_numpy(np.asarray(y).T.copy()).long()
+        self.x, self.y = (torch.from_numpy(np.asarray(a).T.copy()).long().to(self.device) for a in (x, y))
         self.state: Any = None
         # On a loaded machine an OpenMP barrier waits for a descheduled thread, and one thread can beat two
-        # by 10x, or lose by 2x a minute later. So torch runs every measurement at 1 thread and at its
-        # default, and counts the faster: a baseline that is never handicapped by its thread count.
-        self.counts = sorted({1, torch.get_num_threads()})
+        # by 10x, or lose by 2x a minute later. So on a CPU torch runs every measurement at 1 thread and at
+        # its default, and counts the faster: a baseline that is never handicapped by its thread count.
+        self.counts = [torch.get_num_threads()] if on_gpu else sorted({1, torch.get_num_threads()})
         self.first_loss = self.train(1)[1]
         for n in self.counts:  # warm up oneDNN's kernels at each thread count
             torch.set_num_threads(n)
@@ -238,10 +245,11 @@ class _Torch:
         torch = self.torch
         tic = time.perf_counter()
         with torch.no_grad():
-            tok, state = torch.zeros((1, batch), dtype=torch.long), None
+            tok, state = torch.zeros((1, batch), dtype=torch.long, device=self.device), None
             for _ in range(length):
                 logits, state = self.forward(tok, state)
                 tok = torch.multinomial(torch.softmax(logits[0], dim=-1), 1).T
+            tok.cpu()  # on a GPU the loop only queued the work: wait for the last draw
         return time.perf_counter() - tic
 
 
@@ -301,7 +309,7 @@ def run(cfg: Config, steps: int = 5, rounds: int = 5, vs_torch: bool = False, vo
 
         ratio = {n: statistics.median(b / a for a, b in zip(ours_t[n], theirs_t[n])) for n in names}
         torch_numbers = TorchNumbers(
-            version=torch.__version__,
+            version=torch.__version__, device=theirs.device.type,
             train_chars_per_s=statistics.median(chars["train"] / t for t in theirs_t["train"]),
             sample_b1_chars_per_s=statistics.median(chars["b1"] / t for t in theirs_t["b1"]),
             sample_b64_chars_per_s=statistics.median(chars["b64"] / t for t in theirs_t["b64"]),
@@ -344,7 +352,7 @@ def rows(res: BenchResult) -> list[tuple[str, str]]:
     if res.torch is not None:
         t = res.torch
         out += [
-            (f"torch {t.version} train chars/s", f"{t.train_chars_per_s:,.0f}  (charlstm {t.train_ratio:.2f}x)"),
+            (f"torch {t.version} ({t.device}) train chars/s", f"{t.train_chars_per_s:,.0f}  (charlstm {t.train_ratio:.2f}x)"),
             ("torch sampling chars/s, batch 1", f"{t.sample_b1_chars_per_s:,.0f}  (charlstm {t.sample_b1_ratio:.1f}x)"),
             ("torch sampling chars/s, batch 64", f"{t.sample_b64_chars_per_s:,.0f}  (charlstm {t.sample_b64_ratio:.1f}x)"),
             ("same model check", f"first-batch loss differs by {t.initial_loss_diff:.1e}"),
