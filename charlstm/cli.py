@@ -352,6 +352,7 @@ def main() -> None:
     from charlstm import perf
 
     perf.tune_malloc()  # before JAX allocates anything: see charlstm/perf.py
+    perf.deterministic_gpu()  # before JAX creates a GPU backend
     app(args=_optional_resume_value(sys.argv[1:]), prog_name="charlstm")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import math
 
 import pytest
@@ -74,3 +75,16 @@ def test_vs_torch_same_model_and_ratios(embed: int) -> None:
     assert t.initial_loss_diff < 1e-4  # the PyTorch model computes the same function from the same weights
     assert set(t.threads) == {"train", "b1", "b64"}
     assert json.loads(json.dumps(res.to_dict()))["torch"]["version"] == t.version
+
+
+def test_deterministic_gpu_flag_is_added_once_and_a_users_setting_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    perf.deterministic_gpu()
+    perf.deterministic_gpu()
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2 --xla_gpu_deterministic_ops=true"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_deterministic_ops=false")
+    perf.deterministic_gpu()
+    assert os.environ["XLA_FLAGS"] == "--xla_gpu_deterministic_ops=false"
+    monkeypatch.delenv("XLA_FLAGS")
+    perf.deterministic_gpu()
+    assert os.environ["XLA_FLAGS"] == "--xla_gpu_deterministic_ops=true"
