@@ -114,20 +114,26 @@ def apply(
     With `train=True` (needs `key`): `cfg.dropout` drops each layer's output, i.e. between layers and before
     the head; `cfg.recurrent_dropout` drops h where it enters W_hh, with one mask per sequence for the whole
     window (variational); `cfg.weight_drop` drops recurrent weights (DropConnect on W_hh, as in AWD-LSTM), one
-    mask for the whole batch and window. `dropout_scale` multiplies all three rates (the training loop passes
-    `dropout_ramp_scale`). With `record`, also return per layer the requested step quantities (e.g. gates) as
+    mask for the whole batch and window; `cfg.input_dropout` hides input characters (their embedding, or
+    one-hot vector, becomes zero, so layer 0 sees only its bias: AWD-LSTM's embedding dropout applied per
+    position). `dropout_scale` multiplies all four rates (the training loop passes `dropout_ramp_scale`). With `record`, also return per layer the requested step quantities (e.g. gates) as
     [B, T, H] arrays.
     """
     use_dropout = train and cfg.dropout > 0.0
     use_recurrent = train and cfg.recurrent_dropout > 0.0
     use_weight_drop = train and cfg.weight_drop > 0.0
-    keys = jax.random.split(key, cfg.layers) if use_dropout or use_recurrent or use_weight_drop else [None] * cfg.layers
+    use_input = train and cfg.input_dropout > 0.0
+    any_dropout = use_dropout or use_recurrent or use_weight_drop or use_input
+    keys = jax.random.split(key, cfg.layers) if any_dropout else [None] * cfg.layers
     inp = x.T  # [T, B] ids
     new_carry, recorded = [], []
     want = tuple(dict.fromkeys(("h",) + record))
     for n, (c, k) in enumerate(zip(carry, keys)):
         p = layer_params(params, n)
         xw = cells.project_input(cfg.cell, p, inp, cfg.compute_dtype)
+        if n == 0 and use_input:  # a hidden character's table row is zero, leaving the bias (its own stream)
+            hidden_char = jax.random.bernoulli(jax.random.fold_in(k, 3), cfg.input_dropout * dropout_scale, inp.shape)
+            xw = jnp.where(hidden_char[..., None], p["b_ih" if cfg.cell == "gru" else "b"], xw)
         if use_weight_drop:  # outside the sequential loop: the gradient reaches W_hh through the mask
             p = {**p, "W_hh": _dropout(p["W_hh"], cfg.weight_drop * dropout_scale, jax.random.fold_in(k, 2))}
         h_mask = None

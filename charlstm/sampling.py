@@ -73,9 +73,11 @@ def _compiled(cfg: ModelConfig, opts: SampleOptions) -> tuple[Callable, Callable
     def chunk(params: model.Params, logits: jax.Array, carry: model.Carry, key: jax.Array, n: int) -> tuple:
         # Loop-invariant work stays out of the per-character loop: the embedding is folded into layer 0's
         # table once, and the Gumbel noise of the whole chunk is drawn in one call (argmax(logits + Gumbel)
-        # is a draw from softmax(logits), what jax.random.categorical computes per call).
+        # is a draw from softmax(logits), what jax.random.categorical computes per call). The key is split
+        # here rather than by the caller: an eager split is a dispatch of its own per chunk.
         params = model.folded(params)
-        noise = jnp.zeros((n, 0)) if opts.greedy else jax.random.gumbel(key, (n, *logits.shape), logits.dtype)
+        key, sub = jax.random.split(key)
+        noise = jnp.zeros((n, 0)) if opts.greedy else jax.random.gumbel(sub, (n, *logits.shape), logits.dtype)
 
         def one(state: tuple, g: jax.Array) -> tuple:
             logits, carry = state
@@ -87,7 +89,7 @@ def _compiled(cfg: ModelConfig, opts: SampleOptions) -> tuple[Callable, Callable
             return (out[:, 0], carry), tok
 
         (logits, carry), toks = jax.lax.scan(one, (logits, carry), noise)
-        return toks.T, logits, carry
+        return toks.T, logits, carry, key
 
     return jax.jit(prefill), jax.jit(chunk, static_argnums=4)
 
@@ -97,14 +99,13 @@ def generate(params: model.Params, cfg: ModelConfig, prompt: np.ndarray, opts: S
     prefill, chunk = _compiled(cfg, opts)
     if opts.newline_id >= 0 and prompt[0] != opts.newline_id:
         prompt = np.concatenate([[opts.newline_id], prompt])
-    ids = jnp.broadcast_to(jnp.asarray(prompt, jnp.int32)[None], (opts.num_samples, len(prompt)))
+    ids = np.broadcast_to(np.asarray(prompt, np.int32)[None], (opts.num_samples, len(prompt)))
     logits, carry = prefill(params, ids)
     key = jax.random.PRNGKey(opts.seed)
     done = 0
     while done < opts.length:
         n = min(opts.chunk, opts.length - done)
-        key, sub = jax.random.split(key)
-        toks, logits, carry = chunk(params, logits, carry, sub, n)
+        toks, logits, carry, key = chunk(params, logits, carry, key, n)
         done += n
         yield np.asarray(toks)
 

@@ -197,6 +197,35 @@ def test_dropout_ramp_scales_every_rate_from_zero() -> None:
     assert abs(float(metrics["loss"]) - float(clean)) > 1e-4  # without a ramp step 0 is dropped
 
 
+@pytest.mark.parametrize("sets", [("model.embed=8", "model.layer_norm=true"), ("model.embed=0",), ("model.cell=gru", "model.embed=8")])
+def test_input_dropout_hides_characters_in_training_only(sets: tuple[str, ...]) -> None:
+    cfg = _cfg("model.hidden=16", "model.input_dropout=0.3", *sets)
+    params = model.init_params(cfg.model, 7, jax.random.PRNGKey(0))
+    # 4000 one-character windows from the zero state: each training output is either the character's own
+    # logits or those of a network whose layer-0 input table is zero (the character hidden).
+    x = jnp.asarray(np.random.default_rng(3).integers(0, 7, (4000, 1)))
+    carry = model.zeros_carry(cfg.model, 4000)
+    blank_params = jax.tree_util.tree_map(lambda a: a, params)
+    if "embed" in params:
+        blank_params["embed"] = jnp.zeros_like(params["embed"])
+    else:
+        blank_params["layers"][0]["W_ih"] = jnp.zeros_like(params["layers"][0]["W_ih"])
+    seen = np.asarray(model.apply(params, x, carry, cfg.model)[0])
+    blank = np.asarray(model.apply(blank_params, x, carry, cfg.model)[0])
+    np.testing.assert_array_equal(seen, np.asarray(model.apply(params, x, carry, _cfg("model.hidden=16", *sets).model)[0]))
+
+    def hidden(key: int) -> np.ndarray:
+        out = np.asarray(model.apply(params, x, carry, cfg.model, train=True, key=jax.random.PRNGKey(key))[0])
+        is_blank = np.all(np.isclose(out, blank, atol=1e-6), axis=(1, 2))
+        assert np.all(is_blank | np.all(np.isclose(out, seen, atol=1e-6), axis=(1, 2)))  # nothing in between
+        return is_blank
+
+    a, b = hidden(1), hidden(2)
+    assert 0.27 < a.mean() < 0.33 and 0.27 < b.mean() < 0.33, (a.mean(), b.mean())
+    np.testing.assert_array_equal(a, hidden(1))
+    assert not np.array_equal(a, b)
+
+
 def test_orthogonal_init_gives_orthogonal_gate_blocks() -> None:
     p = cells.init_layer("lstm", jax.random.PRNGKey(0), 5, 16, init_hh="orthogonal")
     w = np.asarray(p["W_hh"])
