@@ -60,6 +60,9 @@ RECIPES: dict[str, list[str]] = {
     "ema-0.997": ["optim.ema=0.997"],
     "large-wdrop-0.15": [*_LARGE, "model.weight_drop=0.15"],
     "dropout-ramp-1000": ["model.dropout_ramp=1000", "model.compute_dtype=bfloat16"],
+    "input-dropout-0.1": ["model.input_dropout=0.1"],
+    "input-dropout-0.2": ["model.input_dropout=0.2"],
+    "large-ema-0.999": [*_LARGE, "model.weight_drop=0.15", "optim.ema=0.999"],
 }
 
 
