@@ -55,8 +55,8 @@ class ModelConfig(_Section):
         0.0, ge=0.0, lt=1.0, description="hide input characters at this rate (layer 0 sees only its bias there)"
     )
     dropout_ramp: int = Field(
-        0, ge=0, description="steps over which every dropout rate (output, recurrent, weight, input) rises linearly from 0 to "
-        "their values: learn fast first, regularise once overfitting can start (0: full rates from step 0)"
+        0, ge=0, description="steps over which every dropout rate (output, recurrent, weight, input) rises "
+        "linearly from 0 to its value: learn fast first, regularise once overfitting can start (0: full rates from step 0)"
     )
     tie_embed: bool = Field(False, description="share the embedding table with the output head (needs embed = hidden)")
 

@@ -116,8 +116,8 @@ def apply(
     window (variational); `cfg.weight_drop` drops recurrent weights (DropConnect on W_hh, as in AWD-LSTM), one
     mask for the whole batch and window; `cfg.input_dropout` hides input characters (their embedding, or
     one-hot vector, becomes zero, so layer 0 sees only its bias: AWD-LSTM's embedding dropout applied per
-    position). `dropout_scale` multiplies all four rates (the training loop passes `dropout_ramp_scale`). With `record`, also return per layer the requested step quantities (e.g. gates) as
-    [B, T, H] arrays.
+    position). `dropout_scale` multiplies all four rates (the training loop passes `dropout_ramp_scale`).
+    With `record`, also return per layer the requested step quantities (e.g. gates) as [B, T, H] arrays.
     """
     use_dropout = train and cfg.dropout > 0.0
     use_recurrent = train and cfg.recurrent_dropout > 0.0
@@ -132,7 +132,8 @@ def apply(
         p = layer_params(params, n)
         xw = cells.project_input(cfg.cell, p, inp, cfg.compute_dtype)
         if n == 0 and use_input:  # a hidden character's table row is zero, leaving the bias (its own stream)
-            hidden_char = jax.random.bernoulli(jax.random.fold_in(k, 3), cfg.input_dropout * dropout_scale, inp.shape)
+            rate = cfg.input_dropout * dropout_scale
+            hidden_char = jax.random.bernoulli(jax.random.fold_in(k, 3), rate, inp.shape)
             xw = jnp.where(hidden_char[..., None], p["b_ih" if cfg.cell == "gru" else "b"], xw)
         if use_weight_drop:  # outside the sequential loop: the gradient reaches W_hh through the mask
             p = {**p, "W_hh": _dropout(p["W_hh"], cfg.weight_drop * dropout_scale, jax.random.fold_in(k, 2))}

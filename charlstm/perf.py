@@ -13,8 +13,9 @@ Set CHARLSTM_MALLOC_TUNING=0 to skip it (e.g. to measure the difference). A no-o
 
 On a GPU, XLA is not deterministic by default: the embedding's gradient is a scatter-add done with atomics,
 and the autotuner may choose different kernels in each process. Two identical 150-step runs on an H100
-differed by the 20th step (1.9478 vs 1.9528 train loss at step 120). `deterministic_gpu` asks XLA for
-run-to-run identical results, so the same seed and config give the same numbers there as on a CPU.
+ended apart (train loss 1.9478 vs 1.9528 at step 120, val 1.8933 vs 1.8896 at step 150). `deterministic_gpu`
+asks XLA for run-to-run identical results, so the same seed and config give the same numbers there as on a
+CPU (measured: identical in every logged number), at a cost in speed (benchmarks/README.md).
 """
 
 from __future__ import annotations
