@@ -26,6 +26,7 @@ CORPUS = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 # The 2 x 512 recipes' common part (configs/shakespeare-large.yaml without its DropConnect rate and step count).
 _LARGE = ["model.hidden=512", "model.dropout=0.4", "optim.weight_decay=0.1", "model.compute_dtype=bfloat16",
           "train.eval_every=250"]
+_SHIPPED_LARGE = [*_LARGE, "model.weight_drop=0.15"]  # configs/shakespeare-large.yaml but for its step count
 
 # name -> --set overrides on top of configs/shakespeare.yaml
 RECIPES: dict[str, list[str]] = {
@@ -58,11 +59,11 @@ RECIPES: dict[str, list[str]] = {
     "weight-drop-0.25": ["model.weight_drop=0.25"],
     "large-30min": [*_LARGE, "model.weight_drop=0.25"],
     "ema-0.997": ["optim.ema=0.997"],
-    "large-wdrop-0.15": [*_LARGE, "model.weight_drop=0.15"],
+    "large-wdrop-0.15": _SHIPPED_LARGE,
     "dropout-ramp-1000": ["model.dropout_ramp=1000", "model.compute_dtype=bfloat16"],
     "input-dropout-0.1": ["model.input_dropout=0.1"],
     "input-dropout-0.2": ["model.input_dropout=0.2"],
-    "large-ema-0.999": [*_LARGE, "model.weight_drop=0.15", "optim.ema=0.999"],
+    "large-ema-0.999": [*_SHIPPED_LARGE, "optim.ema=0.999"],
 }
 
 

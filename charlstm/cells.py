@@ -77,7 +77,7 @@ def project_input(cell: str, p: Params, x: jax.Array, compute_dtype: str = "floa
     A float x (the layer below's h) is multiplied on `compute_dtype` inputs with fp32 accumulation; a
     layer-normalised LSTM normalises x W_ih here, outside the sequential loop.
     """
-    b = p["b_ih"] if cell == "gru" else p["b"]
+    b = input_bias(cell, p)
     if jnp.issubdtype(x.dtype, jnp.integer):
         # LN acts row by row, so for ids it can normalise the [V, G*H] table once instead of every [T, B] row.
         table = layer_norm(p["W_ih"]) * p["g_ih"] if "g_ih" in p else p["W_ih"]
@@ -86,6 +86,11 @@ def project_input(cell: str, p: Params, x: jax.Array, compute_dtype: str = "floa
     if "g_ih" in p:
         xw = layer_norm(xw) * p["g_ih"]
     return xw + b
+
+
+def input_bias(cell: str, p: Params) -> jax.Array:
+    """The bias added to x W_ih: what layer 0 sees for an all-zero input (a GRU keeps its own b_hh apart)."""
+    return p["b_ih"] if cell == "gru" else p["b"]
 
 
 def layer_norm(x: jax.Array, eps: float = 1e-5) -> jax.Array:

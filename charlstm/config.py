@@ -56,7 +56,8 @@ class ModelConfig(_Section):
     )
     dropout_ramp: int = Field(
         0, ge=0, description="steps over which every dropout rate (output, recurrent, weight, input) rises "
-        "linearly from 0 to its value: learn fast first, regularise once overfitting can start (0: full rates from step 0)"
+        "linearly from 0 to its value: learn fast first, regularise once overfitting can start "
+        "(0: full rates from step 0)"
     )
     tie_embed: bool = Field(False, description="share the embedding table with the output head (needs embed = hidden)")
 

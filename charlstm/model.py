@@ -134,7 +134,7 @@ def apply(
         if n == 0 and use_input:  # a hidden character's table row is zero, leaving the bias (its own stream)
             rate = cfg.input_dropout * dropout_scale
             hidden_char = jax.random.bernoulli(jax.random.fold_in(k, 3), rate, inp.shape)
-            xw = jnp.where(hidden_char[..., None], p["b_ih" if cfg.cell == "gru" else "b"], xw)
+            xw = jnp.where(hidden_char[..., None], cells.input_bias(cfg.cell, p), xw)
         if use_weight_drop:  # outside the sequential loop: the gradient reaches W_hh through the mask
             p = {**p, "W_hh": _dropout(p["W_hh"], cfg.weight_drop * dropout_scale, jax.random.fold_in(k, 2))}
         h_mask = None
