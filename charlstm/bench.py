@@ -3,7 +3,9 @@
 Everything that is compared is measured in one process, in alternating rounds (charlstm, then PyTorch, then
 charlstm ...; the order flips every round), and ratios are the median of the per-round ratios. On a shared
 or throttled machine absolute times drift by tens of percent within minutes; ratios of back-to-back runs do not.
-The fraction of peak is computed the same way: each round also times a large fp32 GEMM.
+The fractions of the machine's ceilings are computed the same way: each round also times a large fp32 GEMM
+(training) and the model's batch-1 matmuls alone (sampling at batch 1, which reads every weight once per
+character; see `charlstm.probes`).
 
 PyTorch (the optional `bench` extra) is imported only for `--vs-torch`. Its model is the one `charlstm
 export` writes (embedding -> nn.LSTM/GRU/RNN -> linear) loaded with the same weights, trained with Adam and
@@ -28,15 +30,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from charlstm import cells, export, model, perf, sampling, train
+from charlstm import cells, export, model, perf, probes, sampling, train
 from charlstm.config import Config
 from charlstm.errors import UserError
 
 VOCAB = 96  # synthetic character ids: printable ASCII plus a little; the speed depends on V only through the head
-GEMM_N = 2048  # the peak-FLOP/s probe: an N x N x N fp32 matmul (on a CPU; a GPU needs a larger one to fill)
-GEMM_N_ACCELERATOR = 8192
-SAMPLE_B1_CHARS = 512  # characters generated per round at batch 1 (4 compiled chunks of 128)
+SAMPLE_B1_CHARS = 512  # characters generated per round at batch 1 (one compiled chunk of 512)
 SAMPLE_B64_CHARS = 256  # characters per stream per round at batch 64
+# Every timed measurement starts with a pause and an untimed warm-up of the side being measured, so each side
+# runs hot on a machine the other has left. PyTorch's OpenMP workers spin on after each parallel region, and
+# without the pause charlstm's batch-1 sampling right after torch's lost 25-45% to a spinning thread (2x128:
+# 45-53k chars/s vs 70-80k alone); the warm-up wakes the measured side's own threads and caches.
+SETTLE_S = 0.1
+WARM_CHARS = 64  # characters per stream sampled to warm up before a timed sampling run
 TORCH_HINT = "install it with: pip install 'charlstm[bench]'  (CPU build: pip install torch==2.13.0)"
 
 
@@ -52,6 +58,7 @@ class TorchNumbers:
     train_ratio: float
     sample_b1_ratio: float
     sample_b64_ratio: float
+    sample_b1_ratio_ceiling: float  # the ratio if charlstm's sampling took only its matmuls' time
     initial_loss_diff: float  # |charlstm - torch| first-batch loss on the same weights: the models are the same
     threads: dict[str, int]  # per task (train, b1, b64): the thread count, 1 or torch's default, that won most rounds
 
@@ -79,6 +86,10 @@ class BenchResult:
     achieved_gflops: float
     matmul_peak_gflops: float  # fp32 GEMM measured in this process
     fraction_of_peak: float
+    sample_weight_mb: float  # weights read per character at batch 1 (every matmul weight, in the compute dtype)
+    sample_b1_matmul_gb_per_s: float  # those bytes over the time of the model's batch-1 matmuls alone
+    sample_b1_ceiling_chars_per_s: float  # one character per pass of those matmuls, nothing else
+    sample_b1_fraction_of_ceiling: float
     train_step_temp_mb: float  # XLA's temporary buffers for one step (activations kept for backward, mostly)
     peak_rss_mb: float  # the process's peak resident memory before PyTorch is loaded
     malloc_tuned: bool
@@ -100,6 +111,22 @@ def train_flops_per_char(cfg: Config, vocab_size: int) -> float:
     m, g = cfg.model, cells.GATES[cfg.model.cell] * cfg.model.hidden
     macs = sum((m.hidden * g if k > 0 else 0) + m.hidden * g for k in range(m.layers)) + m.hidden * vocab_size
     return 6.0 * macs
+
+
+def sample_matmul_shapes(cfg: Config, vocab_size: int) -> list[tuple[int, int]]:
+    """The [K, N] weight matrices one character of sampling multiplies, in order: per layer W_ih (layer 0's input
+    is a table row, no product) and W_hh, then the head. The same weights `train_flops_per_char` counts."""
+    m, g = cfg.model, cells.GATES[cfg.model.cell] * cfg.model.hidden
+    shapes = []
+    for k in range(m.layers):
+        shapes += ([(m.hidden, g)] if k > 0 else []) + [(m.hidden, g)]
+    return shapes + [(m.hidden, vocab_size)]
+
+
+def sample_weight_bytes(cfg: Config, vocab_size: int) -> float:
+    """Bytes of weights one character of batch-1 sampling reads, in the dtype its matmuls read them in."""
+    itemsize = np.dtype(jnp.dtype(cfg.model.compute_dtype)).itemsize
+    return float(sum(k * n for k, n in sample_matmul_shapes(cfg, vocab_size)) * itemsize)
 
 
 def cpu_name() -> str:
@@ -128,16 +155,6 @@ def _timed(fn: Callable[[], object]) -> float:
     tic = time.perf_counter()
     fn()
     return time.perf_counter() - tic
-
-
-def _gemm_probe() -> Callable[[], float]:
-    """Best of three N^3 fp32 matmuls (at JAX's default precision, as the model's), in FLOP/s."""
-    n = GEMM_N if jax.default_backend() == "cpu" else GEMM_N_ACCELERATOR
-    a = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.PRNGKey(2), (n, n), jnp.float32)
-    dot = jax.jit(jnp.dot)
-    dot(a, b).block_until_ready()
-    return lambda: 2.0 * n**3 / min(_timed(lambda: dot(a, b).block_until_ready()) for _ in range(3))
 
 
 class _Charlstm:
@@ -169,7 +186,7 @@ class _Charlstm:
         return time.perf_counter() - tic, loss
 
     def sample(self, batch: int, length: int) -> float:
-        """Seconds for `sampling.generate` (chunks of 128 characters, each one jitted scan) of `length` per stream."""
+        """Seconds for `sampling.generate` (chunks of up to 512 characters, each one jitted scan) of `length` per stream."""
         opts = sampling.SampleOptions(length=length, num_samples=batch, temperature=1.0)
         return _timed(lambda: [np.asarray(c) for c in sampling.generate(self.state.params, self.cfg.model, self.prompt, opts)])
 
@@ -271,7 +288,9 @@ def run(cfg: Config, steps: int = 5, rounds: int = 5, vs_torch: bool = False, vo
     d = cfg.data
     log(f"compiling the training step ({cfg.model.layers}x{cfg.model.hidden} {cfg.model.cell}, B{d.batch_size}, T{d.seq_len})")
     ours = _Charlstm(cfg, vocab_size)
-    gemm = _gemm_probe()
+    gemm = probes.gemm_probe()
+    weight_bytes = sample_weight_bytes(cfg, vocab_size)
+    b1_matmuls = probes.matmul_chain_probe(sample_matmul_shapes(cfg, vocab_size), cfg.model.compute_dtype)
     rss = peak_rss_mb()  # before PyTorch adds its own libraries and buffers
     theirs = None
     if vs_torch:
@@ -282,27 +301,38 @@ def run(cfg: Config, steps: int = 5, rounds: int = 5, vs_torch: bool = False, vo
     names = ("train", "b1", "b64")
     work = {"train": lambda impl: impl.train(steps)[0], "b1": lambda impl: impl.sample(1, SAMPLE_B1_CHARS),
             "b64": lambda impl: impl.sample(64, SAMPLE_B64_CHARS)}
+    warm = {"train": lambda impl: impl.train(1), "b1": lambda impl: impl.sample(1, WARM_CHARS),
+            "b64": lambda impl: impl.sample(64, WARM_CHARS)}
     chars = {"train": steps * d.batch_size * d.seq_len, "b1": SAMPLE_B1_CHARS, "b64": 64 * SAMPLE_B64_CHARS}
+
+    def timed(n: str, impl: Any) -> float:
+        time.sleep(SETTLE_S)
+        warm[n](impl)
+        return work[n](impl)
+
     ours_t: dict[str, list[float]] = {n: [] for n in names}
     theirs_t: dict[str, list[float]] = {n: [] for n in names}
     theirs_threads: dict[str, list[int]] = {n: [] for n in names}
     peaks: list[float] = []
+    chain_s: list[float] = []
     for r in range(rounds):
         log(f"round {r + 1}/{rounds}")
         for n in names:
             for side in ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours"):
                 if side == "ours":
-                    ours_t[n].append(work[n](ours))
+                    ours_t[n].append(timed(n, ours))
                 elif theirs is not None:
-                    t, threads = theirs.fastest(lambda: work[n](theirs))  # noqa: B023 (called right here)
+                    t, threads = theirs.fastest(lambda: timed(n, theirs))  # noqa: B023 (called right here)
                     theirs_t[n].append(t)
                     theirs_threads[n].append(threads)
         peaks.append(gemm())
+        chain_s.append(b1_matmuls())
 
     per_char = train_flops_per_char(cfg, vocab_size)
     speed = {n: statistics.median(chars[n] / t for t in ours_t[n]) for n in names}
     # Each round's achieved FLOP/s over that round's GEMM: both saw the same machine load.
     fraction = statistics.median(per_char * chars["train"] / t / p for t, p in zip(ours_t["train"], peaks))
+    b1_fraction = statistics.median(chars["b1"] / t * s for t, s in zip(ours_t["b1"], chain_s))
     torch_numbers = None
     if theirs is not None:
         import torch
@@ -314,6 +344,7 @@ def run(cfg: Config, steps: int = 5, rounds: int = 5, vs_torch: bool = False, vo
             sample_b1_chars_per_s=statistics.median(chars["b1"] / t for t in theirs_t["b1"]),
             sample_b64_chars_per_s=statistics.median(chars["b64"] / t for t in theirs_t["b64"]),
             train_ratio=ratio["train"], sample_b1_ratio=ratio["b1"], sample_b64_ratio=ratio["b64"],
+            sample_b1_ratio_ceiling=statistics.median(t / chars["b1"] / s for t, s in zip(theirs_t["b1"], chain_s)),
             initial_loss_diff=abs(ours.first_loss - theirs.first_loss),
             threads={n: max(set(v), key=v.count) for n, v in theirs_threads.items()},
         )
@@ -325,6 +356,8 @@ def run(cfg: Config, steps: int = 5, rounds: int = 5, vs_torch: bool = False, vo
         train_chars_per_s=speed["train"], sample_b1_chars_per_s=speed["b1"], sample_b64_chars_per_s=speed["b64"],
         train_flops_per_char=per_char, achieved_gflops=per_char * speed["train"] / 1e9,
         matmul_peak_gflops=statistics.median(peaks) / 1e9, fraction_of_peak=fraction,
+        sample_weight_mb=weight_bytes / 2**20, sample_b1_matmul_gb_per_s=weight_bytes / statistics.median(chain_s) / 1e9,
+        sample_b1_ceiling_chars_per_s=1 / statistics.median(chain_s), sample_b1_fraction_of_ceiling=b1_fraction,
         train_step_temp_mb=ours.temp_mb, peak_rss_mb=rss, malloc_tuned=perf.malloc_tuned(),
         cpu=cpu_name(), cores=os.cpu_count() or 1, gpu=gpu_status(), jax_version=jax.__version__,
         load_avg=os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0,
@@ -344,6 +377,9 @@ def rows(res: BenchResult) -> list[tuple[str, str]]:
         ("model FLOP/s (train)", f"{res.achieved_gflops:.1f} GFLOP/s ({res.train_flops_per_char / 1e6:.2f} MFLOP/char)"),
         ("fp32 matmul peak (measured)", f"{res.matmul_peak_gflops:.1f} GFLOP/s"),
         ("fraction of peak", f"{res.fraction_of_peak:.0%}"),
+        ("batch-1 matmuls alone",
+         f"{res.sample_b1_ceiling_chars_per_s:,.0f} chars/s ({res.sample_weight_mb:.1f} MiB of weights per char at "
+         f"{res.sample_b1_matmul_gb_per_s:.0f} GB/s); sampling reaches {res.sample_b1_fraction_of_ceiling:.0%} of it"),
         ("train step temp memory", f"{res.train_step_temp_mb:.1f} MiB"),
         ("peak resident memory", f"{res.peak_rss_mb:.0f} MiB"),
         ("malloc tuning", "on" if res.malloc_tuned else "off"),
@@ -353,7 +389,8 @@ def rows(res: BenchResult) -> list[tuple[str, str]]:
         t = res.torch
         out += [
             (f"torch {t.version} ({t.device}) train chars/s", f"{t.train_chars_per_s:,.0f}  (charlstm {t.train_ratio:.2f}x)"),
-            ("torch sampling chars/s, batch 1", f"{t.sample_b1_chars_per_s:,.0f}  (charlstm {t.sample_b1_ratio:.1f}x)"),
+            ("torch sampling chars/s, batch 1",
+             f"{t.sample_b1_chars_per_s:,.0f}  (charlstm {t.sample_b1_ratio:.1f}x; its matmuls alone {t.sample_b1_ratio_ceiling:.1f}x)"),
             ("torch sampling chars/s, batch 64", f"{t.sample_b64_chars_per_s:,.0f}  (charlstm {t.sample_b64_ratio:.1f}x)"),
             ("same model check", f"first-batch loss differs by {t.initial_loss_diff:.1e}"),
             ("torch's faster threads (train, b1, b64)", ", ".join(str(t.threads[k]) for k in ("train", "b1", "b64"))),

@@ -2,6 +2,8 @@
 
 Generation runs as a jitted `lax.scan` over a chunk of characters with the state carried between chunks, so
 there is one Python-level call per chunk (streamed to the caller as it completes), never one per character.
+Every chunk of a generation has the same length, so it compiles once: a last, shorter remainder is generated
+in full and cut.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ class SampleOptions:
     greedy: bool = False
     seed: int = 0
     num_samples: int = 1
-    chunk: int = 128  # characters per compiled call (streaming granularity)
+    # Characters per compiled call, the streaming granularity. Each call costs ~0.3 ms of dispatch and noise
+    # drawing: at 128 that was 10-14% of batch-1 sampling of a 2 x 128 model; 512 takes 5-50 ms per chunk.
+    chunk: int = 512
     newline_id: int = -1  # if >= 0, read before the prompt so that it starts a fresh line of text
 
     def check(self, vocab_size: int) -> None:
@@ -102,12 +106,10 @@ def generate(params: model.Params, cfg: ModelConfig, prompt: np.ndarray, opts: S
     ids = np.broadcast_to(np.asarray(prompt, np.int32)[None], (opts.num_samples, len(prompt)))
     logits, carry = prefill(params, ids)
     key = jax.random.PRNGKey(opts.seed)
-    done = 0
-    while done < opts.length:
-        n = min(opts.chunk, opts.length - done)
+    n = min(opts.chunk, opts.length)  # one length for every chunk: one compilation
+    for done in range(0, opts.length, n):
         toks, logits, carry, key = chunk(params, logits, carry, key, n)
-        done += n
-        yield np.asarray(toks)
+        yield np.asarray(toks)[:, : opts.length - done]
 
 
 def encode_prompt(vocab: Vocab, prompt: str, skip_unknown: bool = False) -> np.ndarray:

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from charlstm import bench, config, perf
+from charlstm import bench, config, perf, probes
 from helpers import assert_clean_error, assert_ok, run_cli
 
 TINY = ["model.layers=1", "model.hidden=8", "data.batch_size=2", "data.seq_len=4"]
@@ -16,10 +16,15 @@ TINY = ["model.layers=1", "model.hidden=8", "data.batch_size=2", "data.seq_len=4
 
 def check_sane(res: dict) -> None:
     for key in ("compile_s", "compile_cpu_s", "train_chars_per_s", "sample_b1_chars_per_s", "sample_b64_chars_per_s",
-                "train_flops_per_char", "achieved_gflops", "matmul_peak_gflops", "fraction_of_peak", "peak_rss_mb"):
+                "train_flops_per_char", "achieved_gflops", "matmul_peak_gflops", "fraction_of_peak", "peak_rss_mb",
+                "sample_weight_mb", "sample_b1_matmul_gb_per_s", "sample_b1_ceiling_chars_per_s", "sample_b1_fraction_of_ceiling"):
         assert isinstance(res[key], float) and math.isfinite(res[key]) and res[key] > 0, key
     assert res["train_step_temp_mb"] >= 0
     assert res["fraction_of_peak"] < 10  # a ratio, not a percentage or a raw FLOP count
+    assert res["sample_b1_fraction_of_ceiling"] < 10
+    # The ceiling is one character per pass of the model's matmuls over its weight bytes: the three agree.
+    per_s = res["sample_b1_matmul_gb_per_s"] * 1e9 / (res["sample_weight_mb"] * 2**20)
+    assert per_s == pytest.approx(res["sample_b1_ceiling_chars_per_s"], rel=1e-9)
     assert res["params"] > 0 and res["cores"] >= 1 and res["gpu"] and res["cpu"]
 
 
@@ -38,6 +43,22 @@ def test_run_returns_sane_figures() -> None:
 def test_flops_count_upper_layers_input_projection() -> None:
     cfg = config.load(None, ["model.layers=2", "model.hidden=4", "model.cell=gru"])
     assert bench.train_flops_per_char(cfg, 10) == 6 * ((4 * 12) + (4 * 12 + 4 * 12) + 4 * 10)
+
+
+def test_sample_matmuls_are_the_weights_the_flop_count_counts() -> None:
+    cfg = config.load(None, ["model.layers=2", "model.hidden=4", "model.cell=gru"])
+    shapes = bench.sample_matmul_shapes(cfg, 10)
+    assert shapes == [(4, 12), (4, 12), (4, 12), (4, 10)]  # layer 0 W_hh; layer 1 W_ih, W_hh; the head
+    assert 6 * sum(k * n for k, n in shapes) == bench.train_flops_per_char(cfg, 10)
+    assert bench.sample_weight_bytes(cfg, 10) == 4 * sum(k * n for k, n in shapes)
+    bf16 = config.load(None, ["model.layers=2", "model.hidden=4", "model.cell=gru", "model.compute_dtype=bfloat16"])
+    assert bench.sample_weight_bytes(bf16, 10) == bench.sample_weight_bytes(cfg, 10) / 2
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_matmul_chain_probe_times_one_pass(dtype: str) -> None:
+    seconds = probes.matmul_chain_probe([(64, 256), (64, 256), (64, 10)], dtype)()
+    assert math.isfinite(seconds) and 0 < seconds < 1.0
 
 
 def test_cli_json_parses() -> None:
@@ -70,7 +91,7 @@ def test_vs_torch_same_model_and_ratios(embed: int) -> None:
     t = res.torch
     assert t is not None
     for value in (t.train_chars_per_s, t.sample_b1_chars_per_s, t.sample_b64_chars_per_s,
-                  t.train_ratio, t.sample_b1_ratio, t.sample_b64_ratio):
+                  t.train_ratio, t.sample_b1_ratio, t.sample_b64_ratio, t.sample_b1_ratio_ceiling):
         assert math.isfinite(value) and value > 0
     assert t.initial_loss_diff < 1e-4  # the PyTorch model computes the same function from the same weights
     assert set(t.threads) == {"train", "b1", "b64"}
