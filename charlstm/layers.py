@@ -8,12 +8,11 @@ backward pass and are what training runs.
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from charlstm.cells import Carry, Params, gru_step, layer_norm, lstm_step, matmul, recurrent, step_fn
+from charlstm.cells import Carry, Params, lstm_step, matmul, recurrent, step_fn
 
 def scan_layer(
     cell: str,
