@@ -104,18 +104,9 @@ class BenchResult:
         return dataclasses.asdict(self)
 
 
-def train_flops_per_char(cfg: Config, vocab_size: int) -> float:
-    """6 FLOPs per weight per character (2 forward, 4 backward) for every matmul weight. Layer 0's input
-    projection is a row gather (no matmul), so it counts nothing, and neither does folding a learned
-    embedding into that table (once per step, not per character) or the elementwise gate operations."""
-    m, g = cfg.model, cells.GATES[cfg.model.cell] * cfg.model.hidden
-    macs = sum((m.hidden * g if k > 0 else 0) + m.hidden * g for k in range(m.layers)) + m.hidden * vocab_size
-    return 6.0 * macs
-
-
-def sample_matmul_shapes(cfg: Config, vocab_size: int) -> list[tuple[int, int]]:
-    """The [K, N] weight matrices one character of sampling multiplies, in order: per layer W_ih (layer 0's input
-    is a table row, no product) and W_hh, then the head. The same weights `train_flops_per_char` counts."""
+def matmul_shapes(cfg: Config, vocab_size: int) -> list[tuple[int, int]]:
+    """The [K, N] weight matrices one character goes through, in order: per layer W_ih and W_hh, then the head.
+    Layer 0's input projection is a row gather (no matmul), so its W_ih is not among them."""
     m, g = cfg.model, cells.GATES[cfg.model.cell] * cfg.model.hidden
     shapes = []
     for k in range(m.layers):
@@ -123,10 +114,17 @@ def sample_matmul_shapes(cfg: Config, vocab_size: int) -> list[tuple[int, int]]:
     return shapes + [(m.hidden, vocab_size)]
 
 
+def train_flops_per_char(cfg: Config, vocab_size: int) -> float:
+    """6 FLOPs per weight per character (2 forward, 4 backward) for every matmul weight (`matmul_shapes`).
+    Folding a learned embedding into layer 0's table (once per step, not per character) and the elementwise
+    gate operations count nothing."""
+    return 6.0 * sum(k * n for k, n in matmul_shapes(cfg, vocab_size))
+
+
 def sample_weight_bytes(cfg: Config, vocab_size: int) -> float:
     """Bytes of weights one character of batch-1 sampling reads, in the dtype its matmuls read them in."""
     itemsize = np.dtype(jnp.dtype(cfg.model.compute_dtype)).itemsize
-    return float(sum(k * n for k, n in sample_matmul_shapes(cfg, vocab_size)) * itemsize)
+    return float(sum(k * n for k, n in matmul_shapes(cfg, vocab_size)) * itemsize)
 
 
 def cpu_name() -> str:
@@ -290,7 +288,7 @@ def run(cfg: Config, steps: int = 5, rounds: int = 5, vs_torch: bool = False, vo
     ours = _Charlstm(cfg, vocab_size)
     gemm = probes.gemm_probe()
     weight_bytes = sample_weight_bytes(cfg, vocab_size)
-    b1_matmuls = probes.matmul_chain_probe(sample_matmul_shapes(cfg, vocab_size), cfg.model.compute_dtype)
+    b1_matmuls = probes.matmul_chain_probe(matmul_shapes(cfg, vocab_size), cfg.model.compute_dtype)
     rss = peak_rss_mb()  # before PyTorch adds its own libraries and buffers
     theirs = None
     if vs_torch:
