@@ -149,12 +149,6 @@ def peak_rss_mb() -> float:
     return rss / (1024 * 1024 if platform.system() == "Darwin" else 1024)
 
 
-def _timed(fn: Callable[[], object]) -> float:
-    tic = time.perf_counter()
-    fn()
-    return time.perf_counter() - tic
-
-
 class _Charlstm:
     """The jitted training step and sampler on fixed random batches, ready to time."""
 
@@ -186,7 +180,7 @@ class _Charlstm:
     def sample(self, batch: int, length: int) -> float:
         """Seconds for `sampling.generate` (chunks of up to 512 characters, each one jitted scan) of `length` per stream."""
         opts = sampling.SampleOptions(length=length, num_samples=batch, temperature=1.0)
-        return _timed(lambda: [np.asarray(c) for c in sampling.generate(self.state.params, self.cfg.model, self.prompt, opts)])
+        return probes.timed(lambda: [np.asarray(c) for c in sampling.generate(self.state.params, self.cfg.model, self.prompt, opts)])
 
 
 class _Torch:
@@ -303,7 +297,7 @@ def run(cfg: Config, steps: int = 5, rounds: int = 5, vs_torch: bool = False, vo
             "b64": lambda impl: impl.sample(64, WARM_CHARS)}
     chars = {"train": steps * d.batch_size * d.seq_len, "b1": SAMPLE_B1_CHARS, "b64": 64 * SAMPLE_B64_CHARS}
 
-    def timed(n: str, impl: Any) -> float:
+    def measure(n: str, impl: Any) -> float:
         time.sleep(SETTLE_S)
         warm[n](impl)
         return work[n](impl)
@@ -318,9 +312,9 @@ def run(cfg: Config, steps: int = 5, rounds: int = 5, vs_torch: bool = False, vo
         for n in names:
             for side in ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours"):
                 if side == "ours":
-                    ours_t[n].append(timed(n, ours))
+                    ours_t[n].append(measure(n, ours))
                 elif theirs is not None:
-                    t, threads = theirs.fastest(lambda: timed(n, theirs))  # noqa: B023 (called right here)
+                    t, threads = theirs.fastest(lambda: measure(n, theirs))  # noqa: B023 (called right here)
                     theirs_t[n].append(t)
                     theirs_threads[n].append(threads)
         peaks.append(gemm())

@@ -22,14 +22,16 @@ GEMM_N_ACCELERATOR = 8192
 CHAIN_STEPS = 256  # passes over the model's matrices per timed loop
 
 
+def timed(fn: Callable[[], object]) -> float:
+    """Wall-clock seconds of one call of fn()."""
+    tic = time.perf_counter()
+    fn()
+    return time.perf_counter() - tic
+
+
 def _best_of(fn: Callable[[], object], runs: int = 3) -> float:
-    """The shortest of `runs` wall-clock timings of fn() in seconds (the least disturbed by other work)."""
-    best = float("inf")
-    for _ in range(runs):
-        tic = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - tic)
-    return best
+    """The shortest of `runs` timings of fn() in seconds (the least disturbed by other work)."""
+    return min(timed(fn) for _ in range(runs))
 
 
 def gemm_probe() -> Callable[[], float]:
