@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 import typer
 
+from charlstm import __version__
 from charlstm import config as config_lib
 from charlstm import ui
 from charlstm.errors import UserError
@@ -30,6 +31,19 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"charlstm {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _global_options(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version, help="Print the version and exit."),
+) -> None:
+    """Options that come before the command name."""
 
 
 def user_errors(fn: F) -> F:
@@ -87,7 +101,7 @@ def train(
     run = None
     if resume is not None:
         run = rundir.resolve(resume, runs_dir)
-        cfg = config_lib.load(run.config_file, overrides)
+        cfg = config_lib.load(run.config_file, overrides, saved=True)
     else:
         cfg = config_lib.load(config, overrides)
     display = ui.TrainingDisplay(cfg.train.log_every, quiet=quiet or not main)

@@ -5,10 +5,8 @@ The loop never prints. It calls `emit(event)` and leaves display, metric files a
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +14,7 @@ import numpy as np
 import optax
 
 from charlstm import batches, model
+from charlstm.events import EvalEvent, Event, StepEvent  # noqa: F401 (train.StepEvent etc. stay importable)
 from charlstm.distributed import Layout
 from charlstm.config import Config, ModelConfig, OptimConfig
 
@@ -30,29 +29,6 @@ class TrainState(NamedTuple):
     carry: model.Carry  # hidden state carried into the next batch
 
 
-@dataclass(frozen=True)
-class StepEvent:
-    step: int
-    loss: float
-    grad_norm: float
-    lr: float
-    chars_per_s: float
-    skipped: bool  # non-finite loss or gradient: the update was not applied
-
-
-@dataclass(frozen=True)
-class EvalEvent:
-    step: int
-    val_loss: float
-    params: Any = None  # the parameters evaluated, for samples at evaluation time
-    raw_val_loss: float | None = None  # with optim.ema: the loss of the raw (not averaged) parameters
-
-    @property
-    def bits_per_char(self) -> float:
-        return self.val_loss / math.log(2)
-
-
-Event = StepEvent | EvalEvent
 
 
 class NonFiniteError(RuntimeError):
@@ -161,30 +137,34 @@ def make_train_step(cfg: Config, layout: Layout | None = None) -> Callable[..., 
     schedule = lr_schedule(cfg.optim, cfg.train.steps)
 
     def step(state: TrainState, x: jax.Array, y: jax.Array, reset: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
-        # Truncated BPTT: the carry enters as a constant, so no gradient crosses the batch boundary.
-        carry = jax.tree_util.tree_map(lambda c: jnp.where(reset, 0.0, c), state.carry)
         key = jax.random.fold_in(state.key, state.step)
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (loss, new_carry), grads = grad_fn(state.params, x, y, carry, cfg.model, train=True, key=key,
-                                           dropout_scale=model.dropout_ramp_scale(cfg.model, state.step))
+        scale = model.dropout_ramp_scale(cfg.model, state.step)
+
+        def loss(params: model.Params) -> tuple[jax.Array, model.Carry]:
+            # Truncated BPTT: the carried state enters as a constant, so no gradient crosses the batch boundary;
+            # rows that restart (`reset` [B]) read the start state instead, and its gradient is the start's.
+            carry = model.restart(params, cfg.model, state.carry, reset)
+            return loss_fn(params, x, y, carry, cfg.model, train=True, key=key, dropout_scale=scale)
+
+        (loss_value, new_carry), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        ok = jnp.isfinite(loss_value) & jnp.isfinite(grad_norm)
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
         new_state = TrainState(
             params=keep(params, state.params),
             opt_state=keep(opt_state, state.opt_state),
             step=state.step + 1,
             key=state.key,
-            carry=keep(new_carry, carry),
+            carry=keep(new_carry, model.restart(state.params, cfg.model, state.carry, reset)),
         )
-        return new_state, {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step), "ok": ok}
+        return new_state, {"loss": loss_value, "grad_norm": grad_norm, "lr": schedule(state.step), "ok": ok}
 
     if layout is None:
         return jax.jit(step, donate_argnums=0)
     sh = state_shardings(layout)
-    return jax.jit(step, donate_argnums=0, in_shardings=(sh, layout.data, layout.data, layout.replicated),
+    return jax.jit(step, donate_argnums=0, in_shardings=(sh, layout.data, layout.data, layout.data),
                    out_shardings=(sh, layout.replicated))
 
 
@@ -201,7 +181,7 @@ def make_eval_step(cfg: ModelConfig) -> Callable[..., tuple[jax.Array, model.Car
 def evaluate(params: model.Params, cfg: ModelConfig, eval_step: Callable, val: list[batches.Batch],
              layout: Layout | None = None) -> float:
     """Mean validation loss in nats per character, state carried through the validation streams."""
-    carry = model.zeros_carry(cfg, val[0].x.shape[0])
+    carry = model.start_carry(params, cfg, val[0].x.shape[0])
     total = jnp.zeros(())
     if layout is not None:  # every process holds the validation set whole: split it by rows where it divides
         carry = jax.tree_util.tree_map(layout.put_global, carry)
@@ -244,12 +224,13 @@ def fit(
         if should_stop():
             break
         tic = time.perf_counter()
-        b = batches.get_batch(train_ids, step, d.batch_size, d.seq_len, t.seed, d.batching, rows=rows)
+        b = batches.get_batch(train_ids, step, d.batch_size, d.seq_len, t.seed, d.batching, rows=rows,
+                              reset_rate=d.reset_rate)
         if layout is None:
             state, m = train_step(state, b.x, b.y, jnp.asarray(b.reset))
         else:
             x, y = layout.put_rows(b.x, d.batch_size), layout.put_rows(b.y, d.batch_size)
-            state, m = train_step(state, x, y, layout.put_replicated(b.reset))
+            state, m = train_step(state, x, y, layout.put_rows(b.reset, d.batch_size))
         loss = float(m["loss"])  # syncs; cheap next to a step, and gives exact per-step metrics
         dt = time.perf_counter() - tic
         bad = 0 if bool(m["ok"]) else bad + 1

@@ -17,7 +17,7 @@ from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progre
                            TimeRemainingColumn, TransferSpeedColumn)
 from rich.table import Table
 
-from charlstm import train
+from charlstm import events
 
 out = Console(highlight=False)  # results
 err = Console(stderr=True, highlight=False)  # progress, messages, errors
@@ -71,8 +71,8 @@ class TrainingDisplay:
             self.task = self.progress.add_task("train", total=int(info["steps"]), completed=int(info["start_step"]),  # type: ignore[call-overload]
                                                loss="—", val="—", cps="—")
 
-    def event(self, ev: train.Event) -> None:
-        if isinstance(ev, train.EvalEvent):
+    def event(self, ev: events.Event) -> None:
+        if isinstance(ev, events.EvalEvent):
             self.val = ev.val_loss
             line = f"step {ev.step}: val loss {ev.val_loss:.4f} nats/char ({ev.bits_per_char:.3f} bits/char)"
             if ev.raw_val_loss is not None:

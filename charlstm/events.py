@@ -1,0 +1,36 @@
+"""What the training loop reports: one event per step and one per validation pass.
+
+Kept apart from `train` (which needs JAX and optax) so that the display code and the command line can name
+these types without starting JAX.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    step: int
+    loss: float
+    grad_norm: float
+    lr: float
+    chars_per_s: float
+    skipped: bool  # non-finite loss or gradient: the update was not applied
+
+
+@dataclass(frozen=True)
+class EvalEvent:
+    step: int
+    val_loss: float
+    params: Any = None  # the parameters evaluated, for samples at evaluation time
+    raw_val_loss: float | None = None  # with optim.ema: the loss of the raw (not averaged) parameters
+
+    @property
+    def bits_per_char(self) -> float:
+        return self.val_loss / math.log(2)
+
+
+Event = StepEvent | EvalEvent
