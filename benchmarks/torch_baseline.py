@@ -1,6 +1,6 @@
-"""The plain PyTorch LSTM baseline of the quality issue, measured with charlstm's own validation metric.
+"""A plain PyTorch LSTM baseline for tiny-shakespeare, measured with charlstm's own validation metric.
 
-Recipe (as the issue states it): nn.Embedding -> 2 x 256 nn.LSTM -> nn.Linear, Adam lr 2e-3, global-norm clip
+Recipe (the usual char-rnn setup): nn.Embedding -> 2 x 256 nn.LSTM -> nn.Linear, Adam lr 2e-3, global-norm clip
 5, batch 64, windows of 100 drawn at random (zero state each), no dropout. At each evaluation step the torch
 weights are copied into charlstm's parameter layout and scored by `charlstm.train.evaluate` on the same
 validation split (the last 10%), so both recipes are judged by exactly the same code.
