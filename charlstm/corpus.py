@@ -14,11 +14,10 @@ from typing import BinaryIO, Literal
 
 import numpy as np
 
-from charlstm import download
+from charlstm import download, resources
 from charlstm.errors import CorpusError
 
-ROOT = Path(__file__).resolve().parent.parent
-CORPORA_DIR = ROOT / "corpora"
+CORPORA_DIR = resources.data_dir("corpora")
 DEFAULT_CORPUS = CORPORA_DIR / "languages.txt"
 
 Encoding = Literal["utf-8", "bytes"]

@@ -64,6 +64,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from charlstm import resources
+
 PAIRS: tuple[tuple[str, str], ...] = (
     ("Jammu", "Kashmiri"),
     ("West Bengal", "Bengali"),
@@ -255,6 +257,6 @@ def load_gaps(path: Path) -> list[GapRecord]:
 
 
 if __name__ == "__main__":
-    out_dir = Path(__file__).resolve().parent.parent / "corpora"
+    out_dir = resources.data_dir("corpora")
     for written in write(out_dir):
         print(f"wrote {written} ({written.stat().st_size} bytes)")

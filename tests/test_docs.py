@@ -27,5 +27,6 @@ def test_every_command_is_documented() -> None:
 
 def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
-    assert 'pip install -q -e ".[test]"' in ci and "python -m pytest -q" in ci
-    assert 'pip install -e ".[test]" && python -m pytest -q' in README
+    assert 'pip install -q ".[test]"' in ci and "python -m pytest -q" in ci
+    assert 'pip install ".[test]" && python -m pytest -q' in README
+    assert "pip install . && charlstm train" in README
