@@ -2,7 +2,8 @@
 
     runs/<name>/config.yaml      resolved config          runs/<name>/vocab.json    the vocabulary
     runs/<name>/run.json         corpus and timestamps    runs/<name>/metrics.jsonl one JSON object per log
-    runs/<name>/checkpoints/     Orbax checkpoints        runs/<name>/.lock         pid of the training process
+    runs/<name>/checkpoints/     Orbax checkpoints        runs/<name>/.lock         held by the training process
+    runs/<name>/.lock.pid        its pid, for messages
     runs/latest -> <name>        the newest run
 """
 
@@ -14,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import filelock
 
 from charlstm import config as config_lib
 from charlstm.config import Config
@@ -50,6 +53,10 @@ class RunDir:
     @property
     def lock_file(self) -> Path:
         return self.path / ".lock"
+
+    @property
+    def lock_pid_file(self) -> Path:
+        return self.path / ".lock.pid"
 
     def read_config(self) -> Config:
         return config_lib.from_dict(config_lib.read_yaml(self.config_file))
@@ -173,38 +180,58 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 class Lock:
-    """One training process per run directory; a lock left by a dead process is taken over."""
+    """One training process per run directory.
+
+    An OS file lock (`filelock`: flock on Unix) on runs/<name>/.lock: the kernel drops it when its process exits,
+    however it dies, so a killed trainer never leaves its run locked and a reused PID cannot keep it locked. The
+    lock file stays on release (deleting it would let two processes lock two different files). The holder's PID
+    goes in a side file, only to name it in the message a second trainer gets.
+    """
 
     def __init__(self, run: RunDir) -> None:
-        self.file = run.lock_file
+        self.run = run
+        # timeout=0: a second trainer fails at once instead of waiting; not thread-local, as the process holds it.
+        self._lock = filelock.FileLock(run.lock_file, timeout=0, thread_local=False)
 
     def __enter__(self) -> Lock:
+        fix = "check permissions and free space"
         try:
-            fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid = int(self.file.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and _alive(pid):
-                raise RunError(f"run {self.file.parent} is being trained by process {pid}", "wait for it to finish, or stop it first") from None
-            self.file.unlink(missing_ok=True)  # stale: its process is gone
-            fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            self._lock.acquire()
+        except filelock.Timeout:
+            holder = _holder_pid(self.run)
+            by = f"process {holder}" if holder else "another process"
+            raise RunError(f"run {self.run.path} is being trained by {by}",
+                           "wait for it to finish, or stop it first") from None
         except OSError as err:
-            raise RunError(f"cannot write in run directory {self.file.parent}: {err.strerror}", "check permissions and free space") from None
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
+            raise RunError(f"cannot lock run directory {self.run.path}: {err.strerror}", fix) from None
+        try:
+            _write_atomic(self.run.lock_pid_file, str(os.getpid()))
+        except OSError as err:
+            self._lock.release()
+            raise RunError(f"cannot write in run directory {self.run.path}: {err.strerror}", fix) from None
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.file.unlink(missing_ok=True)
+        # The PID file goes first: once the lock is released it may already be the next holder's.
+        self.run.lock_pid_file.unlink(missing_ok=True)
+        self._lock.release()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def is_locked(run: RunDir) -> bool:
+    """Whether a process (this one included) is training `run` now."""
+    if not run.lock_file.exists():
         return False
-    except PermissionError:
+    probe = filelock.FileLock(run.lock_file, timeout=0, thread_local=False)
+    try:
+        probe.acquire()
+    except filelock.Timeout:
         return True
-    return True
+    probe.release()
+    return False
+
+
+def _holder_pid(run: RunDir) -> int | None:
+    try:
+        return int(run.lock_pid_file.read_text().strip())
+    except (OSError, ValueError):  # the holder has not written it yet
+        return None

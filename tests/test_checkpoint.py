@@ -78,7 +78,7 @@ def test_interrupt_saves_and_resume_is_exact(reference: Path, tmp_path: Path, si
     assert "--resume" in exc.value.hint
     run = tmp_path / "cut"
     assert checkpoint.steps(rundir.RunDir(run))[-1] == 11  # saved where it stopped
-    assert not (run / ".lock").exists()
+    assert not rundir.is_locked(rundir.RunDir(run))
 
     resumed = Silent()
     summary = runner.train_run(_cfg(), None, resumed, runs_dir=tmp_path, resume=rundir.RunDir(run))
@@ -150,19 +150,6 @@ def test_resume_past_the_end_asks_for_more_steps(reference: Path, tmp_path: Path
     shutil.copytree(reference, run)
     with pytest.raises(RunError, match="already reached step 24"):
         runner.train_run(_cfg(), None, Silent(), runs_dir=tmp_path, resume=rundir.RunDir(run))
-
-
-def test_lock_refuses_a_second_trainer_and_ignores_stale_locks(reference: Path, tmp_path: Path) -> None:
-    run = rundir.RunDir(tmp_path / "ref")
-    shutil.copytree(reference, run.path)
-    run.lock_file.write_text(str(os.getppid()))  # a live process
-    with pytest.raises(RunError, match="being trained by process"):
-        with rundir.Lock(run):
-            pass
-    run.lock_file.write_text("999999999")  # no such process: stale
-    with rundir.Lock(run):
-        assert run.lock_file.read_text() == str(os.getpid())
-    assert not run.lock_file.exists()
 
 
 def test_same_seed_same_losses(reference: Path, tmp_path: Path) -> None:

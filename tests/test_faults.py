@@ -57,7 +57,7 @@ def test_signal_saves_and_says_how_to_resume(tmp_path: Path, signum: int, code: 
     steps = checkpoint.steps(rundir.RunDir(tmp_path / "runs" / "r"))
     assert steps, "no checkpoint saved on interrupt"
     _assert_loadable(tmp_path / "runs" / "r")
-    assert not (tmp_path / "runs" / "r" / ".lock").exists()
+    assert not rundir.is_locked(rundir.RunDir(tmp_path / "runs" / "r"))
 
 
 def test_second_ctrl_c_exits_at_once_and_keeps_checkpoints_intact(tmp_path: Path) -> None:
@@ -130,7 +130,7 @@ def test_non_finite_steps_are_skipped_then_training_stops(tmp_path: Path, monkey
     after = checkpoint.restore(run)
     for x, y in zip(jax.tree_util.tree_leaves(before.state), jax.tree_util.tree_leaves(after.state)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    assert not run.lock_file.exists()
+    assert not rundir.is_locked(run)
 
 
 def test_skipped_step_leaves_params_and_optimizer_state_unchanged() -> None:

@@ -79,4 +79,4 @@ def test_full_disk_while_saving_keeps_earlier_checkpoints(tmp_path: Path, monkey
     monkeypatch.setattr(checkpoint.ocp.CheckpointManager, "save", original)
     assert checkpoint.steps(run) == before
     assert checkpoint.restore(run).step == 8
-    assert not run.lock_file.exists()
+    assert not rundir.is_locked(run)
