@@ -88,10 +88,12 @@ def main(argv: list[str]) -> None:
         shown = screen(list(ui.err._record_buffer)) + screen(list(ui.out._record_buffer))
         picture = Console(record=True, width=WIDTH, file=io.StringIO(), force_terminal=True,
                           color_system="truecolor")
-        for line in shown:
-            picture.print(Text.assemble(*((s.text, s.style) for s in line)), soft_wrap=True)
+        for line in shown:  # long lines wrap at the last column, as a terminal wraps them
+            text = Text.assemble(*((s.text, s.style) for s in line))
+            for part in text.divide(range(WIDTH, len(text), WIDTH)) if len(text) > WIDTH else [text]:
+                picture.print(part, soft_wrap=True)
         IMAGES.mkdir(parents=True, exist_ok=True)
-        picture.save_svg(str(IMAGES / filename), title=title)
+        picture.save_svg(str(IMAGES / filename), title=" ".join([title, *argv[1:]]))
         print(f"wrote {IMAGES / filename} ({len(shown)} lines)", file=sys.stderr)
 
 
