@@ -2,7 +2,7 @@
 
 Recipe (the usual char-rnn setup): nn.Embedding -> 2 x 256 nn.LSTM -> nn.Linear, Adam lr 2e-3, global-norm clip
 5, batch 64, windows of 100 drawn at random (zero state each), no dropout. At each evaluation step the torch
-weights are copied into charlstm's parameter layout and scored by `charlstm.train.evaluate` on the same
+weights are copied into charlstm's parameter layout and scored by `charlstm.training.evaluate` on the same
 validation split (the last 10%), so both recipes are judged by exactly the same code.
 
     pip install -e ".[bench]"
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from charlstm import batches, config, corpus, train
+from charlstm import batches, config, corpus, training
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 
@@ -69,7 +69,7 @@ def main() -> None:
     vocab, ids = corpus.load_corpus(CORPUS)
     tr, va = corpus.split(ids, cfg.data.val_fraction)
     val = batches.eval_batches(va, cfg.data.batch_size, cfg.data.seq_len, cfg.train.eval_batches)
-    eval_step = train.make_eval_step(cfg.model)
+    eval_step = training.make_eval_step(cfg.model)
     net = Net(len(vocab), args.embed, args.hidden, args.layers)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     wanted = {int(s) for s in args.eval.split(",")}
@@ -85,7 +85,7 @@ def main() -> None:
         opt.step()
         train_s += time.perf_counter() - t0
         if step + 1 in wanted:
-            val_loss = train.evaluate(to_charlstm(net), cfg.model, eval_step, val)
+            val_loss = training.evaluate(to_charlstm(net), cfg.model, eval_step, val)
             row = {"step": step + 1, "train_loss": round(loss.item(), 4), "val_loss": round(val_loss, 4),
                    "train_minutes": round(train_s / 60, 2), "wall_minutes": round((time.perf_counter() - tic) / 60, 2)}
             curve.append(row)

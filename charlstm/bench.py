@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from charlstm import cells, export, model, perf, probes, sampling, train
+from charlstm import cells, export, model, perf, probes, sampling, training
 from charlstm.config import Config
 from charlstm.errors import UserError
 
@@ -157,11 +157,11 @@ class _Charlstm:
         d = cfg.data
         ids = np.random.default_rng(0).integers(0, vocab_size, (d.batch_size, d.seq_len + 1)).astype(np.int32)
         self.x, self.y = jnp.asarray(ids[:, :-1]), jnp.asarray(ids[:, 1:])
-        self.reset = jnp.asarray(False)
-        self.state = train.init_state(cfg, vocab_size)
+        self.reset = jnp.zeros(cfg.data.batch_size, bool)
+        self.state = training.init_state(cfg, vocab_size)
         self.params0 = jax.tree_util.tree_map(jnp.copy, self.state.params)  # the train step donates the state
         tic, cpu = time.perf_counter(), time.process_time()
-        self.step = train.make_train_step(cfg).lower(self.state, self.x, self.y, self.reset).compile()
+        self.step = training.make_train_step(cfg).lower(self.state, self.x, self.y, self.reset).compile()
         self.compile_s, self.compile_cpu_s = time.perf_counter() - tic, time.process_time() - cpu
         mem = self.step.memory_analysis()
         self.temp_mb = float(getattr(mem, "temp_size_in_bytes", 0) or 0) / 2**20

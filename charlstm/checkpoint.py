@@ -18,7 +18,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from charlstm import config as config_lib
-from charlstm import model, rundir, train
+from charlstm import model, rundir, training
 from charlstm.config import Config
 from charlstm.corpus import Vocab
 from charlstm.distributed import Layout
@@ -54,7 +54,7 @@ def _abstract_state(cfg: Config, vocab_size: int, layout: Layout | None = None) 
     saved from 4 devices restores onto 1 and vice versa. Without a layout, everything goes to this process's
     first device (the reading commands: sample, eval, export, inspect).
     """
-    shapes = jax.eval_shape(lambda: train.init_state(cfg, vocab_size))
+    shapes = jax.eval_shape(lambda: training.init_state(cfg, vocab_size))
     if layout is None:
         one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one), shapes)
@@ -62,7 +62,7 @@ def _abstract_state(cfg: Config, vocab_size: int, layout: Layout | None = None) 
     def attach(sharding: Any, subtree: Any) -> Any:
         return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), subtree)
 
-    return jax.tree_util.tree_map(attach, train.state_shardings(layout), shapes)
+    return jax.tree_util.tree_map(attach, training.state_shardings(layout), shapes)
 
 
 class Checkpointer:
@@ -75,7 +75,7 @@ class Checkpointer:
         except OSError as err:
             raise RunError(f"cannot create {run.checkpoints}: {err}", "check permissions and free space") from None
 
-    def save(self, state: train.TrainState, val_loss: float | None) -> None:
+    def save(self, state: training.TrainState, val_loss: float | None) -> None:
         """Start saving `state` (async); a no-op if this step is already saved."""
         step = int(state.step)
         if step in self.manager.all_steps():
@@ -106,14 +106,14 @@ class Checkpointer:
 class Restored:
     config: Config
     vocab: Vocab
-    state: train.TrainState
+    state: training.TrainState
     step: int
     val_loss: float | None
 
     @property
     def params(self) -> model.Params:
         """The parameters to use: the weight average when the run kept one (optim.ema), else the raw ones."""
-        return train.weights(self.state)
+        return training.weights(self.state)
 
 
 def steps(run: RunDir) -> list[int]:
@@ -171,16 +171,16 @@ def restore(run: RunDir, which: str | int = "latest", cfg: Config | None = None,
                 more = "falling back to the previous one" if i + 1 < len(candidates) else "no older checkpoint to fall back to"
                 warn(f"checkpoint {step} of {run.path} is damaged ({err.__class__.__name__}); {more}")
                 continue
-            return Restored(cfg, vocab, train.TrainState(**restored), step, meta.get("val_loss"))
+            return Restored(cfg, vocab, training.TrainState(**restored), step, meta.get("val_loss"))
     finally:
         mngr.close()
     raise RunError(f"no loadable checkpoint in {run.checkpoints}", "the files are damaged; retrain, or restore them from a backup")
 
 
 def _check_compatible(meta: dict[str, Any], cfg: Config, vocab: Vocab, run: RunDir, step: int) -> None:
-    saved = config_lib.from_dict(meta["config"])
+    saved = config_lib.from_saved(meta["config"])
     diffs = [f"model.{k}: checkpoint {getattr(saved.model, k)!r} vs requested {getattr(cfg.model, k)!r}"
-             for k in ("cell", "layers", "hidden") if getattr(saved.model, k) != getattr(cfg.model, k)]
+             for k in ("cell", "layers", "hidden", "start_state") if getattr(saved.model, k) != getattr(cfg.model, k)]
     if (saved.optim.ema > 0) != (cfg.optim.ema > 0):  # the optimizer state has a weight average or not
         diffs.append(f"optim.ema: checkpoint {saved.optim.ema!r} vs requested {cfg.optim.ema!r}")
     if saved.data.batch_size != cfg.data.batch_size:

@@ -1,6 +1,6 @@
 """`charlstm compare-rnn`: train an RNN, an LSTM (and a GRU) on the same data and measure why the LSTM wins.
 
-Every cell is trained in-process by `train.fit` with the same seed, batches and step budget, one after the
+Every cell is trained in-process by `training.fit` with the same seed, batches and step budget, one after the
 other, reporting through one events callback. For each cell the run collects the loss and gradient-norm
 curves, the language-word accuracy by gap (`longrange`, on the validation split of an annotated corpus) and
 the gradient-distance profile (`gradflow`) at initialisation and after training.
@@ -23,9 +23,9 @@ from typing import Mapping, Protocol
 import jax
 import numpy as np
 
-from charlstm import batches, cells, corpus, gradflow, langcorpus, longrange, model, runner, train
+from charlstm import batches, cells, corpus, gradflow, langcorpus, longrange, model, runner, training
 from charlstm.config import Config
-from charlstm.errors import UserError
+from charlstm.errors import UsageError
 
 DEFAULT_CELLS: tuple[str, ...] = ("rnn", "lstm")
 GRAD_DISTANCE = 200  # K: how many steps back the gradient-distance profile reaches (covers the 200+ gap bucket)
@@ -90,7 +90,7 @@ class Reporter(Protocol):
     """What `run` tells its display: the plan, every training event with all curves so far, messages."""
 
     def start(self, plan: list[CellSpec], steps: int) -> None: ...
-    def event(self, cell: str, ev: train.Event, curves: Mapping[str, Curves]) -> None: ...
+    def event(self, cell: str, ev: training.Event, curves: Mapping[str, Curves]) -> None: ...
     def message(self, text: str) -> None: ...
     def stop(self) -> None: ...
 
@@ -99,7 +99,7 @@ class NullReporter:
     """Reports nothing (tests, --quiet)."""
 
     def start(self, plan: list[CellSpec], steps: int) -> None: ...
-    def event(self, cell: str, ev: train.Event, curves: Mapping[str, Curves]) -> None: ...
+    def event(self, cell: str, ev: training.Event, curves: Mapping[str, Curves]) -> None: ...
     def message(self, text: str) -> None: ...
     def stop(self) -> None: ...
 
@@ -112,9 +112,9 @@ def parse_cells(text: str) -> tuple[str, ...]:
     names = tuple(s.strip().lower() for s in text.split(",") if s.strip())
     bad = [n for n in names if n not in cells.GATES]
     if not names or bad:
-        raise UserError(f"invalid --cells {text!r}", f"a comma-separated list of {', '.join(cells.GATES)}")
+        raise UsageError(f"invalid --cells {text!r}", f"a comma-separated list of {', '.join(cells.GATES)}")
     if len(set(names)) != len(names):
-        raise UserError(f"--cells {text!r} names a cell twice", "list each cell once")
+        raise UsageError(f"--cells {text!r} names a cell twice", "list each cell once")
     return names
 
 
@@ -141,7 +141,7 @@ def match_hidden(cell: str, target: int, layers: int, vocab_size: int, embed: in
 def plan_cells(cfg: Config, names: tuple[str, ...], vocab_size: int, match: str = "params") -> list[CellSpec]:
     """Hidden width and parameter count per cell; the config's cell at model.hidden sets the budget."""
     if match not in ("params", "hidden"):
-        raise UserError(f"invalid --match {match!r}", "use params or hidden")
+        raise UsageError(f"invalid --match {match!r}", "use params or hidden")
     m = cfg.model
     target = model_param_count(m.cell, m.layers, m.hidden, vocab_size, m.embed)
     plan = []
@@ -238,14 +238,14 @@ def run(
 def _train_cell(ccfg: Config, spec: CellSpec, vocab: corpus.Vocab, tr: np.ndarray, va: np.ndarray,
                 curves: dict[str, Curves], reporter: Reporter, gx: np.ndarray, gy: np.ndarray,
                 lr_setup: _LongRange | None, longrange_records: int) -> CellResult:
-    state = train.init_state(ccfg, len(vocab))
+    state = training.init_state(ccfg, len(vocab))
     # Measured before fit: its jitted step donates the state's buffers.
     grad_init = gradflow.model_profile(state.params, ccfg.model, gx, gy)
     cur = curves[spec.cell] = Curves()
     last_params: list[model.Params] = []
 
-    def emit(ev: train.Event) -> None:
-        if isinstance(ev, train.StepEvent):
+    def emit(ev: training.Event) -> None:
+        if isinstance(ev, training.StepEvent):
             cur.steps.append(ev.step)
             cur.loss.append(ev.loss)
             cur.grad_norm.append(ev.grad_norm)
@@ -259,8 +259,8 @@ def _train_cell(ccfg: Config, spec: CellSpec, vocab: corpus.Vocab, tr: np.ndarra
     diverged = None
     tic = time.perf_counter()
     try:
-        params: model.Params | None = train.fit(ccfg, state, tr, va, emit=emit).params
-    except train.NonFiniteError as err:
+        params: model.Params | None = training.fit(ccfg, state, tr, va, emit=emit).params
+    except training.NonFiniteError as err:
         diverged = str(err)
         reporter.message(f"{spec.cell}: {err}; measuring the last evaluated parameters")
         params = last_params[0] if last_params else None

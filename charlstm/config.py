@@ -61,6 +61,10 @@ class ModelConfig(_Section):
         "(0: full rates from step 0)"
     )
     tie_embed: bool = Field(False, description="share the embedding table with the output head (needs embed = hidden)")
+    start_state: Literal["learned", "zeros"] = Field(
+        "learned", description="the state every sequence starts from (sampling, eval, inspect, reset training "
+        "streams): a learned h0/c0 per layer, or zeros"
+    )
 
     @field_validator("layer_norm")
     @classmethod
@@ -84,7 +88,11 @@ class DataConfig(_Section):
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of the corpus held out at its end")
     encoding: Literal["utf-8", "bytes"] = Field("utf-8", description="characters (utf-8) or raw bytes")
     batching: Literal["stream", "random"] = Field(
-        "stream", description="contiguous streams with carried state, or random windows from zero state"
+        "stream", description="contiguous streams with carried state, or random windows from the start state"
+    )
+    reset_rate: float = Field(
+        0.0, ge=0.0, le=1.0, description="stream batching: share of streams restarted from the start state at "
+        "each window, so the model also learns to read text from the state it is sampled from"
     )
 
 
@@ -169,6 +177,20 @@ def from_dict(data: dict[str, Any]) -> Config:
         raise _explain(err) from None
 
 
+# Keys added after runs were saved without them, with the value that reproduces what those runs did.
+_SAVED_DEFAULTS: dict[str, dict[str, Any]] = {"model": {"start_state": "zeros"}}
+
+
+def from_saved(data: dict[str, Any]) -> Config:
+    """A run's saved config (config.yaml or checkpoint metadata): as `from_dict`, reading a key the run
+    predates as the behaviour it was trained with, not today's default."""
+    data = {**data}
+    for section, keys in _SAVED_DEFAULTS.items():
+        if isinstance(data.get(section), dict):
+            data[section] = {**keys, **data[section]}
+    return from_dict(data)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping, reporting syntax errors with their line number."""
     try:
@@ -214,8 +236,9 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     return CONFIG_DIR / f"{name_or_path}.yaml"
 
 
-def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a config file (default: configs/default.yaml), apply overrides, validate."""
+def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), *, saved: bool = False) -> Config:
+    """Load a config file (default: configs/default.yaml), apply overrides, validate. `saved`: the file is a
+    run's own config.yaml (see `from_saved`)."""
     data = read_yaml(resolve_config_path(path) if path else CONFIG_DIR / "default.yaml")
     for item in overrides:
         keys, value = parse_override(item)
@@ -226,7 +249,7 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
                 raise ConfigError(f"config section '{k}' is not a mapping", "fix the config file")
             node = child
         node[keys[-1]] = value
-    return from_dict(data)
+    return from_saved(data) if saved else from_dict(data)
 
 
 def to_yaml(cfg: Config) -> str:

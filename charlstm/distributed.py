@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from charlstm.errors import UserError
+from charlstm.errors import UsageError, UserError
 
 AXIS = "data"
 T = TypeVar("T")
@@ -28,6 +28,10 @@ T = TypeVar("T")
 
 class DistributedError(UserError):
     """The distributed runtime could not start, or the processes disagree."""
+
+
+class DistributedOptionError(DistributedError, UsageError):
+    """A --coordinator, --num-processes or --process-id value that cannot describe a job (exit code 2)."""
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
@@ -42,13 +46,13 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     if coordinator is not None:
         host, _, port = coordinator.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise DistributedError(f"--coordinator {coordinator!r} is not HOST:PORT",
-                                   "pass the address of process 0 and a free port, e.g. --coordinator node1:12345")
+            raise DistributedOptionError(f"--coordinator {coordinator!r} is not HOST:PORT",
+                                         "pass the address of process 0 and a free port, e.g. --coordinator node1:12345")
     if num_processes is not None and num_processes < 1:
-        raise DistributedError(f"--num-processes must be at least 1 (got {num_processes})", "pass the number of processes in the job")
+        raise DistributedOptionError(f"--num-processes must be at least 1 (got {num_processes})", "pass the number of processes in the job")
     if process_id is not None and num_processes is not None and not 0 <= process_id < num_processes:
-        raise DistributedError(f"--process-id {process_id} is outside 0..{num_processes - 1}",
-                               "number the processes 0, 1, ..., num_processes - 1")
+        raise DistributedOptionError(f"--process-id {process_id} is outside 0..{num_processes - 1}",
+                                     "number the processes 0, 1, ..., num_processes - 1")
     # CPU processes exchange gradients through gloo (TCP); GPUs use NCCL and ignore this setting.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:

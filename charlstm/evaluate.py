@@ -34,16 +34,21 @@ class EvalResult:
 
 def encode_file(path: Path, vocab: Vocab, skip_unknown: bool) -> tuple[np.ndarray, int]:
     """Ids of a file under a run's vocabulary; unknown symbols are an error or (skip_unknown) dropped and counted."""
-    points = corpus.to_points(corpus.read_bytes(path), vocab.encoding)
+    return encode_data(corpus.read_bytes(path), vocab, skip_unknown, str(path))
+
+
+def encode_data(data: bytes, vocab: Vocab, skip_unknown: bool, source: str = "the text") -> tuple[np.ndarray, int]:
+    """`encode_file` for bytes already read (`source` names them in errors)."""
+    points = corpus.to_points(data, vocab.encoding)
     ids = vocab.encode_points(points)
     unknown = int((ids < 0).sum())
     if unknown and not skip_unknown:
         shown = corpus.unknown_examples(points, ids, vocab.encoding)
-        raise CorpusError(f"{path} has {unknown:,} characters the model never saw, e.g. {shown!r}",
+        raise CorpusError(f"{source} has {unknown:,} characters the model never saw, e.g. {shown!r}",
                           "pass --skip-unknown to drop and count them")
     ids = ids[ids >= 0]
     if len(ids) < 2:
-        raise CorpusError(f"{path} has fewer than 2 scorable characters", "pass a longer file")
+        raise CorpusError(f"{source} has fewer than 2 scorable characters", "pass a longer text")
     return ids.astype(np.int32), unknown
 
 
@@ -60,7 +65,7 @@ def score(params: model.Params, cfg: ModelConfig, ids: np.ndarray, chunk: int = 
         loss = optax.softmax_cross_entropy_with_integer_labels(logits[0], y)
         return jnp.sum(loss * mask), carry
 
-    carry = model.zeros_carry(cfg, 1)
+    carry = model.start_carry(params, cfg, 1)
     total = jnp.zeros(())
     n = len(ids) - 1
     for start in range(0, n, chunk):

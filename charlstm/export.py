@@ -7,7 +7,8 @@ The layout matches this PyTorch module (see the README for the loading snippet):
     head = nn.Linear(H, V)
 
 Keys: embedding.weight [V, E]; rnn.weight_ih_l{k} [G*H, In]; rnn.weight_hh_l{k} [G*H, H]; rnn.bias_ih_l{k},
-rnn.bias_hh_l{k} [G*H]; head.weight [V, H]; head.bias [V]. Gate order is PyTorch's (LSTM i,f,g,o; GRU r,z,n),
+rnn.bias_hh_l{k} [G*H]; head.weight [V, H]; head.bias [V]; h0 (and c0 for an LSTM) [L, H], the start state
+every sequence is read from (pass h0[:, None].expand(L, B, H) as the initial state). Gate order is PyTorch's (LSTM i,f,g,o; GRU r,z,n),
 which is also ours, so each matrix is only transposed. Metadata: `vocab_json` (the vocabulary) and
 `config_json` (the run's config) as 0-d string arrays.
 """
@@ -44,6 +45,9 @@ def torch_state_dict(params: model.Params, cfg: Config, vocab_size: int) -> dict
             sd[f"rnn.bias_ih_l{k}"], sd[f"rnn.bias_hh_l{k}"] = p["b"], np.zeros_like(p["b"])
     sd["head.weight"] = np.asarray(model.head_weight(params), dtype=np.float32).T.copy()
     sd["head.bias"] = np.asarray(params["head"]["b"], dtype=np.float32)
+    # The start state as nn.LSTM's (h0, c0) take it, less the batch axis: [layers, H] each (zeros if not learned).
+    for k, name in enumerate(model.state_names(cfg.model.cell)):
+        sd[f"{name}0"] = np.stack([np.asarray(c[k][0], np.float32) for c in model.start_carry(params, cfg.model, 1)])
     return sd
 
 

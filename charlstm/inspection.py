@@ -26,7 +26,7 @@ import numpy as np
 
 from charlstm import heatmap, langcorpus
 from charlstm.corpus import Vocab
-from charlstm.errors import UserError
+from charlstm.errors import UsageError, UserError
 
 LONG_NAMES = {"i": "input gate i", "f": "forget gate f", "o": "output gate o", "c": "cell state c",
               "h": "hidden state h", "r": "reset gate r", "z": "update gate z"}
@@ -51,12 +51,12 @@ def resolve_show(cell: str, show: str | None) -> str:
     allowed = ", ".join(table)
     if cell == "gru" and name in ("forget", "input"):
         hint = "use --show update (z: how much of the old state it keeps) or --show reset (r)"
-        raise UserError(f"a GRU has no {name} gate", hint)
+        raise UsageError(f"a GRU has no {name} gate", hint)
     if any(name in t for t in SHOW.values()):
         what = "state" if name in ("cell", "hidden") else "gate"
         only = ": it records only the hidden state" if cell == "rnn" else ""
-        raise UserError(f"{_CELL_NAMES[cell]} has no {name} {what}{only}", f"use --show {allowed.replace(', ', ', --show ')}")
-    raise UserError(f"unknown --show value '{show}'", f"for {_CELL_NAMES[cell]} run use one of: {allowed}")
+        raise UsageError(f"{_CELL_NAMES[cell]} has no {name} {what}{only}", f"use --show {allowed.replace(', ', ', --show ')}")
+    raise UsageError(f"unknown --show value '{show}'", f"for {_CELL_NAMES[cell]} run use one of: {allowed}")
 
 
 # --- the text ----------------------------------------------------------------------------------------------
@@ -72,11 +72,11 @@ class Source:
 def load_text(text: str | None, file: Path | None, max_chars: int) -> Source:
     """--text or --file (exactly one) -> the text to read, cut to `max_chars`, with gap records if any."""
     if text is not None and file is not None:
-        raise UserError("--text and --file both given", "pass only one")
+        raise UsageError("--text and --file both given", "pass only one")
     if text is None and file is None:
-        raise UserError("nothing to read", 'pass --text "..." or --file FILE')
+        raise UsageError("nothing to read", 'pass --text "..." or --file FILE')
     if max_chars < 1:
-        raise UserError(f"--max-chars must be at least 1 (got {max_chars})", "e.g. --max-chars 20000")
+        raise UsageError(f"--max-chars must be at least 1 (got {max_chars})", "e.g. --max-chars 20000")
     records = None
     if file is not None:
         from charlstm import longrange
@@ -90,7 +90,7 @@ def load_text(text: str | None, file: Path | None, max_chars: int) -> Source:
         records = langcorpus.load_gaps(gaps) if gaps is not None else None
     assert text is not None
     if text == "":
-        raise UserError("the text is empty", "pass at least one character")
+        raise UsageError("the text is empty", "pass at least one character")
     return Source(text[:max_chars], records, len(text) > max_chars)
 
 
@@ -109,10 +109,10 @@ def encode(vocab: Vocab, text: str, skip_unknown: bool = False) -> Encoded:
         symbols = list(text) if vocab.encoding == "utf-8" else [chr(b) for b in text.encode("utf-8")]
         unknown = "".join(sorted({s for s, i in zip(symbols, raw) if i < 0}))
         if not skip_unknown:
-            raise UserError(f"characters not in the run's vocabulary: {unknown!r}", "remove them or pass --skip-unknown")
+            raise UsageError(f"characters not in the run's vocabulary: {unknown!r}", "remove them or pass --skip-unknown")
     ids = raw[raw >= 0].astype(np.int32)
     if len(ids) == 0:
-        raise UserError("no character of the text is in the run's vocabulary", "use characters from the training text")
+        raise UsageError("no character of the text is in the run's vocabulary", "use characters from the training text")
     steps = "".join(vocab.symbol(int(i)) for i in ids)
     if vocab.encoding == "utf-8":
         units = [(heatmap.glyph(ch), t) for t, ch in enumerate(steps)]
@@ -132,7 +132,7 @@ def _apply() -> Any:
 
 
 def record_traces(params: Any, cfg: Any, ids: np.ndarray, names: Sequence[str], prime: int = -1) -> list[dict[str, np.ndarray]]:
-    """Per layer, {name: [T, H]} of the recorded quantities for ids [T] read from the zero state.
+    """Per layer, {name: [T, H]} of the recorded quantities for ids [T] read from the start state.
 
     With `prime` >= 0 (the newline id) that character is read first, unless the text starts with it, and its
     step is dropped: the text then starts like a line of training text, as in `sample`.
@@ -145,7 +145,7 @@ def record_traces(params: Any, cfg: Any, ids: np.ndarray, names: Sequence[str], 
     if prime >= 0 and (len(seq) == 0 or seq[0] != prime):
         seq = np.concatenate([[prime], seq]).astype(np.int32)
     skip = len(seq) - len(ids)
-    _, _, rec = _apply()(params, jnp.asarray(seq[None]), model.zeros_carry(cfg, 1), cfg, record=tuple(names))
+    _, _, rec = _apply()(params, jnp.asarray(seq[None]), model.start_carry(params, cfg, 1), cfg, record=tuple(names))
     return [{k: np.asarray(v[0, skip:], np.float32) for k, v in layer.items()} for layer in rec]
 
 
@@ -406,14 +406,14 @@ def analyse(params: Any, cfg: Any, vocab: Vocab, text: str, *, layer: int | None
     """Read `text` with the network (`cfg` a ModelConfig) and gather everything `inspect` shows."""
     quantity = resolve_show(cfg.cell, show)
     if layer is not None and not 1 <= layer <= cfg.layers:
-        raise UserError(f"--layer {layer} is out of range: the run has {cfg.layers} layer(s)", f"use 1..{cfg.layers}")
+        raise UsageError(f"--layer {layer} is out of range: the run has {cfg.layers} layer(s)", f"use 1..{cfg.layers}")
     bad = [c for c in cells if not 0 <= c < cfg.hidden]
     if bad:
-        raise UserError(f"--cell {bad[0]} is out of range: layers have {cfg.hidden} cells", f"use 0..{cfg.hidden - 1}")
+        raise UsageError(f"--cell {bad[0]} is out of range: layers have {cfg.hidden} cells", f"use 0..{cfg.hidden - 1}")
     if cells and top is not None:
-        raise UserError("--cell and --top both given", "pass --cell N to pick cells, or --top K to let inspect pick")
+        raise UsageError("--cell and --top both given", "pass --cell N to pick cells, or --top K to let inspect pick")
     if top is not None and top < 1:
-        raise UserError(f"--top must be at least 1 (got {top})", "e.g. --top 5")
+        raise UsageError(f"--top must be at least 1 (got {top})", "e.g. --top 5")
     enc = encode(vocab, text, skip_unknown)
     names = tuple(dict.fromkeys(GATES[cfg.cell] + (MEMORY[cfg.cell], quantity)))
     prime = vocab.symbols.index(ord("\n")) if ord("\n") in vocab.symbols else -1

@@ -89,24 +89,24 @@ GAPS_NAME = "languages.gaps.json"
 
 # "{}" marks where the place goes. The place comes right before the full stop, so that
 # with no filler the gap is short (16 characters); see the module docstring.
-_OPENING = "I went to {}."
+OPENING = "I went to {}."
 
 # Free of any place or language name; one sentence, so the only thing the filler
 # varies is its length and gaps grow in steps of 12 characters. Low entropy on
 # purpose: with randomly chosen filler a 1x128 LSTM had not learned the dependency
 # after 6M characters, because the filler soaked up the learning signal; with two
 # sentences alternating it learned it more slowly than with one.
-_FILLER = "It was fun."
-_MAX_FILLERS = 16
+FILLER = "It was fun."
+MAX_FILLERS = 16
 
 # A paragraph is short (0 to _SHORT_MAX_FILLERS fillers) with probability
-# _SHORT_SHARE, else it has 0 to _MAX_FILLERS fillers, uniformly. The short ones are
+# _SHORT_SHARE, else it has 0 to MAX_FILLERS fillers, uniformly. The short ones are
 # where the LSTM first learns to hold the place; see the module docstring.
 _SHORT_SHARE = 0.25
 _SHORT_MAX_FILLERS = 2
 
 # The text before the language is the same for every language, so it gives no hint.
-_CLOSING = "I don't speak {}."
+CLOSING = "I don't speak {}."
 
 _PARAGRAPH_FRACTION = 0.7
 
@@ -115,10 +115,11 @@ _PARAGRAPH_FRACTION = 0.7
 # opening, is the one line that starts with a place, so that `charlstm sample
 # --prompt "Jammu"` (read after a newline) continues "Jammu is a beautiful place
 # where people speak Kashmiri." instead of meeting a line start it never saw.
+PLACE_LINE = "{p} is a beautiful place where people speak {l}."
 _ASSOCIATIONS: tuple[str, ...] = (
     "People in {p} speak {l}.",
     "{l} is spoken in {p}.",
-    "{p} is a beautiful place where people speak {l}.",
+    PLACE_LINE,
 )
 
 
@@ -146,8 +147,8 @@ def _paragraph(rng: random.Random, offset: int) -> tuple[str, GapRecord]:
     if rng.random() < _SHORT_SHARE:
         n_fill = rng.randint(0, _SHORT_MAX_FILLERS)
     else:
-        n_fill = rng.randint(0, _MAX_FILLERS)
-    opening, fillers, closing = _OPENING, [_FILLER] * n_fill, _CLOSING
+        n_fill = rng.randint(0, MAX_FILLERS)
+    opening, fillers, closing = OPENING, [FILLER] * n_fill, CLOSING
 
     head, tail = opening.split("{}")
     place_start = offset + len(head)

@@ -78,7 +78,7 @@ def score_records(
 def _candidate_nll(params: model.Params, cfg: ModelConfig, ctx: jax.Array, ids: jax.Array, mask: jax.Array,
                    n_cand: int) -> jax.Array:
     """-log P(candidate) for every (record, candidate): [records, candidates]."""
-    logits, carry = model.apply(params, ctx, model.zeros_carry(cfg, ctx.shape[0]), cfg)
+    logits, carry = model.apply(params, ctx, model.start_carry(params, cfg, ctx.shape[0]), cfg)
     first = jnp.repeat(logits[:, -1], n_cand, axis=0)  # predicts each candidate's first character
     carry = jax.tree_util.tree_map(lambda c: jnp.repeat(c, n_cand, axis=0), carry)
     rest, _ = model.apply(params, ids[:, :-1], carry, cfg)

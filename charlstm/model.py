@@ -39,6 +39,8 @@ def init_params(cfg: ModelConfig, vocab_size: int, key: jax.Array) -> Params:
     params = {"layers": layers, "head": head}
     if cfg.embed:
         params["embed"] = jax.random.normal(keys[-1], (vocab_size, cfg.embed))
+    if cfg.start_state == "learned":  # starts at zeros: the untrained network behaves as with zero start state
+        params["start"] = [{name: jnp.zeros(cfg.hidden) for name in state_names(cfg.cell)} for _ in range(cfg.layers)]
     return params
 
 
@@ -60,7 +62,8 @@ def folded(params: Params) -> Params:
     if "embed" not in params:
         return params
     layers = [layer_params(params, 0), *params["layers"][1:]]
-    return {"layers": layers, "head": {"W": head_weight(params), "b": params["head"]["b"]}}
+    rest = {k: v for k, v in params.items() if k != "embed"}  # e.g. the start state
+    return {**rest, "layers": layers, "head": {"W": head_weight(params), "b": params["head"]["b"]}}
 
 
 def head_weight(params: Params) -> jax.Array:
@@ -77,6 +80,30 @@ def head_weight(params: Params) -> jax.Array:
 def zeros_carry(cfg: ModelConfig, batch: int) -> Carry:
     """Zero state for every layer."""
     return tuple(cells.zeros_carry(cfg.cell, batch, cfg.hidden) for _ in range(cfg.layers))
+
+
+def state_names(cell: str) -> tuple[str, ...]:
+    """The names of a layer's carried state, in carry order: (h, c) for an LSTM, (h,) otherwise."""
+    return ("h", "c") if cell == "lstm" else ("h",)
+
+
+def start_carry(params: Params, cfg: ModelConfig, batch: int) -> Carry:
+    """The state every sequence starts from: the learned h0 (and c0) of each layer, or zeros.
+
+    Training carries the state from window to window, so a network almost never sees a zero state there; a
+    learned start state is trained wherever a stream restarts, which makes it the state the network reads
+    a prompt from in-distribution.
+    """
+    if cfg.start_state == "zeros":
+        return zeros_carry(cfg, batch)
+    return tuple(tuple(jnp.broadcast_to(s[name], (batch, cfg.hidden)) for name in state_names(cfg.cell))
+                 for s in params["start"])
+
+
+def restart(params: Params, cfg: ModelConfig, carry: Carry, reset: jax.Array) -> Carry:
+    """`carry` with the rows where `reset` [B] is true replaced by the start state (which gradients reach)."""
+    start = start_carry(params, cfg, reset.shape[0])
+    return jax.tree_util.tree_map(lambda s, c: jnp.where(reset[:, None], s, c), start, carry)
 
 
 def param_count(params: Params) -> int:

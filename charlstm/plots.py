@@ -22,7 +22,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
 
-from charlstm import longrange, train
+from charlstm import longrange, training
 from charlstm.errors import UserError
 
 if TYPE_CHECKING:
@@ -227,7 +227,7 @@ class LiveDisplay:
             self.live = Live(console=self.console, auto_refresh=False, transient=True)
             self.live.start()
 
-    def _frame(self, cell: str, ev: train.Event, curves: Mapping[str, Curves]) -> RenderableType:
+    def _frame(self, cell: str, ev: training.Event, curves: Mapping[str, Curves]) -> RenderableType:
         index = next((k for k, s in enumerate(self.plan) if s.cell == cell), 0) + 1
         c = curves[cell]
         val = f" · val {c.val_loss[-1]:.4f}" if c.val_loss else ""
@@ -238,17 +238,17 @@ class LiveDisplay:
         height = max(10, min(22, self.console.height - 3))
         return Group(head, Text.from_ansi(loss_chart(curves, self.steps, width=width, height=height, color=True)))
 
-    def event(self, cell: str, ev: train.Event, curves: Mapping[str, Curves]) -> None:
+    def event(self, cell: str, ev: training.Event, curves: Mapping[str, Curves]) -> None:
         if self.quiet:
             return
-        if isinstance(ev, train.StepEvent) and ev.skipped:
+        if isinstance(ev, training.StepEvent) and ev.skipped:
             self.message(f"{cell} step {ev.step}: non-finite loss or gradient, update skipped")
         if self.live is not None:
             now = time.perf_counter()
-            if now - self.last_draw >= self.every_s or isinstance(ev, train.EvalEvent):
+            if now - self.last_draw >= self.every_s or isinstance(ev, training.EvalEvent):
                 self.live.update(self._frame(cell, ev, curves), refresh=True)
                 self.last_draw = time.perf_counter()
-        elif isinstance(ev, train.EvalEvent):
+        elif isinstance(ev, training.EvalEvent):
             c = curves[cell]
             self.console.print(f"{cell} step {ev.step}: loss {c.loss[-1]:.4f} · val loss {ev.val_loss:.4f} nats/char "
                                f"({ev.bits_per_char:.3f} bits/char)")

@@ -59,7 +59,7 @@ class RunDir:
         return self.path / ".lock.pid"
 
     def read_config(self) -> Config:
-        return config_lib.from_dict(config_lib.read_yaml(self.config_file))
+        return config_lib.from_saved(config_lib.read_yaml(self.config_file))
 
     def write_config(self, cfg: Config) -> None:
         _write_atomic(self.config_file, config_lib.to_yaml(cfg))

@@ -17,14 +17,14 @@ from typing import Protocol
 
 import numpy as np
 
-from charlstm import checkpoint, corpus, distributed, encoded, model, rundir, sampling, train
+from charlstm import checkpoint, corpus, distributed, encoded, model, rundir, sampling, training
 from charlstm.config import Config
 from charlstm.errors import RunError, UserError
 
 
 class Reporter(Protocol):
     def start(self, info: dict[str, object]) -> None: ...
-    def event(self, ev: train.Event) -> None: ...
+    def event(self, ev: training.Event) -> None: ...
     def sample(self, step: int, text: str) -> None: ...
     def message(self, text: str) -> None: ...
     def stop(self) -> None: ...
@@ -152,7 +152,7 @@ def _train_locked(cfg: Config, run: rundir.RunDir, ckpt: checkpoint.Checkpointer
         state, best = restored.state, restored.val_loss
         reporter.message(f"resuming {run.path} from step {restored.step}")
     else:
-        state, best = train.place_state(train.init_state(cfg, len(vocab)), layout), None
+        state, best = training.place_state(training.init_state(cfg, len(vocab)), layout), None
     start_step = int(state.step)
     if resuming and start_step >= cfg.train.steps:
         raise RunError(f"run {run.path} already reached step {start_step} of {cfg.train.steps}",
@@ -168,10 +168,10 @@ def _train_locked(cfg: Config, run: rundir.RunDir, ckpt: checkpoint.Checkpointer
     final_val: float | None = None
     speed: list[float] = []
 
-    def emit(ev: train.Event) -> None:
+    def emit(ev: training.Event) -> None:
         nonlocal final_val, best
         reporter.event(ev)
-        if isinstance(ev, train.StepEvent):
+        if isinstance(ev, training.StepEvent):
             speed.append(ev.chars_per_s)
             if ev.step % cfg.train.log_every == 0 or ev.skipped:
                 metrics.write({"step": ev.step, "loss": ev.loss, "grad_norm": ev.grad_norm, "lr": ev.lr,
@@ -189,8 +189,8 @@ def _train_locked(cfg: Config, run: rundir.RunDir, ckpt: checkpoint.Checkpointer
         with _StopFlag() as flag:
             stop = _Agreed(flag)
             try:
-                state = train.fit(cfg, state, tr, va, emit=emit, save=ckpt.save, should_stop=stop, layout=layout)
-            except train.NonFiniteError as err:
+                state = training.fit(cfg, state, tr, va, emit=emit, save=ckpt.save, should_stop=stop, layout=layout)
+            except training.NonFiniteError as err:
                 ckpt.wait()
                 raise RunError(str(err), "lower optim.lr or set optim.clip_norm; the last good checkpoint is intact") from None
             finally:

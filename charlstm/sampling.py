@@ -8,6 +8,7 @@ in full and cut.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -19,7 +20,7 @@ import numpy as np
 from charlstm import model
 from charlstm.config import ModelConfig
 from charlstm.corpus import Vocab
-from charlstm.errors import UserError
+from charlstm.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -42,15 +43,15 @@ class SampleOptions:
     def check(self, vocab_size: int) -> None:
         """Reject out-of-range options with one-line messages."""
         if self.length < 1:
-            raise UserError(f"--length must be at least 1 (got {self.length})", "pass e.g. --length 500")
+            raise UsageError(f"--length must be at least 1 (got {self.length})", "pass e.g. --length 500")
         if not self.greedy and not self.temperature > 0:
-            raise UserError(f"--temperature must be > 0 (got {self.temperature})", "use --greedy for argmax decoding")
+            raise UsageError(f"--temperature must be > 0 (got {self.temperature})", "use --greedy for argmax decoding")
         if self.top_k < 0 or self.top_k > vocab_size:
-            raise UserError(f"--top-k must be in 0..{vocab_size} (the vocabulary size), got {self.top_k}", "0 disables it")
+            raise UsageError(f"--top-k must be in 0..{vocab_size} (the vocabulary size), got {self.top_k}", "0 disables it")
         if not 0 < self.top_p <= 1:
-            raise UserError(f"--top-p must be in (0, 1], got {self.top_p}", "1 disables it")
+            raise UsageError(f"--top-p must be in (0, 1], got {self.top_p}", "1 disables it")
         if self.num_samples < 1:
-            raise UserError(f"--num-samples must be at least 1 (got {self.num_samples})", "pass e.g. --num-samples 4")
+            raise UsageError(f"--num-samples must be at least 1 (got {self.num_samples})", "pass e.g. --num-samples 4")
 
 
 def filter_logits(logits: jax.Array, temperature: float, top_k: int, top_p: float) -> jax.Array:
@@ -72,7 +73,7 @@ def filter_logits(logits: jax.Array, temperature: float, top_k: int, top_p: floa
 @functools.lru_cache(maxsize=16)
 def _compiled(cfg: ModelConfig, opts: SampleOptions) -> tuple[Callable, Callable]:
     def prefill(params: model.Params, ids: jax.Array) -> tuple[jax.Array, model.Carry]:
-        logits, carry = model.apply(params, ids, model.zeros_carry(cfg, ids.shape[0]), cfg)
+        logits, carry = model.apply(params, ids, model.start_carry(params, cfg, ids.shape[0]), cfg)
         return logits[:, -1], carry
 
     def chunk(params: model.Params, logits: jax.Array, carry: model.Carry, key: jax.Array, n: int) -> tuple:
@@ -101,7 +102,9 @@ def _compiled(cfg: ModelConfig, opts: SampleOptions) -> tuple[Callable, Callable
 
 def generate(params: model.Params, cfg: ModelConfig, prompt: np.ndarray, opts: SampleOptions) -> Iterator[np.ndarray]:
     """Yield [num_samples, n] arrays of generated ids, chunk by chunk, until `opts.length` ids."""
-    prefill, chunk = _compiled(cfg, opts)
+    # Keyed by what the compiled code depends on only: another seed, length or batch size reuses the functions
+    # (and their compilations) of an earlier call.
+    prefill, chunk = _compiled(cfg, dataclasses.replace(opts, seed=0, length=1, num_samples=1, newline_id=-1))
     if opts.newline_id >= 0 and prompt[0] != opts.newline_id:
         prompt = np.concatenate([[opts.newline_id], prompt])
     ids = np.broadcast_to(np.asarray(prompt, np.int32)[None], (opts.num_samples, len(prompt)))
@@ -116,18 +119,18 @@ def generate(params: model.Params, cfg: ModelConfig, prompt: np.ndarray, opts: S
 def encode_prompt(vocab: Vocab, prompt: str, skip_unknown: bool = False) -> np.ndarray:
     """Prompt -> ids; characters outside the vocabulary are an error (or dropped with `skip_unknown`)."""
     if prompt == "":
-        raise UserError("the prompt is empty", "pass at least one character with --prompt, or omit --prompt")
+        raise UsageError("the prompt is empty", "pass at least one character with --prompt, or omit --prompt")
     ids = vocab.encode(prompt)
     if (ids < 0).any():
         unknown = sorted({ch for ch, i in zip(_symbols(prompt, vocab), ids) if i < 0})
         if not skip_unknown:
-            raise UserError(
+            raise UsageError(
                 f"prompt characters not in the model's vocabulary: {''.join(unknown)!r}",
                 "remove them or pass --skip-unknown",
             )
         ids = ids[ids >= 0]
         if len(ids) == 0:
-            raise UserError("no prompt character is in the model's vocabulary", "use characters from the training text")
+            raise UsageError("no prompt character is in the model's vocabulary", "use characters from the training text")
     return ids.astype(np.int32)
 
 

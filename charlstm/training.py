@@ -14,7 +14,7 @@ import numpy as np
 import optax
 
 from charlstm import batches, model
-from charlstm.events import EvalEvent, Event, StepEvent  # noqa: F401 (train.StepEvent etc. stay importable)
+from charlstm.events import EvalEvent, Event, StepEvent  # noqa: F401 (training.StepEvent etc. stay importable)
 from charlstm.distributed import Layout
 from charlstm.config import Config, ModelConfig, OptimConfig
 

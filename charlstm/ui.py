@@ -1,17 +1,20 @@
 """Everything the user sees: the rich consoles, the live training display, tables and the error line.
 
-Diagnostics go to stderr; stdout carries only results (samples, JSON), so piping works.
+Diagnostics go to stderr; stdout carries only results (samples, JSON), so piping works. Colour follows
+`--color` (see `set_color`) and the NO_COLOR convention; whatever colour shows is also said in words, letters or
+markers, so nothing depends on it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
 import time
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator, Literal
 
-from rich.console import Console
+from rich.console import ColorSystem, Console
 from rich.markup import escape
 from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn, TransferSpeedColumn)
@@ -21,6 +24,27 @@ from charlstm import events
 
 out = Console(highlight=False)  # results
 err = Console(stderr=True, highlight=False)  # progress, messages, errors
+
+ColorMode = Literal["auto", "always", "never"]
+
+
+def set_color(mode: ColorMode) -> None:
+    """`--color`: "auto" colours a terminal unless NO_COLOR is set (rich's own rule), "always" colours even a
+    pipe or a file (and overrides NO_COLOR), "never" writes no colour codes at all.
+
+    The consoles are changed in place: displays made earlier hold references to them.
+    """
+    for console in (out, err):
+        if mode == "always":
+            console.no_color = False
+            console._color_system = console._color_system or ColorSystem.TRUECOLOR  # rich has no public setter
+        elif mode == "never":
+            console._color_system = None
+
+
+def color_on(console: Console) -> bool:
+    """Whether `console` shows colours; charts and heatmaps draw letters and shades instead when it does not."""
+    return console.color_system is not None and not console.no_color
 
 
 def error(message: str, hint: str = "") -> None:
@@ -43,15 +67,33 @@ def fmt(x: float | None, digits: int = 4) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-class TrainingDisplay:
-    """A live progress bar (step/total, losses, chars/s, ETA) on a terminal; plain log lines otherwise."""
+@contextlib.contextmanager
+def spinner(message: str, console: Console | None = None, quiet: bool = False) -> Iterator[None]:
+    """A spinner with `message` on a terminal while the block runs (XLA compiling, a long file scored); nothing
+    on a pipe, where it could only add noise to a log."""
+    console = console or err
+    if quiet or not console.is_terminal:
+        yield
+        return
+    with console.status(escape(message), spinner="dots"):
+        yield
 
-    def __init__(self, log_every: int = 10, console: Console = err, quiet: bool = False) -> None:
-        self.console, self.log_every, self.quiet = console, log_every, quiet
-        self.live = console.is_terminal and not quiet
+
+class TrainingDisplay:
+    """A live progress bar (step/total, losses, chars/s, ETA) on a terminal; plain log lines otherwise.
+
+    Until the first step has run, a spinner says that the training step is being compiled. `encoding` is the
+    progress callback for reading a large corpus (`encoded.Progress`).
+    """
+
+    def __init__(self, log_every: int = 10, console: Console | None = None, quiet: bool = False) -> None:
+        self.console, self.log_every, self.quiet = console or err, log_every, quiet
+        self.live = self.console.is_terminal and not quiet
         self.progress: Progress | None = None
         self.task: Any = None
         self.val: float | None = None
+        self.compiling: Any = None  # the spinner shown until the first step
+        self.encoding = EncodeProgress(self.console, quiet=quiet)
 
     def start(self, info: dict[str, object]) -> None:
         if not self.quiet:
@@ -67,11 +109,21 @@ class TrainingDisplay:
                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                 console=self.console, transient=False,
             )
-            self.progress.start()
             self.task = self.progress.add_task("train", total=int(info["steps"]), completed=int(info["start_step"]),  # type: ignore[call-overload]
                                                loss="—", val="—", cps="—")
+            # One live display at a time: the bar starts when the spinner stops, at the first step.
+            self.compiling = self.console.status("compiling the training step (the first step only)", spinner="dots")
+            self.compiling.start()
+
+    def _first_step_done(self) -> None:
+        if self.compiling is not None:
+            self.compiling.stop()
+            self.compiling = None
+            if self.progress:
+                self.progress.start()
 
     def event(self, ev: events.Event) -> None:
+        self._first_step_done()
         if isinstance(ev, events.EvalEvent):
             self.val = ev.val_loss
             line = f"step {ev.step}: val loss {ev.val_loss:.4f} nats/char ({ev.bits_per_char:.3f} bits/char)"
@@ -98,6 +150,7 @@ class TrainingDisplay:
             self.console.print(escape(text), soft_wrap=True)
 
     def stop(self) -> None:
+        self._first_step_done()
         if self.progress:
             self.progress.stop()
             self.progress = None
@@ -109,8 +162,8 @@ class EncodeProgress:
 
     LABELS = {"hashing": "checking corpus", "encoding": "encoding corpus", "ordering": "numbering ids"}
 
-    def __init__(self, console: Console = err, quiet: bool = False) -> None:
-        self.console, self.quiet = console, quiet
+    def __init__(self, console: Console | None = None, quiet: bool = False) -> None:
+        self.console, self.quiet = console or err, quiet
         self.progress: Progress | None = None
         self.task: Any = None
         self.phase = ""
@@ -149,8 +202,37 @@ class EncodeProgress:
             self.progress = None
 
 
-def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[object]], console: Console = out) -> None:
-    """A simple rich table of already-formatted values."""
+class DownloadProgress:
+    """The progress of a download (a `download.get` callback): a bar with size, speed and time left on a
+    terminal, nothing on a pipe."""
+
+    def __init__(self, label: str, console: Console | None = None) -> None:
+        self.label, self.console = label, console or err
+        self.progress: Progress | None = None
+        self.task: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.console.is_terminal:
+            return
+        if self.progress is None:
+            self.progress = Progress(TextColumn(f"[bold]{escape(self.label)}"), BarColumn(), DownloadColumn(),
+                                     TransferSpeedColumn(), TimeRemainingColumn(), console=self.console, transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task(self.label, total=total)
+        self.progress.update(self.task, completed=done, total=total)
+
+    def __enter__(self) -> DownloadProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[object]], console: Console | None = None) -> None:
+    """A simple rich table of already-formatted values (on stdout unless `console` says otherwise)."""
+    console = console or out
     t = Table(title=title, title_justify="left")
     for c in columns:
         t.add_column(c, justify="left" if c in ("", "key", "metric", "cell", "recipe") else "right")

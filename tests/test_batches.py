@@ -67,7 +67,24 @@ def test_streams_are_disjoint_and_cover_the_epoch(ids: np.ndarray) -> None:
 def test_reset_only_at_epoch_start(ids: np.ndarray) -> None:
     per_epoch = _per_epoch()
     resets = [batches.stream_batch(ids, s, B, T, seed=0).reset for s in range(3 * per_epoch)]
-    assert [s for s, r in enumerate(resets) if r] == [0, per_epoch, 2 * per_epoch]
+    assert all(r.shape == (B,) and r.dtype == bool for r in resets)
+    assert [s for s, r in enumerate(resets) if r.any()] == [0, per_epoch, 2 * per_epoch]
+    assert all(resets[s].all() for s in (0, per_epoch, 2 * per_epoch))  # every stream restarts at epoch start
+
+
+def test_reset_rate_restarts_a_share_of_streams(ids: np.ndarray) -> None:
+    steps = range(1, 400)
+    mask = np.stack([batches.stream_batch(ids, s, B, T, seed=4, reset_rate=0.25).reset for s in steps])
+    mid_epoch = np.array([s % _per_epoch() != 0 for s in steps])
+    assert 0.18 < mask[mid_epoch].mean() < 0.32  # about reset_rate of the streams, drawn per stream and window
+    assert len({tuple(row) for row in mask[mid_epoch]}) == 2**B  # every subset of streams restarts some window
+    again = np.stack([batches.stream_batch(ids, s, B, T, seed=4, reset_rate=0.25).reset for s in steps])
+    assert np.array_equal(mask, again)  # a pure function of (seed, step): resume sees the same resets
+    # a process's share of the batch is its rows of the same global mask
+    part = batches.stream_batch(ids, 7, B, T, seed=4, reset_rate=0.25, rows=slice(1, 3)).reset
+    assert np.array_equal(part, mask[6][1:3])
+    # the rate changes which streams restart, never where the windows are
+    assert np.array_equal(batches.stream_batch(ids, 7, B, T, 4, reset_rate=0.25).x, batches.stream_batch(ids, 7, B, T, 4).x)
 
 
 def test_epoch_offsets_differ_and_stay_below_seq_len(ids: np.ndarray) -> None:
@@ -99,7 +116,7 @@ def test_stream_deterministic_and_seed_dependent(ids: np.ndarray) -> None:
     later = 3 * _per_epoch() + 2
     for step in (0, 1, later):
         a, b = batches.stream_batch(ids, step, B, T, 5), batches.stream_batch(ids, step, B, T, 5)
-        assert np.array_equal(a.x, b.x) and np.array_equal(a.y, b.y) and a.reset == b.reset
+        assert np.array_equal(a.x, b.x) and np.array_equal(a.y, b.y) and np.array_equal(a.reset, b.reset)
     differ = [not np.array_equal(batches.stream_batch(ids, later, B, T, s).x, batches.stream_batch(ids, later, B, T, 5).x)
               for s in range(6) if s != 5]
     assert any(differ)
@@ -109,7 +126,7 @@ def test_random_batches(ids: np.ndarray) -> None:
     n = len(ids)
     for step in range(50):
         b = batches.random_batch(ids, step, B, T, seed=1)
-        assert b.reset is True
+        assert b.reset.shape == (B,) and b.reset.all()
         assert b.x.shape == b.y.shape == (B, T)
         assert b.x.min() >= 0 and b.y.max() <= n - 1
         assert np.array_equal(b.y, b.x + 1)
@@ -139,7 +156,7 @@ def test_eval_batches_smallest_validation_set() -> None:
     assert len(out) == 1
     assert out[0].x.shape == (1, T)
     assert np.array_equal(out[0].x[0], np.arange(T)) and np.array_equal(out[0].y[0], np.arange(1, T + 1))
-    assert out[0].reset is True
+    assert out[0].reset.all()
     assert batches.eval_batches(np.arange(T), 64, T, 20) == []  # too short for one window
 
 
@@ -153,7 +170,7 @@ def test_eval_batches_shrink_and_stay_in_range(n: int, b: int, t: int) -> None:
     assert rows == min(b, (n - 1) // t)
     for k, batch in enumerate(out):
         assert batch.x.shape == (rows, t)
-        assert batch.reset == (k == 0)
+        assert (batch.reset == (k == 0)).all()
         assert batch.y.max() <= n - 1 and np.array_equal(batch.y, batch.x + 1)
     # the windows never read a position twice
     seen = np.concatenate([batch.x.ravel() for batch in out])
@@ -166,7 +183,7 @@ def test_eval_batches_streams_continue() -> None:
     assert out[0].x[0, 0] == 0  # from offset 0, no random shift
     for prev, cur in zip(out, out[1:]):
         assert np.array_equal(cur.x[:, 0], prev.y[:, -1])
-        assert cur.reset is False
+        assert not cur.reset.any()
 
 
 def test_eval_batches_at_most_max_batches() -> None:

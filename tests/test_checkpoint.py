@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from charlstm import checkpoint, config, rundir, runner, train
+from charlstm import checkpoint, config, rundir, runner, training
 from charlstm.errors import RunError
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "languages.txt"
@@ -22,7 +22,7 @@ class Silent:
     """A reporter that records events and can send itself a signal at a chosen step."""
 
     def __init__(self, interrupt_at: int | None = None, signum: int = signal.SIGINT) -> None:
-        self.events: list[train.Event] = []
+        self.events: list[training.Event] = []
         self.messages: list[str] = []
         self.interrupt_at, self.signum = interrupt_at, signum
 
@@ -33,9 +33,9 @@ class Silent:
     def message(self, text: str) -> None:
         self.messages.append(text)
 
-    def event(self, ev: train.Event) -> None:
+    def event(self, ev: training.Event) -> None:
         self.events.append(ev)
-        if isinstance(ev, train.StepEvent) and ev.step == self.interrupt_at:
+        if isinstance(ev, training.StepEvent) and ev.step == self.interrupt_at:
             os.kill(os.getpid(), self.signum)
 
 

@@ -194,8 +194,8 @@ def test_divergence_is_reported_and_measured_at_the_last_evaluation(tmp_path: Pa
     parameters instead of failing."""
 
     def exploding_fit(cfg, state, tr, va, *, emit, **kw):  # noqa: ANN001, ANN003
-        emit(compare.train.StepEvent(1, 3.0, 1e3, 1e-3, 1e5, skipped=False))
-        emit(compare.train.EvalEvent(1, 3.0, state.params))
+        emit(compare.training.StepEvent(1, 3.0, 1e3, 1e-3, 1e5, skipped=False))
+        emit(compare.training.EvalEvent(1, 3.0, state.params))
         raise compare.train.NonFiniteError("10 consecutive steps had a non-finite loss or gradient (last at step 11)")
 
     monkeypatch.setattr(compare.train, "fit", exploding_fit)

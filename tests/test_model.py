@@ -8,20 +8,20 @@ import numpy as np
 import pytest
 
 import reference as ref
-from charlstm import cells, model, train
+from charlstm import cells, model, training
 from charlstm.config import ModelConfig
 
 CELLS = ("lstm", "gru", "rnn")
 B, T, H, V = 3, 6, 5, 7
 ATOL = 1e-5
-# Jitted as in training (train.make_train_step / make_eval_step); eager `lax.scan` would recompile every call.
+# Jitted as in training (training.make_train_step / make_eval_step); eager `lax.scan` would recompile every call.
 apply = jax.jit(model.apply, static_argnames=("cfg", "train", "record"))
 
 
 def make(cell: str, layers: int = 2, hidden: int = H, vocab: int = V, dropout: float = 0.0, seed: int = 0):
     """A config and random parameters in charlstm's layout (NumPy draws: every entry distinct, biases included;
     model.init_params itself is tested separately below)."""
-    cfg = ModelConfig(cell=cell, layers=layers, hidden=hidden, dropout=dropout)
+    cfg = ModelConfig(cell=cell, layers=layers, hidden=hidden, dropout=dropout, start_state="zeros")
     rng = np.random.default_rng(seed)
     g = {"lstm": 4, "gru": 3, "rnn": 1}[cell] * hidden
     u = lambda *shape: jnp.asarray(rng.uniform(-0.7, 0.7, shape), jnp.float32)  # noqa: E731
@@ -172,9 +172,15 @@ def test_param_count_matches_hand_count() -> None:
         head = H * V + V
         assert model.param_count(params) == layer0 + layer1 + head
     # e.g. a 3-layer LSTM, vocab 65, hidden 128: 4*128*(65+128)+512 + 2*(4*128*256+512) + 128*65+65
-    cfg = ModelConfig(cell="lstm", layers=3, hidden=128)
+    cfg = ModelConfig(cell="lstm", layers=3, hidden=128, start_state="zeros")
     shapes = jax.eval_shape(lambda: model.init_params(cfg, 65, jax.random.PRNGKey(0)))
     assert model.param_count(shapes) == 99_328 + 2 * 131_584 + 8_385 == 370_881
+    # the learned start state adds h0 and c0 per layer (h0 alone for a GRU or RNN)
+    for cell, n_state in (("lstm", 2), ("gru", 1), ("rnn", 1)):
+        zeros, learned = (ModelConfig(cell=cell, layers=3, hidden=128, start_state=s) for s in ("zeros", "learned"))
+        count = [model.param_count(jax.eval_shape(lambda c=c: model.init_params(c, 65, jax.random.PRNGKey(0))))
+                 for c in (zeros, learned)]
+        assert count[1] - count[0] == 3 * n_state * 128
 
 
 def test_init_params_layout() -> None:
@@ -203,7 +209,7 @@ def test_loss_fn_value_and_gradient_match_reference_finite_differences(cell: str
     c64 = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), carry)
 
     with jax.enable_x64(True):
-        f = lambda p: train.loss_fn(p, jnp.asarray(ids), jnp.asarray(targets), c64, cfg, train=False, key=None)[0]  # noqa: E731
+        f = lambda p: training.loss_fn(p, jnp.asarray(ids), jnp.asarray(targets), c64, cfg, train=False, key=None)[0]  # noqa: E731
         loss, grads = jax.value_and_grad(f)(jax.tree_util.tree_map(jnp.asarray, p64))
         grads = jax.tree_util.tree_map(np.asarray, grads)
 
@@ -239,7 +245,7 @@ def test_loss_fn_is_mean_cross_entropy_in_nats() -> None:
     cfg, params = make("gru", seed=19)
     ids, targets = random_ids(20), random_ids(21)
     carry = model.zeros_carry(cfg, B)
-    loss, final = train.loss_fn(params, jnp.asarray(ids), jnp.asarray(targets), carry, cfg, train=False, key=None)
+    loss, final = training.loss_fn(params, jnp.asarray(ids), jnp.asarray(targets), carry, cfg, train=False, key=None)
     ref_logits, ref_final, _ = reference(params, cfg, ids)
     assert float(loss) == pytest.approx(ref.cross_entropy(ref_logits, targets), abs=1e-5)
     assert_model_carry_close(final, ref_final)

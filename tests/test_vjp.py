@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from charlstm import cells, layers, model, train
+from charlstm import cells, layers, model, training
 from charlstm.config import Config, ModelConfig
 
 CELLS = ("lstm", "gru", "rnn")
@@ -138,7 +138,7 @@ def test_train_step_gradient_uses_fused_layer_and_matches_plain(cell: str, monke
 
     def grad_with(layer):
         monkeypatch.setattr(layers, "fused_layer", layer)
-        loss = lambda p: train.loss_fn(p, ids[:, :-1], ids[:, 1:], carry, cfg, train=False, key=None)[0]  # noqa: E731
+        loss = lambda p: training.loss_fn(p, ids[:, :-1], ids[:, 1:], carry, cfg, train=False, key=None)[0]  # noqa: E731
         return jax.grad(loss)(params)
 
     fused_layer = layers.fused_layer
@@ -152,9 +152,9 @@ def test_bfloat16_config_trains_one_step() -> None:
     cfg = Config.model_validate(
         {"model": {"hidden": 8, "layers": 2, "compute_dtype": "bfloat16"}, "data": {"seq_len": 6, "batch_size": 2}}
     )
-    state = train.init_state(cfg, 9)
+    state = training.init_state(cfg, 9)
     ids = np.random.default_rng(0).integers(0, 9, (2, 7)).astype(np.int32)
-    state, m = train.make_train_step(cfg)(state, ids[:, :-1], ids[:, 1:], jnp.asarray(False))
+    state, m = training.make_train_step(cfg)(state, ids[:, :-1], ids[:, 1:], jnp.asarray(False))
     assert bool(m["ok"]) and np.isfinite(float(m["loss"]))
     assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves(state.params))  # fp32 master weights
 
