@@ -71,11 +71,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     python = venv / "bin" / "python"
     paths = json.loads(_run([str(python), "-c", "import json, sysconfig; print(json.dumps(sysconfig.get_paths()))"]))
     site_packages, scripts = Path(paths["purelib"]), Path(paths["scripts"])
+    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", "--no-index",
+          str(wheel)])
+    # Then the dependencies (not before: pip would find the running environment's charlstm and skip the wheel).
     # Plain path lines, appended after the venv's own site-packages: the wheel's charlstm comes first, and the
     # running environment's .pth files (an editable charlstm's among them) are not processed.
     (site_packages / "_running_env.pth").write_text("".join(p + "\n" for p in site.getsitepackages()))
-    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", "--no-index",
-          str(wheel)])
 
     workdir = work / "elsewhere"
     workdir.mkdir()
