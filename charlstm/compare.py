@@ -23,7 +23,7 @@ from typing import Mapping, Protocol
 import jax
 import numpy as np
 
-from charlstm import batches, cells, corpus, gradflow, langcorpus, longrange, model, runner, training
+from charlstm import batches, cells, corpus, gradflow, langcorpus, longrange, model, promptcheck, runner, training
 from charlstm.config import Config
 from charlstm.errors import UsageError
 
@@ -63,6 +63,7 @@ class CellResult:
     grad_init: np.ndarray  # || d loss_T / d h_{T-k} || for k = 0..K at initialisation
     grad_final: np.ndarray  # the same after training (nan if training diverged before any evaluation)
     diverged: str | None = None  # why training stopped early, if it did
+    prompt_check: promptcheck.PromptCheck | None = None  # on an annotated corpus, with train.prompt_check
 
     @property
     def bits_per_char(self) -> float:
@@ -118,11 +119,14 @@ def parse_cells(text: str) -> tuple[str, ...]:
     return names
 
 
-def model_param_count(cell: str, layers: int, hidden: int, vocab_size: int, embed: int = 0) -> int:
-    """Parameters of the whole model (embedding, layers and head), as `model.param_count` would count them."""
+def model_param_count(cell: str, layers: int, hidden: int, vocab_size: int, embed: int = 0,
+                      learned_start: bool = True) -> int:
+    """Parameters of the whole model (embedding, layers, head and start state), as `model.param_count` would
+    count them."""
     first = cells.layer_param_count(cell, embed or vocab_size, hidden) + vocab_size * embed
     rest = (layers - 1) * cells.layer_param_count(cell, hidden, hidden)
-    return first + rest + hidden * vocab_size + vocab_size
+    start = layers * len(model.state_names(cell)) * hidden if learned_start else 0
+    return first + rest + hidden * vocab_size + vocab_size + start
 
 
 def match_hidden(cell: str, target: int, layers: int, vocab_size: int, embed: int = 0, max_hidden: int = 8192) -> int:
@@ -222,6 +226,7 @@ def run(
     vocab, tr, va = runner.prepare_data(cfg, corpus_path)
     plan = plan_cells(cfg, names, len(vocab), match)
     lr_setup, note = _longrange_setup(cfg, corpus_path, len(tr) + len(va), len(tr))
+    pairs = promptcheck.pairs_for(corpus_path, vocab) if lr_setup and cfg.train.prompt_check else None
     gx, gy = _grad_windows(va, grad_k)
     curves: dict[str, Curves] = {}
     results = []
@@ -229,7 +234,7 @@ def run(
     try:
         for spec in plan:
             results.append(_train_cell(cell_config(cfg, spec, clip), spec, vocab, tr, va, curves, reporter, gx, gy,
-                                       lr_setup, longrange_records))
+                                       lr_setup, longrange_records, pairs))
     finally:
         reporter.stop()
     return CompareResult(corpus_path, cfg, match, clip, results, lr_setup.chance if lr_setup else None, note)
@@ -237,7 +242,8 @@ def run(
 
 def _train_cell(ccfg: Config, spec: CellSpec, vocab: corpus.Vocab, tr: np.ndarray, va: np.ndarray,
                 curves: dict[str, Curves], reporter: Reporter, gx: np.ndarray, gy: np.ndarray,
-                lr_setup: _LongRange | None, longrange_records: int) -> CellResult:
+                lr_setup: _LongRange | None, longrange_records: int,
+                pairs: list[tuple[str, str]] | None = None) -> CellResult:
     state = training.init_state(ccfg, len(vocab))
     # Measured before fit: its jitted step donates the state's buffers.
     grad_init = gradflow.model_profile(state.params, ccfg.model, gx, gy)
@@ -269,9 +275,10 @@ def _train_cell(ccfg: Config, spec: CellSpec, vocab: corpus.Vocab, tr: np.ndarra
     nan_profile = np.full_like(grad_init, np.nan)
     grad_final = gradflow.model_profile(params, ccfg.model, gx, gy) if params is not None else nan_profile
     lr_res = _longrange(params, ccfg, vocab, lr_setup, longrange_records) if params is not None and lr_setup else None
+    check = promptcheck.run(params, ccfg.model, vocab, pairs, seed=ccfg.train.seed) if params is not None and pairs else None
     speed = cur.chars_per_s[1:] or cur.chars_per_s  # step 1 compiles
     return CellResult(spec, cur, cur.val_loss[-1] if cur.val_loss else float("nan"), seconds,
-                      float(np.median(speed)) if speed else 0.0, lr_res, grad_init, grad_final, diverged)
+                      float(np.median(speed)) if speed else 0.0, lr_res, grad_init, grad_final, diverged, check)
 
 
 # --- tables and files ---------------------------------------------------------------------------------------
@@ -282,10 +289,20 @@ def _f(x: float, digits: int = 3) -> str:
 
 
 def summary_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
-    """The per-cell table: size, validation loss, speed, time, accuracy at long gaps."""
+    """The per-cell table: size, validation loss, speed, time, accuracy at long gaps, and with a prompt check the
+    worst place's share of right samples for "P" and for "I went to P"."""
     cols = ["cell", "hidden", "params", "val loss", "bits/char", "chars/s", "time", "acc gap≥100"]
-    rows = [[r.spec.cell, str(r.spec.hidden), f"{r.spec.params:,}", _f(r.val_loss, 4), _f(r.bits_per_char),
-             f"{r.chars_per_s:,.0f}", f"{r.seconds:.1f} s", _f(r.accuracy_from(100), 2)] for r in result.cells]
+    checked = any(r.prompt_check for r in result.cells)
+    cols += ['worst "P"', 'worst "I went to P"'] if checked else []
+    rows = []
+    for r in result.cells:
+        row = [r.spec.cell, str(r.spec.hidden), f"{r.spec.params:,}", _f(r.val_loss, 4), _f(r.bits_per_char),
+               f"{r.chars_per_s:,.0f}", f"{r.seconds:.1f} s", _f(r.accuracy_from(100), 2)]
+        if checked:
+            places = r.prompt_check.places if r.prompt_check else []
+            row += [_f(min((p.line for p in places), default=math.nan), 2),
+                    _f(min((p.went for p in places), default=math.nan), 2)]
+        rows.append(row)
     return cols, rows
 
 
@@ -328,6 +345,12 @@ def write_outputs(result: CompareResult, out: Path, png: bool = True) -> list[Pa
         lr_rows = [[r.spec.cell, b.label, b.count, b.accuracy, b.loss] for r in result.cells for b in r.longrange or []]
         _write_csv(out / "longrange.csv", ["cell", "gap", "count", "accuracy", "loss"], lr_rows)  # type: ignore[arg-type]
         written.append(out / "longrange.csv")
+    if any(r.prompt_check for r in result.cells):
+        pc_rows = [[r.spec.cell, p.place, p.language, p.line, p.line_greedy, p.went]
+                   for r in result.cells for p in (r.prompt_check.places if r.prompt_check else [])]
+        header = ["cell", "place", "language", "line", "line_greedy", "went"]
+        _write_csv(out / "prompt_check.csv", header, pc_rows)  # type: ignore[arg-type]
+        written.append(out / "prompt_check.csv")
     summary = {
         "corpus": str(result.corpus), "match": result.match, "clip": result.clip, "chance": result.chance,
         "longrange_note": result.longrange_note, "config": result.config.model_dump(),
@@ -335,7 +358,8 @@ def write_outputs(result: CompareResult, out: Path, png: bool = True) -> list[Pa
                    "bits_per_char": _num(r.bits_per_char), "chars_per_s": r.chars_per_s, "seconds": r.seconds,
                    "accuracy_gap_100_plus": _num(r.accuracy_from(100)), "diverged": r.diverged,
                    "longrange": [{"gap": b.label, "count": b.count, "accuracy": _num(b.accuracy), "loss": _num(b.loss)}
-                                 for b in r.longrange or []]} for r in result.cells],
+                                 for b in r.longrange or []],
+                   "prompt_check": r.prompt_check.to_json() if r.prompt_check else None} for r in result.cells],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     written.append(out / "summary.json")

@@ -117,6 +117,8 @@ class TrainConfig(_Section):
     sample_length: int = Field(200, ge=0, description="characters of the sample printed at each evaluation (0: none)")
     seed: int = Field(0, ge=0, description="seed for init, dropout and batch order")
     max_bad_steps: int = Field(10, ge=1, description="stop after this many consecutive non-finite steps (none applied)")
+    prompt_check: bool = Field(True, description="after training on an annotated corpus (the bundled one), sample "
+                               "each place's prompts and report how often the right language follows")
 
 
 class CheckpointConfig(_Section):

@@ -51,6 +51,10 @@ class RunDir:
         return self.path / "checkpoints"
 
     @property
+    def prompt_check_file(self) -> Path:
+        return self.path / "prompt_check.json"
+
+    @property
     def lock_file(self) -> Path:
         return self.path / ".lock"
 
@@ -79,6 +83,11 @@ class RunDir:
 
 def default_name(corpus: Path, cell: str) -> str:
     return f"{corpus.stem}-{cell}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def write_json(path: Path, data: object) -> None:
+    """Write `data` as JSON, atomically (a reader never sees half a file)."""
+    _write_atomic(path, json.dumps(data, indent=1))
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from charlstm import checkpoint, corpus, distributed, encoded, model, rundir, sampling, training
+from charlstm import checkpoint, corpus, distributed, encoded, model, promptcheck, rundir, sampling, training
 from charlstm.config import Config
 from charlstm.errors import RunError, UserError
 
@@ -40,6 +40,7 @@ class Summary:
     seconds: float
     chars_per_s: float
     interrupted: int = 0  # the signal number that stopped training, 0 if it finished
+    prompt_check: promptcheck.PromptCheck | None = None  # on an annotated corpus, with train.prompt_check
 
 
 class Interrupted(UserError):
@@ -207,7 +208,19 @@ def _train_locked(cfg: Config, run: rundir.RunDir, ckpt: checkpoint.Checkpointer
         raise Interrupted(stop.signum, run.path, step, distributed.process_count())
     # Step 0 compiles; leave it out of the speed figure.
     cps = float(np.median(speed[1:])) if len(speed) > 1 else (speed[0] if speed else 0.0)
-    return Summary(run.path, step, final_val, best, n_params, seconds, cps)
+    check = _prompt_check(cfg, training.weights(state), vocab, corpus_path, run) if main else None
+    return Summary(run.path, step, final_val, best, n_params, seconds, cps, prompt_check=check)
+
+
+def _prompt_check(cfg: Config, params: model.Params, vocab: corpus.Vocab, corpus_path: Path,
+                  run: rundir.RunDir) -> promptcheck.PromptCheck | None:
+    """The prompt check of the final weights on an annotated corpus, also written to the run directory."""
+    pairs = promptcheck.pairs_for(corpus_path, vocab) if cfg.train.prompt_check else None
+    if pairs is None:
+        return None
+    check = promptcheck.run(distributed.to_host(params), cfg.model, vocab, pairs, seed=cfg.train.seed)
+    rundir.write_json(run.prompt_check_file, check.to_json())
+    return check
 
 
 class _Agreed:

@@ -196,9 +196,9 @@ def test_divergence_is_reported_and_measured_at_the_last_evaluation(tmp_path: Pa
     def exploding_fit(cfg, state, tr, va, *, emit, **kw):  # noqa: ANN001, ANN003
         emit(compare.training.StepEvent(1, 3.0, 1e3, 1e-3, 1e5, skipped=False))
         emit(compare.training.EvalEvent(1, 3.0, state.params))
-        raise compare.train.NonFiniteError("10 consecutive steps had a non-finite loss or gradient (last at step 11)")
+        raise compare.training.NonFiniteError("10 consecutive steps had a non-finite loss or gradient (last at step 11)")
 
-    monkeypatch.setattr(compare.train, "fit", exploding_fit)
+    monkeypatch.setattr(compare.training, "fit", exploding_fit)
     messages: list[str] = []
     reporter = compare.NullReporter()
     reporter.message = messages.append  # type: ignore[method-assign]
@@ -233,4 +233,4 @@ def test_cli_compare_rnn(tmp_path: Path) -> None:
 
 
 def test_cli_compare_rnn_bad_cells(tmp_path: Path) -> None:
-    assert_clean_error(run_cli(["compare-rnn", "--cells", "rnn,transformer"], cwd=tmp_path), "--cells")
+    assert_clean_error(run_cli(["compare-rnn", "--cells", "rnn,transformer"], cwd=tmp_path), "--cells", code=2)
