@@ -7,6 +7,12 @@ The fractions of the machine's ceilings are computed the same way: each round al
 (training) and the model's batch-1 matmuls alone (sampling at batch 1, which reads every weight once per
 character; see `charlstm.probes`).
 
+Compilation is measured where a user meets it, at the start of a process: two fresh Python processes share an
+empty temporary compilation cache, the first compiles (cold) and fills it, the second loads what it can from it
+(cached, as a second `charlstm sample` or `train` of the same model does). Each reports the seconds from its
+start to the first sampled character (JAX import, random weights, compiling and running the first 512-character
+chunk) and the time to compile the training step.
+
 PyTorch (the optional `bench` extra) is imported only for `--vs-torch`. Its model is the one `charlstm
 export` writes (embedding -> nn.LSTM/GRU/RNN -> linear) loaded with the same weights, trained with Adam and
 global-norm clipping as charlstm is, and sampled with the per-character Python loop people write. On a CPU
@@ -18,10 +24,14 @@ the same device.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import platform
 import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -31,8 +41,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from charlstm import cells, export, model, perf, probes, sampling, training
+from charlstm import config as config_lib
 from charlstm.config import Config
-from charlstm.errors import UserError
+from charlstm.errors import UsageError, UserError
 
 VOCAB = 96  # synthetic character ids: printable ASCII plus a little; the speed depends on V only through the head
 SAMPLE_B1_CHARS = 512  # characters generated per round at batch 1 (one compiled chunk of 512)
@@ -77,8 +88,11 @@ class BenchResult:
     params: int
     steps_per_round: int
     rounds: int
-    compile_s: float  # lowering + XLA compilation of the training step (wall clock)
-    compile_cpu_s: float  # the same in CPU seconds of this process: what it costs on an idle machine
+    compile_s: float  # lowering + XLA compilation of the training step in a fresh process, nothing cached (wall clock)
+    compile_cpu_s: float  # the same in CPU seconds of that process: what it costs on an idle machine
+    compile_cached_s: float  # the same in a second process, with the first one's compilation cache
+    first_char_s: float  # from a fresh process's start to its first sampled character, nothing cached
+    first_char_cached_s: float  # the same with the compilation cache
     train_chars_per_s: float  # forward, backward, clipping, AdamW update; synced every step as `train` does
     sample_b1_chars_per_s: float
     sample_b64_chars_per_s: float
@@ -154,15 +168,10 @@ class _Charlstm:
 
     def __init__(self, cfg: Config, vocab_size: int) -> None:
         self.cfg = cfg
-        d = cfg.data
-        ids = np.random.default_rng(0).integers(0, vocab_size, (d.batch_size, d.seq_len + 1)).astype(np.int32)
-        self.x, self.y = jnp.asarray(ids[:, :-1]), jnp.asarray(ids[:, 1:])
-        self.reset = jnp.zeros(cfg.data.batch_size, bool)
+        ids, self.x, self.y, self.reset = _step_inputs(cfg, vocab_size)
         self.state = training.init_state(cfg, vocab_size)
         self.params0 = jax.tree_util.tree_map(jnp.copy, self.state.params)  # the train step donates the state
-        tic, cpu = time.perf_counter(), time.process_time()
         self.step = training.make_train_step(cfg).lower(self.state, self.x, self.y, self.reset).compile()
-        self.compile_s, self.compile_cpu_s = time.perf_counter() - tic, time.process_time() - cpu
         mem = self.step.memory_analysis()
         self.temp_mb = float(getattr(mem, "temp_size_in_bytes", 0) or 0) / 2**20
         self.first_loss = self.train(1)[1]
@@ -181,6 +190,55 @@ class _Charlstm:
         """Seconds for `sampling.generate` (chunks of up to 512 characters, each one jitted scan) of `length` per stream."""
         opts = sampling.SampleOptions(length=length, num_samples=batch, temperature=1.0)
         return probes.timed(lambda: [np.asarray(c) for c in sampling.generate(self.state.params, self.cfg.model, self.prompt, opts)])
+
+
+def _step_inputs(cfg: Config, vocab_size: int) -> tuple[np.ndarray, jax.Array, jax.Array, jax.Array]:
+    """Fixed random ids [B, T + 1], and the x, y and reset arguments of a training step made from them."""
+    d = cfg.data
+    ids = np.random.default_rng(0).integers(0, vocab_size, (d.batch_size, d.seq_len + 1)).astype(np.int32)
+    return ids, jnp.asarray(ids[:, :-1]), jnp.asarray(ids[:, 1:]), jnp.zeros(d.batch_size, bool)
+
+
+@dataclass(frozen=True)
+class Startup:
+    """What one fresh process measured (see `startup_probe`)."""
+
+    first_char_s: float
+    compile_s: float
+    compile_cpu_s: float
+
+
+def startup_probe(t0: float) -> None:
+    """The body of a fresh process (`measure_startup` starts it): read {"config", "vocab_size"} as JSON on
+    stdin, sample the first chunk from random weights, then compile the training step; print a `Startup` as
+    JSON. `t0` is the clock when the process began, before it imported JAX."""
+    job = json.load(sys.stdin)
+    cfg, vocab_size = config_lib.from_dict(job["config"]), int(job["vocab_size"])
+    params = model.init_params(cfg.model, vocab_size, jax.random.PRNGKey(0))
+    opts = sampling.SampleOptions(length=SAMPLE_B1_CHARS)
+    np.asarray(next(sampling.generate(params, cfg.model, np.zeros(1, np.int32), opts)))
+    first_char_s = time.perf_counter() - t0
+    _, x, y, reset = _step_inputs(cfg, vocab_size)
+    state = training.init_state(cfg, vocab_size)
+    tic, cpu = time.perf_counter(), time.process_time()
+    training.make_train_step(cfg).lower(state, x, y, reset).compile()
+    print(json.dumps(dataclasses.asdict(Startup(first_char_s, time.perf_counter() - tic, time.process_time() - cpu))))
+
+
+def measure_startup(cfg: Config, vocab_size: int) -> tuple[Startup, Startup]:
+    """(cold, cached): two fresh processes in turn on one empty temporary compilation cache."""
+    code = "import time; t0 = time.perf_counter(); from charlstm import bench; bench.startup_probe(t0)"
+    job = json.dumps({"config": cfg.model_dump(), "vocab_size": vocab_size})
+    results = []
+    with tempfile.TemporaryDirectory(prefix="charlstm-bench-cache-") as cache:
+        env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+        for _ in range(2):
+            proc = subprocess.run([sys.executable, "-c", code], input=job, env=env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                raise RuntimeError(f"the start-up probe failed (exit {proc.returncode}): {last}")
+            results.append(Startup(**json.loads(proc.stdout.strip().splitlines()[-1])))
+    return results[0], results[1]
 
 
 class _Torch:
@@ -274,10 +332,12 @@ def run(cfg: Config, steps: int = 5, rounds: int = 5, vs_torch: bool = False, vo
         log: Callable[[str], None] = lambda _: None) -> BenchResult:
     """Benchmark `cfg`'s model: `rounds` rounds of `steps` timed training steps and one sample per batch size."""
     if steps < 1 or rounds < 1:
-        raise UserError(f"--steps and --rounds must be at least 1 (got {steps}, {rounds})", "e.g. --steps 5")
+        raise UsageError(f"--steps and --rounds must be at least 1 (got {steps}, {rounds})", "e.g. --steps 5")
     if vs_torch and not torch_available():
         raise UserError("--vs-torch needs PyTorch, which is not installed", TORCH_HINT)
     d = cfg.data
+    log("timing start-up: two fresh processes, the second with the first one's compilation cache")
+    cold, cached = measure_startup(cfg, vocab_size)
     log(f"compiling the training step ({cfg.model.layers}x{cfg.model.hidden} {cfg.model.cell}, B{d.batch_size}, T{d.seq_len})")
     ours = _Charlstm(cfg, vocab_size)
     gemm = probes.gemm_probe()
@@ -344,7 +404,8 @@ def run(cfg: Config, steps: int = 5, rounds: int = 5, vs_torch: bool = False, vo
     return BenchResult(
         cell=m.cell, layers=m.layers, hidden=m.hidden, batch_size=d.batch_size, seq_len=d.seq_len,
         vocab_size=vocab_size, compute_dtype=m.compute_dtype, params=model.param_count(ours.params0),
-        steps_per_round=steps, rounds=rounds, compile_s=ours.compile_s, compile_cpu_s=ours.compile_cpu_s,
+        steps_per_round=steps, rounds=rounds, compile_s=cold.compile_s, compile_cpu_s=cold.compile_cpu_s,
+        compile_cached_s=cached.compile_s, first_char_s=cold.first_char_s, first_char_cached_s=cached.first_char_s,
         train_chars_per_s=speed["train"], sample_b1_chars_per_s=speed["b1"], sample_b64_chars_per_s=speed["b64"],
         train_flops_per_char=per_char, achieved_gflops=per_char * speed["train"] / 1e9,
         matmul_peak_gflops=statistics.median(peaks) / 1e9, fraction_of_peak=fraction,
@@ -362,7 +423,8 @@ def rows(res: BenchResult) -> list[tuple[str, str]]:
     out = [
         ("model", f"{res.layers}x{res.hidden} {res.cell}, {res.params:,} params, {res.compute_dtype}"),
         ("batch x seq_len", f"{res.batch_size} x {res.seq_len} (vocab {res.vocab_size})"),
-        ("compile (train step)", f"{res.compile_s:.2f} s ({res.compile_cpu_s:.2f} CPU s)"),
+        ("compile (train step)", f"{res.compile_s:.2f} s ({res.compile_cpu_s:.2f} CPU s); {res.compile_cached_s:.2f} s cached"),
+        ("first sampled character", f"{res.first_char_s:.2f} s after process start; {res.first_char_cached_s:.2f} s cached"),
         ("train chars/s", f"{res.train_chars_per_s:,.0f}"),
         ("sampling chars/s, batch 1", f"{res.sample_b1_chars_per_s:,.0f}"),
         ("sampling chars/s, batch 64", f"{res.sample_b64_chars_per_s:,.0f}"),

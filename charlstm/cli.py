@@ -1,36 +1,126 @@
-"""The command line: parse options, call one function per command, print through `ui`.
+"""The command line: parse options, call the Python API (`charlstm.api`) or one module per command, print through `ui`.
 
-The only place that catches user errors: a `UserError` becomes one red line on stderr and a non-zero exit.
+The only place that turns errors into exit codes: a `UserError` becomes one red line on stderr and exit 1 (the
+work failed) or 2 (usage), a click usage error the same one-line form with exit 2; see `charlstm.errors`.
+
+Start-up imports no JAX: every command imports what it needs in its body, after its options and config are
+checked, so --help, --version, shell completion and usage or config errors answer at once.
 """
 
 from __future__ import annotations
 
-import codecs
 import functools
+import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click and does not re-export these
 
-from charlstm import __version__
-from charlstm import config as config_lib
-from charlstm import ui
-from charlstm.errors import UserError
+from charlstm import __version__, ui
+from charlstm.errors import EXIT_CODES, UsageError, UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_CONFIG_HELP = "\b\nConfig keys (set with --set key=value):\n" + "\n".join(
-    f"  {k:<24} {d} (default {v})" for k, v, d in config_lib.describe()
-)
 
-app = typer.Typer(
-    help="Train character-level LSTM / GRU / RNN language models on any text file, sample from them, and see "
-    "why an LSTM beats a plain RNN on long-range dependencies.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+# --- typed choices: --help lists them, the parser rejects anything else (exit 2) ---------------------------
+
+
+class Color(str, Enum):
+    auto = "auto"
+    always = "always"
+    never = "never"
+
+
+class Encoding(str, Enum):  # config.DataConfig.encoding
+    utf8 = "utf-8"
+    bytes = "bytes"
+
+
+class Match(str, Enum):
+    params = "params"
+    hidden = "hidden"
+
+
+class Show(str, Enum):  # what `inspect` can draw; which of them a run has depends on its cell
+    forget = "forget"
+    input = "input"
+    output = "output"
+    cell = "cell"
+    update = "update"
+    reset = "reset"
+    hidden = "hidden"
+
+
+CELLS = ("rnn", "lstm", "gru")  # config.ModelConfig.cell
+
+
+# --- shell completion (kept JAX-free: completion runs the program once per TAB) ----------------------------
+
+
+def _complete_runs(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Run names in --runs-dir (the runs/ default when not typed yet), and latest."""
+    runs = Path(ctx.params.get("runs_dir") or "runs")
+    try:
+        names = sorted(p.name for p in runs.iterdir() if (p / "config.yaml").is_file())
+    except OSError:
+        return []
+    return [n for n in ["latest", *names] if n.startswith(incomplete)]
+
+
+def _complete_checkpoints(ctx: typer.Context, incomplete: str) -> list[str]:
+    """latest, best and the saved steps of the run given by --run (or runs/latest)."""
+    from charlstm import rundir
+
+    steps: list[str] = []
+    try:
+        run = rundir.resolve(ctx.params.get("run"), Path(ctx.params.get("runs_dir") or "runs"))
+        steps = sorted((p.name for p in run.checkpoints.iterdir() if p.name.isdigit()), key=int)
+    except (UserError, OSError):
+        pass
+    return [c for c in ["latest", "best", *steps] if c.startswith(incomplete)]
+
+
+def _complete_configs(incomplete: str) -> list[str]:
+    """Bundled config names, and YAML files beside what has been typed."""
+    from charlstm import config as config_lib
+
+    where = Path(incomplete).parent
+    try:
+        files = sorted(str(where / p.name) if str(where) != "." else p.name
+                       for p in where.iterdir() if p.suffix in (".yaml", ".yml"))
+    except OSError:
+        files = []
+    return [c for c in [*config_lib.list_configs(), *files] if c.startswith(incomplete)]
+
+
+def _complete_cells(incomplete: str) -> list[str]:
+    """The next cell name of a comma-separated list."""
+    done, _, last = incomplete.rpartition(",")
+    prefix = f"{done}," if done else ""
+    return [prefix + c for c in CELLS if c.startswith(last) and c not in done.split(",")]
+
+
+# --- option checks done by the parser ----------------------------------------------------------------------
+
+
+def _checkpoint_value(value: str) -> str:
+    from charlstm import api
+
+    try:
+        return api.parse_checkpoint(value)
+    except UsageError as err:
+        raise typer.BadParameter(f"{value!r}: use latest, best, or a step number") from err
+
+
+def _cells_value(value: str) -> str:
+    names = [s.strip().lower() for s in value.split(",") if s.strip()]
+    bad = [n for n in names if n not in CELLS]
+    if not names or bad:
+        raise typer.BadParameter(f"{value!r}: a comma-separated list of {', '.join(CELLS)}")
+    return value
 
 
 def _version(value: bool) -> None:
@@ -39,11 +129,34 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+# --- the app -----------------------------------------------------------------------------------------------
+
+EXIT_EPILOG = (
+    "Exit codes:\n" + "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES) + "\n\n"
+    "Environment: NO_COLOR turns colour off (as --color never); CHARLSTM_CACHE is the cache directory for "
+    "downloads, encoded corpora and compiled programs (default ~/.cache/charlstm; set it empty to compile every time)."
+)
+CONFIG_EPILOG = ("Every config key, its value and what it does: charlstm config show [NAME] [--set KEY=VALUE ...] "
+                 "prints the resolved YAML.")
+
+app = typer.Typer(
+    help="Train character-level LSTM / GRU / RNN language models on any text file, sample from them, and see "
+    "why an LSTM beats a plain RNN on long-range dependencies.",
+    epilog=EXIT_EPILOG,
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+
+
 @app.callback()
 def _global_options(
     version: bool = typer.Option(False, "--version", is_eager=True, callback=_version, help="Print the version and exit."),
+    color: Color = typer.Option(Color.auto, "--color", help="Colour in the output: auto (a terminal, unless NO_COLOR is "
+                                "set), always, or never. Charts and heatmaps use letters and shades without it."),
 ) -> None:
     """Options that come before the command name."""
+    ui.set_color(color.value)
 
 
 def user_errors(fn: F) -> F:
@@ -66,58 +179,79 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file, or a bundled name (default, tiny, shakespeare).")
-SetOpt = typer.Option([], "--set", "-s", help="Override a config value, e.g. --set model.hidden=128 (repeatable).")
+ConfigOpt = typer.Option(None, "--config", "-c", autocompletion=_complete_configs,
+                         help="YAML config file, or a bundled name (default, tiny, shakespeare, ...).")
+SetOpt = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
+                      help="Override a config value, e.g. --set model.hidden=128 (repeatable).")
 RunsDirOpt = typer.Option(Path("runs"), "--runs-dir", help="Directory holding runs.")
-RunOpt = typer.Option(None, "--run", "-r", help="Run directory or name (default: runs/latest).")
-CkptOpt = typer.Option("latest", "--checkpoint", help="Which checkpoint: latest, best, or a step number.")
+RunOpt = typer.Option(None, "--run", "-r", autocompletion=_complete_runs,
+                      help="Run directory or name (default: the newest run, runs/latest).")
+CkptOpt = typer.Option("latest", "--checkpoint", metavar="latest|best|STEP", callback=_checkpoint_value,
+                       autocompletion=_complete_checkpoints,
+                       help="Which checkpoint: the latest, the best (lowest validation loss), or a step number.")
+JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
 
 
-@app.command(epilog=_CONFIG_HELP)
+@app.command(epilog=CONFIG_EPILOG)
 @user_errors
 def train(
-    corpus: Optional[str] = typer.Argument(None, help="Text file to train on (default: the bundled corpora/languages.txt)."),
+    corpus: Optional[str] = typer.Argument(None, help="Text file to train on, or a corpus name (default: the bundled languages corpus)."),
     config: Optional[str] = ConfigOpt,
     set_: list[str] = SetOpt,
     steps: Optional[int] = typer.Option(None, "--steps", help="Shortcut for --set train.steps=N."),
-    encoding: Optional[str] = typer.Option(None, "--encoding", help="utf-8 (characters) or bytes (raw bytes, any file)."),
+    encoding: Optional[Encoding] = typer.Option(None, "--encoding", help="utf-8 (characters) or bytes (raw bytes, any file)."),
     name: Optional[str] = typer.Option(None, "--name", help="Run name (default <corpus>-<cell>-<timestamp>)."),
     runs_dir: Path = RunsDirOpt,
-    resume: Optional[str] = typer.Option(None, "--resume", metavar="[RUN]", help="Continue a run (default: runs/latest) from its newest checkpoint."),
+    resume: Optional[str] = typer.Option(None, "--resume", metavar="[RUN]", autocompletion=_complete_runs,
+                                         help="Continue a run (default: runs/latest) from its newest checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the summary."),
+    json_out: bool = typer.Option(False, "--json", help="Print the final summary as JSON on stdout (no table)."),
     coordinator: Optional[str] = typer.Option(None, "--coordinator", envvar="JAX_COORDINATOR_ADDRESS", help="HOST:PORT of process 0: join a multi-process job (with --num-processes and --process-id)."),
     num_processes: Optional[int] = typer.Option(None, "--num-processes", envvar="JAX_NUM_PROCESSES", help="Number of processes in the job."),
     process_id: Optional[int] = typer.Option(None, "--process-id", envvar="JAX_PROCESS_ID", help="This process's number, 0..N-1 (0 prints and writes metrics)."),
     dist_auto: bool = typer.Option(False, "--distributed", help="Join a multi-process job described by the cluster (SLURM, Open MPI, TPU pods)."),
 ) -> None:
     """Train a model on CORPUS; progress live in the terminal, checkpoints in runs/<name>/."""
-    from charlstm import distributed, rundir, runner
+    from charlstm import api
 
+    overrides = [*set_, *([f"train.steps={steps}"] if steps is not None else []),
+                 *([f"data.encoding={encoding.value}"] if encoding else [])]
+    cfg, run = api.training_config(config, overrides, resume=resume, runs_dir=runs_dir)  # before JAX starts
+
+    from charlstm import distributed
+
+    results = sys.stdout
     if distributed.initialize(coordinator, num_processes, process_id, auto=dist_auto):  # before JAX touches a device
-        ui.native_stdout_to_stderr()  # gloo's C++ connection messages: train has no results for stdout
+        results = ui.native_stdout_to_stderr()  # gloo's C++ connection messages; --json still goes to stdout
     main = distributed.is_main()
-
-    overrides = list(set_) + ([f"train.steps={steps}"] if steps is not None else []) + ([f"data.encoding={encoding}"] if encoding else [])
-    run = None
-    if resume is not None:
-        run = rundir.resolve(resume, runs_dir)
-        cfg = config_lib.load(run.config_file, overrides, saved=True)
-    else:
-        cfg = config_lib.load(config, overrides)
     display = ui.TrainingDisplay(cfg.train.log_every, quiet=quiet or not main)
-    summary = runner.train_run(cfg, corpus, display, name=name, runs_dir=runs_dir, resume=run,
-                               progress=ui.EncodeProgress(quiet=quiet))
+    summary = api.run_training(cfg, corpus, runs_dir=runs_dir, name=name, resume=run, reporter=display)
     if not main:  # process 0 reports for the job
+        return
+    bpc = lambda nats: None if nats is None else nats / 0.6931471805599453  # noqa: E731 (nats per bit: ln 2)
+    if json_out:
+        print(json.dumps({"run": str(summary.run_dir), "steps": summary.steps, "params": summary.params,
+                          "final_val_loss": summary.final_val_loss, "final_val_bpc": bpc(summary.final_val_loss),
+                          "best_val_loss": summary.best_val_loss, "chars_per_s": summary.chars_per_s,
+                          "seconds": summary.seconds,
+                          "prompt_check": summary.prompt_check.to_json() if summary.prompt_check else None}),
+              file=results, flush=True)
         return
     ui.table(
         "training summary", ["metric", "value"],
         [("run", summary.run_dir), ("steps", summary.steps), ("params", f"{summary.params:,}"),
          ("final val loss (nats/char)", ui.fmt(summary.final_val_loss)),
-         ("final val bits/char", ui.fmt(runner.bits(summary.final_val_loss))),
+         ("final val bits/char", ui.fmt(bpc(summary.final_val_loss))),
          ("best val loss (nats/char)", ui.fmt(summary.best_val_loss)),
          ("train chars/s (median)", f"{summary.chars_per_s:,.0f}"), ("wall time", f"{summary.seconds:.1f} s")],
         console=ui.err,
     )
+    if summary.prompt_check is not None:
+        from charlstm import promptcheck
+
+        check = summary.prompt_check
+        ui.table(f"prompt check: {check.samples} samples at temperature 1 from a line start (and greedy)",
+                 *promptcheck.rows(check), console=ui.err)
     ui.info(f"sample with: charlstm sample --run {summary.run_dir} --prompt \"...\"")
 
 
@@ -138,41 +272,46 @@ def sample(
     num_samples: int = typer.Option(1, "--num-samples", help="Independent samples, generated as one batch."),
     skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop prompt characters the model does not know."),
     line_start: bool = typer.Option(True, "--line-start/--mid-line", help="Read the prompt as the start of a line (after a newline) or as is."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object per sample and line on stdout: sample, prompt, text, seed, run, step."),
 ) -> None:
     """Generate text from a trained run, streamed as it is produced."""
-    from charlstm import checkpoint as ckpt
-    from charlstm import sampling
-
     if prompt is not None and prompt_file is not None:
-        raise UserError("--prompt and --prompt-file both given", "pass only one")
+        raise UsageError("--prompt and --prompt-file both given", "pass only one")
     if prompt_file is not None:
         try:
             prompt = prompt_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
             raise UserError(f"cannot read prompt file {prompt_file}: {err}", "pass a UTF-8 text file") from None
-    restored = ckpt.load_run(run, runs_dir, checkpoint, warn=ui.warn)
-    vocab = restored.vocab
-    opts = sampling.SampleOptions(length, temperature, top_k, top_p, greedy, seed, num_samples,
-                                  newline_id=sampling.newline_id(vocab) if line_start else -1)
-    opts.check(len(vocab))
-    text = sampling.default_prompt(vocab) if prompt is None else prompt
-    ids = sampling.encode_prompt(vocab, text, skip_unknown)
-    shown_prompt = vocab.decode(ids)
-    if num_samples == 1:  # stream: print each chunk as it is generated
-        dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        sys.stdout.write(shown_prompt)
-        for chunk in sampling.generate(restored.params, restored.config.model, ids, opts):
-            piece = vocab.decode(chunk[0]) if vocab.encoding == "utf-8" else dec.decode(bytes(vocab.symbols[i] for i in chunk[0]))
+    from charlstm import api
+
+    model = api.load(run, checkpoint, runs_dir=runs_dir, on_warning=ui.warn)
+    options: dict[str, Any] = dict(length=length, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
+                                   seed=seed, skip_unknown=skip_unknown, line_start=line_start)
+    if num_samples == 1 and not json_out:
+        pieces = model.stream(prompt, **options)
+        shown = next(pieces)  # the prompt as read
+        with ui.spinner("compiling the sampler"):  # only the first piece waits for XLA, and only once per model
+            first = next(pieces, "")
+        sys.stdout.write(shown + first)
+        sys.stdout.flush()
+        for piece in pieces:
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
-    else:
-        texts = sampling.sample_text(restored.params, restored.config.model, vocab, shown_prompt, opts)
-        for i, t in enumerate(texts):
-            if not ui.is_piped():
-                ui.err.print(f"[dim]--- sample {i + 1} ---[/]")
-            sys.stdout.write(t + "\n")
-    sys.stdout.flush()
+        sys.stdout.flush()
+        return
+    with ui.spinner(f"generating {num_samples} sample{'s' if num_samples > 1 else ''}"):
+        texts = model.sample(prompt, num_samples=num_samples, **options)
+    if json_out:
+        shown = model.read_prompt(prompt, skip_unknown)
+        for i, text in enumerate(texts):
+            print(json.dumps({"sample": i + 1, "prompt": shown, "text": text[len(shown):], "seed": seed,
+                              "run": str(model.run_dir), "step": model.step}))
+        return
+    for i, text in enumerate(texts):
+        ui.out.print(f"[dim]--- sample {i + 1}/{num_samples} ---[/]")
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
 
 @app.command(name="eval")
@@ -183,17 +322,15 @@ def eval_(
     runs_dir: Path = RunsDirOpt,
     checkpoint: str = CkptOpt,
     skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop and count characters not in the vocabulary."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    json_out: bool = JsonOpt,
 ) -> None:
     """Loss of a trained run on FILE, in nats/char and bits/char (state carried through the file)."""
-    import json
+    from charlstm import api
 
-    from charlstm import checkpoint as ckpt
-    from charlstm import evaluate
-
-    restored = ckpt.load_run(run, runs_dir, checkpoint, warn=ui.warn)
-    res = evaluate.evaluate_file(restored.params, restored.config.model, restored.vocab, file, skip_unknown)
-    result = {"file": str(file), "step": restored.step, "nats_per_char": res.nats_per_char, "bits_per_char": res.bits_per_char,
+    model = api.load(run, checkpoint, runs_dir=runs_dir, on_warning=ui.warn)
+    with ui.spinner(f"scoring {file}"):
+        res = model.score(file, skip_unknown=skip_unknown)
+    result = {"file": str(file), "step": model.step, "nats_per_char": res.nats_per_char, "bits_per_char": res.bits_per_char,
               "perplexity": res.perplexity, "chars_scored": res.chars_scored, "unknown_skipped": res.unknown_skipped}
     if json_out:
         print(json.dumps(result))
@@ -210,39 +347,43 @@ def export(
     checkpoint: str = CkptOpt,
 ) -> None:
     """Write the weights in PyTorch's nn.LSTM/GRU/RNN layout and names (.npz), with the vocabulary."""
-    from charlstm import checkpoint as ckpt
-    from charlstm import export as export_lib
+    from charlstm import api
 
-    if out.suffix != ".npz":
-        raise UserError(f"--out must end in .npz (got {out.name})", "e.g. --out model.npz")
-    restored = ckpt.load_run(run, runs_dir, checkpoint, warn=ui.warn)
-    sd = export_lib.export_npz(restored.params, restored.config, restored.vocab, out)
-    ui.info(f"wrote {out}: {len(sd)} tensors, step {restored.step}, cell {restored.config.model.cell}")
+    api.npz_path(out)  # a wrong name is a usage error, before the run is loaded
+    model = api.load(run, checkpoint, runs_dir=runs_dir, on_warning=ui.warn)
+    arrays = model.export(out)
+    ui.info(f"wrote {out}: {len(arrays)} tensors, step {model.step}, cell {model.config.model.cell}")
 
 
-@app.command(name="compare-rnn", epilog=_CONFIG_HELP)
+@app.command(name="compare-rnn", epilog=CONFIG_EPILOG)
 @user_errors
 def compare_rnn(
-    corpus: Optional[str] = typer.Argument(None, help="Text file to train on (default: the bundled corpora/languages.txt)."),
-    config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML config file or bundled name (default: compare-rnn)."),
+    corpus: Optional[str] = typer.Argument(None, help="Text file to train on (default: the bundled languages corpus)."),
+    config: Optional[str] = typer.Option(None, "--config", "-c", autocompletion=_complete_configs,
+                                         help="YAML config file or bundled name (default: compare-rnn)."),
     set_: list[str] = SetOpt,
-    cells: str = typer.Option("rnn,lstm", "--cells", help="Comma-separated cells to train: rnn, lstm, gru."),
+    cells: str = typer.Option("rnn,lstm", "--cells", metavar="CELL,CELL...", callback=_cells_value,
+                              autocompletion=_complete_cells, help=f"Cells to train, comma-separated: {', '.join(CELLS)}."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps per cell (shortcut for --set train.steps=N)."),
-    match: str = typer.Option("params", "--match", help="params: size every cell to the config cell's parameter count; hidden: one width for all."),
+    match: Match = typer.Option(Match.params, "--match", help="params: size every cell to the config cell's parameter count; hidden: one width for all."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the curves (CSV), a summary (JSON) and the charts (PNG, needs matplotlib) here."),
     no_clip: bool = typer.Option(False, "--no-clip", help="Train without gradient clipping (watch an RNN's gradient norm explode)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the tables, no live chart or progress."),
 ) -> None:
     """Train an RNN and an LSTM (and a GRU) on the same data and show, measured, why the LSTM wins."""
-    from charlstm import compare, plots
+    from charlstm import config as config_lib
 
-    names = compare.parse_cells(cells)
     cfg = config_lib.load(config or "compare-rnn", list(set_) + ([f"train.steps={steps}"] if steps is not None else []))
+    from charlstm import compare, perf, plots
+
+    perf.compile_cache()
+    names = compare.parse_cells(cells)
     png = out is not None and plots.have_matplotlib()
     if out is not None and not png:
         ui.warn("matplotlib is not installed: --out writes CSV/JSON only (pip install 'charlstm[plots]' for PNG charts)")
-    result = compare.run(cfg, corpus, names, match=match, clip=not no_clip, reporter=plots.LiveDisplay(ui.err, quiet=quiet))
-    color = ui.out.is_terminal
+    color = ui.color_on(ui.out)
+    live = plots.LiveDisplay(ui.err, quiet=quiet, color=ui.color_on(ui.err))
+    result = compare.run(cfg, corpus, names, match=match.value, clip=not no_clip, reporter=live)
     if not quiet:
         for text in plots.charts(result, width=min(ui.out.width, 110), height=18, color=color):
             plots.show(text, ui.out, color)
@@ -261,23 +402,25 @@ def compare_rnn(
         ui.info(f"wrote {len(written)} files to {out}: {', '.join(p.name for p in written)}")
 
 
-@app.command(epilog=_CONFIG_HELP)
+@app.command(epilog=CONFIG_EPILOG)
 @user_errors
 def bench(
     config: Optional[str] = ConfigOpt,
     set_: list[str] = SetOpt,
     steps: int = typer.Option(5, "--steps", help="Timed training steps per round (after compilation)."),
     rounds: int = typer.Option(5, "--rounds", help="Measurement rounds; speeds and ratios are medians over rounds."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    json_out: bool = JsonOpt,
     vs_torch: bool = typer.Option(False, "--vs-torch", help="Also run the same model in PyTorch, alternating, and print the ratios."),
 ) -> None:
-    """Training and sampling speed, compile time, memory and fraction of the machine's matmul peak."""
+    """Training and sampling speed, compile time (cold and cached), time to the first sampled character, memory
+    and the fraction of the machine's matmul peak."""
     import dataclasses
-    import json
 
-    from charlstm import bench as bench_lib
+    from charlstm import config as config_lib
 
     cfg = config_lib.load(config, set_)
+    from charlstm import bench as bench_lib
+
     res = bench_lib.run(cfg, steps=steps, rounds=rounds, vs_torch=vs_torch, log=ui.info)
     if json_out:
         print(json.dumps(dataclasses.asdict(res)))
@@ -296,26 +439,25 @@ def inspect_(
     layer: Optional[int] = typer.Option(None, "--layer", help="Layer to show, counted from 1 (default: the last)."),
     cell: list[int] = typer.Option([], "--cell", help="Show this cell, 0..hidden-1 (repeatable)."),
     top: Optional[int] = typer.Option(None, "--top", help="Show the K cells that best track simple text properties (default 5)."),
-    show: Optional[str] = typer.Option(None, "--show", help="LSTM: forget, input, output, cell or hidden; GRU: update, reset or hidden; RNN: hidden. Default: cell (LSTM), hidden (others)."),
+    show: Optional[Show] = typer.Option(None, "--show", help="LSTM: forget, input, output, cell or hidden; GRU: update, reset or hidden; RNN: hidden. Default: cell (LSTM), hidden (others)."),
     html: Optional[Path] = typer.Option(None, "--html", help="Also write the view as a standalone HTML page."),
     max_chars: int = typer.Option(20000, "--max-chars", help="Read at most this many characters of the text."),
     display_chars: int = typer.Option(800, "--display-chars", help="Draw at most this many characters per cell."),
     skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop characters not in the vocabulary."),
 ) -> None:
     """Watch the gates and memory cells read text: one coloured line per cell, gate saturation, place memory."""
-    from charlstm import checkpoint as ckpt
-    from charlstm import heatmap, inspection, rundir
+    if display_chars < 1:
+        raise UsageError(f"--display-chars must be at least 1 (got {display_chars})", "e.g. --display-chars 800")
+    from charlstm import api, heatmap, inspection
 
     source = inspection.load_text(text, file, max_chars)
-    if display_chars < 1:
-        raise UserError(f"--display-chars must be at least 1 (got {display_chars})", "e.g. --display-chars 800")
-    restored = ckpt.load_run(run, runs_dir, checkpoint, warn=ui.warn)
-    report = inspection.analyse(restored.params, restored.config.model, restored.vocab, source.text, layer=layer,
-                                cells=cell, top=top, show=show, records=source.records, skip_unknown=skip_unknown)
+    model = api.load(run, checkpoint, runs_dir=runs_dir, on_warning=ui.warn)
+    report = inspection.analyse(model.params, model.config.model, model.vocab, source.text, layer=layer, cells=cell,
+                                top=top, show=show.value if show else None, records=source.records,
+                                skip_unknown=skip_unknown)
     notes = [f"read the first {max_chars:,} characters of {file} (--max-chars)"] if source.truncated else []
-    label = f"{rundir.resolve(run, runs_dir).path.name}, step {restored.step}"
-    view = heatmap.inspect_view(report, label, display_chars, notes)
-    heatmap.print_view(ui.out, view, table=ui.table)
+    view = heatmap.inspect_view(report, f"{model.run_dir.name}, step {model.step}", display_chars, notes)
+    heatmap.print_view(ui.out, view, table=ui.table, color=ui.color_on(ui.out))
     if html is not None:
         try:
             heatmap.write_html(html, view)
@@ -346,9 +488,48 @@ def corpus_get(
     """Download a corpus into the cache, verify its checksum and print its path."""
     from charlstm import download
 
-    path = download.get(name, url)
+    with ui.DownloadProgress(f"downloading {name}") as progress:
+        path = download.get(name, url, progress=progress)
     ui.info(f"{name}: verified sha256, cached")
     print(path)
+
+
+config_app = typer.Typer(help="Show configurations: every key, its value and what it does.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+@user_errors
+def config_show(
+    name: Optional[str] = typer.Argument(None, autocompletion=_complete_configs,
+                                         help="A bundled config name or a YAML file (default: default)."),
+    set_: list[str] = SetOpt,
+) -> None:
+    """Print the resolved config as YAML, each key with what it does: a starting point for your own file."""
+    from charlstm import config as config_lib
+
+    cfg = config_lib.load(name, set_)
+    print(_commented_yaml(cfg, name or "default", set_), end="")
+
+
+def _commented_yaml(cfg: Any, source: str, overrides: list[str]) -> str:
+    """The config as YAML that loads back to the same values, every key followed by its description."""
+    import yaml
+
+    from charlstm import config as config_lib
+
+    notes = {key: description for key, _, description in config_lib.describe()}
+    lines = [f"# charlstm config {source}" + "".join(f" --set {o}" for o in overrides)]
+    for section, values in cfg.model_dump().items():
+        lines.append(f"{section}:")
+        pairs = [(f"  {yaml.safe_dump({k: v}, default_flow_style=False, width=1 << 20).strip()}", notes.get(f"{section}.{k}", ""))
+                 for k, v in values.items()]
+        pad = max(len(p) for p, _ in pairs)
+        lines += [f"{p:<{pad}}  # {note}" if note else p for p, note in pairs]
+    return "\n".join(lines) + "\n"
+
+
+# --- entry point -------------------------------------------------------------------------------------------
 
 
 def _optional_resume_value(argv: list[str]) -> list[str]:
@@ -361,13 +542,30 @@ def _optional_resume_value(argv: list[str]) -> list[str]:
     return out
 
 
+def _usage_error(err: ClickException) -> int:
+    """A click usage error (unknown option, bad value, missing argument) as the same one line as ours."""
+    ctx = getattr(err, "ctx", None)
+    ui.error(err.format_message(), f"see: {ctx.command_path} --help" if ctx is not None else "see: charlstm --help")
+    return err.exit_code
+
+
 def main() -> None:
     """Console-script entry point."""
     from charlstm import perf
 
     perf.tune_malloc()  # before JAX allocates anything: see charlstm/perf.py
     perf.deterministic_gpu()  # before JAX creates a GPU backend
-    app(args=_optional_resume_value(sys.argv[1:]), prog_name="charlstm")
+    perf.compile_cache()  # environment variables only: JAX reads them if a command starts it
+    try:
+        code = app(args=_optional_resume_value(sys.argv[1:]), prog_name="charlstm", standalone_mode=False)
+    except NoArgsIsHelpError as err:  # `charlstm` or `charlstm corpus` alone: the help, as a usage error
+        err.show()
+        code = err.exit_code
+    except ClickException as err:
+        code = _usage_error(err)
+    except typer.Abort:
+        code = 1
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ values to colours, wraps the units to a width counted in terminal cells, prints 
 Width is counted with rich's `cell_len`, so CJK characters and emoji take two columns and combining marks
 none; control characters are replaced by visible stand-ins (a newline shows as "↵" and ends the line),
 because an invisible character cannot show a colour and a raw one would break the layout.
+
+Without colour (NO_COLOR, --color never, a pipe) every line of text gets a line of bars under it instead, one
+bar per column, its height the value from the low end (▁) to the high end (█).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ NEGATIVE: RGB = (33, 102, 172)
 MIDDLE: RGB = (247, 247, 247)
 POSITIVE: RGB = (178, 24, 43)
 
+LEVELS = "▁▂▃▄▅▆▇█"  # the bars drawn under the text without colour: low end to high end
 NEWLINE_GLYPH = "↵"
 _SPECIAL = {"\n": NEWLINE_GLYPH, "\t": "⇥", "\r": "␍", "\x7f": "␡"}
 
@@ -194,14 +198,35 @@ def render_line(line: Sequence[Unit], scale: Scale) -> Text:
     return text
 
 
-def render(row: Row, width: int) -> list[Text]:
-    """The row's units as wrapped, coloured rich Text lines, each at most `width` columns."""
-    return [render_line(line, row.scale) for line in wrap(row.units, width)]
+def level(t: float) -> str:
+    """The bar for a position t in [-1, 1] (clamped; NaN counts as the middle)."""
+    t = 0.0 if math.isnan(t) else max(-1.0, min(1.0, t))
+    return LEVELS[min(len(LEVELS) - 1, int((t + 1.0) / 2.0 * len(LEVELS)))]
 
 
-def legend(lo: str, hi: str, description: str, swatches: int = 21) -> Text:
-    """`lo ████ hi  description`: the colour bar from the low end through the middle to the high end."""
+def render_bars(line: Sequence[Unit], scale: Scale) -> Text:
+    """The line of bars under a line of text: as many bars per unit as the columns its glyph takes."""
+    return Text("".join(level(scale.unit(v)) * width_of(g) for g, v in line), no_wrap=True, overflow="ignore", end="")
+
+
+def render(row: Row, width: int, color: bool = True) -> list[Text]:
+    """The row's units as wrapped rich Text lines, each at most `width` columns: coloured, or without colour
+    each line of text followed by its line of bars."""
+    lines = wrap(row.units, width)
+    if color:
+        return [render_line(line, row.scale) for line in lines]
+    plain = [[Text("".join(g for g, _ in line), no_wrap=True, overflow="ignore", end=""), render_bars(line, row.scale)]
+             for line in lines]
+    return [t for pair in plain for t in pair]
+
+
+def legend(lo: str, hi: str, description: str, swatches: int = 21, color: bool = True) -> Text:
+    """`lo ████ hi  description`: the colour bar from the low end through the middle to the high end (without
+    colour, the bars from lowest to highest)."""
     text = Text(f"{lo} ", no_wrap=True, end="")
+    if not color:
+        text.append(f"{LEVELS} {hi}  {description} (bar height under each character)")
+        return text
     for k in range(swatches):
         t = -1.0 + 2.0 * k / (swatches - 1)
         text.append("█", Style(color=Color.from_rgb(*diverging(t))))
@@ -210,18 +235,21 @@ def legend(lo: str, hi: str, description: str, swatches: int = 21) -> Text:
 
 
 def print_view(console: Console, view: View, width: int | None = None,
-               table: Callable[[str, list[str], list[list[str]]], None] | None = None) -> None:
+               table: Callable[[str, list[str], list[list[str]]], None] | None = None, color: bool | None = None) -> None:
     """Header, legends, every row (title line, then the wrapped heatmap), the tables (through `table`, the
-    caller's table printer, if given) and the notes, on `console`."""
+    caller's table printer, if given) and the notes, on `console`. `color` defaults to whether the console
+    shows colours."""
     width = max(2, width or console.width)
+    if color is None:
+        color = console.color_system is not None and not console.no_color
     for line in view.header:
         console.print(Text(line), soft_wrap=True)
     for lo, hi, desc in view.legends:
-        console.print(legend(lo, hi, desc), soft_wrap=True)
+        console.print(legend(lo, hi, desc, color=color), soft_wrap=True)
     for row in view.rows:
         console.print()
         console.print(Text(row.title, style="bold"), soft_wrap=True)
-        for line in render(row, width):
+        for line in render(row, width, color):
             console.print(line, soft_wrap=True)
     for title, columns, rows in view.tables if table is not None else []:
         table(title, columns, rows)

@@ -207,11 +207,14 @@ def show(text: str, console: Console, color: bool) -> None:
 class LiveDisplay:
     """While cells train: a live loss chart on a terminal; plain progress lines otherwise; nothing if quiet.
 
-    Implements `compare.Reporter`. Redraws are throttled (a chart takes ~20 ms, a step ~100 ms).
+    Implements `compare.Reporter`. Redraws are throttled (a chart takes ~20 ms, a step ~100 ms). Without
+    `color` the chart tells the cells apart by letters.
     """
 
-    def __init__(self, console: Console, quiet: bool = False, every_s: float = 0.5, log_every: int = 100) -> None:
+    def __init__(self, console: Console, quiet: bool = False, every_s: float = 0.5, log_every: int = 100,
+                 color: bool = True) -> None:
         self.console, self.quiet, self.every_s, self.log_every = console, quiet, every_s, log_every
+        self.color = color
         self.live_mode = console.is_terminal and not quiet
         self.live: Live | None = None
         self.plan: list[CellSpec] = []
@@ -236,7 +239,8 @@ class LiveDisplay:
                                 f" · loss {c.loss[-1]:.4f}{val}{cps}" if c.loss else f"[bold]{escape(cell)}[/]")
         width = max(40, self.console.width - 1)
         height = max(10, min(22, self.console.height - 3))
-        return Group(head, Text.from_ansi(loss_chart(curves, self.steps, width=width, height=height, color=True)))
+        chart_text = loss_chart(curves, self.steps, width=width, height=height, color=self.color)
+        return Group(head, Text.from_ansi(chart_text) if self.color else Text(chart_text))
 
     def event(self, cell: str, ev: training.Event, curves: Mapping[str, Curves]) -> None:
         if self.quiet:

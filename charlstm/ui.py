@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Iterable, Iterator, Literal, TextIO
 
 from rich.console import ColorSystem, Console
 from rich.markup import escape
@@ -241,11 +241,13 @@ def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[object]], 
     console.print(t)
 
 
-def native_stdout_to_stderr() -> None:
+def native_stdout_to_stderr() -> TextIO:
     """Point file descriptor 1 at stderr, so that messages native libraries print (gloo announces its
-    connections on C++'s stdout) stay with the diagnostics. Only for commands with no results on stdout."""
+    connections on C++'s stdout) stay with the diagnostics; returns a stream to the real stdout, for results."""
     sys.stdout.flush()
+    results = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return results
 
 
 def is_piped() -> bool:

@@ -51,9 +51,10 @@ def assert_ok(proc: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in proc.stderr, describe(proc)
 
 
-def assert_clean_error(proc: subprocess.CompletedProcess[str], *words: str, code: int = 2) -> str:
-    """A user error: exit `code` (non-zero), no traceback, nothing on stdout, and stderr is exactly one
-    line starting with "error:" that contains every one of `words`. Returns that line."""
+def assert_clean_error(proc: subprocess.CompletedProcess[str], *words: str, code: int) -> str:
+    """A user error: exit `code` (1: the work failed, 2: usage; see charlstm.errors), no traceback, nothing on
+    stdout, and stderr is exactly one line starting with "error:" that contains every one of `words`. Returns
+    that line."""
     assert code != 0
     assert proc.returncode == code, describe(proc)
     assert "Traceback" not in proc.stderr, describe(proc)

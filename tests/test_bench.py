@@ -15,7 +15,8 @@ TINY = ["model.layers=1", "model.hidden=8", "data.batch_size=2", "data.seq_len=4
 
 
 def check_sane(res: dict) -> None:
-    for key in ("compile_s", "compile_cpu_s", "train_chars_per_s", "sample_b1_chars_per_s", "sample_b64_chars_per_s",
+    for key in ("compile_s", "compile_cpu_s", "compile_cached_s", "first_char_s", "first_char_cached_s",
+                "train_chars_per_s", "sample_b1_chars_per_s", "sample_b64_chars_per_s",
                 "train_flops_per_char", "achieved_gflops", "matmul_peak_gflops", "fraction_of_peak", "peak_rss_mb",
                 "sample_weight_mb", "sample_b1_matmul_gb_per_s", "sample_b1_ceiling_chars_per_s", "sample_b1_fraction_of_ceiling"):
         assert isinstance(res[key], float) and math.isfinite(res[key]) and res[key] > 0, key

@@ -81,7 +81,7 @@ def test_reported_minimum_size_is_enough_to_train(tmp_path: Path) -> None:
     tiny = write_text(tmp_path / "tiny.txt", "hello world\n")
     runs = tmp_path / "runs"
     line = assert_clean_error(run_cli(train_args(tiny, runs), cwd=tmp_path), "too small", "need at least",
-                              "data.batch_size", "data.seq_len")
+                              "data.batch_size", "data.seq_len", code=1)
     assert not runs.exists()  # nothing created for a rejected corpus
     need = int(re.search(r"need at least ([\d,]+)", line).group(1).replace(",", ""))  # type: ignore[union-attr]
     assert need > 12
@@ -96,7 +96,7 @@ def test_one_symbol_corpus_with_large_validation_fraction(tmp_path: Path) -> Non
     runs = tmp_path / "runs"
     proc = run_cli(["train", tmp_path / "one.txt", "--config", "tiny", "--set", "data.val_fraction=0.9", "--runs-dir", runs],
                    cwd=tmp_path)
-    line = assert_clean_error(proc, "too small", "1 symbols", "need at least")
+    line = assert_clean_error(proc, "too small", "1 symbols", "need at least", code=1)
     need = int(re.search(r"need at least ([\d,]+)", line).group(1).replace(",", ""))  # type: ignore[union-attr]
     assert need < 10_000_000
 
@@ -112,20 +112,20 @@ def _train_error(tmp_path: Path, corpus: Path | str, *extra: str) -> tuple:
 
 def test_missing_corpus(tmp_path: Path) -> None:
     proc, runs = _train_error(tmp_path, tmp_path / "nope.txt")
-    assert_clean_error(proc, "corpus not found", "nope.txt", "check the path")
+    assert_clean_error(proc, "corpus not found", "nope.txt", "check the path", code=1)
     assert not runs.exists()
 
 
 def test_directory_as_corpus(tmp_path: Path) -> None:
     (tmp_path / "adir").mkdir()
     proc, _ = _train_error(tmp_path, tmp_path / "adir")
-    assert_clean_error(proc, "is a directory", "adir", "pass a text file")
+    assert_clean_error(proc, "is a directory", "adir", "pass a text file", code=1)
 
 
 def test_empty_corpus(tmp_path: Path) -> None:
     (tmp_path / "empty.txt").write_bytes(b"")
     proc, runs = _train_error(tmp_path, tmp_path / "empty.txt")
-    assert_clean_error(proc, "empty", "empty.txt")
+    assert_clean_error(proc, "empty", "empty.txt", code=1)
     assert not runs.exists()
 
 
@@ -133,13 +133,13 @@ def test_invalid_utf8_corpus(tmp_path: Path) -> None:
     (tmp_path / "bad.txt").write_bytes("héllo wörld ".encode("utf-8") + b"\xff and more")
     proc, _ = _train_error(tmp_path, tmp_path / "bad.txt")
     offset = len("héllo wörld ".encode("utf-8"))
-    assert_clean_error(proc, "invalid UTF-8", f"byte offset {offset}", "--encoding bytes")
+    assert_clean_error(proc, "invalid UTF-8", f"byte offset {offset}", "--encoding bytes", code=1)
 
 
 def test_binary_corpus(tmp_path: Path) -> None:
     (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 8)
     proc, _ = _train_error(tmp_path, tmp_path / "blob.bin")
-    assert_clean_error(proc, "binary", "NUL", "--encoding bytes")
+    assert_clean_error(proc, "binary", "NUL", "--encoding bytes", code=1)
 
 
 def test_yaml_syntax_error_in_config_file(tmp_path: Path) -> None:
@@ -147,7 +147,7 @@ def test_yaml_syntax_error_in_config_file(tmp_path: Path) -> None:
     cfg.write_text("model:\n  hidden: 32\n  cell: lstm\n train: {steps: 3}\n", encoding="utf-8")
     corpus = write_text(tmp_path / "c.txt", mixed_text(300))
     proc = run_cli(["train", corpus, "--config", cfg, "--runs-dir", tmp_path / "runs"], cwd=tmp_path)
-    line = assert_clean_error(proc, "YAML", "broken.yaml", "line 4", "fix the YAML syntax")
+    line = assert_clean_error(proc, "YAML", "broken.yaml", "line 4", "fix the YAML syntax", code=2)
     assert not (tmp_path / "runs").exists()
     assert line.count("error:") == 1
 
@@ -155,7 +155,7 @@ def test_yaml_syntax_error_in_config_file(tmp_path: Path) -> None:
 def test_missing_config_file(tmp_path: Path) -> None:
     proc = run_cli(["train", "--config", tmp_path / "nope.yaml", "--runs-dir", tmp_path / "runs"], cwd=tmp_path)
     # names the file and the bundled configs
-    assert_clean_error(proc, "config file not found", "nope.yaml", "tiny")
+    assert_clean_error(proc, "config file not found", "nope.yaml", "tiny", code=2)
 
 
 @pytest.mark.parametrize(
@@ -170,13 +170,13 @@ def test_missing_config_file(tmp_path: Path) -> None:
 )
 def test_bad_set_overrides(tmp_path: Path, override: str, words: list[str]) -> None:
     proc, runs = _train_error(tmp_path, "languages", "--set", override)
-    assert_clean_error(proc, *words)
+    assert_clean_error(proc, *words, code=2)
     assert not runs.exists()
 
 
 def test_bad_encoding_option(tmp_path: Path) -> None:
     proc, _ = _train_error(tmp_path, "languages", "--encoding", "latin-1")
-    assert_clean_error(proc, "'latin-1'", "data.encoding", "'bytes'")
+    assert_clean_error(proc, "'latin-1'", "--encoding", "'bytes'", "charlstm train --help", code=2)
 
 
 # --- reading commands without a usable run -------------------------------------------------------------------
@@ -185,12 +185,13 @@ def test_bad_encoding_option(tmp_path: Path) -> None:
 def test_sample_without_any_run(tmp_path: Path) -> None:
     empty = tmp_path / "runs"
     empty.mkdir()
-    assert_clean_error(run_cli(["sample", "--runs-dir", empty], cwd=tmp_path), "no trained run found", "charlstm train", "--run")
+    assert_clean_error(run_cli(["sample", "--runs-dir", empty], cwd=tmp_path), "no trained run found", "charlstm train", "--run",
+                       code=1)
 
 
 def test_sample_missing_run_dir(tmp_path: Path) -> None:
     proc = run_cli(["sample", "--run", tmp_path / "gone", "--runs-dir", tmp_path], cwd=tmp_path)
-    assert_clean_error(proc, "run not found", "gone")
+    assert_clean_error(proc, "run not found", "gone", code=1)
 
 
 def test_sample_dangling_latest(tmp_path: Path) -> None:
@@ -198,13 +199,13 @@ def test_sample_dangling_latest(tmp_path: Path) -> None:
     runs.mkdir()
     (runs / "latest").symlink_to("deleted-run", target_is_directory=True)
     proc = run_cli(["sample", "--runs-dir", runs], cwd=tmp_path)
-    assert_clean_error(proc, "latest", "no longer exists", "--run")
+    assert_clean_error(proc, "latest", "no longer exists", "--run", code=1)
 
 
 def test_sample_dir_that_is_not_a_run(tmp_path: Path) -> None:
     (tmp_path / "notarun").mkdir()
     proc = run_cli(["sample", "--run", tmp_path / "notarun", "--runs-dir", tmp_path], cwd=tmp_path)
-    assert_clean_error(proc, "not a charlstm run", "config.yaml")
+    assert_clean_error(proc, "not a charlstm run", "config.yaml", code=1)
 
 
 # --- on a trained run -----------------------------------------------------------------------------------------
@@ -218,12 +219,12 @@ def _sample(trained: tuple[Path, Path, str], *args: str | int | float) -> tuple:
 def test_eval_missing_file(trained: tuple[Path, Path, str], tmp_path: Path) -> None:
     runs, _, _ = trained
     proc = run_cli(["eval", tmp_path / "missing.txt", "--runs-dir", runs], cwd=tmp_path)
-    assert_clean_error(proc, "not found", "missing.txt")
+    assert_clean_error(proc, "not found", "missing.txt", code=1)
 
 
 def test_prompt_with_unknown_character(trained: tuple[Path, Path, str]) -> None:
     proc = _sample(trained, "--prompt", f"hé{UNKNOWN}", "--length", "10")
-    assert_clean_error(proc, repr(UNKNOWN), "vocabulary", "--skip-unknown")
+    assert_clean_error(proc, repr(UNKNOWN), "vocabulary", "--skip-unknown", code=2)
 
 
 def test_prompt_skip_unknown(trained: tuple[Path, Path, str]) -> None:
@@ -234,29 +235,29 @@ def test_prompt_skip_unknown(trained: tuple[Path, Path, str]) -> None:
 
 
 def test_temperature_zero_needs_greedy(trained: tuple[Path, Path, str]) -> None:
-    assert_clean_error(_sample(trained, "--temperature", "0"), "--temperature", "> 0", "--greedy")
+    assert_clean_error(_sample(trained, "--temperature", "0"), "--temperature", "> 0", "--greedy", code=2)
     proc = _sample(trained, "--temperature", "0", "--greedy", "--prompt", "the", "--length", "25")
     assert_ok(proc)
     assert proc.stdout.startswith("the") and len(proc.stdout) == 3 + 25 + 1
 
 
 def test_length_zero(trained: tuple[Path, Path, str]) -> None:
-    assert_clean_error(_sample(trained, "--length", "0"), "--length", "at least 1")
+    assert_clean_error(_sample(trained, "--length", "0"), "--length", "at least 1", code=2)
 
 
 def test_top_k_larger_than_vocab(trained: tuple[Path, Path, str]) -> None:
     _, run, _ = trained
     size = len(json.loads((run / "vocab.json").read_text(encoding="utf-8"))["symbols"])
-    assert_clean_error(_sample(trained, "--top-k", size + 1), "--top-k", f"0..{size}", str(size + 1))
+    assert_clean_error(_sample(trained, "--top-k", size + 1), "--top-k", f"0..{size}", str(size + 1), code=2)
 
 
 @pytest.mark.parametrize("top_p", ["0", "1.5", "-0.2"])
 def test_top_p_out_of_range(trained: tuple[Path, Path, str], top_p: str) -> None:
-    assert_clean_error(_sample(trained, "--top-p", top_p), "--top-p", "(0, 1]")
+    assert_clean_error(_sample(trained, "--top-p", top_p), "--top-p", "(0, 1]", code=2)
 
 
 def test_empty_prompt(trained: tuple[Path, Path, str]) -> None:
-    assert_clean_error(_sample(trained, "--prompt", ""), "prompt is empty", "--prompt")
+    assert_clean_error(_sample(trained, "--prompt", ""), "prompt is empty", "--prompt", code=2)
 
 
 def test_same_seed_same_text_piped_output_is_plain(trained: tuple[Path, Path, str]) -> None:

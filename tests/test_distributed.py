@@ -72,7 +72,7 @@ def test_run_trained_on_four_devices_resumes_in_a_one_device_process(runs: Path,
     _assert_same_losses(runs / "four_half", runs / "ref", steps=4)
     # Its config asks for 4 devices: this process has 1, and says so until told to use what there is.
     assert_clean_error(run_cli(["train", "--resume", runs / "four_half", "--steps", "8", "--runs-dir", runs]),
-                       "dist.devices=4", "1 cpu device", "--set dist.devices=1")
+                       "dist.devices=4", "1 cpu device", "--set dist.devices=1", code=1)
     # This resume also reads the corpus through the encoded cache (memory-mapped): the same numbers again.
     cache = {"CHARLSTM_CACHE": str(tmp_path / "cache"), "CHARLSTM_CACHE_MIN_MB": "0"}
     proc = run_cli(["train", "--resume", runs / "four_half", "--steps", "8", "--set", "dist.devices=0",
@@ -137,13 +137,13 @@ def test_a_failure_on_one_process_stops_every_process(tmp_path: Path) -> None:
         out, err = p.communicate(timeout=120)
         results.append(subprocess.CompletedProcess(p.args, p.returncode, out, "\n".join(
             ln for ln in err.splitlines() if not ln.startswith("[Gloo]"))))
-    assert_clean_error(results[0], "process 1", "corpus not found")
-    assert_clean_error(results[1], "corpus not found")
+    assert_clean_error(results[0], "process 1", "corpus not found", code=1)
+    assert_clean_error(results[1], "corpus not found", code=1)
 
 
 def test_batch_must_split_evenly_across_devices(tmp_path: Path) -> None:
     proc = run_cli(["train", *TINY_TRAIN, "--set", "data.batch_size=6", "--runs-dir", tmp_path], env=FOUR)
-    assert_clean_error(proc, "data.batch_size=6", "4 devices", "multiple of 4")
+    assert_clean_error(proc, "data.batch_size=6", "4 devices", "multiple of 4", code=1)
     assert not (tmp_path / "latest").exists()  # checked before anything is read or written
 
 
@@ -181,11 +181,11 @@ def test_no_options_no_distributed_runtime() -> None:
 
 def test_environment_variables_are_the_options(tmp_path: Path) -> None:
     env = {"JAX_COORDINATOR_ADDRESS": "bad-address", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"}
-    assert_clean_error(run_cli(["train", *TINY_TRAIN, "--runs-dir", tmp_path], env=env), "bad-address", "HOST:PORT")
+    assert_clean_error(run_cli(["train", *TINY_TRAIN, "--runs-dir", tmp_path], env=env), "bad-address", "HOST:PORT", code=2)
 
 
 def test_the_distributed_flag_without_a_cluster(tmp_path: Path) -> None:
     env = {k: v for k, v in cli_env().items() if not k.startswith(("SLURM_", "OMPI_", "PMI_", "JAX_COORDINATOR"))}
     proc = subprocess.run([sys.executable, "-m", "charlstm.cli", "train", *TINY_TRAIN, "--runs-dir", str(tmp_path),
                            "--distributed"], env=env, capture_output=True, text=True, timeout=60)
-    assert_clean_error(proc, "cannot start the distributed runtime", "--coordinator")
+    assert_clean_error(proc, "cannot start the distributed runtime", "--coordinator", code=1)

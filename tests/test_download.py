@@ -53,17 +53,17 @@ def test_get_verifies_caches_and_trains_by_name(server: str, tmp_path: Path) -> 
 def test_wrong_checksum_leaves_no_file(server: str, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     proc = _cli(["corpus", "get", "tinyshakespeare", "--url", f"{server}/wrong.txt"], tmp_path, cache)
-    assert_clean_error(proc, "checksum mismatch")
+    assert_clean_error(proc, "checksum mismatch", code=1)
     assert not any(p.is_file() for p in cache.rglob("*"))
 
 
 def test_failed_download_leaves_no_file(server: str, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     proc = _cli(["corpus", "get", "tinyshakespeare", "--url", f"{server}/missing.txt"], tmp_path, cache)
-    assert_clean_error(proc, "download of tinyshakespeare failed")
+    assert_clean_error(proc, "download of tinyshakespeare failed", code=1)
     assert not any(p.is_file() for p in cache.rglob("*"))
 
 
 def test_train_by_name_before_download_says_how(tmp_path: Path) -> None:
     proc = _cli(["train", "tinyshakespeare", "--config", "tiny"], tmp_path, tmp_path / "empty-cache")
-    assert_clean_error(proc, "not downloaded yet", "charlstm corpus get tinyshakespeare")
+    assert_clean_error(proc, "not downloaded yet", "charlstm corpus get tinyshakespeare", code=1)

@@ -1,0 +1,320 @@
+"""The Python API: load a trained run and sample, stream, score or export it; or train a new one.
+
+    import charlstm
+
+    model = charlstm.load()                             # runs/latest, its latest checkpoint
+    print(model.sample("The ", length=200, seed=1)[0])
+    for piece in model.stream("Once upon", length=1000):
+        print(piece, end="", flush=True)
+    print(model.score("held-out.txt").bits_per_char)
+
+The command line's `train`, `sample`, `eval` and `export` call these same functions, so a seed gives the same
+text in both. Problems the caller can fix are raised as `charlstm.UserError` subclasses (never `sys.exit`);
+nothing is printed unless `train(progress=True)` asks for the live display. JAX is imported by the first
+call that needs it, not by `import charlstm`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+
+from charlstm import config as config_lib
+from charlstm import perf, rundir
+from charlstm.config import Config
+from charlstm.corpus import Vocab
+from charlstm.errors import UsageError
+
+if TYPE_CHECKING:  # these import JAX
+    import numpy as np
+
+    from charlstm import checkpoint, evaluate, runner, sampling
+
+Overrides = Mapping[str, Any] | Sequence[str] | None
+
+
+def _start_jax() -> None:
+    """Process settings that must come before JAX compiles anything (see `charlstm.perf`)."""
+    perf.deterministic_gpu()
+    perf.compile_cache()
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+class Model:
+    """One checkpoint of a trained run, ready to sample, score and export. Made by `load` and `train`.
+
+    Compiled samplers are kept for the life of the process: a second `sample` or `stream` call with the same
+    temperature, top_k, top_p and greedy runs without compiling, whatever its seed, length or prompt.
+    """
+
+    def __init__(self, restored: checkpoint.Restored, run_dir: Path, summary: runner.Summary | None = None) -> None:
+        self._restored = restored
+        self.run_dir = run_dir  # the run's directory (runs/latest resolved to the run it names)
+        self.summary = summary  # the training summary, when `train` made this model
+
+    @property
+    def config(self) -> Config:
+        """The run's resolved configuration (`config.model.hidden` etc.)."""
+        return self._restored.config
+
+    @property
+    def vocab(self) -> Vocab:
+        """The characters (or bytes) the model knows, in id order."""
+        return self._restored.vocab
+
+    @property
+    def step(self) -> int:
+        """The training step of the loaded checkpoint."""
+        return self._restored.step
+
+    @property
+    def val_loss(self) -> float | None:
+        """The validation loss (nats per character) recorded with the checkpoint, if any."""
+        return self._restored.val_loss
+
+    @property
+    def params(self) -> Any:
+        """The parameter pytree used for sampling and scoring (the weight average with optim.ema)."""
+        return self._restored.params
+
+    def __repr__(self) -> str:
+        m = self.config.model
+        return f"Model(run={str(self.run_dir)!r}, step={self.step}, {m.cell} {m.layers}x{m.hidden}, vocab {len(self.vocab)})"
+
+    # --- generating ---------------------------------------------------------------------------------------
+
+    def read_prompt(self, prompt: str | None = None, skip_unknown: bool = False) -> str:
+        """The prompt as the model reads it: a newline when None, characters it does not know dropped with
+        `skip_unknown` (else a UsageError names them)."""
+        return self.vocab.decode(self._prompt_ids(prompt, skip_unknown))
+
+    def sample(self, prompt: str | None = None, *, length: int = 500, temperature: float = 1.0, top_k: int = 0,
+               top_p: float = 1.0, greedy: bool = False, seed: int = 0, num_samples: int = 1,
+               skip_unknown: bool = False, line_start: bool = True) -> list[str]:
+        """Generate `num_samples` texts of `length` characters after `prompt`, all in one batch.
+
+        Always a list, one string per sample (`model.sample("The ")[0]` for one), each starting with the prompt
+        as read (see `read_prompt`). The same seed and options give the same text, here and from `charlstm
+        sample`. `top_k` (0: off) and `top_p` (1: off) limit the draw to the most likely characters; `greedy`
+        always takes the most likely one. With `line_start` the model reads the prompt as the start of a line.
+        """
+        ids = self._prompt_ids(prompt, skip_unknown)
+        opts = self._options(length, temperature, top_k, top_p, greedy, seed, num_samples, line_start)
+        import numpy as np
+
+        from charlstm import sampling
+
+        generated = np.concatenate(list(sampling.generate(self.params, self.config.model, ids, opts)), axis=1)
+        shown = self.vocab.decode(ids)
+        return [shown + self._decoder().decode(row, final=True) for row in generated]
+
+    def stream(self, prompt: str | None = None, *, length: int = 500, temperature: float = 1.0, top_k: int = 0,
+               top_p: float = 1.0, greedy: bool = False, seed: int = 0, skip_unknown: bool = False,
+               line_start: bool = True) -> Iterator[str]:
+        """One sample, yielded as it is generated: first the prompt as read, then pieces of up to 512
+        characters. Joined, the pieces are `sample(...)[0]` with the same arguments. Options are checked
+        here, before the first piece is asked for."""
+        ids = self._prompt_ids(prompt, skip_unknown)
+        opts = self._options(length, temperature, top_k, top_p, greedy, seed, 1, line_start)
+        return self._stream(ids, opts)
+
+    def _stream(self, ids: np.ndarray, opts: sampling.SampleOptions) -> Iterator[str]:
+        from charlstm import sampling
+
+        yield self.vocab.decode(ids)
+        decoder = self._decoder()
+        for chunk in sampling.generate(self.params, self.config.model, ids, opts):
+            piece = decoder.decode(chunk[0])
+            if piece:
+                yield piece
+        tail = decoder.decode([], final=True)  # bytes of a character the sample ended in the middle of
+        if tail:
+            yield tail
+
+    def _prompt_ids(self, prompt: str | None, skip_unknown: bool) -> np.ndarray:
+        from charlstm import sampling
+
+        text = sampling.default_prompt(self.vocab) if prompt is None else prompt
+        return sampling.encode_prompt(self.vocab, text, skip_unknown)
+
+    def _options(self, length: int, temperature: float, top_k: int, top_p: float, greedy: bool, seed: int,
+                 num_samples: int, line_start: bool) -> sampling.SampleOptions:
+        from charlstm import sampling
+
+        opts = sampling.SampleOptions(length=length, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
+                                      seed=seed, num_samples=num_samples,
+                                      newline_id=sampling.newline_id(self.vocab) if line_start else -1)
+        opts.check(len(self.vocab))
+        return opts
+
+    def _decoder(self) -> _Decoder:
+        return _Decoder(self.vocab)
+
+    # --- scoring and export -------------------------------------------------------------------------------
+
+    def score(self, text_or_path: str | os.PathLike[str], *, skip_unknown: bool = False) -> evaluate.EvalResult:
+        """The model's loss on a text, read as one stream with the state carried through it.
+
+        A `str` is the text itself; a path (`pathlib.Path`, any `os.PathLike`) names a file to read. The result
+        has `nats_per_char`, `bits_per_char`, `perplexity`, `chars_scored` and `unknown_skipped` (characters
+        outside the vocabulary, an error unless `skip_unknown`).
+        """
+        from charlstm import evaluate
+
+        model_cfg = self.config.model
+        if isinstance(text_or_path, os.PathLike):
+            return evaluate.evaluate_file(self.params, model_cfg, self.vocab, Path(text_or_path), skip_unknown)
+        if not isinstance(text_or_path, str):
+            raise UsageError(f"score() takes a str (the text) or a path, not {type(text_or_path).__name__}",
+                             "pass the text, or pathlib.Path(file)")
+        ids, unknown = evaluate.encode_data(text_or_path.encode("utf-8"), self.vocab, skip_unknown)
+        return evaluate.EvalResult(evaluate.score(self.params, model_cfg, ids), len(ids) - 1, unknown)
+
+    def export(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+        """Write the weights in PyTorch's nn.LSTM/GRU/RNN layout and names to `path` (.npz), with the
+        vocabulary and config; returns the arrays written, by name (see `charlstm.export`)."""
+        from charlstm import export
+
+        return export.export_npz(self.params, self.config, self.vocab, npz_path(path))
+
+
+def npz_path(path: str | os.PathLike[str]) -> Path:
+    """`path` as the export file name, which must end in .npz (else a UsageError)."""
+    out = Path(path)
+    if out.suffix != ".npz":
+        raise UsageError(f"the export file must end in .npz (got {out.name})", "e.g. --out model.npz")
+    return out
+
+
+class _Decoder:
+    """Ids to text, piece by piece: a byte-level model's multi-byte characters may straddle two pieces."""
+
+    def __init__(self, vocab: Vocab) -> None:
+        self.vocab = vocab
+        self.bytes = codecs.getincrementaldecoder("utf-8")(errors="replace") if vocab.encoding == "bytes" else None
+
+    def decode(self, ids: Any, final: bool = False) -> str:
+        if self.bytes is None:
+            return self.vocab.decode(ids) if len(ids) else ""
+        return self.bytes.decode(bytes(self.vocab.symbols[int(i)] for i in ids), final=final)
+
+
+# --- loading and training ---------------------------------------------------------------------------------
+
+
+def load(run: str | os.PathLike[str] | None = None, checkpoint: str | int = "latest", *,
+         runs_dir: str | os.PathLike[str] = "runs", on_warning: Callable[[str], None] | None = None) -> Model:
+    """Load a trained run: `run` is a run directory or a run name in `runs_dir` (None: runs/latest, the newest
+    run); `checkpoint` is "latest", "best" (lowest validation loss) or a step number.
+
+    A damaged checkpoint is skipped for the previous one with a warning (`on_warning`, default: Python's
+    `warnings`). Raises `RunError` when there is no such run or no loadable checkpoint.
+    """
+    which = parse_checkpoint(checkpoint)
+    _start_jax()
+    from charlstm import checkpoint as ckpt
+
+    runs = Path(runs_dir)
+    restored = ckpt.load_run(None if run is None else str(run), runs, which, warn=on_warning or _warn)
+    return Model(restored, _run_path(run, runs))
+
+
+def parse_checkpoint(value: str | int) -> str:
+    """"latest", "best" or a step number (int or digits) -> the form `checkpoint.load_run` takes."""
+    text = str(value).strip()
+    if text in ("latest", "best") or (text.isdigit() and not isinstance(value, bool)):
+        return text
+    raise UsageError(f"unknown checkpoint {value!r}", "use latest, best, or a step number")
+
+
+def _run_path(run: str | os.PathLike[str] | None, runs_dir: Path) -> Path:
+    """The run directory, with runs/latest followed to the run it names."""
+    path = rundir.resolve(None if run is None else str(run), runs_dir).path
+    return path.resolve() if path.is_symlink() else path
+
+
+def training_config(config: str | os.PathLike[str] | None = "default", overrides: Overrides = None, *,
+                    resume: str | os.PathLike[str] | None = None,
+                    runs_dir: str | os.PathLike[str] = "runs") -> tuple[Config, rundir.RunDir | None]:
+    """The config a training run will use, and the run to resume (None for a new run); JAX-free.
+
+    A resumed run keeps its own config (`config` is ignored), with `overrides` applied on top. The first half
+    of `train`: the command line calls it before joining a multi-process job, so config errors come first.
+    """
+    items = _override_items(overrides)
+    if resume is not None:
+        run = rundir.resolve(str(resume), Path(runs_dir))
+        return config_lib.load(run.config_file, items), run
+    return config_lib.load(config or "default", items), None
+
+
+def _override_items(overrides: Overrides) -> list[str]:
+    """{"model.hidden": 64} or ["model.hidden=64"] -> ["model.hidden=64"]; values are written as JSON, which
+    YAML reads back with the same type (64, 0.5, true, "lstm")."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, Mapping):
+        return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+    if isinstance(overrides, str):
+        raise UsageError(f"overrides must be a mapping or a list of KEY=VALUE strings, got the string {overrides!r}",
+                         'e.g. overrides={"model.hidden": 64}')
+    return list(overrides)
+
+
+def run_training(cfg: Config, corpus: str | os.PathLike[str] | None = None, *, runs_dir: str | os.PathLike[str] = "runs",
+                 name: str | None = None, resume: rundir.RunDir | None = None,
+                 reporter: runner.Reporter | None = None) -> runner.Summary:
+    """Train with a resolved config (`training_config`) and return the summary; the second half of `train`.
+
+    `reporter` sees every event (see `runner.Reporter`; `ui.TrainingDisplay` is the live display); it may also
+    have an `encoding(phase, done, total)` method for the progress of encoding a large corpus.
+    """
+    _start_jax()
+    from charlstm import runner
+
+    reporter = reporter or _Silent()
+    return runner.train_run(cfg, None if corpus is None else str(corpus), reporter, name=name, runs_dir=Path(runs_dir),
+                            resume=resume, progress=getattr(reporter, "encoding", None))
+
+
+def train(corpus: str | os.PathLike[str] | None = None, config: str | os.PathLike[str] | None = "default",
+          overrides: Overrides = None, *, runs_dir: str | os.PathLike[str] = "runs", name: str | None = None,
+          resume: str | os.PathLike[str] | None = None, progress: bool = True) -> Model:
+    """Train a model on `corpus` (a text file, a bundled or downloaded corpus name; None: the bundled
+    languages corpus) and return it loaded at its final checkpoint, with the training summary in `.summary`.
+
+    `config` is a YAML file or a bundled name (default, tiny, shakespeare, ...); `overrides` set single keys,
+    e.g. {"model.hidden": 128, "train.steps": 500} (`charlstm config show` lists them). The run is written to
+    `runs_dir/name` (default name: <corpus>-<cell>-<time>) and becomes runs/latest; `resume` continues a run
+    to its `train.steps` instead. `progress` shows the live display on stderr, as `charlstm train` does.
+    Ctrl-C stops after the current step and saves a checkpoint, then raises `runner.Interrupted`.
+    """
+    cfg, run = training_config(config, overrides, resume=resume, runs_dir=runs_dir)
+    reporter: runner.Reporter
+    if progress:
+        from charlstm import ui
+
+        reporter = ui.TrainingDisplay(cfg.train.log_every)
+    else:
+        reporter = _Silent()
+    summary = run_training(cfg, corpus, runs_dir=runs_dir, name=name, resume=run, reporter=reporter)
+    model = load(summary.run_dir, "latest", runs_dir=runs_dir)
+    model.summary = summary
+    return model
+
+
+class _Silent:
+    """A reporter that shows nothing."""
+
+    def start(self, info: dict[str, object]) -> None: ...
+    def event(self, ev: object) -> None: ...
+    def sample(self, step: int, text: str) -> None: ...
+    def message(self, text: str) -> None: ...
+    def stop(self) -> None: ...
