@@ -3,10 +3,12 @@
 Every batch is a pure function of (data, step, seed), so the data position of a run is just its step: resume
 needs nothing else and two runs with the same seed see the same batches.
 
-- "stream" (char-rnn style): the corpus is cut into `batch_size` contiguous streams read left to right, so the
-  hidden state carried from one batch to the next is the state of the text just before. Each epoch the cut
-  points shift by a random offset (< seq_len) so window boundaries differ; every stream restarts from the
-  start state at epoch start, and with `reset_rate` > 0 a random share of streams restarts at every window.
+- "stream" (char-rnn style): the corpus is cut into contiguous streams read left to right, so the hidden
+  state carried from one batch to the next is the state of the text just before. Each epoch the cut points
+  shift by a random offset (< seq_len) so window boundaries differ; every stream restarts from the start
+  state at epoch start. With `line_restarts` > 0, that share of the rows are not streams: each window of
+  theirs starts at a random line start (its first input is the newline) and is read from the start state,
+  the way `sample` reads a prompt, so the model learns to read from the state it is sampled from.
 - "random": independent random windows, every one read from the start state.
 """
 
@@ -35,22 +37,46 @@ def _windows(ids: np.ndarray, starts: np.ndarray, seq_len: int) -> tuple[np.ndar
     return chunk[:, :-1], chunk[:, 1:]
 
 
+def restart_rows(batch_size: int, line_restarts: float) -> int:
+    """How many of a batch's rows restart at a line start every window (at least one when the share is > 0)."""
+    return min(batch_size - 1, max(1, round(line_restarts * batch_size))) if line_restarts > 0 else 0
+
+
+def line_start_windows(ids: np.ndarray, n: int, seq_len: int, rng: np.random.Generator, newline: int) -> np.ndarray:
+    """`n` window starts, each at the first newline within seq_len ids of a random position (or at that
+    position when none is near, or the corpus has no newline)."""
+    last = len(ids) - seq_len - 1  # the last start of a whole window
+    starts = rng.integers(0, max(0, last - seq_len) + 1, size=n)  # room to look seq_len ids ahead
+    if newline < 0:
+        return starts
+    near = np.minimum(starts[:, None] + np.arange(seq_len), last)
+    found = np.asarray(ids[near]) == newline
+    return np.where(found.any(axis=1), near[np.arange(n), found.argmax(axis=1)], starts)
+
+
 def stream_batch(ids: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int, rows: slice = slice(None),
-                 reset_rate: float = 0.0) -> Batch:
-    """Batch number `step` of contiguous streams (see module docstring); only `rows` of it (one process's share)."""
-    stream_len, per_epoch = stream_layout(len(ids), batch_size, seq_len)
+                 line_restarts: float = 0.0, newline: int = -1) -> Batch:
+    """Batch number `step` of contiguous streams (see module docstring); only `rows` of it (one process's share).
+
+    The first rows are the streams; the last `restart_rows(batch_size, line_restarts)` start at a line.
+    """
+    n_restart = restart_rows(batch_size, line_restarts)
+    n_stream = batch_size - n_restart
+    stream_len, per_epoch = stream_layout(len(ids), n_stream, seq_len)
     epoch, k = divmod(step, per_epoch)
     offset = int(np.random.default_rng([seed, epoch]).integers(0, seq_len)) if seq_len > 1 else 0
-    starts = np.arange(batch_size) * stream_len + offset + k * seq_len
+    starts = np.arange(n_stream) * stream_len + offset + k * seq_len
+    reset = np.full(batch_size, k == 0)
+    if n_restart:  # drawn for the whole batch, then sliced: the same global batch on every process
+        restarts = line_start_windows(ids, n_restart, seq_len, np.random.default_rng([seed, step, 2]), newline)
+        starts = np.concatenate([starts, restarts])
+        reset[n_stream:] = True
     x, y = _windows(ids, starts[rows], seq_len)
-    # Drawn for the whole batch, then sliced, like the starts: the same global mask on every process.
-    reset = np.random.default_rng([seed, step, 2]).random(batch_size) < reset_rate if reset_rate > 0 else \
-        np.zeros(batch_size, bool)
-    return Batch(x, y, reset=(reset | (k == 0))[rows])
+    return Batch(x, y, reset=reset[rows])
 
 
 def random_batch(ids: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int, rows: slice = slice(None),
-                 reset_rate: float = 0.0) -> Batch:
+                 line_restarts: float = 0.0, newline: int = -1) -> Batch:
     """Batch number `step` of independent random windows; only `rows` of it (one process's share)."""
     # All starts are drawn, then sliced: every process sees the same global batch, whatever its share.
     starts = np.random.default_rng([seed, step, 1]).integers(0, len(ids) - seq_len, size=batch_size)
@@ -59,9 +85,10 @@ def random_batch(ids: np.ndarray, step: int, batch_size: int, seq_len: int, seed
 
 
 def get_batch(ids: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int, mode: str = "stream",
-              rows: slice = slice(None), reset_rate: float = 0.0) -> Batch:
+              rows: slice = slice(None), line_restarts: float = 0.0, newline: int = -1) -> Batch:
     """Dispatch on the configured batching mode; `rows` picks one process's rows of the global batch."""
-    return (stream_batch if mode == "stream" else random_batch)(ids, step, batch_size, seq_len, seed, rows, reset_rate)
+    batch = stream_batch if mode == "stream" else random_batch
+    return batch(ids, step, batch_size, seq_len, seed, rows, line_restarts, newline)
 
 
 def eval_batches(ids: np.ndarray, batch_size: int, seq_len: int, max_batches: int) -> list[Batch]:

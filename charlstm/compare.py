@@ -23,7 +23,8 @@ from typing import Mapping, Protocol
 import jax
 import numpy as np
 
-from charlstm import batches, cells, corpus, gradflow, langcorpus, longrange, model, promptcheck, runner, training
+from charlstm import (batches, cells, corpus, gradflow, langcorpus, longrange, model, promptcheck, runner, sampling,
+                      training)
 from charlstm.config import Config
 from charlstm.errors import UsageError
 
@@ -265,7 +266,8 @@ def _train_cell(ccfg: Config, spec: CellSpec, vocab: corpus.Vocab, tr: np.ndarra
     diverged = None
     tic = time.perf_counter()
     try:
-        params: model.Params | None = training.fit(ccfg, state, tr, va, emit=emit).params
+        params: model.Params | None = training.fit(ccfg, state, tr, va, emit=emit,
+                                                   newline=sampling.newline_id(vocab)).params
     except training.NonFiniteError as err:
         diverged = str(err)
         reporter.message(f"{spec.cell}: {err}; measuring the last evaluated parameters")

@@ -90,9 +90,9 @@ class DataConfig(_Section):
     batching: Literal["stream", "random"] = Field(
         "stream", description="contiguous streams with carried state, or random windows from the start state"
     )
-    reset_rate: float = Field(
-        0.0, ge=0.0, le=1.0, description="stream batching: share of streams restarted from the start state at "
-        "each window, so the model also learns to read text from the state it is sampled from"
+    line_restarts: float = Field(
+        0.0, ge=0.0, lt=1.0, description="stream batching: share of each batch's rows that read every window from "
+        "the start state at a random line start, as `sample` reads a prompt (the rest are carried streams)"
     )
 
 

@@ -190,7 +190,8 @@ def _train_locked(cfg: Config, run: rundir.RunDir, ckpt: checkpoint.Checkpointer
         with _StopFlag() as flag:
             stop = _Agreed(flag)
             try:
-                state = training.fit(cfg, state, tr, va, emit=emit, save=ckpt.save, should_stop=stop, layout=layout)
+                state = training.fit(cfg, state, tr, va, emit=emit, save=ckpt.save, should_stop=stop, layout=layout,
+                                     newline=sampling.newline_id(vocab))
             except training.NonFiniteError as err:
                 ckpt.wait()
                 raise RunError(str(err), "lower optim.lr or set optim.clip_norm; the last good checkpoint is intact") from None

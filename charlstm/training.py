@@ -203,9 +203,11 @@ def fit(
     save: Callable[[TrainState, float | None], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     layout: Layout | None = None,
+    newline: int = -1,
 ) -> TrainState:
     """Train from `state.step` to `cfg.train.steps`, evaluating, reporting and saving on schedule.
 
+    `newline` is the id of "\n" in the vocabulary (-1: none), where `data.line_restarts` rows start.
     Returns the final state; stops early (returning the state reached) when `should_stop()` turns true.
     With a `layout`, `state` must already be on its mesh (`place_state`, or a checkpoint restored onto it);
     each process then gathers only its own rows of every batch. `should_stop` must then agree across
@@ -225,7 +227,7 @@ def fit(
             break
         tic = time.perf_counter()
         b = batches.get_batch(train_ids, step, d.batch_size, d.seq_len, t.seed, d.batching, rows=rows,
-                              reset_rate=d.reset_rate)
+                              line_restarts=d.line_restarts, newline=newline)
         if layout is None:
             state, m = train_step(state, b.x, b.y, jnp.asarray(b.reset))
         else:

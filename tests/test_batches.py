@@ -72,19 +72,36 @@ def test_reset_only_at_epoch_start(ids: np.ndarray) -> None:
     assert all(resets[s].all() for s in (0, per_epoch, 2 * per_epoch))  # every stream restarts at epoch start
 
 
-def test_reset_rate_restarts_a_share_of_streams(ids: np.ndarray) -> None:
-    steps = range(1, 400)
-    mask = np.stack([batches.stream_batch(ids, s, B, T, seed=4, reset_rate=0.25).reset for s in steps])
-    mid_epoch = np.array([s % _per_epoch() != 0 for s in steps])
-    assert 0.18 < mask[mid_epoch].mean() < 0.32  # about reset_rate of the streams, drawn per stream and window
-    assert len({tuple(row) for row in mask[mid_epoch]}) == 2**B  # every subset of streams restarts some window
-    again = np.stack([batches.stream_batch(ids, s, B, T, seed=4, reset_rate=0.25).reset for s in steps])
-    assert np.array_equal(mask, again)  # a pure function of (seed, step): resume sees the same resets
-    # a process's share of the batch is its rows of the same global mask
-    part = batches.stream_batch(ids, 7, B, T, seed=4, reset_rate=0.25, rows=slice(1, 3)).reset
-    assert np.array_equal(part, mask[6][1:3])
-    # the rate changes which streams restart, never where the windows are
-    assert np.array_equal(batches.stream_batch(ids, 7, B, T, 4, reset_rate=0.25).x, batches.stream_batch(ids, 7, B, T, 4).x)
+def test_line_restarts_rows_start_at_a_newline_from_the_start_state() -> None:
+    nl = 0
+    ids = np.random.default_rng(0).integers(1, 20, 5_000)
+    ids[np.random.default_rng(1).choice(5_000, 500, replace=False)] = nl  # lines of ~10 ids
+    b, t = 8, 16
+    assert batches.restart_rows(b, 0.25) == 2 and batches.restart_rows(b, 0.01) == 1 and batches.restart_rows(b, 0) == 0
+    streams_only = batches.stream_batch(ids, 0, b - 2, t, 4)
+    for step in range(40):
+        batch = batches.stream_batch(ids, step, b, t, seed=4, line_restarts=0.25, newline=nl)
+        restart = batch.x[-2:]
+        assert batch.reset[-2:].all()  # restart rows always read from the start state
+        for row in restart:  # at a line start, unless no newline was within t ids of the drawn position
+            assert row[0] == nl or nl not in row
+        assert np.array_equal(batch.y[:, :-1], batch.x[:, 1:])
+        again = batches.stream_batch(ids, step, b, t, seed=4, line_restarts=0.25, newline=nl)
+        assert np.array_equal(batch.x, again.x)  # a pure function of (seed, step): resume sees the same rows
+        # a process's rows of the same global batch
+        part = batches.stream_batch(ids, step, b, t, seed=4, line_restarts=0.25, newline=nl, rows=slice(5, 8))
+        assert np.array_equal(part.x, batch.x[5:]) and np.array_equal(part.reset, batch.reset[5:])
+    # over many windows most restart rows start with the newline (one lies within t ids with probability ~0.8)
+    firsts = np.concatenate([batches.stream_batch(ids, s, b, t, 4, line_restarts=0.25, newline=nl).x[-2:, 0]
+                             for s in range(200)])
+    assert (firsts == nl).mean() > 0.7
+    # the other rows are the streams of a batch of b - 2 rows: carried, reset only at epoch start
+    mixed = batches.stream_batch(ids, 0, b, t, 4, line_restarts=0.25, newline=nl)
+    assert np.array_equal(mixed.x[:-2], streams_only.x) and mixed.reset[:-2].all()
+    later = batches.stream_batch(ids, 1, b, t, 4, line_restarts=0.25, newline=nl)
+    assert not later.reset[:-2].any()
+    # without newlines in the vocabulary the rows start anywhere, still from the start state
+    assert batches.stream_batch(ids, 3, b, t, 4, line_restarts=0.25).reset[-2:].all()
 
 
 def test_epoch_offsets_differ_and_stay_below_seq_len(ids: np.ndarray) -> None:
