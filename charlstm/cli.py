@@ -64,7 +64,7 @@ def _complete_runs(ctx: typer.Context, incomplete: str) -> list[str]:
     """Run names in --runs-dir (the runs/ default when not typed yet), and latest."""
     runs = Path(ctx.params.get("runs_dir") or "runs")
     try:
-        names = sorted(p.name for p in runs.iterdir() if (p / "config.yaml").is_file())
+        names = sorted(p.name for p in runs.iterdir() if p.name != "latest" and (p / "config.yaml").is_file())
     except OSError:
         return []
     return [n for n in ["latest", *names] if n.startswith(incomplete)]

@@ -17,7 +17,8 @@ TINY_TRAIN = ["--config", "tiny", "--set", "train.steps=4", "--set", "train.eval
 def cli_env() -> dict[str, str]:
     """The environment of a CLI subprocess: CPU JAX, UTF-8 I/O, no forced colours."""
     env = dict(os.environ)
-    for var in ("FORCE_COLOR", "CLICOLOR_FORCE", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+    # JAX's own cache settings would override the one under $CHARLSTM_CACHE (see conftest.py and charlstm.perf).
+    for var in ("FORCE_COLOR", "CLICOLOR_FORCE", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "JAX_COMPILATION_CACHE_DIR"):
         env.pop(var, None)
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONIOENCODING"] = "utf-8"
