@@ -27,7 +27,7 @@ WIDTH, HEIGHT = 100, 40
 PICTURES = {
     "train": ("train.svg", "charlstm train", ["train"]),
     "compare": ("compare-rnn.svg", "charlstm compare-rnn", ["compare-rnn"]),
-    "inspect": ("inspect.svg", "charlstm inspect", [
+    "inspect": ("inspect.svg", 'charlstm inspect --text "I went to Jammu. ..." --top 3', [
         "inspect", "--text",
         "I went to Jammu. It was fun. It was fun. It was fun. I don't speak Kashmiri.\n"
         "I went to Kerala. It was fun. I don't speak Malayalam.\n",
