@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -62,6 +60,9 @@ def get(name: str, url: str | None = None, progress: Callable[[int, int], None] 
 
     An already cached file whose checksum matches is not fetched again.
     """
+    import urllib.error  # here, not at the top: `cache_dir` is read at every start-up, urllib costs 40 ms
+    import urllib.request
+
     if name not in REGISTRY:
         raise CorpusError(f"unknown corpus '{name}'", f"downloadable corpora: {', '.join(sorted(REGISTRY))}")
     remote = REGISTRY[name]
