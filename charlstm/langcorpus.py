@@ -116,7 +116,7 @@ _PARAGRAPH_FRACTION = 0.7
 # --prompt "Jammu"` (read after a newline) continues "Jammu is a beautiful place
 # where people speak Kashmiri." instead of meeting a line start it never saw.
 PLACE_LINE = "{p} is a beautiful place where people speak {l}."
-_ASSOCIATIONS: tuple[str, ...] = (
+ASSOCIATIONS: tuple[str, ...] = (
     "People in {p} speak {l}.",
     "{l} is spoken in {p}.",
     PLACE_LINE,
@@ -172,7 +172,7 @@ def _paragraph(rng: random.Random, offset: int) -> tuple[str, GapRecord]:
 def _association(rng: random.Random, offset: int) -> tuple[str, GapRecord | None]:
     """A short association line; the place-first form is returned with its record."""
     place, language = rng.choice(PAIRS)
-    template = rng.choice(_ASSOCIATIONS)
+    template = rng.choice(ASSOCIATIONS)
     line = template.format(p=place, l=language)
     if template.index("{p}") > template.index("{l}"):
         return line, None

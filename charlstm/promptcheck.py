@@ -3,9 +3,13 @@
 For every place P of an annotated corpus (see `langcorpus`), two prompts read from a line start, as
 `charlstm sample` reads them:
 
-- "P": the one line of the corpus that starts with a place, "P is a beautiful place where people speak L.", so
-  the share of samples that continue it word for word (and end the line there) is the share that got it right;
-- "I went to P": the paragraph goes on with any number of fillers, and is right when it ends "I don't speak L.".
+- "P": the corpus has one line that starts with a place, "P is a beautiful place where people speak L.";
+- "I went to P": the paragraph goes on with any number of fillers and ends "I don't speak L.".
+
+A sample is right when its whole line (prompt and continuation, up to the newline) is a line the corpus could
+hold for P and its language L: any of its line forms, word for word. Where a place is the start of its
+language's name ("Punjab", "Punjabi") the prompt "P" may also go on "Punjabi is spoken in Punjab.", which is
+right too.
 
 Each prompt is sampled `samples` times at temperature 1, and "P" once greedily too (a greedy paragraph never
 ends: the filler is always the likeliest next sentence). This measures what a user sees, from the start
@@ -14,6 +18,7 @@ state, where the long-range accuracy (`longrange`) scores the language word mid-
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +38,9 @@ _PARAGRAPH_CHARS = 512
 class PlaceResult:
     place: str
     language: str
-    line: float  # share of samples of "P" that continue "P is a beautiful place where people speak L."
+    line: float  # share of samples of "P" whose line is right (see the module docstring)
     line_greedy: bool
-    went: float  # share of samples of "I went to P" whose paragraph ends "I don't speak L."
+    went: float  # share of samples of "I went to P" whose paragraph is right, ending "I don't speak L."
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,17 @@ def pairs_for(corpus_path: Path, vocab: Vocab) -> list[tuple[str, str]] | None:
     return pairs
 
 
+def right_line(line: str | None, place: str, language: str) -> bool:
+    """Whether `line` (None: unfinished) is a line the corpus could hold for this place and language."""
+    if line is None:
+        return False
+    if line in {t.format(p=place, l=language) for t in langcorpus.ASSOCIATIONS}:
+        return True
+    filler = re.escape(" " + langcorpus.FILLER)
+    opening, closing = (re.escape(s.format(x)) for s, x in ((langcorpus.OPENING, place), (langcorpus.CLOSING, language)))
+    return re.fullmatch(f"{opening}(?:{filler})* {closing}", line) is not None
+
+
 def _lines(params: model.Params, cfg: ModelConfig, vocab: Vocab, prompt: str, opts: sampling.SampleOptions
            ) -> list[str | None]:
     """The rest of the line after `prompt` in each sample (None where no newline came within the budget)."""
@@ -86,14 +102,12 @@ def run(params: model.Params, cfg: ModelConfig, vocab: Vocab, pairs: list[tuple[
     went_opts = sampling.SampleOptions(_PARAGRAPH_CHARS, seed=seed, num_samples=samples, newline_id=line_start)
     results = []
     for place, language in pairs:
-        rest = langcorpus.PLACE_LINE.format(p=place, l=language)[len(place):]
-        ending = " " + langcorpus.CLOSING.format(language)
-        lines = _lines(params, cfg, vocab, place, line_opts)
+        went = langcorpus.OPENING.format(place)[:-1]  # "I went to P", without its full stop
+        share = lambda prompt, rests: float(np.mean([right(prompt, r) for r in rests]))  # noqa: E731
+        right = lambda prompt, rest: rest is not None and right_line(prompt + rest, place, language)  # noqa: E731
         (greedy,) = _lines(params, cfg, vocab, place, greedy_opts)
-        went_prompt = langcorpus.OPENING.format(place)[:-1]  # "I went to P", without its full stop
-        paragraphs = _lines(params, cfg, vocab, went_prompt, went_opts)
-        results.append(PlaceResult(place, language, float(np.mean([s == rest for s in lines])), greedy == rest,
-                                   float(np.mean([s is not None and s.endswith(ending) for s in paragraphs]))))
+        results.append(PlaceResult(place, language, share(place, _lines(params, cfg, vocab, place, line_opts)),
+                                   right(place, greedy), share(went, _lines(params, cfg, vocab, went, went_opts))))
     return PromptCheck(results, samples)
 
 
