@@ -466,6 +466,84 @@ def inspect_(
         ui.info(f"wrote {html}")
 
 
+@app.command(name="runs")
+@user_errors
+def runs_(
+    runs_dir: Path = RunsDirOpt,
+    json_out: bool = typer.Option(False, "--json", help="One JSON list of runs on stdout, newest first."),
+) -> None:
+    """List the runs, newest first: model, progress, best and last validation loss, speed, wall time, status
+    (running, finished, interrupted, failed)."""
+    from rich.markup import escape
+
+    from charlstm import runs as runs_lib
+
+    found = runs_lib.list_runs(runs_dir)
+    if json_out:
+        print(json.dumps([r.to_json() for r in found]))
+        return
+    if not found:
+        ui.info(f"no runs in {runs_dir} (train one with `charlstm train`)")
+        return
+    styles = {"running": "cyan", "finished": "green", "interrupted": "yellow", "failed": "red"}
+    columns, rows = runs_lib.table_rows(found)
+    rows = [[escape(v) for v in row[:-1]] + [f"[{styles[r.status]}]{escape(row[-1])}[/]"] for r, row in zip(found, rows)]
+    ui.table(f"runs in {runs_dir}", columns, rows, left=("run", "corpus", "model", "status"))
+
+
+class XAxis(str, Enum):
+    steps = "steps"
+    minutes = "minutes"
+
+
+@app.command()
+@user_errors
+def plot(
+    runs: list[str] = typer.Argument(None, metavar="[RUN]...", autocompletion=_complete_runs,
+                                     help="Runs to draw: names in --runs-dir or directories (default: the newest run)."),
+    runs_dir: Path = RunsDirOpt,
+    x: XAxis = typer.Option(XAxis.steps, "--x", help="The x axis: training steps, or minutes since each run started."),
+    log_y: bool = typer.Option(False, "--log-y", help="Logarithmic loss axis."),
+    smooth: float = typer.Option(0.6, "--smooth", help="EMA weight for the training loss, 0 (raw) to below 1 (smoother)."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Redraw as the runs train, until none is training (or Ctrl-C)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the curves to FILE.csv, or the chart to "
+                                       "FILE.png (needs matplotlib: pip install \"charlstm[plots]\")."),
+) -> None:
+    """Training (smoothed) and validation loss of one or more runs, in the terminal; live with --follow."""
+    if not 0.0 <= smooth < 1.0:
+        raise UsageError(f"--smooth must be in [0, 1) (got {smooth:g})", "e.g. --smooth 0.9; 0 draws the raw loss")
+    if out is not None and out.suffix.lower() not in (".csv", ".png"):
+        raise UsageError(f"--out must end in .csv or .png (got {out.name})", "e.g. --out loss.csv")
+    from charlstm import plots, rundir
+    from charlstm import runs as runs_lib
+
+    if out is not None and out.suffix.lower() == ".png":
+        plots.matplotlib_figure("write a .csv instead")  # no matplotlib: say so before drawing anything
+    found = runs_lib.resolve_all(runs or [], runs_dir)
+    color = ui.color_on(ui.out)
+
+    def draw() -> str:
+        curves = [runs_lib.read_curves(r) for r in found]
+        height = max(12, min(24, ui.out.height - 2)) if ui.out.is_terminal else 20
+        return plots.runs_chart(curves, x=x.value, log_y=log_y, smooth=smooth, whole_run=follow,
+                                width=min(ui.out.width, 120), height=height, color=color)
+
+    training = lambda: any(rundir.is_locked(r) for r in found)  # noqa: E731
+    if follow and training():
+        plots.follow(draw, training, ui.out, color)
+    else:
+        if follow:
+            ui.info("--follow: no run is training now; drawing it as it is")
+        plots.show(draw(), ui.out, color)
+    if out is not None:
+        curves = [runs_lib.read_curves(r) for r in found]
+        if out.suffix.lower() == ".csv":
+            runs_lib.write_csv(curves, out, smooth)
+        else:
+            plots.save_runs_png(curves, out, x=x.value, log_y=log_y, smooth=smooth)
+        ui.info(f"wrote {out}")
+
+
 corpus_app = typer.Typer(help="List and download corpora.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
 

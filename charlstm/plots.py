@@ -1,11 +1,13 @@
-"""Charts of a `compare-rnn` run: in the terminal with plotext (inside rich), and as PNG with matplotlib.
+"""Line charts in the terminal with plotext (inside rich), and as PNG with matplotlib: the charts of a
+`compare-rnn` run and the loss curves of `charlstm plot`, all drawn by one function, `chart`.
 
 plotext 6 draws on one master figure (`plotext.figure`): every chart here clears it, adds signals with
 `figure.signal(...)` + `figure.draw(...)`, and turns `figure.build()` into a string, which rich shows with
 `Text.from_ansi`. Log axes are drawn as log10 of the data on a linear axis with "1e-3"-style tick labels:
 explicit limits and ticks are then exact, and the legend can be placed in data units.
 
-matplotlib is optional (`pip install 'charlstm[plots]'`); only `save_pngs` needs it.
+matplotlib is optional (`pip install 'charlstm[plots]'`); only the PNG writers need it. This module imports no
+JAX (`charlstm plot` starts in a fraction of a second).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import plotext
 from rich.console import Console, Group, RenderableType
@@ -22,11 +24,12 @@ from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
 
-from charlstm import longrange, training
+from charlstm import events  # the training events, without `charlstm.training` and its JAX
 from charlstm.errors import UserError
 
 if TYPE_CHECKING:
     from charlstm.compare import CellSpec, CompareResult, Curves
+    from charlstm.runs import Curves as RunCurves
 
 CELL_COLORS = {"rnn": 9, "lstm": 12, "gru": 10}  # 256-colour codes: bright red, blue, green
 PLAIN_MARKERS = {"rnn": "r", "lstm": "l", "gru": "g"}  # without colour, the letter tells the cells apart
@@ -41,6 +44,8 @@ class Series:
     ys: Sequence[float]
     label: str | None = None  # only labelled series enter the legend
     thin: bool = False  # the secondary curve of a cell (validation, or at initialisation)
+    color: int | None = None  # 256-colour code; None: the cell's colour
+    marker: str | None = None  # the letter drawn without colour; None: the cell's letter
 
 
 def _finite(xs: Sequence[float], ys: Sequence[float], log: bool) -> tuple[list[float], list[float]]:
@@ -96,9 +101,10 @@ def chart(series: Sequence[Series], *, title: str, xlabel: str, ylabel: str, wid
         return fig.build().string(colorless=not color)
     for s, xs, ys in pts:
         if color:
-            mark = plotext.marker("braille" if s.thin else "hd", pixel=CELL_COLORS.get(s.cell, 15))
+            pixel = s.color if s.color is not None else CELL_COLORS.get(s.cell, 15)
+            mark = plotext.marker("braille" if s.thin else "hd", pixel=pixel)
         else:
-            letter = PLAIN_MARKERS.get(s.cell, s.cell[:1])
+            letter = s.marker or PLAIN_MARKERS.get(s.cell, s.cell[:1])
             mark = plotext.marker(letter.upper() if s.thin else letter)
         sig = fig.signal(xs, ys, marker=mark).lines()
         if s.label:
@@ -172,6 +178,8 @@ def longrange_chart(result: CompareResult, **kw: object) -> str | None:
     measured = [r for r in result.cells if r.longrange]
     if not measured:
         return None
+    from charlstm import longrange  # needs JAX; only a finished comparison gets here
+
     labels = [longrange.bucket_label(lo, hi) for lo, hi in longrange.BUCKETS]
     series = []
     for r in measured:
@@ -199,6 +207,76 @@ def charts(result: CompareResult, width: int, height: int, color: bool) -> list[
 def show(text: str, console: Console, color: bool) -> None:
     """Print a chart string: parsed from ANSI on a colour console, verbatim otherwise."""
     console.print(Text.from_ansi(text) if color else Text(text), soft_wrap=True, no_wrap=True, crop=False)
+
+
+# --- loss curves of runs (`charlstm plot`) ------------------------------------------------------------------
+
+RUN_COLORS = (12, 9, 10, 11, 13, 14, 208, 250)  # blue, red, green, yellow, magenta, cyan, orange, grey
+RUN_LETTERS = "abcdefghijklmnopqrstuvwxyz"  # without colour: lowercase train, uppercase validation
+MPL_RUN_COLORS = ("tab:blue", "tab:red", "tab:green", "tab:olive", "tab:purple", "tab:cyan", "tab:orange", "tab:gray")
+MPL_RUN_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _xs(c: RunCurves, x: str, val: bool) -> list[float]:
+    if x == "minutes":
+        return list(c.val_minutes if val else c.minutes)
+    return [float(s) for s in (c.val_steps if val else c.steps)]
+
+
+def _drop_nan_x(xs: Sequence[float], ys: Sequence[float]) -> tuple[list[float], list[float]]:
+    pts = [(a, b) for a, b in zip(xs, ys) if math.isfinite(a)]
+    return [a for a, _ in pts], [b for _, b in pts]
+
+
+def runs_chart(curves: Sequence[RunCurves], *, x: str = "steps", log_y: bool = False, smooth: float = 0.6,
+               whole_run: bool = False, width: int = 100, height: int = 20, color: bool = True) -> str:
+    """Training loss (smoothed, thick) and validation loss (thin) of several runs, one colour and letter each,
+    against steps or minutes since each run was created. `whole_run`: the step axis spans train.steps, so that
+    a run in progress grows to the right (else it spans the steps recorded)."""
+    from charlstm.runs import ema
+
+    series = []
+    for k, c in enumerate(curves):
+        pixel, letter = RUN_COLORS[k % len(RUN_COLORS)], RUN_LETTERS[k % len(RUN_LETTERS)]
+        train_x, train_y = _drop_nan_x(_xs(c, x, False), ema(c.loss, smooth))
+        val_x, val_y = _drop_nan_x(_xs(c, x, True), c.val_loss)
+        series.append(Series(c.name, train_x, train_y, label=c.name, color=pixel, marker=letter))
+        series.append(Series(c.name, val_x, val_y, thin=True, color=pixel, marker=letter.upper()))
+    smoothed = f"EMA {smooth:g}" if smooth > 0 else "raw"
+    key = "thick" if color else "lowercase"
+    title = f"loss ({key}: train, {smoothed}; {'thin' if color else 'uppercase'}: validation)"
+    total = max((c.total_steps for c in curves), default=0)
+    xlim = (0.0, float(total)) if whole_run and x == "steps" and total > 0 else None
+    return chart(series, title=title, xlabel="step" if x == "steps" else "minutes", ylabel="nats/char", log_y=log_y,
+                 xlim=xlim, width=width, height=height, color=color)
+
+
+def follow(draw: Callable[[], str], active: Callable[[], bool], console: Console, color: bool,
+           poll_s: float = 1.0) -> None:
+    """Redraw the chart `draw()` returns every `poll_s` seconds while `active()` (a run is training), then a last
+    time. On a terminal it refreshes in place; elsewhere only the final chart is printed. Ctrl-C stops following
+    and leaves the chart as it was last drawn."""
+
+    def frame() -> Text:
+        text = draw()
+        return Text.from_ansi(text) if color else Text(text)
+
+    if not console.is_terminal:
+        try:
+            while active():
+                time.sleep(poll_s)
+        except KeyboardInterrupt:
+            pass
+        show(draw(), console, color)
+        return
+    with Live(frame(), console=console, auto_refresh=False, transient=False) as live:
+        try:
+            while active():
+                time.sleep(poll_s)
+                live.update(frame(), refresh=True)
+        except KeyboardInterrupt:
+            pass
+        live.update(frame(), refresh=True)  # the rows written between the last poll and the end
 
 
 # --- the live display ---------------------------------------------------------------------------------------
@@ -230,7 +308,7 @@ class LiveDisplay:
             self.live = Live(console=self.console, auto_refresh=False, transient=True)
             self.live.start()
 
-    def _frame(self, cell: str, ev: training.Event, curves: Mapping[str, Curves]) -> RenderableType:
+    def _frame(self, cell: str, ev: events.Event, curves: Mapping[str, Curves]) -> RenderableType:
         index = next((k for k, s in enumerate(self.plan) if s.cell == cell), 0) + 1
         c = curves[cell]
         val = f" · val {c.val_loss[-1]:.4f}" if c.val_loss else ""
@@ -242,17 +320,17 @@ class LiveDisplay:
         chart_text = loss_chart(curves, self.steps, width=width, height=height, color=self.color)
         return Group(head, Text.from_ansi(chart_text) if self.color else Text(chart_text))
 
-    def event(self, cell: str, ev: training.Event, curves: Mapping[str, Curves]) -> None:
+    def event(self, cell: str, ev: events.Event, curves: Mapping[str, Curves]) -> None:
         if self.quiet:
             return
-        if isinstance(ev, training.StepEvent) and ev.skipped:
+        if isinstance(ev, events.StepEvent) and ev.skipped:
             self.message(f"{cell} step {ev.step}: non-finite loss or gradient, update skipped")
         if self.live is not None:
             now = time.perf_counter()
-            if now - self.last_draw >= self.every_s or isinstance(ev, training.EvalEvent):
+            if now - self.last_draw >= self.every_s or isinstance(ev, events.EvalEvent):
                 self.live.update(self._frame(cell, ev, curves), refresh=True)
                 self.last_draw = time.perf_counter()
-        elif isinstance(ev, training.EvalEvent):
+        elif isinstance(ev, events.EvalEvent):
             c = curves[cell]
             self.console.print(f"{cell} step {ev.step}: loss {c.loss[-1]:.4f} · val loss {ev.val_loss:.4f} nats/char "
                                f"({ev.bits_per_char:.3f} bits/char)")
@@ -278,13 +356,45 @@ def have_matplotlib() -> bool:
     return True
 
 
-def save_pngs(result: CompareResult, out: Path) -> list[Path]:
-    """loss.png, longrange.png (if measured), gradflow.png and grad_norm.png in `out`."""
+def matplotlib_figure(instead: str) -> type:
+    """matplotlib's Figure, or a UserError that says how to install it (`instead`: what else the user can do)."""
     try:
         from matplotlib.figure import Figure  # the object API: no pyplot state, no GUI backend
     except ImportError:
         raise UserError("PNG charts need matplotlib, which is not installed",
-                        "pip install 'charlstm[plots]' (or matplotlib), or leave out --out") from None
+                        f'pip install "charlstm[plots]" (or matplotlib), or {instead}') from None
+    return Figure
+
+
+def save_runs_png(curves: Sequence[RunCurves], path: Path, *, x: str = "steps", log_y: bool = False,
+                  smooth: float = 0.6) -> None:
+    """The `runs_chart` as a PNG: raw training loss faint, smoothed solid, validation dashed with markers."""
+    from charlstm.runs import ema
+
+    fig = matplotlib_figure("write a .csv instead")(figsize=(9, 5))
+    ax = fig.add_subplot()
+    for k, c in enumerate(curves):
+        col, mark = MPL_RUN_COLORS[k % len(MPL_RUN_COLORS)], MPL_RUN_MARKERS[k % len(MPL_RUN_MARKERS)]
+        xs = _xs(c, x, False)
+        ax.plot(xs, c.loss, color=col, alpha=0.25, lw=0.8)
+        ax.plot(xs, ema(c.loss, smooth), color=col, lw=1.6, label=f"{c.name} train")
+        ax.plot(_xs(c, x, True), c.val_loss, color=col, ls="--", marker=mark, ms=4, label=f"{c.name} validation")
+    if log_y:
+        ax.set_yscale("log")
+    smoothed = f"EMA {smooth:g}" if smooth > 0 else "raw"
+    ax.set(xlabel="step" if x == "steps" else "minutes since the run was created", ylabel="loss (nats/char)",
+           title=f"training loss (faint: raw, solid: {smoothed}) and validation loss")
+    ax.legend()
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=120)
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror}", "choose another --out path") from None
+
+
+def save_pngs(result: CompareResult, out: Path) -> list[Path]:
+    """loss.png, longrange.png (if measured), gradflow.png and grad_norm.png in `out`."""
+    Figure = matplotlib_figure("leave out --out")  # noqa: N806 (a class)
     written = []
 
     def save(name: str, fig: Figure) -> None:
@@ -303,6 +413,8 @@ def save_pngs(result: CompareResult, out: Path) -> list[Path]:
     save("loss.png", fig)
 
     if any(r.longrange for r in result.cells):
+        from charlstm import longrange
+
         fig = Figure(figsize=(8, 4.5))
         ax = fig.add_subplot()
         labels = [longrange.bucket_label(lo, hi) for lo, hi in longrange.BUCKETS]

@@ -230,12 +230,15 @@ class DownloadProgress:
             self.progress = None
 
 
-def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[object]], console: Console | None = None) -> None:
-    """A simple rich table of already-formatted values (on stdout unless `console` says otherwise)."""
+def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[object]], console: Console | None = None,
+          left: Iterable[str] = ()) -> None:
+    """A simple rich table of already-formatted values (on stdout unless `console` says otherwise). Numbers are
+    right-aligned; the columns named in `left` (and a few usual label columns) are left-aligned."""
     console = console or out
     t = Table(title=title, title_justify="left")
+    left_aligned = {"", "key", "metric", "cell", "recipe", *left}
     for c in columns:
-        t.add_column(c, justify="left" if c in ("", "key", "metric", "cell", "recipe") else "right")
+        t.add_column(c, justify="left" if c in left_aligned else "right")
     for r in rows:
         t.add_row(*(str(v) for v in r))
     console.print(t)
