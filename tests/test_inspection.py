@@ -324,8 +324,10 @@ def test_cli_inspect_top_html_and_place_memory(runs: Path, tmp_path: Path) -> No
     first = next(k for k, ln in enumerate(lines) if ln.startswith("layer 1 · cell"))
     heat = lines[first + 1 : lines.index("", first)]  # the first cell's heatmap, up to the blank line
     assert heat and all(cell_len(ln) <= 60 for ln in heat)
+    text, bars = heat[0::2], heat[1::2]  # without colour (a pipe), a line of bars under each line of text
     shown = DEFAULT_CORPUS.read_text(encoding="utf-8")[:300].replace("\n", "↵")
-    assert "".join(heat) == shown  # wrapped, never cut: every character is drawn once
+    assert "".join(text) == shown  # wrapped, never cut: every character is drawn once
+    assert [cell_len(b) for b in bars] == [cell_len(t) for t in text] and set("".join(bars)) <= set(heatmap.LEVELS)
     page = out.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and "place memory" in page and "wrote" in proc.stderr
 
