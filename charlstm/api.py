@@ -51,7 +51,8 @@ class Model:
     """One checkpoint of a trained run, ready to sample, score and export. Made by `load` and `train`.
 
     Compiled samplers are kept for the life of the process: a second `sample` or `stream` call with the same
-    temperature, top_k, top_p and greedy runs without compiling, whatever its seed, length or prompt.
+    options runs without compiling, whatever its seed (a prompt of another length compiles the prompt reader
+    again, and a length under 512 or another num_samples compiles for that shape).
     """
 
     def __init__(self, restored: checkpoint.Restored, run_dir: Path, summary: runner.Summary | None = None) -> None:

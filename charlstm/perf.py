@@ -110,7 +110,7 @@ def compile_cache() -> Path | None:
     starts (so the command line stays JAX-free until a command needs it), with JAX it updates the config. A
     cache directory the user chose for JAX (JAX_COMPILATION_CACHE_DIR or jax.config) is left as it is.
     Every program is cached whatever its compile time: on a CPU even a small one takes 10-100 ms to compile
-    and a few ms to read back.
+    and a few ms to read back. The cache keeps at most 1 GiB, dropping the least recently used programs.
     """
     path = compile_cache_dir()
     if path is None:
