@@ -87,7 +87,8 @@ class Model:
 
     def __repr__(self) -> str:
         m = self.config.model
-        return f"Model(run={str(self.run_dir)!r}, step={self.step}, {m.cell} {m.layers}x{m.hidden}, vocab {len(self.vocab)})"
+        return (f"Model(run={str(self.run_dir)!r}, step={self.step}, {m.cell} {m.layers}x{m.hidden}, "
+                f"vocab {len(self.vocab)})")
 
     # --- generating ---------------------------------------------------------------------------------------
 
@@ -269,8 +270,8 @@ def _override_items(overrides: Overrides) -> list[str]:
     return list(overrides)
 
 
-def run_training(cfg: Config, corpus: str | os.PathLike[str] | None = None, *, runs_dir: str | os.PathLike[str] = "runs",
-                 name: str | None = None, resume: rundir.RunDir | None = None,
+def run_training(cfg: Config, corpus: str | os.PathLike[str] | None = None, *,
+                 runs_dir: str | os.PathLike[str] = "runs", name: str | None = None, resume: rundir.RunDir | None = None,
                  reporter: runner.Reporter | None = None) -> runner.Summary:
     """Train with a resolved config (`training_config`) and return the summary; the second half of `train`.
 

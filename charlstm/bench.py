@@ -423,8 +423,10 @@ def rows(res: BenchResult) -> list[tuple[str, str]]:
     out = [
         ("model", f"{res.layers}x{res.hidden} {res.cell}, {res.params:,} params, {res.compute_dtype}"),
         ("batch x seq_len", f"{res.batch_size} x {res.seq_len} (vocab {res.vocab_size})"),
-        ("compile (train step)", f"{res.compile_s:.2f} s ({res.compile_cpu_s:.2f} CPU s); {res.compile_cached_s:.2f} s cached"),
-        ("first sampled character", f"{res.first_char_s:.2f} s after process start; {res.first_char_cached_s:.2f} s cached"),
+        ("compile (train step)",
+         f"{res.compile_s:.2f} s ({res.compile_cpu_s:.2f} CPU s); {res.compile_cached_s:.2f} s cached"),
+        ("first sampled character",
+         f"{res.first_char_s:.2f} s after process start; {res.first_char_cached_s:.2f} s cached"),
         ("train chars/s", f"{res.train_chars_per_s:,.0f}"),
         ("sampling chars/s, batch 1", f"{res.sample_b1_chars_per_s:,.0f}"),
         ("sampling chars/s, batch 64", f"{res.sample_b64_chars_per_s:,.0f}"),

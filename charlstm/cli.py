@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
 import typer
-from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click and does not re-export these
+# typer vendors click and does not re-export its exception types
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
 from charlstm import __version__, ui
 from charlstm.errors import EXIT_CODES, UsageError, UserError
@@ -151,9 +152,11 @@ app = typer.Typer(
 
 @app.callback()
 def _global_options(
-    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version, help="Print the version and exit."),
-    color: Color = typer.Option(Color.auto, "--color", help="Colour in the output: auto (a terminal, unless NO_COLOR is "
-                                "set), always, or never. Charts and heatmaps use letters and shades without it."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                 help="Print the version and exit."),
+    color: Color = typer.Option(Color.auto, "--color",
+                                help="Colour in the output: auto (a terminal, unless NO_COLOR is set), always, or "
+                                "never. Charts and heatmaps use letters and bars without it."),
 ) -> None:
     """Options that come before the command name."""
     ui.set_color(color.value)
@@ -195,11 +198,13 @@ JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout
 @app.command(epilog=CONFIG_EPILOG)
 @user_errors
 def train(
-    corpus: Optional[str] = typer.Argument(None, help="Text file to train on, or a corpus name (default: the bundled languages corpus)."),
+    corpus: Optional[str] = typer.Argument(
+        None, help="Text file to train on, or a corpus name (default: the bundled languages corpus)."),
     config: Optional[str] = ConfigOpt,
     set_: list[str] = SetOpt,
     steps: Optional[int] = typer.Option(None, "--steps", help="Shortcut for --set train.steps=N."),
-    encoding: Optional[Encoding] = typer.Option(None, "--encoding", help="utf-8 (characters) or bytes (raw bytes, any file)."),
+    encoding: Optional[Encoding] = typer.Option(None, "--encoding",
+                                                help="utf-8 (characters) or bytes (raw bytes, any file)."),
     name: Optional[str] = typer.Option(None, "--name", help="Run name (default <corpus>-<cell>-<timestamp>)."),
     runs_dir: Path = RunsDirOpt,
     resume: Optional[str] = typer.Option(None, "--resume", metavar="[RUN]", autocompletion=_complete_runs,
@@ -272,7 +277,8 @@ def sample(
     num_samples: int = typer.Option(1, "--num-samples", help="Independent samples, generated as one batch."),
     skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop prompt characters the model does not know."),
     line_start: bool = typer.Option(True, "--line-start/--mid-line", help="Read the prompt as the start of a line (after a newline) or as is."),
-    json_out: bool = typer.Option(False, "--json", help="One JSON object per sample and line on stdout: sample, prompt, text, seed, run, step."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object per sample and line on stdout: sample, "
+                                  "prompt, text, seed, run, step."),
 ) -> None:
     """Generate text from a trained run, streamed as it is produced."""
     if prompt is not None and prompt_file is not None:
@@ -330,7 +336,8 @@ def eval_(
     model = api.load(run, checkpoint, runs_dir=runs_dir, on_warning=ui.warn)
     with ui.spinner(f"scoring {file}"):
         res = model.score(file, skip_unknown=skip_unknown)
-    result = {"file": str(file), "step": model.step, "nats_per_char": res.nats_per_char, "bits_per_char": res.bits_per_char,
+    result = {"file": str(file), "step": model.step, "nats_per_char": res.nats_per_char,
+              "bits_per_char": res.bits_per_char,
               "perplexity": res.perplexity, "chars_scored": res.chars_scored, "unknown_skipped": res.unknown_skipped}
     if json_out:
         print(json.dumps(result))
@@ -363,9 +370,11 @@ def compare_rnn(
                                          help="YAML config file or bundled name (default: compare-rnn)."),
     set_: list[str] = SetOpt,
     cells: str = typer.Option("rnn,lstm", "--cells", metavar="CELL,CELL...", callback=_cells_value,
-                              autocompletion=_complete_cells, help=f"Cells to train, comma-separated: {', '.join(CELLS)}."),
+                              autocompletion=_complete_cells,
+                              help=f"Cells to train, comma-separated: {', '.join(CELLS)}."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps per cell (shortcut for --set train.steps=N)."),
-    match: Match = typer.Option(Match.params, "--match", help="params: size every cell to the config cell's parameter count; hidden: one width for all."),
+    match: Match = typer.Option(Match.params, "--match", help="params: size every cell to the config cell's "
+                                "parameter count; hidden: one width for all."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the curves (CSV), a summary (JSON) and the charts (PNG, needs matplotlib) here."),
     no_clip: bool = typer.Option(False, "--no-clip", help="Train without gradient clipping (watch an RNN's gradient norm explode)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the tables, no live chart or progress."),
@@ -439,7 +448,8 @@ def inspect_(
     layer: Optional[int] = typer.Option(None, "--layer", help="Layer to show, counted from 1 (default: the last)."),
     cell: list[int] = typer.Option([], "--cell", help="Show this cell, 0..hidden-1 (repeatable)."),
     top: Optional[int] = typer.Option(None, "--top", help="Show the K cells that best track simple text properties (default 5)."),
-    show: Optional[Show] = typer.Option(None, "--show", help="LSTM: forget, input, output, cell or hidden; GRU: update, reset or hidden; RNN: hidden. Default: cell (LSTM), hidden (others)."),
+    show: Optional[Show] = typer.Option(None, "--show", help="LSTM: forget, input, output, cell or hidden; GRU: "
+                                        "update, reset or hidden; RNN: hidden. Default: cell (LSTM), hidden (others)."),
     html: Optional[Path] = typer.Option(None, "--html", help="Also write the view as a standalone HTML page."),
     max_chars: int = typer.Option(20000, "--max-chars", help="Read at most this many characters of the text."),
     display_chars: int = typer.Option(800, "--display-chars", help="Draw at most this many characters per cell."),
@@ -600,8 +610,8 @@ def _commented_yaml(cfg: Any, source: str, overrides: list[str]) -> str:
     lines = [f"# charlstm config {source}" + "".join(f" --set {o}" for o in overrides)]
     for section, values in cfg.model_dump().items():
         lines.append(f"{section}:")
-        pairs = [(f"  {yaml.safe_dump({k: v}, default_flow_style=False, width=1 << 20).strip()}", notes.get(f"{section}.{k}", ""))
-                 for k, v in values.items()]
+        pairs = [(f"  {yaml.safe_dump({k: v}, default_flow_style=False, width=1 << 20).strip()}",
+                  notes.get(f"{section}.{k}", "")) for k, v in values.items()]
         pad = max(len(p) for p, _ in pairs)
         lines += [f"{p:<{pad}}  # {note}" if note else p for p, note in pairs]
     return "\n".join(lines) + "\n"

@@ -235,7 +235,8 @@ def legend(lo: str, hi: str, description: str, swatches: int = 21, color: bool =
 
 
 def print_view(console: Console, view: View, width: int | None = None,
-               table: Callable[[str, list[str], list[list[str]]], None] | None = None, color: bool | None = None) -> None:
+               table: Callable[[str, list[str], list[list[str]]], None] | None = None,
+               color: bool | None = None) -> None:
     """Header, legends, every row (title line, then the wrapped heatmap), the tables (through `table`, the
     caller's table printer, if given) and the notes, on `console`. `color` defaults to whether the console
     shows colours."""
