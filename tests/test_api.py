@@ -136,7 +136,7 @@ def test_errors_are_user_errors(trained: tuple[charlstm.Model, Path], call: obje
 
 
 def test_overrides_keep_their_types() -> None:
-    assert api._override_items({"model.hidden": 64, "optim.lr": 0.001, "model.layer_norm": True, "model.cell": "gru"}) == [
-        "model.hidden=64", "optim.lr=0.001", "model.layer_norm=true", 'model.cell="gru"']
+    items = api._override_items({"model.hidden": 64, "optim.lr": 0.001, "model.layer_norm": True, "model.cell": "gru"})
+    assert items == ["model.hidden=64", "optim.lr=0.001", "model.layer_norm=true", 'model.cell="gru"']
     cfg, run = api.training_config("tiny", {"model.cell": "gru", "optim.lr": 0.001})
     assert (cfg.model.cell, cfg.optim.lr, run) == ("gru", 0.001, None)

@@ -101,11 +101,13 @@ def test_a_second_train_and_sample_load_their_programs_from_the_cache(
     assert_ok(second_train)
     assert "cache hit for 'jit_step'" in second_train.stderr
     assert "PERSISTENT COMPILATION CACHE MISS" not in second_train.stderr
-    samples = [run_cli(["sample", "--runs-dir", runs, "--length", "30", "--seed", str(seed)], env=env) for seed in (1, 2)]
+    samples = [run_cli(["sample", "--runs-dir", runs, "--length", "30", "--seed", str(seed)], env=env)
+               for seed in (1, 2)]
     for proc in samples:
         assert_ok(proc)
     assert "PERSISTENT COMPILATION CACHE MISS for 'jit_chunk'" in samples[0].stderr
-    assert "cache hit for 'jit_chunk'" in samples[1].stderr and "PERSISTENT COMPILATION CACHE MISS" not in samples[1].stderr
+    assert "cache hit for 'jit_chunk'" in samples[1].stderr
+    assert "PERSISTENT COMPILATION CACHE MISS" not in samples[1].stderr
 
 
 def test_an_empty_charlstm_cache_turns_the_compilation_cache_off(
@@ -145,8 +147,10 @@ def test_completion_of_runs_checkpoints_configs_and_cells(
 
     def complete(line: str) -> list[str]:
         words = line.split(" ")
-        env = {**cli_env(), "_CHARLSTM_COMPLETE": "complete_bash", "COMP_WORDS": line, "COMP_CWORD": str(len(words) - 1)}
-        proc = subprocess.run([sys.executable, "-m", "charlstm.cli"], env=env, capture_output=True, text=True, timeout=60)
+        env = {**cli_env(), "_CHARLSTM_COMPLETE": "complete_bash", "COMP_WORDS": line,
+               "COMP_CWORD": str(len(words) - 1)}
+        proc = subprocess.run([sys.executable, "-m", "charlstm.cli"], env=env, capture_output=True, text=True,
+                              timeout=60)
         assert proc.returncode == 0, proc.stderr
         return proc.stdout.split()
 
@@ -169,7 +173,8 @@ def test_heatmap_without_colour_draws_bars() -> None:
     assert "0 shut ▁▂▃▄▅▆▇█ 1 open" in text and "\x1b" not in text
     coloured = Console(file=io.StringIO(), width=40, color_system="truecolor", force_terminal=True)
     heatmap.print_view(coloured, view)
-    assert "\x1b[" in coloured.file.getvalue() and "▁▅" not in coloured.file.getvalue()  # type: ignore[attr-defined]
+    shown = coloured.file.getvalue()  # type: ignore[attr-defined]
+    assert "\x1b[" in shown and "▁▅" not in shown
 
 
 @pytest.fixture
@@ -187,7 +192,8 @@ def test_color_option(restore_consoles: object) -> None:
     assert not ui.color_on(ui.out) and not ui.color_on(ui.err)
 
 
-def test_inspect_honours_no_color_and_color_always(trained: tuple[Path, Path, subprocess.CompletedProcess[str]]) -> None:
+def test_inspect_honours_no_color_and_color_always(
+        trained: tuple[Path, Path, subprocess.CompletedProcess[str]]) -> None:
     runs, _, _ = trained
     args = ["inspect", "--runs-dir", runs, "--text", "I went to ", "--cell", "0"]
     terminal = {"FORCE_COLOR": "1", "TERM": "xterm-256color"}

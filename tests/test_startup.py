@@ -78,6 +78,7 @@ def test_import_charlstm_is_light_until_a_function_needs_jax() -> None:
     code = ("import sys, charlstm; assert callable(charlstm.load) and callable(charlstm.train); "
             "assert issubclass(charlstm.RunError, charlstm.UserError); "
             f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=cli_env(), capture_output=True, text=True,
+                          timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
