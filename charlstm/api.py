@@ -164,7 +164,8 @@ class Model:
     def score(self, text_or_path: str | os.PathLike[str], *, skip_unknown: bool = False) -> evaluate.EvalResult:
         """The model's loss on a text, read as one stream with the state carried through it.
 
-        A `str` is the text itself; a path (`pathlib.Path`, any `os.PathLike`) names a file to read. The result
+        A `str` is the text itself (one that names an existing file is refused as a likely mistake); a path
+        (`pathlib.Path`, any `os.PathLike`) names a file to read. The result
         has `nats_per_char`, `bits_per_char`, `perplexity`, `chars_scored` and `unknown_skipped` (characters
         outside the vocabulary, an error unless `skip_unknown`).
         """
@@ -176,6 +177,10 @@ class Model:
         if not isinstance(text_or_path, str):
             raise UsageError(f"score() takes a str (the text) or a path, not {type(text_or_path).__name__}",
                              "pass the text, or pathlib.Path(file)")
+        if "\n" not in text_or_path and len(text_or_path) < 4096 and os.path.isfile(text_or_path):
+            # Almost surely meant as a file: scoring the name itself would quietly give a meaningless number.
+            raise UsageError(f"score() got the str {text_or_path!r}, which names a file",
+                             f"pass pathlib.Path({text_or_path!r}) to score the file")
         ids, unknown = evaluate.encode_data(text_or_path.encode("utf-8"), self.vocab, skip_unknown)
         return evaluate.EvalResult(evaluate.score(self.params, model_cfg, ids), len(ids) - 1, unknown)
 

@@ -122,6 +122,7 @@ def test_export_writes_the_torch_layout(trained: tuple[charlstm.Model, Path], tm
     (lambda m: m.sample("\x07"), UsageError, "vocabulary"),
     (lambda m: m.stream(top_p=2.0), UsageError, "--top-p"),  # checked at the call, not at the first piece
     (lambda m: m.score(42), UsageError, "str"),
+    (lambda m: m.score(str(m.run_dir / "config.yaml")), UsageError, "pathlib.Path"),
     (lambda m: charlstm.load(m.run_dir, "newest"), UsageError, "latest, best"),
     (lambda m: charlstm.load(m.run_dir, 4), RunError, "no checkpoint at step 4"),
     (lambda m: charlstm.load("no-such-run", runs_dir=m.run_dir.parent), RunError, "run not found"),
