@@ -156,7 +156,7 @@ def _suggest(key: str) -> str:
     close = difflib.get_close_matches(key, _field_paths(), n=1, cutoff=0.5)
     if not close:  # a bare key like "hidden" should still find "model.hidden"
         close = [p for p in _field_paths() if p.split(".")[-1] == key.split(".")[-1]][:1]
-    return f"did you mean '{close[0]}'?" if close else "see `charlstm train --help` for valid keys"
+    return f"did you mean '{close[0]}'?" if close else "`charlstm config show` lists every key"
 
 
 def _explain(err: ValidationError) -> ConfigError:
