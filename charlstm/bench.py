@@ -260,7 +260,10 @@ class _Torch:
             "head": nn.Linear(m.hidden, vocab_size),
         })
         sd = export.torch_state_dict(params, cfg, vocab_size)
-        self.net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()})
+        # The start state (h0, c0) is an input of nn.LSTM, not a module weight; at initialisation it is zeros,
+        # which is nn.LSTM's default state, so both sides time the same computation.
+        weights = {k: v for k, v in sd.items() if k not in ("h0", "c0")}
+        self.net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
         self.net.to(self.device)
         self.net["embedding"].weight.requires_grad_(bool(m.embed))
         self.trainable = [p for p in self.net.parameters() if p.requires_grad]
