@@ -185,19 +185,31 @@ class Model:
         return evaluate.EvalResult(evaluate.score(self.params, model_cfg, ids), len(ids) - 1, unknown)
 
     def export(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-        """Write the weights in PyTorch's nn.LSTM/GRU/RNN layout and names to `path` (.npz), with the
-        vocabulary and config; returns the arrays written, by name (see `charlstm.export`)."""
+        """Write the weights in PyTorch's layout and names; returns the arrays written, by name.
+
+        A directory `path` gets model.safetensors, config.json, vocab.json and charlstm_torch.py, a PyTorch
+        module for every cell (`charlstm_torch.load(path)` samples and scores without charlstm); a `path` ending
+        in .npz gets one file in nn.LSTM/GRU/RNN's layout, with the vocabulary and config (plain cells only).
+        See `charlstm.export`.
+        """
         from charlstm import export
 
-        return export.export_npz(self.params, self.config, self.vocab, npz_path(path))
+        out = Path(path)
+        if export_kind(out) == "npz":
+            return export.export_npz(self.params, self.config, self.vocab, out)
+        return export.export_dir(self.params, self.config, self.vocab, out)
 
 
-def npz_path(path: str | os.PathLike[str]) -> Path:
-    """`path` as the export file name, which must end in .npz (else a UsageError)."""
+def export_kind(path: str | os.PathLike[str]) -> str:
+    """"npz" for a path ending in .npz, "dir" for a directory (an existing one, or a name without a suffix);
+    anything else, such as model.pt, is a UsageError."""
     out = Path(path)
-    if out.suffix != ".npz":
-        raise UsageError(f"the export file must end in .npz (got {out.name})", "e.g. --out model.npz")
-    return out
+    if out.suffix == ".npz":
+        return "npz"
+    if out.is_dir() or (out.suffix == "" and not out.exists()):
+        return "dir"
+    raise UsageError(f"the export path must be a directory or end in .npz (got {out.name})",
+                     "e.g. --out model (a directory with a PyTorch module; any cell) or --out model.npz (plain cells)")
 
 
 class _Decoder:

@@ -348,18 +348,27 @@ def eval_(
 @app.command()
 @user_errors
 def export(
-    out: Path = typer.Option(..., "--out", "-o", help="Output .npz file."),
+    out: Path = typer.Option(..., "--out", "-o", help="A directory (any model: safetensors weights, config, "
+                             "vocabulary and a PyTorch module), or a FILE.npz (plain LSTM/GRU/RNN)."),
     run: Optional[str] = RunOpt,
     runs_dir: Path = RunsDirOpt,
     checkpoint: str = CkptOpt,
 ) -> None:
-    """Write the weights in PyTorch's nn.LSTM/GRU/RNN layout and names (.npz), with the vocabulary."""
+    """Write the weights in PyTorch's layout and names: a directory that samples and scores with PyTorch alone
+    (charlstm_torch.py inside), or a .npz for nn.LSTM/GRU/RNN."""
     from charlstm import api
 
-    api.npz_path(out)  # a wrong name is a usage error, before the run is loaded
+    kind = api.export_kind(out)  # a wrong name is a usage error, before the run is loaded
     model = api.load(run, checkpoint, runs_dir=runs_dir, on_warning=ui.warn)
     arrays = model.export(out)
-    ui.info(f"wrote {out}: {len(arrays)} tensors, step {model.step}, cell {model.config.model.cell}")
+    m = model.config.model
+    what = f"step {model.step}, {m.cell}{'-ln' if m.layer_norm else ''} {m.layers}x{m.hidden}"
+    if kind == "npz":
+        ui.info(f"wrote {out}: {len(arrays)} tensors, {what}")
+        return
+    ui.info(f"wrote {out}/: model.safetensors ({len(arrays)} tensors), config.json, vocab.json, "
+            f"charlstm_torch.py; {what}")
+    ui.info(f'sample with PyTorch: python {out / "charlstm_torch.py"} {out} --prompt "..."')
 
 
 @app.command(name="compare-rnn", epilog=CONFIG_EPILOG)

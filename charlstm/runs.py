@@ -32,6 +32,7 @@ from charlstm.errors import RunError, UserError
 
 LN2 = math.log(2)
 STATUSES = ("running", "finished", "interrupted", "failed")
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"  # run.json's "created", in local time
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class RunSummary:
                 "steps": self.steps, "checkpoint": self.checkpoint, "best_val_loss": self.best_val_loss,
                 "best_val_bpc": bits(self.best_val_loss), "last_val_loss": self.last_val_loss,
                 "last_val_bpc": bits(self.last_val_loss), "chars_per_s": self.chars_per_s, "wall_s": self.wall_s,
-                "created": None if self.created is None else time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.created)),
+                "created": None if self.created is None else time.strftime(TIME_FORMAT, time.localtime(self.created)),
                 "status": self.status, "reason": self.reason}
 
 
@@ -102,7 +103,7 @@ def created_time(run: rundir.RunDir) -> float | None:
     """When the run was created (run.json, written in local time), in seconds since the epoch."""
     stamp = run.read_info().get("created")
     try:
-        return time.mktime(time.strptime(str(stamp), "%Y-%m-%dT%H:%M:%S"))
+        return time.mktime(time.strptime(str(stamp), TIME_FORMAT))
     except (ValueError, OverflowError):
         return None
 
