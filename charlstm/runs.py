@@ -250,11 +250,11 @@ def table_rows(summaries: Sequence[RunSummary]) -> tuple[list[str], list[list[st
     """The columns and formatted rows of `charlstm runs` (status last)."""
 
     def loss(nats: float | None) -> str:
-        return "—" if nats is None else f"{nats:.4f} / {nats / LN2:.3f}"
+        return "—" if nats is None else f"{nats:.4f}/{nats / LN2:.3f}"
 
-    columns = ["run", "corpus", "model", "step", "best val nats / bits", "last val nats / bits", "chars/s", "wall",
+    columns = ["run", "corpus", "model", "step", "best val nats/bits", "last val nats/bits", "chars/s", "wall",
                "status"]
-    rows = [[r.name, Path(r.corpus).name if r.corpus else "—", r.size, f"{r.step:,}/{r.steps:,}",
+    rows = [[r.name, Path(r.corpus).stem if r.corpus else "—", r.size, f"{r.step:,}/{r.steps:,}",
              loss(r.best_val_loss), loss(r.last_val_loss), "—" if r.chars_per_s is None else f"{r.chars_per_s:,.0f}",
              duration(r.wall_s), f"{r.status} ({r.reason})" if r.reason else r.status] for r in summaries]
     return columns, rows

@@ -186,8 +186,8 @@ def test_runs_command(tmp_path: Path) -> None:
     lines = table.stdout.splitlines()
     stopped, done = (next(ln for ln in lines if name in ln) for name in ("stopped", "done"))
     assert lines.index(stopped) < lines.index(done)  # newest first
-    assert "interrupted" in stopped and "30/100" in stopped and "text.txt" in stopped
-    assert "finished" in done and "2.5000 / 3.607" in done and "2.7000 / 3.895" in done and "lstm 1x32" in done
+    assert "interrupted" in stopped and "30/100" in stopped and " text " in stopped  # the corpus, /data/text.txt
+    assert "finished" in done and "2.5000/3.607" in done and "2.7000/3.895" in done and "lstm 1x32" in done
     assert "\x1b" not in table.stdout
     assert_clean_error(run_cli(["runs", "--runs-dir", tmp_path / "none"]), "no runs directory", code=1)
     empty = run_cli(["runs", "--runs-dir", tmp_path, "--json"])  # a folder without runs: an empty list
