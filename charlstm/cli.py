@@ -506,7 +506,7 @@ def runs_(
         return
     styles = {"running": "cyan", "finished": "green", "interrupted": "yellow", "failed": "red"}
     columns, rows = runs_lib.table_rows(found)
-    rows = [[escape(v) for v in row[:-1]] + [f"[{styles[r.status]}]{escape(row[-1])}[/]"] for r, row in zip(found, rows)]
+    rows = [[*map(escape, row[:-1]), f"[{styles[r.status]}]{escape(row[-1])}[/]"] for r, row in zip(found, rows)]
     ui.table(f"runs in {runs_dir}", columns, rows, left=("run", "corpus", "model", "status"))
 
 
@@ -519,12 +519,12 @@ class XAxis(str, Enum):
 @user_errors
 def plot(
     runs: list[str] = typer.Argument(None, metavar="[RUN]...", autocompletion=_complete_runs,
-                                     help="Runs to draw: names in --runs-dir or directories (default: the newest run)."),
+                                     help="Runs to draw: names in --runs-dir, or directories (default: the newest)."),
     runs_dir: Path = RunsDirOpt,
     x: XAxis = typer.Option(XAxis.steps, "--x", help="The x axis: training steps, or minutes since each run started."),
     log_y: bool = typer.Option(False, "--log-y", help="Logarithmic loss axis."),
-    smooth: float = typer.Option(0.6, "--smooth", help="EMA weight for the training loss, 0 (raw) to below 1 (smoother)."),
-    follow: bool = typer.Option(False, "--follow", "-f", help="Redraw as the runs train, until none is training (or Ctrl-C)."),
+    smooth: float = typer.Option(0.6, "--smooth", help="EMA weight for the training loss: 0 (raw) to below 1."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Redraw as the runs train, until none is (or Ctrl-C)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the curves to FILE.csv, or the chart to "
                                        "FILE.png (needs matplotlib: pip install \"charlstm[plots]\")."),
 ) -> None:
@@ -547,7 +547,9 @@ def plot(
         return plots.runs_chart(curves, x=x.value, log_y=log_y, smooth=smooth, whole_run=follow,
                                 width=min(ui.out.width, 120), height=height, color=color)
 
-    training = lambda: any(rundir.is_locked(r) for r in found)  # noqa: E731
+    def training() -> bool:
+        return any(rundir.is_locked(r) for r in found)
+
     if follow and training():
         plots.follow(draw, training, ui.out, color)
     else:
