@@ -110,10 +110,10 @@ def test_non_finite_steps_leave_the_average_alone() -> None:
     state = training.init_state(cfg, 7)
     step = training.make_train_step(cfg)
     x = jnp.zeros((cfg.data.batch_size, cfg.data.seq_len), jnp.int32)
-    state, _ = step(state, x, x, jnp.asarray(False))
+    state, _ = step(state, x, x, jnp.zeros(len(x), bool))
     before = jax.tree_util.tree_map(np.asarray, training.weights(state))
     poisoned = state._replace(params=jax.tree_util.tree_map(lambda p: p * jnp.nan, state.params))
-    after, m = step(poisoned, x, x, jnp.asarray(False))
+    after, m = step(poisoned, x, x, jnp.zeros(len(x), bool))
     assert not bool(m["ok"])
     for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(training.weights(after))):
         np.testing.assert_array_equal(a, np.asarray(b))

@@ -115,7 +115,7 @@ def test_non_finite_steps_are_skipped_then_training_stops(tmp_path: Path, monkey
         loss, carry = healthy(*args, **kwargs)
         return loss * jnp.nan, carry
 
-    monkeypatch.setattr(train, "loss_fn", poisoned)
+    monkeypatch.setattr(training, "loss_fn", poisoned)
     events: list[training.Event] = []
 
     class Record(_Quiet):
@@ -141,7 +141,7 @@ def test_skipped_step_leaves_params_and_optimizer_state_unchanged() -> None:
     bad = state._replace(params={**state.params, "head": head})
     before = [np.asarray(a).copy() for a in jax.tree_util.tree_leaves((bad.params, bad.opt_state))]
     x = np.zeros((2, 4), np.int32)
-    new, m = training.make_train_step(cfg)(bad, x, x, jnp.asarray(True))
+    new, m = training.make_train_step(cfg)(bad, x, x, jnp.ones(len(x), bool))
     assert not bool(m["ok"]) and int(new.step) == 1
     after = jax.tree_util.tree_leaves((new.params, new.opt_state))
     for a, b in zip(before, after):
