@@ -265,7 +265,7 @@ def list_configs() -> list[str]:
 
 
 def describe() -> list[tuple[str, str, str]]:
-    """(key, default, description) for every config key: the config reference in --help and the README."""
+    """(key, default, description) for every config key: `config show` and docs/configuration.md."""
     rows = []
     for section, field in Config.model_fields.items():
         for name, f in field.annotation.model_fields.items():  # type: ignore[union-attr]

@@ -362,7 +362,7 @@ def inspect_view(report: Report, run_label: str, display_chars: int, notes: Sequ
                           "the same at the last step before the word; chance: 95th percentile of the best cell's η² with "
                           "the places shuffled across paragraphs")
         if not above:
-            view.notes.append("no cell holds the place above chance yet: train longer (the default config's 2000 steps)")
+            view.notes.append("no cell holds the place above chance yet: train longer (the default config's 5000 steps)")
     lo, hi = SATURATED
     for k, layer in enumerate(report.saturation):
         view.tables.append((f"layer {k + 1}: gate saturation (share of steps x cells)",

@@ -26,7 +26,7 @@ On a GPU, XLA is not deterministic by default: the embedding's gradient is a sca
 and the autotuner may choose different kernels in each process. Two identical 150-step runs on an H100
 ended apart (train loss 1.9478 vs 1.9528 at step 120, val 1.8933 vs 1.8896 at step 150). `deterministic_gpu`
 asks XLA for run-to-run identical results, so the same seed and config give the same numbers there as on a
-CPU (measured: identical in every logged number), at a cost in speed (benchmarks/README.md).
+CPU (measured: identical in every logged number), at a cost in speed (docs/performance.md).
 """
 
 from __future__ import annotations

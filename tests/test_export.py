@@ -124,7 +124,7 @@ def test_export_npz_unwritable_path_is_a_user_error(tmp_path: Path) -> None:
 def _torch_module(torch, cell: str):
     rnn_cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
 
-    class Net(torch.nn.Module):  # the module the export's docstring and README describe
+    class Net(torch.nn.Module):  # the module the export docstring and docs/commands.md describe
         def __init__(self) -> None:
             super().__init__()
             self.embedding = torch.nn.Embedding(V, V)
