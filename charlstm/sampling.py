@@ -100,11 +100,15 @@ def _compiled(cfg: ModelConfig, opts: SampleOptions) -> tuple[Callable, Callable
     return jax.jit(prefill), jax.jit(chunk, static_argnums=4)
 
 
+def compiled(cfg: ModelConfig, opts: SampleOptions) -> tuple[Callable, Callable]:
+    """The jitted (prefill, chunk) pair for these options. Keyed by what the compiled code depends on only:
+    another seed, length or batch size reuses the functions (and their compilations) of an earlier call."""
+    return _compiled(cfg, dataclasses.replace(opts, seed=0, length=1, num_samples=1, newline_id=-1))
+
+
 def generate(params: model.Params, cfg: ModelConfig, prompt: np.ndarray, opts: SampleOptions) -> Iterator[np.ndarray]:
     """Yield [num_samples, n] arrays of generated ids, chunk by chunk, until `opts.length` ids."""
-    # Keyed by what the compiled code depends on only: another seed, length or batch size reuses the functions
-    # (and their compilations) of an earlier call.
-    prefill, chunk = _compiled(cfg, dataclasses.replace(opts, seed=0, length=1, num_samples=1, newline_id=-1))
+    prefill, chunk = compiled(cfg, opts)
     if opts.newline_id >= 0 and prompt[0] != opts.newline_id:
         prompt = np.concatenate([[opts.newline_id], prompt])
     ids = np.broadcast_to(np.asarray(prompt, np.int32)[None], (opts.num_samples, len(prompt)))

@@ -58,7 +58,7 @@ def test_greedy_chunks_equal_a_per_character_loop(cell: str) -> None:
         logits, carry = model.apply(params, jnp.array([[tok]]), carry, cfg)
     assert got.tolist() == want
     # 21 = 8 + 8 + 5: the last chunk is generated at the full 8 and cut, so the chunk compiled once.
-    assert sampling._compiled(cfg, opts)[1]._cache_size() == 1
+    assert sampling.compiled(cfg, opts)[1]._cache_size() == 1
 
 
 def test_seeded_sampling_is_repeatable_and_batched() -> None:
