@@ -34,9 +34,11 @@ end of the gap range, measured with 1500-step runs of ``configs/compare-rnn.yaml
   reliably (accuracy 0.83, 0.50 and 0.09 at step 1500 in three variants).
 
 About 30% of lines are short associations ("Bengali is spoken in West
-Bengal.", "People in Kerala speak Malayalam.") that teach the place -> language
-mapping at a short distance. The place-first form is recorded (gap 7); the other
-is not, as the language comes first.
+Bengal.", "People in Kerala speak Malayalam.", and, drawn three times as often,
+the essay's "Kerala is a beautiful place where people speak Malayalam.", the one
+line that starts with a place) that teach the place -> language mapping at a short
+distance. The place-first forms are recorded (gaps 7 and 41); the other is not, as
+the language comes first.
 
 Places are drawn uniformly from :data:`PAIRS`, so chance accuracy on the
 language word is about 1/12.
@@ -121,6 +123,10 @@ ASSOCIATIONS: tuple[str, ...] = (
     "{l} is spoken in {p}.",
     PLACE_LINE,
 )
+# The place line is drawn three times as often as each other form: at one line in 117 per place a 1 x 128
+# LSTM learned its place -> language link for some places only (one seed of three named Kashmiri for 19 of 20
+# Karnataka prompts), while every paragraph form, 70% of the lines, was right for every place.
+_ASSOCIATION_WEIGHTS = (1, 1, 3)
 
 
 @dataclass(frozen=True)
@@ -172,7 +178,7 @@ def _paragraph(rng: random.Random, offset: int) -> tuple[str, GapRecord]:
 def _association(rng: random.Random, offset: int) -> tuple[str, GapRecord | None]:
     """A short association line; the place-first form is returned with its record."""
     place, language = rng.choice(PAIRS)
-    template = rng.choice(ASSOCIATIONS)
+    template = rng.choices(ASSOCIATIONS, weights=_ASSOCIATION_WEIGHTS)[0]
     line = template.format(p=place, l=language)
     if template.index("{p}") > template.index("{l}"):
         return line, None
