@@ -510,6 +510,31 @@ def runs_(
     ui.table(f"runs in {runs_dir}", columns, rows, left=("run", "corpus", "model", "status"))
 
 
+@app.command()
+@user_errors
+def serve(
+    run: Optional[str] = typer.Option(None, "--run", "-r", autocompletion=_complete_runs,
+                                      help="The run the page opens with (default: the newest, runs/latest)."),
+    runs_dir: Path = RunsDirOpt,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. The page has no authentication: "
+                             "anything but loopback lets the network use it."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on (0: any free port)."),
+    open_: bool = typer.Option(False, "--open", help="Open the page in the web browser."),
+) -> None:
+    """A local web page: type, and watch each character colour the gates and memory cells and move the
+    next-character guesses; sample with sliders; the runs' loss curves and configs. Needs the serve extra."""
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port must be in 0..65535 (got {port})", "e.g. --port 8000")
+    from charlstm import serve as serve_lib
+
+    serve_lib.require()
+    from charlstm.serve import app as serve_app
+
+    if not serve_app.is_loopback(host):
+        ui.warn(f"listening on {host}: the page has no authentication, anyone who can reach it can use it")
+    serve_app.serve(runs_dir, run, host, port, open_, log=ui.info)
+
+
 class XAxis(str, Enum):
     steps = "steps"
     minutes = "minutes"
