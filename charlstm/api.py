@@ -260,18 +260,49 @@ def _run_path(run: str | os.PathLike[str] | None, runs_dir: Path) -> Path:
 
 
 def training_config(config: str | os.PathLike[str] | None = "default", overrides: Overrides = None, *,
-                    resume: str | os.PathLike[str] | None = None,
-                    runs_dir: str | os.PathLike[str] = "runs") -> tuple[Config, rundir.RunDir | None]:
+                    resume: str | os.PathLike[str] | None = None, runs_dir: str | os.PathLike[str] = "runs",
+                    init_from: str | os.PathLike[str] | None = None) -> tuple[Config, rundir.RunDir | None]:
     """The config a training run will use, and the run to resume (None for a new run); JAX-free.
 
-    A resumed run keeps its own config (`config` is ignored), with `overrides` applied on top. The first half
-    of `train`: the command line calls it before joining a multi-process job, so config errors come first.
+    A resumed run keeps its own config (`config` is ignored), with `overrides` applied on top. A run that
+    starts from `init_from`'s weights (fine-tuning) takes that run's model section and data.encoding, the rest
+    from `config`; overrides may change model keys that leave the weights' shapes alone (e.g. model.dropout).
+    The first half of `train`: the command line calls it before joining a multi-process job, so config errors
+    come first.
     """
     items = _override_items(overrides)
+    if resume is not None and init_from is not None:
+        raise UsageError("--resume and --init-from both given",
+                         "--resume continues a run; --init-from starts a new one from a run's weights")
     if resume is not None:
         run = rundir.resolve(str(resume), Path(runs_dir))
-        return config_lib.load(run.config_file, items), run
-    return config_lib.load(config or "default", items), None
+        cfg = config_lib.load(run.config_file, items)
+    elif init_from is not None:
+        cfg = _fine_tuning_config(config, items, rundir.resolve(str(init_from), Path(runs_dir)))
+        run = None
+    else:
+        cfg, run = config_lib.load(config or "default", items), None
+    if cfg.train.tensorboard:
+        from charlstm import tensorboard
+
+        tensorboard.check_available()
+    return cfg, run
+
+
+def _fine_tuning_config(config: str | os.PathLike[str] | None, items: list[str], source: rundir.RunDir) -> Config:
+    """`config` with `source`'s model section and encoding, then `items`; shape-changing overrides refused."""
+    src = source.read_config()
+    encoding = source.read_vocab().encoding
+    cfg = config_lib.load(config or "default", [f"data.encoding={encoding}", *items],
+                          sections={"model": src.model.model_dump()})
+    changed = [f"model.{k}={getattr(cfg.model, k)!r} (the run has {getattr(src.model, k)!r})"
+               for k in config_lib.SHAPE_KEYS if getattr(cfg.model, k) != getattr(src.model, k)]
+    if cfg.data.encoding != encoding:
+        changed.append(f"data.encoding={cfg.data.encoding} (the run reads {encoding})")
+    if changed:
+        raise UsageError(f"--init-from {source.path}: the weights cannot take {', '.join(changed)}",
+                         "drop those --set/--encoding options: the model's shape comes from the run")
+    return cfg
 
 
 def _override_items(overrides: Overrides) -> list[str]:
@@ -289,33 +320,46 @@ def _override_items(overrides: Overrides) -> list[str]:
 
 def run_training(cfg: Config, corpus: str | os.PathLike[str] | None = None, *,
                  runs_dir: str | os.PathLike[str] = "runs", name: str | None = None, resume: rundir.RunDir | None = None,
-                 reporter: runner.Reporter | None = None) -> runner.Summary:
+                 reporter: runner.Reporter | None = None, init_from: str | os.PathLike[str] | None = None,
+                 checkpoint: str | int = "latest", extend_vocab: bool = False) -> runner.Summary:
     """Train with a resolved config (`training_config`) and return the summary; the second half of `train`.
 
-    `reporter` sees every event (see `runner.Reporter`; `ui.TrainingDisplay` is the live display); it may also
-    have an `encoding(phase, done, total)` method for the progress of encoding a large corpus.
+    `init_from`: start from that run's `checkpoint` (fine-tuning; `cfg` from `training_config(init_from=...)`),
+    with `extend_vocab` growing the vocabulary for characters the run does not know. `reporter` sees every
+    event (see `runner.Reporter`; `ui.TrainingDisplay` is the live display); it may also have an
+    `encoding(phase, done, total)` method for the progress of encoding a large corpus.
     """
+    which = parse_checkpoint(checkpoint)
+    if extend_vocab and init_from is None:
+        raise UsageError("extend_vocab needs init_from", "--extend-vocab grows the vocabulary of the --init-from run")
+    source = None if init_from is None else rundir.resolve(str(init_from), Path(runs_dir))
     _start_jax()
-    from charlstm import runner
+    from charlstm import finetune, runner
 
     reporter = reporter or _Silent()
+    init = None if source is None else finetune.Init(source, which, extend_vocab)
     return runner.train_run(cfg, None if corpus is None else str(corpus), reporter, name=name, runs_dir=Path(runs_dir),
-                            resume=resume, progress=getattr(reporter, "encoding", None))
+                            resume=resume, progress=getattr(reporter, "encoding", None), init=init)
 
 
 def train(corpus: str | os.PathLike[str] | None = None, config: str | os.PathLike[str] | None = "default",
           overrides: Overrides = None, *, runs_dir: str | os.PathLike[str] = "runs", name: str | None = None,
-          resume: str | os.PathLike[str] | None = None, progress: bool = True) -> Model:
+          resume: str | os.PathLike[str] | None = None, progress: bool = True,
+          init_from: str | os.PathLike[str] | None = None, checkpoint: str | int = "latest",
+          extend_vocab: bool = False) -> Model:
     """Train a model on `corpus` (a text file, a bundled or downloaded corpus name; None: the bundled
     languages corpus) and return it loaded at its final checkpoint, with the training summary in `.summary`.
 
     `config` is a YAML file or a bundled name (default, tiny, shakespeare, ...); `overrides` set single keys,
     e.g. {"model.hidden": 128, "train.steps": 500} (`charlstm config show` lists them). The run is written to
     `runs_dir/name` (default name: <corpus>-<cell>-<time>) and becomes runs/latest; `resume` continues a run
-    to its `train.steps` instead. `progress` shows the live display on stderr, as `charlstm train` does.
+    to its `train.steps` instead. `init_from` starts a new run from that run's `checkpoint` ("latest", "best" or
+    a step): its model and weights, a fresh optimizer and schedule (fine-tuning); `extend_vocab` adds the
+    corpus's characters the run lacks (else a CorpusError names them). `progress` shows the live display on
+    stderr, as `charlstm train` does.
     Ctrl-C stops after the current step and saves a checkpoint, then raises `runner.Interrupted`.
     """
-    cfg, run = training_config(config, overrides, resume=resume, runs_dir=runs_dir)
+    cfg, run = training_config(config, overrides, resume=resume, runs_dir=runs_dir, init_from=init_from)
     reporter: runner.Reporter
     if progress:
         from charlstm import ui
@@ -323,7 +367,8 @@ def train(corpus: str | os.PathLike[str] | None = None, config: str | os.PathLik
         reporter = ui.TrainingDisplay(cfg.train.log_every)
     else:
         reporter = _Silent()
-    summary = run_training(cfg, corpus, runs_dir=runs_dir, name=name, resume=run, reporter=reporter)
+    summary = run_training(cfg, corpus, runs_dir=runs_dir, name=name, resume=run, reporter=reporter,
+                           init_from=init_from, checkpoint=checkpoint, extend_vocab=extend_vocab)
     model = load(summary.run_dir, "latest", runs_dir=runs_dir)
     model.summary = summary
     return model

@@ -33,7 +33,9 @@ def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.Checkpo
     policy = ocp.checkpoint_managers.AnyPreservationPolicy(
         [
             ocp.checkpoint_managers.LatestN(n=keep),
-            ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: m["val_loss"], n=1, keep_checkpoints_without_metrics=False),
+            # BestN keeps the last n after sorting; reverse=True sorts by descending loss, so the lowest is last.
+            ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: m["val_loss"], n=1, reverse=True,
+                                          keep_checkpoints_without_metrics=False),
         ]
     )
     options = ocp.CheckpointManagerOptions(

@@ -209,6 +209,13 @@ def train(
     runs_dir: Path = RunsDirOpt,
     resume: Optional[str] = typer.Option(None, "--resume", metavar="[RUN]", autocompletion=_complete_runs,
                                          help="Continue a run (default: runs/latest) from its newest checkpoint."),
+    init_from: Optional[str] = typer.Option(None, "--init-from", metavar="RUN", autocompletion=_complete_runs,
+                                            help="Fine-tune: a new run from RUN's weights and model section, with "
+                                            "a fresh optimizer and schedule."),
+    init_checkpoint: Optional[str] = typer.Option(None, "--checkpoint", metavar="latest|best|STEP",
+                                                  help="With --init-from: which of its checkpoints (default latest)."),
+    extend_vocab: bool = typer.Option(False, "--extend-vocab", help="With --init-from: add the characters RUN "
+                                      "lacks to the vocabulary (their weights start as at init)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the summary."),
     json_out: bool = typer.Option(False, "--json", help="Print the final summary as JSON on stdout (no table)."),
     coordinator: Optional[str] = typer.Option(None, "--coordinator", envvar="JAX_COORDINATOR_ADDRESS", help="HOST:PORT of process 0: join a multi-process job (with --num-processes and --process-id)."),
@@ -221,7 +228,12 @@ def train(
 
     overrides = [*set_, *([f"train.steps={steps}"] if steps is not None else []),
                  *([f"data.encoding={encoding.value}"] if encoding else [])]
-    cfg, run = api.training_config(config, overrides, resume=resume, runs_dir=runs_dir)  # before JAX starts
+    if init_from is None and (init_checkpoint is not None or extend_vocab):
+        raise UsageError("--checkpoint and --extend-vocab go with --init-from",
+                         "e.g. --init-from RUN --checkpoint best")
+    which = api.parse_checkpoint(init_checkpoint or "latest")
+    cfg, run = api.training_config(config, overrides, resume=resume, runs_dir=runs_dir,  # before JAX starts
+                                   init_from=init_from)
 
     from charlstm import distributed
 
@@ -230,7 +242,8 @@ def train(
         results = ui.native_stdout_to_stderr()  # gloo's C++ connection messages; --json still goes to stdout
     main = distributed.is_main()
     display = ui.TrainingDisplay(cfg.train.log_every, quiet=quiet or not main)
-    summary = api.run_training(cfg, corpus, runs_dir=runs_dir, name=name, resume=run, reporter=display)
+    summary = api.run_training(cfg, corpus, runs_dir=runs_dir, name=name, resume=run, reporter=display,
+                               init_from=init_from, checkpoint=which, extend_vocab=extend_vocab)
     if not main:  # process 0 reports for the job
         return
     bpc = lambda nats: None if nats is None else nats / 0.6931471805599453  # noqa: E731 (nats per bit: ln 2)
@@ -238,7 +251,7 @@ def train(
         print(json.dumps({"run": str(summary.run_dir), "steps": summary.steps, "params": summary.params,
                           "final_val_loss": summary.final_val_loss, "final_val_bpc": bpc(summary.final_val_loss),
                           "best_val_loss": summary.best_val_loss, "chars_per_s": summary.chars_per_s,
-                          "seconds": summary.seconds,
+                          "seconds": summary.seconds, "stopped_early": summary.stopped_early,
                           "prompt_check": summary.prompt_check.to_json() if summary.prompt_check else None}),
               file=results, flush=True)
         return
@@ -248,7 +261,9 @@ def train(
          ("final val loss (nats/char)", ui.fmt(summary.final_val_loss)),
          ("final val bits/char", ui.fmt(bpc(summary.final_val_loss))),
          ("best val loss (nats/char)", ui.fmt(summary.best_val_loss)),
-         ("train chars/s (median)", f"{summary.chars_per_s:,.0f}"), ("wall time", f"{summary.seconds:.1f} s")],
+         ("train chars/s (median)", f"{summary.chars_per_s:,.0f}"), ("wall time", f"{summary.seconds:.1f} s"),
+         *([("stopped early", f"yes: no better val loss in {cfg.train.patience} evaluations (best kept: "
+             "--checkpoint best)")] if summary.stopped_early else [])],
         console=ui.err,
     )
     if summary.prompt_check is not None:

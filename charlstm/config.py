@@ -82,6 +82,10 @@ class ModelConfig(_Section):
         return value
 
 
+# The model keys that decide which parameters there are and their shapes (a fine-tuning run keeps them).
+SHAPE_KEYS = ("cell", "layers", "hidden", "embed", "tie_embed", "layer_norm", "start_state")
+
+
 class DataConfig(_Section):
     seq_len: int = Field(100, ge=1, le=100_000, description="characters per training window (BPTT length)")
     batch_size: int = Field(64, ge=1, le=65_536, description="parallel streams per step")
@@ -119,6 +123,10 @@ class TrainConfig(_Section):
     max_bad_steps: int = Field(10, ge=1, description="stop after this many consecutive non-finite steps (none applied)")
     prompt_check: bool = Field(True, description="after training on an annotated corpus (the bundled one), sample "
                                "each place's prompts and report how often the right language follows")
+    patience: int = Field(0, ge=0, description="stop once this many evaluations in a row have not lowered the best "
+                          "validation loss; the best checkpoint is kept (0: off, train all steps)")
+    tensorboard: bool = Field(False, description="also write TensorBoard event files to runs/<name>/tb/ (needs "
+                              "pip install \"charlstm[tensorboard]\")")
 
 
 class CheckpointConfig(_Section):
@@ -238,10 +246,13 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     return CONFIG_DIR / f"{name_or_path}.yaml"
 
 
-def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), *, saved: bool = False) -> Config:
+def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), *, saved: bool = False,
+         sections: dict[str, dict[str, Any]] | None = None) -> Config:
     """Load a config file (default: configs/default.yaml), apply overrides, validate. `saved`: the file is a
-    run's own config.yaml (see `from_saved`)."""
+    run's own config.yaml (see `from_saved`). `sections` replace the file's sections of the same name before
+    the overrides apply (fine-tuning takes the model section of the run it starts from)."""
     data = read_yaml(resolve_config_path(path) if path else CONFIG_DIR / "default.yaml")
+    data.update(sections or {})
     for item in overrides:
         keys, value = parse_override(item)
         node = data

@@ -3,7 +3,7 @@
     runs/<name>/config.yaml      resolved config          runs/<name>/vocab.json    the vocabulary
     runs/<name>/run.json         corpus and timestamps    runs/<name>/metrics.jsonl one JSON object per log
     runs/<name>/checkpoints/     Orbax checkpoints        runs/<name>/.lock         held by the training process
-    runs/<name>/.lock.pid        its pid, for messages
+    runs/<name>/.lock.pid        its pid, for messages    runs/<name>/tb/           TensorBoard events (optional)
     runs/latest -> <name>        the newest run
 """
 
@@ -51,6 +51,10 @@ class RunDir:
         return self.path / "checkpoints"
 
     @property
+    def tensorboard(self) -> Path:
+        return self.path / "tb"
+
+    @property
     def prompt_check_file(self) -> Path:
         return self.path / "prompt_check.json"
 
@@ -96,8 +100,10 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def create(runs_dir: Path, name: str, cfg: Config, vocab: Vocab, corpus: Path) -> RunDir:
-    """Make a new run directory with its config, vocabulary and info, and point `latest` at it."""
+def create(runs_dir: Path, name: str, cfg: Config, vocab: Vocab, corpus: Path,
+           info: dict[str, Any] | None = None) -> RunDir:
+    """Make a new run directory with its config, vocabulary and info (plus `info`, e.g. the run a fine-tuning
+    run starts from), and point `latest` at it."""
     run = RunDir(runs_dir / name)
     if run.checkpoints.exists() and any(run.checkpoints.iterdir()):
         raise RunError(f"run '{name}' already exists in {runs_dir}", f"resume it with --resume {run.path}, or pick another --name")
@@ -105,8 +111,8 @@ def create(runs_dir: Path, name: str, cfg: Config, vocab: Vocab, corpus: Path) -
         run.path.mkdir(parents=True, exist_ok=True)
         run.write_config(cfg)
         _write_atomic(run.vocab_file, vocab.to_json())
-        info = {"corpus": str(corpus.resolve()), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        _write_atomic(run.info_file, json.dumps(info, indent=1))
+        about = {"corpus": str(corpus.resolve()), "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **(info or {})}
+        _write_atomic(run.info_file, json.dumps(about, indent=1))
     except OSError as err:
         raise RunError(f"cannot write run directory {run.path}: {err.strerror}", "check free space and permissions, or pass --runs-dir") from None
     point_latest(runs_dir, name)

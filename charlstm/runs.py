@@ -6,7 +6,8 @@ lock is held; it imports no JAX, so listing a hundred runs takes a fraction of a
 A run's status is decided from what is on disk, in this order:
 
     running      a process holds the run's lock: it is training now
-    finished     it reached train.steps: its newest checkpoint, or its last metric row, is at that step
+    finished     it reached train.steps: its newest checkpoint, or its last metric row, is at that step; or
+                 train.patience stopped it (its last metric row says so; shown as "finished (stopped early)")
     failed       it stopped early without saving its last steps: the last metric row is a skipped
                  (non-finite) step, or metric rows go past the newest checkpoint (the process was killed or
                  crashed), or it has no checkpoint at all
@@ -121,6 +122,8 @@ def status_of(steps: int, records: Sequence[dict[str, Any]], ckpts: Sequence[int
     newest = ckpts[-1] if ckpts else None
     if max(last_metric, newest or 0) >= steps:
         return "finished", ""
+    if records and records[-1].get("stopped_early"):
+        return "finished", "stopped early"
     if step_rows and (step_rows[-1].get("skipped") or not _finite(step_rows[-1].get("loss"))):
         return "failed", "non-finite loss"
     if newest is None:

@@ -6,7 +6,8 @@ The loop never prints. It calls `emit(event)` and leaves display, metric files a
 from __future__ import annotations
 
 import time
-from typing import Callable, NamedTuple
+from dataclasses import dataclass
+from typing import Callable, Iterable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +34,39 @@ class TrainState(NamedTuple):
 
 class NonFiniteError(RuntimeError):
     """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+@dataclass
+class EarlyStopping:
+    """`train.patience`: stop once `patience` evaluations in a row have not lowered the best validation loss.
+
+    `fit` updates it at every evaluation; a resumed run rebuilds it from the validation losses it recorded
+    (`from_history`), so stopping does not depend on where a run was interrupted. A NaN loss counts as no
+    improvement. The best checkpoint needs nothing here: the checkpoint manager always keeps it.
+    """
+
+    patience: int  # 0: never stop early
+    best: float | None = None
+    best_step: int = 0
+    bad_evals: int = 0  # evaluations since the best one
+
+    def update(self, step: int, val_loss: float) -> None:
+        if self.best is None or val_loss < self.best:
+            self.best, self.best_step, self.bad_evals = val_loss, step, 0
+        else:
+            self.bad_evals += 1
+
+    @property
+    def triggered(self) -> bool:
+        return self.patience > 0 and self.bad_evals >= self.patience
+
+    @classmethod
+    def from_history(cls, patience: int, evals: Iterable[tuple[int, float]]) -> EarlyStopping:
+        """The state after the (step, validation loss) evaluations of a run so far, in step order."""
+        early = cls(patience)
+        for step, val_loss in evals:
+            early.update(step, val_loss)
+        return early
 
 
 def lr_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
@@ -95,11 +129,17 @@ def weights(state: TrainState) -> model.Params:
     return averages[0] if averages else state.params
 
 
-def init_state(cfg: Config, vocab_size: int) -> TrainState:
-    """Fresh parameters, optimizer state and zero carry from `train.seed`."""
-    key = jax.random.PRNGKey(cfg.train.seed)
-    k_init, k_run = jax.random.split(key)
-    params = model.init_params(cfg.model, vocab_size, k_init)
+def initial_params(cfg: Config, vocab_size: int) -> model.Params:
+    """The parameters a run starts from, from `train.seed`."""
+    k_init, _ = jax.random.split(jax.random.PRNGKey(cfg.train.seed))
+    return model.init_params(cfg.model, vocab_size, k_init)
+
+
+def init_state(cfg: Config, vocab_size: int, params: model.Params | None = None) -> TrainState:
+    """Step 0: fresh optimizer state and zero carry from `train.seed`, with `params` (fine-tuning: another
+    run's weights) or fresh parameters."""
+    _, k_run = jax.random.split(jax.random.PRNGKey(cfg.train.seed))
+    params = initial_params(cfg, vocab_size) if params is None else params
     opt_state = make_optimizer(cfg.optim, cfg.train.steps).init(params)
     carry = model.zeros_carry(cfg.model, cfg.data.batch_size)
     return TrainState(params, opt_state, jnp.zeros((), jnp.int32), k_run, carry)
@@ -204,11 +244,13 @@ def fit(
     should_stop: Callable[[], bool] = lambda: False,
     layout: Layout | None = None,
     newline: int = -1,
+    early: EarlyStopping | None = None,
 ) -> TrainState:
     """Train from `state.step` to `cfg.train.steps`, evaluating, reporting and saving on schedule.
 
     `newline` is the id of "\n" in the vocabulary (-1: none), where `data.line_restarts` rows start.
-    Returns the final state; stops early (returning the state reached) when `should_stop()` turns true.
+    Returns the final state; stops early (returning the state reached) when `should_stop()` turns true, or after
+    an evaluation that triggers `early` (updated in place; `early.triggered` then tells the caller why).
     With a `layout`, `state` must already be on its mesh (`place_state`, or a checkpoint restored onto it);
     each process then gathers only its own rows of every batch. `should_stop` must then agree across
     processes (see `distributed.any_process`).
@@ -245,7 +287,11 @@ def fit(
             last_val = evaluate(used, cfg.model, eval_step, val, layout)
             raw = evaluate(state.params, cfg.model, eval_step, val, layout) if used is not state.params else None
             emit(EvalEvent(done, last_val, used, raw))
+            if early is not None:
+                early.update(done, last_val)
         if save is not None and done % cfg.checkpoint.every == 0 and done != t.steps:
             save(state, last_val)
+        if early is not None and early.triggered:
+            break  # the caller saves this step, as it saves the last one
     return state
 
