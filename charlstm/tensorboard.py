@@ -35,8 +35,10 @@ class EventLog:
     def __init__(self, directory: Path, start_step: int = 0) -> None:
         from tensorboardX import SummaryWriter
 
+        # File names hold the clock in whole seconds: the suffix keeps a quick resume from overwriting the file
+        # of the process before it.
         self._writer: Any = SummaryWriter(str(directory), purge_step=start_step + 1 if start_step else None,
-                                          flush_secs=10)
+                                          flush_secs=10, filename_suffix=f".step{start_step}")
 
     def step(self, ev: StepEvent) -> None:
         for tag, value in (("train/loss", ev.loss), ("train/grad_norm", ev.grad_norm), ("train/lr", ev.lr),
