@@ -341,7 +341,8 @@ class Browser:
         import httpx
         from websockets.sync.client import connect
 
-        page = next(t for t in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=30).json() if t["type"] == "page")
+        targets = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=30).json()
+        page = next(t for t in targets if t["type"] == "page")
         self.stack = contextlib.ExitStack()
         self.ws = self.stack.enter_context(connect(page["webSocketDebuggerUrl"], max_size=1 << 26))
         self.next_id = 0

@@ -288,15 +288,15 @@ def serve(runs_dir: Path, run: str | None, host: str, port: int, open_browser: b
     first = runs.default_name(listed)
     if first is None:
         raise RunError(f"no runs in {runs_dir}", "train one with `charlstm train`, or pass --runs-dir DIR")
-    log(f"loading {first} and compiling its analysis")
-    runs.get(first).place_cell()  # the page asks for it first: answer at once
-    try:  # bound here, so a port in use is one clear error rather than uvicorn's log and exit
+    try:  # bound first, so a port in use is one clear error rather than uvicorn's log and exit
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
     except OSError as err:
         raise RunError(f"cannot listen on {host}:{port}: {err.strerror or err}",
                        "pick another --port, or stop what uses it") from None
+    log(f"loading {first} and compiling its analysis")
+    runs.get(first).place_cell()  # the page asks for it first: answer at once
     url = f"http://{'[' + host + ']' if ':' in host else host}:{sock.getsockname()[1]}/"
     log(f"serving {len(listed)} run(s) of {runs_dir} at {url} (Ctrl-C to stop)")
     if open_browser:

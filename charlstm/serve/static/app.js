@@ -55,8 +55,9 @@ async function selectRun(name) {
   state.run = name;
   state.detail = d;
   const m = d.config.model;
+  const best = d.summary.best_val_bpc;
   $("runinfo").textContent = `${m.cell} ${m.layers}x${m.hidden} · step ${d.checkpoint}` +
-    (d.summary.best_val_bpc != null ? ` · best val ${d.summary.best_val_bpc.toFixed(3)} bits/char` : "");
+    (best != null ? ` · best val ${best.toFixed(3)} bits/char` : "");
   $("quantity").replaceChildren(...d.quantities.map((q) => new Option(q, q)));
   $("layer").replaceChildren(...Array.from({ length: m.layers }, (_, i) => new Option(i + 1, i + 1)));
   $("layer").value = m.layers;
@@ -210,7 +211,8 @@ function drawCurves(c) {
   const lo = Math.min(...all), hi = Math.max(...all), span = hi - lo || 1;
   const x = (s) => L + (s / maxStep) * (W - L - R);
   const y = (v) => T + (1 - (v - lo) / span) * (H - T - B);
-  const path = (steps, values) => steps.map((s, i) => `${i ? "L" : "M"}${x(s).toFixed(1)},${y(values[i]).toFixed(1)}`).join("");
+  const path = (steps, values) =>
+    steps.map((s, i) => `${i ? "L" : "M"}${x(s).toFixed(1)},${y(values[i]).toFixed(1)}`).join("");
   svg.innerHTML =
     `<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="#999"/>` +
     `<line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="#999"/>` +
