@@ -46,7 +46,9 @@ def _assert_same_params(run: Path, ref: Path, step: int = 8) -> None:
     a = checkpoint.restore(rundir.RunDir(run), step)  # onto this 1-device process, whatever the saved mesh
     b = checkpoint.restore(rundir.RunDir(ref), step)
     for x, y in zip(jax.tree_util.tree_leaves(a.state), jax.tree_util.tree_leaves(b.state)):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+        # The gradient is summed in another order across devices; Adam divides a near-zero gradient by its own
+        # small scale, so a weight's rounding difference can reach ~1e-3 of a step (lr 3e-3) after a few steps.
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
