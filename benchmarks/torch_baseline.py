@@ -2,7 +2,7 @@
 
 Recipe (the usual char-rnn setup): nn.Embedding -> 2 x 256 nn.LSTM -> nn.Linear, Adam lr 2e-3, global-norm clip
 5, batch 64, windows of 100 drawn at random (zero state each), no dropout. At each evaluation step the torch
-weights are copied into charlstm's parameter layout and scored by `charlstm.training.evaluate` on the same
+weights are copied into charlstm's parameter layout and scored by `charlstm.training.loop.evaluate` on the same
 validation split (the last 10%), so both recipes are judged by exactly the same code.
 
     pip install -e ".[bench]"
@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from charlstm import batches, config, corpus, training
+from charlstm import config
+from charlstm.data import batches, corpus
+from charlstm.training import loop as training
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 

@@ -24,15 +24,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from charlstm import config as config_lib
-from charlstm import perf, rundir
+from charlstm import perf
+from charlstm.training import rundir
 from charlstm.config import Config
-from charlstm.corpus import Vocab
+from charlstm.data.corpus import Vocab
 from charlstm.errors import UsageError
 
 if TYPE_CHECKING:  # these import JAX
     import numpy as np
 
-    from charlstm import checkpoint, evaluate, runner, sampling
+    from charlstm.evaluation import evaluate
+    from charlstm.nn import sampling
+    from charlstm.training import checkpoint, runner
 
 Overrides = Mapping[str, Any] | Sequence[str] | None
 
@@ -111,7 +114,7 @@ class Model:
         opts = self._options(length, temperature, top_k, top_p, greedy, seed, num_samples, line_start)
         import numpy as np
 
-        from charlstm import sampling
+        from charlstm.nn import sampling
 
         generated = np.concatenate(list(sampling.generate(self.params, self.config.model, ids, opts)), axis=1)
         shown = self.vocab.decode(ids)
@@ -128,7 +131,7 @@ class Model:
         return self._stream(ids, opts)
 
     def _stream(self, ids: np.ndarray, opts: sampling.SampleOptions) -> Iterator[str]:
-        from charlstm import sampling
+        from charlstm.nn import sampling
 
         yield self.vocab.decode(ids)
         decoder = self._decoder()
@@ -141,14 +144,14 @@ class Model:
             yield tail
 
     def _prompt_ids(self, prompt: str | None, skip_unknown: bool) -> np.ndarray:
-        from charlstm import sampling
+        from charlstm.nn import sampling
 
         text = sampling.default_prompt(self.vocab) if prompt is None else prompt
         return sampling.encode_prompt(self.vocab, text, skip_unknown)
 
     def _options(self, length: int, temperature: float, top_k: int, top_p: float, greedy: bool, seed: int,
                  num_samples: int, line_start: bool) -> sampling.SampleOptions:
-        from charlstm import sampling
+        from charlstm.nn import sampling
 
         opts = sampling.SampleOptions(length=length, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
                                       seed=seed, num_samples=num_samples,
@@ -169,7 +172,7 @@ class Model:
         has `nats_per_char`, `bits_per_char`, `perplexity`, `chars_scored` and `unknown_skipped` (characters
         outside the vocabulary, an error unless `skip_unknown`).
         """
-        from charlstm import evaluate
+        from charlstm.evaluation import evaluate
 
         model_cfg = self.config.model
         if isinstance(text_or_path, os.PathLike):
@@ -190,9 +193,9 @@ class Model:
         A directory `path` gets model.safetensors, config.json, vocab.json and charlstm_torch.py, a PyTorch
         module for every cell (`charlstm_torch.load(path)` samples and scores without charlstm); a `path` ending
         in .npz gets one file in nn.LSTM/GRU/RNN's layout, with the vocabulary and config (plain cells only).
-        See `charlstm.export`.
+        See `charlstm.nn.export`.
         """
-        from charlstm import export
+        from charlstm.nn import export
 
         out = Path(path)
         if export_kind(out) == "npz":
@@ -238,7 +241,7 @@ def load(run: str | os.PathLike[str] | None = None, checkpoint: str | int = "lat
     """
     which = parse_checkpoint(checkpoint)
     _start_jax()
-    from charlstm import checkpoint as ckpt
+    from charlstm.training import checkpoint as ckpt
 
     runs = Path(runs_dir)
     restored = ckpt.load_run(None if run is None else str(run), runs, which, warn=on_warning or _warn)
@@ -283,7 +286,7 @@ def training_config(config: str | os.PathLike[str] | None = "default", overrides
     else:
         cfg, run = config_lib.load(config or "default", items), None
     if cfg.train.tensorboard:
-        from charlstm import tensorboard
+        from charlstm.training import tensorboard
 
         tensorboard.check_available()
     return cfg, run
@@ -334,7 +337,7 @@ def run_training(cfg: Config, corpus: str | os.PathLike[str] | None = None, *,
         raise UsageError("extend_vocab needs init_from", "--extend-vocab grows the vocabulary of the --init-from run")
     source = None if init_from is None else rundir.resolve(str(init_from), Path(runs_dir))
     _start_jax()
-    from charlstm import finetune, runner
+    from charlstm.training import finetune, runner
 
     reporter = reporter or _Silent()
     init = None if source is None else finetune.Init(source, which, extend_vocab)

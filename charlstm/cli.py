@@ -73,7 +73,7 @@ def _complete_runs(ctx: typer.Context, incomplete: str) -> list[str]:
 
 def _complete_checkpoints(ctx: typer.Context, incomplete: str) -> list[str]:
     """latest, best and the saved steps of the run given by --run (or runs/latest)."""
-    from charlstm import rundir
+    from charlstm.training import rundir
 
     steps: list[str] = []
     try:
@@ -235,7 +235,7 @@ def train(
     cfg, run = api.training_config(config, overrides, resume=resume, runs_dir=runs_dir,  # before JAX starts
                                    init_from=init_from)
 
-    from charlstm import distributed
+    from charlstm.training import distributed
 
     results = sys.stdout
     if distributed.initialize(coordinator, num_processes, process_id, auto=dist_auto):  # before JAX touches a device
@@ -267,7 +267,7 @@ def train(
         console=ui.err,
     )
     if summary.prompt_check is not None:
-        from charlstm import promptcheck
+        from charlstm.evaluation import promptcheck
 
         check = summary.prompt_check
         ui.table(f"prompt check: {check.samples} samples at temperature 1 from a line start (and greedy)",
@@ -407,7 +407,8 @@ def compare_rnn(
     from charlstm import config as config_lib
 
     cfg = config_lib.load(config or "compare-rnn", list(set_) + ([f"train.steps={steps}"] if steps is not None else []))
-    from charlstm import compare, perf, plots
+    from charlstm import perf
+    from charlstm.analysis import compare, plots
 
     perf.compile_cache()
     names = compare.parse_cells(cells)
@@ -452,7 +453,7 @@ def bench(
     from charlstm import config as config_lib
 
     cfg = config_lib.load(config, set_)
-    from charlstm import bench as bench_lib
+    from charlstm.bench import bench as bench_lib
 
     res = bench_lib.run(cfg, steps=steps, rounds=rounds, vs_torch=vs_torch, log=ui.info)
     if json_out:
@@ -482,7 +483,8 @@ def inspect_(
     """Watch the gates and memory cells read text: one coloured line per cell, gate saturation, place memory."""
     if display_chars < 1:
         raise UsageError(f"--display-chars must be at least 1 (got {display_chars})", "e.g. --display-chars 800")
-    from charlstm import api, heatmap, inspection
+    from charlstm import api
+    from charlstm.analysis import heatmap, inspection
 
     source = inspection.load_text(text, file, max_chars)
     model = api.load(run, checkpoint, runs_dir=runs_dir, on_warning=ui.warn)
@@ -490,7 +492,7 @@ def inspect_(
                                 top=top, show=show.value if show else None, records=source.records,
                                 skip_unknown=skip_unknown)
     notes = [f"read the first {max_chars:,} characters of {file} (--max-chars)"] if source.truncated else []
-    view = heatmap.inspect_view(report, f"{model.run_dir.name}, step {model.step}", display_chars, notes)
+    view = inspection.inspect_view(report, f"{model.run_dir.name}, step {model.step}", display_chars, notes)
     heatmap.print_view(ui.out, view, table=ui.table, color=ui.color_on(ui.out))
     if html is not None:
         try:
@@ -510,7 +512,7 @@ def runs_(
     (running, finished, interrupted, failed)."""
     from rich.markup import escape
 
-    from charlstm import runs as runs_lib
+    from charlstm.analysis import runs as runs_lib
 
     found = runs_lib.list_runs(runs_dir)
     if json_out:
@@ -573,8 +575,9 @@ def plot(
         raise UsageError(f"--smooth must be in [0, 1) (got {smooth:g})", "e.g. --smooth 0.9; 0 draws the raw loss")
     if out is not None and out.suffix.lower() not in (".csv", ".png"):
         raise UsageError(f"--out must end in .csv or .png (got {out.name})", "e.g. --out loss.csv")
-    from charlstm import plots, rundir
-    from charlstm import runs as runs_lib
+    from charlstm.analysis import plots
+    from charlstm.training import rundir
+    from charlstm.analysis import runs as runs_lib
 
     if out is not None and out.suffix.lower() == ".png":
         plots.matplotlib_figure("write a .csv instead")  # no matplotlib: say so before drawing anything
@@ -613,7 +616,7 @@ app.add_typer(corpus_app, name="corpus")
 @user_errors
 def corpus_list() -> None:
     """Show the bundled and the downloadable corpora (and where the downloaded ones are)."""
-    from charlstm import corpus as corpus_lib
+    from charlstm.data import corpus as corpus_lib
 
     ui.table("corpora", ["", "where", "what"], corpus_lib.list_corpora())
 
@@ -625,7 +628,7 @@ def corpus_get(
     url: Optional[str] = typer.Option(None, "--url", help="Download from this URL (a mirror) instead; the checksum is still verified."),
 ) -> None:
     """Download a corpus into the cache, verify its checksum and print its path."""
-    from charlstm import download
+    from charlstm.data import download
 
     with ui.DownloadProgress(f"downloading {name}") as progress:
         path = download.get(name, url, progress=progress)

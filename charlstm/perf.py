@@ -98,7 +98,7 @@ def compile_cache_dir() -> Path | None:
     CHARLSTM_CACHE is set to the empty string."""
     if os.environ.get("CHARLSTM_CACHE", None) == "":
         return None
-    from charlstm import download  # JAX-free
+    from charlstm.data import download  # JAX-free
 
     return download.cache_dir() / "xla"
 

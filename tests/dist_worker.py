@@ -17,7 +17,8 @@ from pathlib import Path
 
 import jax
 
-from charlstm import config, rundir, runner, training
+from charlstm import config
+from charlstm.training import rundir, runner, loop as training
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "languages.txt"
 # Constant lr without warmup: a run of 4 steps resumed to 8 follows the same schedule as a run of 8.

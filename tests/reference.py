@@ -2,7 +2,7 @@
 
 Written from PyTorch's documented equations (nn.LSTM, nn.GRU, nn.RNN with tanh), in PyTorch's parameter layout:
 weight_ih [G*H, In], weight_hh [G*H, H], bias_ih [G*H], bias_hh [G*H], gates stacked along the rows
-(LSTM i, f, g, o; GRU r, z, n). It deliberately does not import charlstm.cells or charlstm.export, so a
+(LSTM i, f, g, o; GRU r, z, n). It deliberately does not import charlstm.nn.cells or charlstm.nn.export, so a
 mistake there shows up as a disagreement with this file rather than being copied into it.
 
 A state is a tuple per layer: (h, c) for an LSTM, (h,) for a GRU or an RNN, each [B, H].
@@ -92,7 +92,7 @@ def num_layers(sd: dict) -> int:
 
 
 def run_network(sd: dict, cell: str, ids: np.ndarray, state=None):
-    """The stacked model on a PyTorch-layout state dict (keys as documented in charlstm.export).
+    """The stacked model on a PyTorch-layout state dict (keys as documented in charlstm.nn.export).
 
     ids [B, T] -> embedding lookup -> L recurrent layers -> linear head.
     Returns (logits [B, T, V], final states (one tuple per layer), traces: per layer a dict of [B, T, H]).
@@ -150,7 +150,7 @@ def layer_to_torch(cell: str, p: dict) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def state_dict_from_params(params: dict, cell: str, vocab_size: int) -> dict[str, np.ndarray]:
-    """charlstm params -> the PyTorch state dict of charlstm.export.torch_state_dict, built independently."""
+    """charlstm params -> the PyTorch state dict of charlstm.nn.export.torch_state_dict, built independently."""
     embed = params.get("embed")
     sd = {"embedding.weight": np.identity(vocab_size) if embed is None else np.array(embed, dtype=np.float64)}
     for k, p in enumerate(params["layers"]):

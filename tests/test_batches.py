@@ -1,11 +1,11 @@
-"""Tests for charlstm.batches: stream and random training batches, and validation batches."""
+"""Tests for charlstm.data.batches: stream and random training batches, and validation batches."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from charlstm import batches
+from charlstm.data import batches
 
 # ids equal to their own positions make every check about *where* a window reads from exact.
 N, B, T = 2_000, 4, 16

@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from charlstm import bench, config, perf, probes
+from charlstm import config, perf
+from charlstm.bench import bench, probes
 from helpers import assert_clean_error, assert_ok, run_cli
 
 TINY = ["model.layers=1", "model.hidden=8", "data.batch_size=2", "data.seq_len=4"]

@@ -1,4 +1,4 @@
-"""charlstm.cells against the independent NumPy reference (tests/reference.py) and finite differences."""
+"""charlstm.nn.cells against the independent NumPy reference (tests/reference.py) and finite differences."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import reference as ref
-from charlstm import cells, layers
+from charlstm.nn import cells, layers
 
 CELLS = ("lstm", "gru", "rnn")
 T, B, H, N_IN, V = 5, 3, 4, 3, 6

@@ -11,7 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from charlstm import checkpoint, config, rundir, runner, training
+from charlstm import config
+from charlstm.training import checkpoint, rundir, runner, loop as training
 from charlstm.errors import RunError
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "languages.txt"

@@ -1,4 +1,4 @@
-"""charlstm.compare / plots and `charlstm compare-rnn`: gap buckets, matched sizes, a short run and its files."""
+"""charlstm.analysis.compare / plots and `charlstm compare-rnn`: gap buckets, matched sizes, a short run and its files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ import jax
 import numpy as np
 import pytest
 
-from charlstm import compare, config, corpus, longrange, model, plots
+from charlstm import config
+from charlstm.analysis import compare, plots
+from charlstm.data import corpus
+from charlstm.evaluation import longrange
+from charlstm.nn import model
 from charlstm.errors import UserError
 from helpers import assert_clean_error, assert_ok, run_cli
 

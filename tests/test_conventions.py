@@ -16,7 +16,9 @@ import pytest
 import yaml
 from rich.console import Console
 
-from charlstm import cli, config, download, heatmap, perf, ui
+from charlstm import cli, config, perf, ui
+from charlstm.analysis import heatmap
+from charlstm.data import download
 from helpers import TINY_TRAIN, assert_ok, cli_env, run_cli
 
 # JAX logs every persistent-cache hit and miss with these set.

@@ -1,4 +1,4 @@
-"""Tests for charlstm.corpus: reading files, the vocabulary, encoding, the split and the size check."""
+"""Tests for charlstm.data.corpus: reading files, the vocabulary, encoding, the split and the size check."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charlstm import corpus
-from charlstm.corpus import Vocab
+from charlstm.data import corpus
+from charlstm.data.corpus import Vocab
 from charlstm.errors import CorpusError
 
 MIXED = "héllo wörld ✓ 日本語 🙂🎉\r\nΑλφα Привет مرحبا\r\nend\n"

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from charlstm import checkpoint, distributed, rundir
+from charlstm.training import checkpoint, distributed, rundir
 from dist_worker import OPTIONS
 from helpers import ROOT, TINY_TRAIN, assert_clean_error, assert_ok, cli_env, describe, run_cli
 

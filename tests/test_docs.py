@@ -165,7 +165,7 @@ def test_command_extraction() -> None:
         "XLA_FLAGS=--xla_force_host_platform_device_count=4 charlstm train --config tiny \\",
         "    --steps 10",
         'srun charlstm train "${ARGS[@]}" --distributed',
-        "python -m charlstm.langcorpus",
+        "python -m charlstm.data.langcorpus",
         "charlstm config show tiny > my.yaml 2>/dev/null | head",
     ], 1))
     assert [argv for _, _, argv in shell_commands(lines)] == [

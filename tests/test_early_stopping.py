@@ -13,7 +13,8 @@ from typing import Iterator
 import pytest
 
 import charlstm
-from charlstm import checkpoint, rundir, runs, training
+from charlstm.analysis import runs
+from charlstm.training import checkpoint, rundir, loop as training
 from charlstm.errors import RunError
 
 # Evaluations every 2 steps: the best is the 2nd (step 4), then two worse ones stop a run with patience 2.

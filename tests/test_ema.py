@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from charlstm import batches, checkpoint, config, rundir, runner, training
+from charlstm import config
+from charlstm.data import batches
+from charlstm.training import checkpoint, rundir, runner, loop as training
 from charlstm.errors import RunError
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "languages.txt"

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charlstm import batches, corpus, encoded
-from charlstm.corpus import Vocab
+from charlstm.data import batches, corpus, encoded
+from charlstm.data.corpus import Vocab
 from charlstm.errors import CorpusError
 from helpers import cli_env
 

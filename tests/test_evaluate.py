@@ -10,8 +10,10 @@ import numpy as np
 import optax
 import pytest
 
-from charlstm import config, evaluate, model
-from charlstm.corpus import Vocab
+from charlstm import config
+from charlstm.evaluation import evaluate
+from charlstm.nn import model
+from charlstm.data.corpus import Vocab
 from charlstm.errors import CorpusError
 
 VOCAB = Vocab("utf-8", tuple(sorted(ord(c) for c in "abcde \n")))

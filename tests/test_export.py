@@ -1,4 +1,4 @@
-"""charlstm.export: the PyTorch-layout state dict against an independent conversion, and the .npz file."""
+"""charlstm.nn.export: the PyTorch-layout state dict against an independent conversion, and the .npz file."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import reference as ref
-from charlstm import export, model
+from charlstm.nn import export, model
 from charlstm.config import Config
-from charlstm.corpus import Vocab
+from charlstm.data.corpus import Vocab
 from charlstm.errors import UserError
 
 CELLS = ("lstm", "gru", "rnn")

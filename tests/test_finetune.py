@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 import charlstm
-from charlstm import api, config, finetune, model, rundir, training
-from charlstm.corpus import Vocab
+from charlstm import api, config
+from charlstm.nn import model
+from charlstm.training import finetune, rundir, loop as training
+from charlstm.data.corpus import Vocab
 from charlstm.errors import CorpusError, UsageError
 from helpers import ROOT, assert_clean_error, assert_ok, run_cli
 

@@ -11,7 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from charlstm import checkpoint, config, rundir, runner, sampling
+from charlstm import config
+from charlstm.nn import sampling
+from charlstm.training import checkpoint, rundir, runner
 from charlstm.errors import RunError, UserError
 
 

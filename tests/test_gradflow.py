@@ -1,4 +1,4 @@
-"""charlstm.gradflow: d loss_T / d h_{T-k} against hand-computed cases, and the RNN-versus-LSTM picture at init."""
+"""charlstm.analysis.gradflow: d loss_T / d h_{T-k} against hand-computed cases, and the RNN-versus-LSTM picture at init."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from charlstm import cells, gradflow, layers, model
+from charlstm.analysis import gradflow
+from charlstm.nn import cells, layers, model
 from charlstm.config import ModelConfig
 
 

@@ -16,9 +16,11 @@ import reference as ref
 from rich.cells import cell_len
 from rich.console import Console
 
-from charlstm import heatmap, inspection, langcorpus, model
+from charlstm.analysis import heatmap, inspection
+from charlstm.data import langcorpus
+from charlstm.nn import model
 from charlstm.config import ModelConfig
-from charlstm.corpus import DEFAULT_CORPUS, Vocab, build_vocab, to_points
+from charlstm.data.corpus import DEFAULT_CORPUS, Vocab, build_vocab, to_points
 from charlstm.errors import UserError
 from helpers import TINY_TRAIN, assert_clean_error, assert_ok, run_cli
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from charlstm import langcorpus
+from charlstm.data import langcorpus
 
 CORPORA = Path(__file__).resolve().parent.parent / "corpora"
 NAMES = [name for pair in langcorpus.PAIRS for name in pair]
@@ -21,7 +21,7 @@ def corpus() -> tuple[str, list[langcorpus.GapRecord]]:
 
 def test_committed_files_are_reproduced_byte_for_byte(tmp_path: Path) -> None:
     # If this fails, either the generator changed (run `python -m
-    # charlstm.langcorpus` and commit) or the committed files were edited.
+    # charlstm.data.langcorpus` and commit) or the committed files were edited.
     text_path, gaps_path = langcorpus.write(tmp_path)
     assert text_path.read_bytes() == (CORPORA / "languages.txt").read_bytes()
     assert gaps_path.read_bytes() == (CORPORA / "languages.gaps.json").read_bytes()

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import reference as ref
-from charlstm import cells, config, export, layers, model, training
+from charlstm import config
+from charlstm.nn import cells, export, layers, model
+from charlstm.training import loop as training
 from charlstm.errors import ConfigError, UserError
 
 T, B, H, N_IN = 6, 3, 4, 5

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from charlstm import checkpoint, rundir
+from charlstm.training import checkpoint, rundir
 from charlstm.errors import RunError
 from helpers import TINY_TRAIN, assert_clean_error, assert_ok, cli_env, describe
 

@@ -1,4 +1,4 @@
-"""charlstm.model (the stacked network) against the NumPy reference, plus dropout, counts and loss gradients."""
+"""charlstm.nn.model (the stacked network) against the NumPy reference, plus dropout, counts and loss gradients."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import reference as ref
-from charlstm import cells, model, training
+from charlstm.nn import cells, model
+from charlstm.training import loop as training
 from charlstm.config import ModelConfig
 
 CELLS = ("lstm", "gru", "rnn")

@@ -8,7 +8,9 @@ from pathlib import Path
 import jax
 import pytest
 
-from charlstm import corpus, langcorpus, model, promptcheck
+from charlstm.data import corpus, langcorpus
+from charlstm.evaluation import promptcheck
+from charlstm.nn import model
 from charlstm.config import ModelConfig
 from helpers import TINY_TRAIN, assert_ok, run_cli
 

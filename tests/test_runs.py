@@ -1,4 +1,4 @@
-"""`charlstm runs` and `charlstm plot` (charlstm.runs, plots.runs_chart): run directories written as the trainer
+"""`charlstm runs` and `charlstm plot` (charlstm.analysis.runs, plots.runs_chart): run directories written as the trainer
 writes them (config.yaml, run.json, metrics.jsonl, checkpoint folders, the lock), read back without JAX."""
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from charlstm import config, plots, rundir
-from charlstm import runs as runs_lib
-from charlstm.corpus import Vocab
+from charlstm import config
+from charlstm.analysis import plots
+from charlstm.training import rundir
+from charlstm.analysis import runs as runs_lib
+from charlstm.data.corpus import Vocab
 from charlstm.errors import RunError, UserError
 from helpers import ROOT, assert_clean_error, assert_ok, cli_env, run_cli
 

@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from charlstm import config, model, sampling
-from charlstm.corpus import Vocab
+from charlstm import config
+from charlstm.nn import model, sampling
+from charlstm.data.corpus import Vocab
 from charlstm.errors import UserError
 
 VOCAB = Vocab("utf-8", tuple(sorted(ord(c) for c in "\nabcdefgh ")))

@@ -33,7 +33,8 @@ with warnings.catch_warnings():  # newer Starlette prefers httpx2 for its test c
     from starlette.testclient import TestClient  # noqa: E402
 
 import charlstm  # noqa: E402
-from charlstm import inspection, resources  # noqa: E402
+from charlstm import resources  # noqa: E402
+from charlstm.analysis import inspection
 from charlstm.serve import analysis  # noqa: E402
 from charlstm.serve import app as serve_app  # noqa: E402
 from helpers import assert_clean_error, cli_env  # noqa: E402

@@ -16,9 +16,14 @@ import optax
 import pytest
 import yaml
 
-from charlstm import batches, checkpoint, config, evaluate, export, inspection, longrange, model, rundir, sampling, training
+from charlstm import config
+from charlstm.analysis import inspection
+from charlstm.data import batches
+from charlstm.evaluation import evaluate, longrange
+from charlstm.nn import export, model, sampling
+from charlstm.training import checkpoint, rundir, loop as training
 from charlstm.config import Config, ModelConfig
-from charlstm.corpus import Vocab
+from charlstm.data.corpus import Vocab
 from helpers import TINY_TRAIN, assert_ok, run_cli
 
 B, T, H, V = 3, 7, 6, 5

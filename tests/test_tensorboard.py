@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import charlstm
-from charlstm import rundir
+from charlstm.training import rundir
 from helpers import ROOT, TINY_TRAIN, assert_clean_error, run_cli
 
 event_pb2 = pytest.importorskip("tensorboardX.proto.event_pb2")  # the test extra installs it

@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.numpy import load_file
 
-from charlstm import api, evaluate, export, model, sampling
+from charlstm import api
+from charlstm.evaluation import evaluate
+from charlstm.nn import export, model, sampling
 from charlstm.config import Config
-from charlstm.corpus import Vocab
+from charlstm.data.corpus import Vocab
 from charlstm.errors import UsageError
 from helpers import ROOT, TINY_TRAIN, assert_clean_error, assert_ok, cli_env, run_cli
 

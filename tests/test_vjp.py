@@ -1,4 +1,4 @@
-"""The fused layers' hand-written backward pass (charlstm.layers.fused_layer) against `jax.grad` of the plain scan.
+"""The fused layers' hand-written backward pass (charlstm.nn.layers.fused_layer) against `jax.grad` of the plain scan.
 
 Both run in float64, so the two gradients must agree to rounding: any wrong term in the custom VJP (a gate
 derivative, the shifted h_{t-1}/c_{t-1}, the carry or input cotangents) shows up far above the tolerance.
@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from charlstm import cells, layers, model, training
+from charlstm.nn import cells, layers, model
+from charlstm.training import loop as training
 from charlstm.config import Config, ModelConfig
 
 CELLS = ("lstm", "gru", "rnn")

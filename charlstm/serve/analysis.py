@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from charlstm import inspection, longrange, rundir
+from charlstm.analysis import inspection
+from charlstm.evaluation import longrange
+from charlstm.training import rundir
 from charlstm.errors import UsageError
 
 if TYPE_CHECKING:
@@ -52,7 +54,7 @@ def _forward() -> Any:
     import jax
     import jax.numpy as jnp
 
-    from charlstm import model
+    from charlstm.nn import model
 
     def forward(params: Any, ids: Any, cfg: Any, names: tuple[str, ...], k: int) -> tuple[Any, Any, Any]:
         logits, _, rec = model.apply(params, ids[None], model.start_carry(params, cfg, 1), cfg, record=names)

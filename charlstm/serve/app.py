@@ -30,8 +30,8 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from charlstm import rundir
-from charlstm import runs as runs_lib
+from charlstm.training import rundir
+from charlstm.analysis import runs as runs_lib
 from charlstm.errors import RunError, UsageError, UserError
 from charlstm.serve import analysis
 

@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from charlstm import model
+from charlstm.nn import model
 from charlstm.config import ModelConfig
-from charlstm.corpus import Vocab
+from charlstm.data.corpus import Vocab
 from charlstm.errors import UsageError
 
 

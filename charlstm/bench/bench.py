@@ -5,7 +5,7 @@ charlstm ...; the order flips every round), and ratios are the median of the per
 or throttled machine absolute times drift by tens of percent within minutes; ratios of back-to-back runs do not.
 The fractions of the machine's ceilings are computed the same way: each round also times a large fp32 GEMM
 (training) and the model's batch-1 matmuls alone (sampling at batch 1, which reads every weight once per
-character; see `charlstm.probes`).
+character; see `charlstm.bench.probes`).
 
 Compilation is measured where a user meets it, at the start of a process: two fresh Python processes share an
 empty temporary compilation cache, the first compiles (cold) and fills it, the second loads what it can from it
@@ -40,7 +40,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from charlstm import cells, export, model, perf, probes, sampling, training
+from charlstm import perf
+from charlstm.bench import probes
+from charlstm.nn import cells, export, model, sampling
+from charlstm.training import loop as training
 from charlstm import config as config_lib
 from charlstm.config import Config
 from charlstm.errors import UsageError, UserError
@@ -227,7 +230,7 @@ def startup_probe(t0: float) -> None:
 
 def measure_startup(cfg: Config, vocab_size: int) -> tuple[Startup, Startup]:
     """(cold, cached): two fresh processes in turn on one empty temporary compilation cache."""
-    code = "import time; t0 = time.perf_counter(); from charlstm import bench; bench.startup_probe(t0)"
+    code = "import time; t0 = time.perf_counter(); from charlstm.bench import bench; bench.startup_probe(t0)"
     job = json.dumps({"config": cfg.model_dump(), "vocab_size": vocab_size})
     results = []
     with tempfile.TemporaryDirectory(prefix="charlstm-bench-cache-") as cache:

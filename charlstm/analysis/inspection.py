@@ -24,8 +24,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from charlstm import heatmap, langcorpus
-from charlstm.corpus import Vocab
+from charlstm.analysis import heatmap
+from charlstm.data import langcorpus
+from charlstm.data.corpus import Vocab
 from charlstm.errors import UsageError, UserError
 
 LONG_NAMES = {"i": "input gate i", "f": "forget gate f", "o": "output gate o", "c": "cell state c",
@@ -79,7 +80,7 @@ def load_text(text: str | None, file: Path | None, max_chars: int) -> Source:
         raise UsageError(f"--max-chars must be at least 1 (got {max_chars})", "e.g. --max-chars 20000")
     records = None
     if file is not None:
-        from charlstm import longrange
+        from charlstm.evaluation import longrange
 
         try:  # only what is read (a huge file is not loaded); newline="" keeps "\r\n" as the model saw it
             with open(file, encoding="utf-8", newline="") as f:
@@ -126,7 +127,7 @@ def encode(vocab: Vocab, text: str, skip_unknown: bool = False) -> Encoded:
 def _apply() -> Any:
     import jax
 
-    from charlstm import model
+    from charlstm.nn import model
 
     return jax.jit(model.apply, static_argnames=("cfg", "train", "record"))
 
@@ -139,7 +140,7 @@ def record_traces(params: Any, cfg: Any, ids: np.ndarray, names: Sequence[str], 
     """
     import jax.numpy as jnp
 
-    from charlstm import model
+    from charlstm.nn import model
 
     seq = np.asarray(ids, np.int32)
     if prime >= 0 and (len(seq) == 0 or seq[0] != prime):
@@ -439,3 +440,67 @@ def analyse(params: Any, cfg: Any, vocab: Vocab, text: str, *, layer: int | None
                      "try --file corpora/languages.txt")
     place_traces = [traces[p.layer][MEMORY[cfg.cell]][:, p.cell] for p in (places.cells if places else [])]
     return Report(cfg.cell, cfg.layers, cfg.hidden, quantity, lyr, enc.units, selected, sat, places, place_traces, notes)
+
+
+# --- the view of an inspection report ------------------------------------------------------------------------
+
+
+def inspect_view(report: Report, run_label: str, display_chars: int, notes: Sequence[str] = ()) -> heatmap.View:
+    """Everything `charlstm inspect` shows, as a heatmap.View: the selected cells, the place-memory cells, tables."""
+    units = report.units[:display_chars]
+    view = heatmap.View(f"charlstm inspect: {run_label}")
+    view.header.append(f"{report.cell_type} {report.layers}x{report.hidden} · {len(report.units):,} characters read · "
+                       f"layer {report.layer + 1} · showing the {LONG_NAMES[report.quantity]}")
+    shown = {report.quantity} | ({"h" if report.cell_type != "lstm" else "c"} if report.place_traces else set())
+    for q in sorted(shown):
+        if q in GATES[report.cell_type]:
+            view.legends.append(("0 shut", "1 open", f"{LONG_NAMES[q]}: diverging around 0.5 (white), the same scale for every line"))
+        else:
+            view.legends.append((f"-max|{q}|", f"+max|{q}|", f"{LONG_NAMES[q]}: diverging around 0 (white), blue negative, "
+                                 "red positive; each line scaled to its own largest |value|"))
+
+    def row(title: str, q: str, values: np.ndarray) -> heatmap.Row:
+        cut = [(g, float(values[t])) for g, t in units]
+        vals = [v for _, v in cut] or [0.0]
+        m = max(abs(v) for v in vals) or 1.0  # the displayed stretch uses the whole colour range
+        scale = heatmap.Scale(0.0, 0.5, 1.0, q) if q in GATES[report.cell_type] else heatmap.Scale(-m, 0.0, m, q)
+        return heatmap.Row(f"{title} · {q} from {min(vals):+.2f} to {max(vals):+.2f}", cut, scale)
+
+    for s in report.selected:
+        tracks = f" · tracks {s.prop} (r = {s.r:+.2f})" if s.prop is not None and s.r is not None else ""
+        view.rows.append(row(f"layer {s.layer + 1} · cell {s.cell}", s.quantity, s.values))
+        view.rows[-1].title += tracks
+    memory = "c" if report.cell_type == "lstm" else "h"
+    pm = report.places
+    if pm is not None:
+        above = [p for p in pm.cells if p.eta2 > pm.chance]
+        for p, values in list(zip(pm.cells, report.place_traces))[: max(1, min(2, len(above)))]:
+            verdict = "" if p.eta2 > pm.chance else " (not above chance)"
+            view.rows.append(row(f"place memory · layer {p.layer + 1} · cell {p.cell} · η² {p.eta2:.2f} over the gap, chance "
+                                 f"{pm.chance:.2f}{verdict} · highest for {p.high}, lowest for {p.low}", memory, values))
+        def num(x: float) -> str:
+            return "—" if np.isnan(x) else f"{x:.3f}"
+
+        table = [[str(p.layer + 1), str(p.cell), num(p.eta2), num(p.eta2_end), p.high, p.low] for p in pm.cells]
+        table.append(["chance", "", num(pm.chance), num(pm.chance_end), "", ""])
+        view.tables.append((f"place memory: cells whose {memory} holds the place name until the language word "
+                            f"({pm.paragraphs} paragraphs, {pm.places} places)",
+                            ["layer", "cell", "η² gap", "η² at word", "highest for", "lowest for"], table))
+        view.notes.append("η² gap: share of the cell's variance over the gaps (after the place name, before the language word; "
+                          "the mean at each distance to the word removed) explained by which place was named; η² at word: "
+                          "the same at the last step before the word; chance: 95th percentile of the best cell's η² with "
+                          "the places shuffled across paragraphs")
+        if not above:
+            view.notes.append("no cell holds the place above chance yet: train longer (the default config's 5000 steps)")
+    lo, hi = SATURATED
+    for k, layer in enumerate(report.saturation):
+        view.tables.append((f"layer {k + 1}: gate saturation (share of steps x cells)",
+                            ["gate", f"left < {lo}", "between", f"right > {hi}", "cells left", "cells right"],
+                            [[LONG_NAMES[s.gate].replace(" gate", ""), f"{s.left:.1%}", f"{s.between:.1%}", f"{s.right:.1%}",
+                              f"{s.cells_left}/{report.hidden}", f"{s.cells_right}/{report.hidden}"] for s in layer]))
+    if report.saturation:
+        view.notes.append("gate saturation: cells left/right = cells saturated more than half the time")
+    if len(report.units) > len(units):
+        view.notes.append(f"showing the first {len(units):,} of {len(report.units):,} characters read (--display-chars)")
+    view.notes += list(report.notes) + list(notes)
+    return view

@@ -18,12 +18,13 @@ import jax
 import orbax.checkpoint as ocp
 
 from charlstm import config as config_lib
-from charlstm import model, rundir, training
+from charlstm.nn import model
+from charlstm.training import rundir, loop as training
 from charlstm.config import Config
-from charlstm.corpus import Vocab
-from charlstm.distributed import Layout
+from charlstm.data.corpus import Vocab
+from charlstm.training.distributed import Layout
 from charlstm.errors import RunError
-from charlstm.rundir import RunDir
+from charlstm.training.rundir import RunDir
 
 # Orbax logs every save at INFO/WARNING through absl; the CLI reports saves itself.
 logging.getLogger("absl").setLevel(logging.ERROR)

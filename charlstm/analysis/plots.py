@@ -24,12 +24,12 @@ from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
 
-from charlstm import events  # the training events, without `charlstm.training` and its JAX
+from charlstm import events  # the training events, without `charlstm.training.loop` and its JAX
 from charlstm.errors import UserError
 
 if TYPE_CHECKING:
-    from charlstm.compare import CellSpec, CompareResult, Curves
-    from charlstm.runs import Curves as RunCurves
+    from charlstm.analysis.compare import CellSpec, CompareResult, Curves
+    from charlstm.analysis.runs import Curves as RunCurves
 
 CELL_COLORS = {"rnn": 9, "lstm": 12, "gru": 10}  # 256-colour codes: bright red, blue, green
 PLAIN_MARKERS = {"rnn": "r", "lstm": "l", "gru": "g"}  # without colour, the letter tells the cells apart
@@ -178,7 +178,7 @@ def longrange_chart(result: CompareResult, **kw: object) -> str | None:
     measured = [r for r in result.cells if r.longrange]
     if not measured:
         return None
-    from charlstm import longrange  # needs JAX; only a finished comparison gets here
+    from charlstm.evaluation import longrange  # needs JAX; only a finished comparison gets here
 
     labels = [longrange.bucket_label(lo, hi) for lo, hi in longrange.BUCKETS]
     series = []
@@ -233,7 +233,7 @@ def runs_chart(curves: Sequence[RunCurves], *, x: str = "steps", log_y: bool = F
     """Training loss (smoothed, thick) and validation loss (thin) of several runs, one colour and letter each,
     against steps or minutes since each run was created. `whole_run`: the step axis spans train.steps, so that
     a run in progress grows to the right (else it spans the steps recorded)."""
-    from charlstm.runs import ema
+    from charlstm.analysis.runs import ema
 
     series = []
     for k, c in enumerate(curves):
@@ -369,7 +369,7 @@ def matplotlib_figure(instead: str) -> type:
 def save_runs_png(curves: Sequence[RunCurves], path: Path, *, x: str = "steps", log_y: bool = False,
                   smooth: float = 0.6) -> None:
     """The `runs_chart` as a PNG: raw training loss faint, smoothed solid, validation dashed with markers."""
-    from charlstm.runs import ema
+    from charlstm.analysis.runs import ema
 
     fig = matplotlib_figure("write a .csv instead")(figsize=(9, 5))
     ax = fig.add_subplot()
@@ -413,7 +413,7 @@ def save_pngs(result: CompareResult, out: Path) -> list[Path]:
     save("loss.png", fig)
 
     if any(r.longrange for r in result.cells):
-        from charlstm import longrange
+        from charlstm.evaluation import longrange
 
         fig = Figure(figsize=(8, 4.5))
         ax = fig.add_subplot()

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from charlstm import langcorpus, model, sampling
+from charlstm.data import langcorpus
+from charlstm.nn import model, sampling
 from charlstm.config import ModelConfig
-from charlstm.corpus import Vocab
+from charlstm.data.corpus import Vocab
 
 # Characters generated per prompt: the longest place line, and twice the longest paragraph of the corpus (a
 # sampled one may repeat its filler more often than any paragraph did, and still end right).
@@ -62,7 +63,7 @@ class PromptCheck:
 
 def pairs_for(corpus_path: Path, vocab: Vocab) -> list[tuple[str, str]] | None:
     """The (place, language) pairs of an annotated corpus whose characters the vocabulary has, else None."""
-    from charlstm import longrange
+    from charlstm.evaluation import longrange
 
     gaps = longrange.gaps_file_for(corpus_path)
     if gaps is None:

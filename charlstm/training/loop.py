@@ -14,9 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from charlstm import batches, model
+from charlstm.data import batches
+from charlstm.nn import model
 from charlstm.events import EvalEvent, Event, StepEvent  # noqa: F401 (training.StepEvent etc. stay importable)
-from charlstm.distributed import Layout
+from charlstm.training.distributed import Layout
 from charlstm.config import Config, ModelConfig, OptimConfig
 
 

@@ -1,7 +1,7 @@
 """Text heatmaps: each character's background coloured by a value, in the terminal (rich) and as HTML.
 
 The view is generic (it knows nothing about LSTMs): a `Row` is a title, a sequence of (glyph, value) units
-and a `Scale`. `charlstm.inspection` builds rows from recorded gate and cell traces; this module only maps
+and a `Scale`. `charlstm.analysis.inspection` builds rows from recorded gate and cell traces; this module only maps
 values to colours, wraps the units to a width counted in terminal cells, prints them and writes HTML.
 
 Width is counted with rich's `cell_len`, so CJK characters and emoji take two columns and combining marks
@@ -18,7 +18,7 @@ import html
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -29,8 +29,6 @@ from rich.style import Style
 from rich.text import Text
 
 RGB = tuple[int, int, int]
-if TYPE_CHECKING:
-    from charlstm.inspection import Report
 
 Unit = tuple[str, float]  # (glyph as shown, value)
 
@@ -308,70 +306,3 @@ def to_html(view: View) -> str:
 def write_html(path: Path, view: View) -> None:
     """Write `to_html(view)` as UTF-8 (raises OSError for the caller to report)."""
     Path(path).write_bytes(to_html(view).encode("utf-8"))
-
-
-
-# --- the view of an inspection report ------------------------------------------------------------------------
-
-
-def inspect_view(report: Report, run_label: str, display_chars: int, notes: Sequence[str] = ()) -> View:
-    """Everything `charlstm inspect` shows, as a View: the selected cells, the place-memory cells, tables."""
-    from charlstm.inspection import GATES, LONG_NAMES, SATURATED
-
-    units = report.units[:display_chars]
-    view = View(f"charlstm inspect: {run_label}")
-    view.header.append(f"{report.cell_type} {report.layers}x{report.hidden} · {len(report.units):,} characters read · "
-                       f"layer {report.layer + 1} · showing the {LONG_NAMES[report.quantity]}")
-    shown = {report.quantity} | ({"h" if report.cell_type != "lstm" else "c"} if report.place_traces else set())
-    for q in sorted(shown):
-        if q in GATES[report.cell_type]:
-            view.legends.append(("0 shut", "1 open", f"{LONG_NAMES[q]}: diverging around 0.5 (white), the same scale for every line"))
-        else:
-            view.legends.append((f"-max|{q}|", f"+max|{q}|", f"{LONG_NAMES[q]}: diverging around 0 (white), blue negative, "
-                                 "red positive; each line scaled to its own largest |value|"))
-
-    def row(title: str, q: str, values: np.ndarray) -> Row:
-        cut = [(g, float(values[t])) for g, t in units]
-        vals = [v for _, v in cut] or [0.0]
-        m = max(abs(v) for v in vals) or 1.0  # the displayed stretch uses the whole colour range
-        scale = Scale(0.0, 0.5, 1.0, q) if q in GATES[report.cell_type] else Scale(-m, 0.0, m, q)
-        return Row(f"{title} · {q} from {min(vals):+.2f} to {max(vals):+.2f}", cut, scale)
-
-    for s in report.selected:
-        tracks = f" · tracks {s.prop} (r = {s.r:+.2f})" if s.prop is not None and s.r is not None else ""
-        view.rows.append(row(f"layer {s.layer + 1} · cell {s.cell}", s.quantity, s.values))
-        view.rows[-1].title += tracks
-    memory = "c" if report.cell_type == "lstm" else "h"
-    pm = report.places
-    if pm is not None:
-        above = [p for p in pm.cells if p.eta2 > pm.chance]
-        for p, values in list(zip(pm.cells, report.place_traces))[: max(1, min(2, len(above)))]:
-            verdict = "" if p.eta2 > pm.chance else " (not above chance)"
-            view.rows.append(row(f"place memory · layer {p.layer + 1} · cell {p.cell} · η² {p.eta2:.2f} over the gap, chance "
-                                 f"{pm.chance:.2f}{verdict} · highest for {p.high}, lowest for {p.low}", memory, values))
-        def num(x: float) -> str:
-            return "—" if np.isnan(x) else f"{x:.3f}"
-
-        table = [[str(p.layer + 1), str(p.cell), num(p.eta2), num(p.eta2_end), p.high, p.low] for p in pm.cells]
-        table.append(["chance", "", num(pm.chance), num(pm.chance_end), "", ""])
-        view.tables.append((f"place memory: cells whose {memory} holds the place name until the language word "
-                            f"({pm.paragraphs} paragraphs, {pm.places} places)",
-                            ["layer", "cell", "η² gap", "η² at word", "highest for", "lowest for"], table))
-        view.notes.append("η² gap: share of the cell's variance over the gaps (after the place name, before the language word; "
-                          "the mean at each distance to the word removed) explained by which place was named; η² at word: "
-                          "the same at the last step before the word; chance: 95th percentile of the best cell's η² with "
-                          "the places shuffled across paragraphs")
-        if not above:
-            view.notes.append("no cell holds the place above chance yet: train longer (the default config's 5000 steps)")
-    lo, hi = SATURATED
-    for k, layer in enumerate(report.saturation):
-        view.tables.append((f"layer {k + 1}: gate saturation (share of steps x cells)",
-                            ["gate", f"left < {lo}", "between", f"right > {hi}", "cells left", "cells right"],
-                            [[LONG_NAMES[s.gate].replace(" gate", ""), f"{s.left:.1%}", f"{s.between:.1%}", f"{s.right:.1%}",
-                              f"{s.cells_left}/{report.hidden}", f"{s.cells_right}/{report.hidden}"] for s in layer]))
-    if report.saturation:
-        view.notes.append("gate saturation: cells left/right = cells saturated more than half the time")
-    if len(report.units) > len(units):
-        view.notes.append(f"showing the first {len(units):,} of {len(report.units):,} characters read (--display-chars)")
-    view.notes += list(report.notes) + list(notes)
-    return view

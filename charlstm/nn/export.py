@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from charlstm import model
+from charlstm.nn import model
 from charlstm.config import Config
-from charlstm.corpus import Vocab
+from charlstm.data.corpus import Vocab
 from charlstm.errors import UserError
 
 

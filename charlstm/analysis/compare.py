@@ -23,8 +23,11 @@ from typing import Mapping, Protocol
 import jax
 import numpy as np
 
-from charlstm import (batches, cells, corpus, gradflow, langcorpus, longrange, model, promptcheck, runner, sampling,
-                      training)
+from charlstm.analysis import gradflow
+from charlstm.data import batches, corpus, langcorpus
+from charlstm.evaluation import longrange, promptcheck
+from charlstm.nn import cells, model, sampling
+from charlstm.training import runner, loop as training
 from charlstm.config import Config
 from charlstm.errors import UsageError
 
@@ -366,7 +369,7 @@ def write_outputs(result: CompareResult, out: Path, png: bool = True) -> list[Pa
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     written.append(out / "summary.json")
     if png:
-        from charlstm import plots
+        from charlstm.analysis import plots
 
         written += plots.save_pngs(result, out)
     return written

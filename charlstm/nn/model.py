@@ -10,7 +10,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from charlstm import cells, layers
+from charlstm.nn import cells, layers
 from charlstm.config import ModelConfig
 
 Params = dict[str, Any]

@@ -16,7 +16,7 @@ from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 
-from charlstm.corpus import Encoding, Vocab, open_corpus
+from charlstm.data.corpus import Encoding, Vocab, open_corpus
 from charlstm.errors import CorpusError
 
 CHUNK_BYTES = 4 << 20  # measured: 16 MiB chunks were no faster and took 2-3x the memory

@@ -11,9 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from charlstm import corpus, model
+from charlstm.data import corpus
+from charlstm.nn import model
 from charlstm.config import ModelConfig
-from charlstm.corpus import Vocab
+from charlstm.data.corpus import Vocab
 from charlstm.errors import CorpusError
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from charlstm import rundir
+from charlstm.training import rundir
 from charlstm.errors import RunError, UserError
 
 LN2 = math.log(2)

@@ -56,7 +56,7 @@ Gap file format (``languages.gaps.json``), compact JSON with one record per line
 (which is ASCII, so they are also byte offsets); ``gap = language_start -
 place_end``.
 
-Run ``python -m charlstm.langcorpus`` to rewrite the committed files.
+Run ``python -m charlstm.data.langcorpus`` to rewrite the committed files.
 """
 
 from __future__ import annotations

@@ -16,9 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from charlstm import langcorpus, model
+from charlstm.data import langcorpus
+from charlstm.nn import model
 from charlstm.config import ModelConfig
-from charlstm.corpus import Vocab
+from charlstm.data.corpus import Vocab
 
 BUCKETS: tuple[tuple[int, int], ...] = ((0, 25), (25, 50), (50, 100), (100, 200), (200, 1 << 30))
 

@@ -16,11 +16,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from charlstm import checkpoint, model, training
+from charlstm.nn import model
+from charlstm.training import checkpoint, loop as training
 from charlstm.config import Config
-from charlstm.corpus import Vocab
+from charlstm.data.corpus import Vocab
 from charlstm.errors import CorpusError
-from charlstm.rundir import RunDir
+from charlstm.training.rundir import RunDir
 
 
 @dataclass(frozen=True)

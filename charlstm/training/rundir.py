@@ -20,7 +20,7 @@ import filelock
 
 from charlstm import config as config_lib
 from charlstm.config import Config
-from charlstm.corpus import Vocab
+from charlstm.data.corpus import Vocab
 from charlstm.errors import RunError
 
 LATEST = "latest"

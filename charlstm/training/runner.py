@@ -18,8 +18,11 @@ from typing import Protocol
 
 import numpy as np
 
-from charlstm import checkpoint, corpus, distributed, encoded, finetune, model, promptcheck, rundir, sampling
-from charlstm import tensorboard, training
+from charlstm.data import corpus, encoded
+from charlstm.evaluation import promptcheck
+from charlstm.nn import model, sampling
+from charlstm.training import checkpoint, distributed, finetune, rundir
+from charlstm.training import tensorboard, loop as training
 from charlstm.config import Config
 from charlstm.errors import RunError, UserError
 

@@ -26,10 +26,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from charlstm import corpus, download
-from charlstm.corpus import Encoding, Vocab
+from charlstm.data import corpus, download
+from charlstm.data.corpus import Encoding, Vocab
 from charlstm.errors import CorpusError
-from charlstm.stream_encode import CHUNK_BYTES, Progress, content_hash, encode_file, open_corpus
+from charlstm.data.stream_encode import CHUNK_BYTES, Progress, content_hash, encode_file, open_corpus
 
 __all__ = ["CHUNK_BYTES", "Encoded", "Progress", "cache_root", "content_hash", "encode_file", "load", "load_corpus",
            "min_bytes", "use_cache"]

@@ -14,7 +14,8 @@ from typing import BinaryIO, Literal
 
 import numpy as np
 
-from charlstm import download, resources
+from charlstm import resources
+from charlstm.data import download
 from charlstm.errors import CorpusError
 
 CORPORA_DIR = resources.data_dir("corpora")

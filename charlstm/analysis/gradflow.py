@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from charlstm import cells, layers, model
+from charlstm.nn import cells, layers, model
 from charlstm.config import ModelConfig
 
 Carry = tuple[jax.Array, ...]

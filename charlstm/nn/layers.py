@@ -1,4 +1,4 @@
-"""A recurrent layer over a whole sequence: `scan_layer` runs a cell's step (charlstm.cells) under `lax.scan`.
+"""A recurrent layer over a whole sequence: `scan_layer` runs a cell's step (charlstm.nn.cells) under `lax.scan`.
 
 Two paths give the same values. `plain_scan_layer` is one `lax.scan` of the step function, differentiated by
 JAX: the reference, and the path for recording gates (`inspect`). The fused layers below have a hand-written
@@ -12,7 +12,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from charlstm.cells import Carry, Params, lstm_step, matmul, recurrent, step_fn
+from charlstm.nn.cells import Carry, Params, lstm_step, matmul, recurrent, step_fn
 
 def scan_layer(
     cell: str,

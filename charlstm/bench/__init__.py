@@ -1,0 +1,1 @@
+"""`charlstm bench`: the benchmark suite and its probes."""

@@ -1,0 +1,1 @@
+"""The network: recurrent cells, stacked and fused layers, the model, sampling and export to PyTorch."""
