@@ -24,18 +24,36 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 
 # The 2 x 512 recipes' common part (configs/shakespeare-large.yaml without its DropConnect rate and step count).
-_LARGE = ["model.hidden=512", "model.dropout=0.4", "optim.weight_decay=0.1", "model.compute_dtype=bfloat16",
-          "train.eval_every=250"]
+_LARGE = [
+    "model.hidden=512",
+    "model.dropout=0.4",
+    "optim.weight_decay=0.1",
+    "model.compute_dtype=bfloat16",
+    "train.eval_every=250",
+]
 _SHIPPED_LARGE = [*_LARGE, "model.weight_drop=0.15"]  # configs/shakespeare-large.yaml but for its step count
 
 # name -> --set overrides on top of configs/shakespeare.yaml
 RECIPES: dict[str, list[str]] = {
     "base": [],
     # the plain PyTorch baseline's recipe (benchmarks/torch_baseline.py) on charlstm: same shapes, optimizer, batches
-    "torch-recipe": ["data.batching=random", "optim.lr=0.002", "optim.schedule=constant", "optim.warmup_steps=0",
-                     "optim.weight_decay=0.0", "model.dropout=0.0"],
-    "torch-recipe-fb0": ["data.batching=random", "optim.lr=0.002", "optim.schedule=constant", "optim.warmup_steps=0",
-                         "optim.weight_decay=0.0", "model.dropout=0.0", "model.forget_bias=0.0"],
+    "torch-recipe": [
+        "data.batching=random",
+        "optim.lr=0.002",
+        "optim.schedule=constant",
+        "optim.warmup_steps=0",
+        "optim.weight_decay=0.0",
+        "model.dropout=0.0",
+    ],
+    "torch-recipe-fb0": [
+        "data.batching=random",
+        "optim.lr=0.002",
+        "optim.schedule=constant",
+        "optim.warmup_steps=0",
+        "optim.weight_decay=0.0",
+        "model.dropout=0.0",
+        "model.forget_bias=0.0",
+    ],
     "forget-bias1": ["model.forget_bias=1.0"],
     "dropout0": ["model.dropout=0.0"],
     "dropout0.3": ["model.dropout=0.3"],
@@ -70,8 +88,22 @@ RECIPES: dict[str, list[str]] = {
 def run_recipe(name: str, overrides: list[str], steps: int, runs_dir: Path, config: str) -> dict:
     """Train one recipe through the CLI and summarise its metrics file."""
     run_name = f"{name}-{steps}"
-    cmd = [sys.executable, "-m", "charlstm", "train", str(CORPUS), "--config", config, "--steps", str(steps),
-           "--runs-dir", str(runs_dir), "--name", run_name, "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "charlstm",
+        "train",
+        str(CORPUS),
+        "--config",
+        config,
+        "--steps",
+        str(steps),
+        "--runs-dir",
+        str(runs_dir),
+        "--name",
+        run_name,
+        "--quiet",
+    ]
     for o in overrides:
         cmd += ["--set", o]
     tic = time.time()
@@ -84,8 +116,12 @@ def run_recipe(name: str, overrides: list[str], steps: int, runs_dir: Path, conf
     speeds = sorted(r["chars_per_s"] for r in records if "chars_per_s" in r)
     t0 = records[0]["time"]
     return {
-        "recipe": name, "sets": overrides, "steps": steps, "wall_min": round(wall / 60, 2),
-        "final_val": round(evals[-1]["val_loss"], 4), "best_val": round(min(r["val_loss"] for r in evals), 4),
+        "recipe": name,
+        "sets": overrides,
+        "steps": steps,
+        "wall_min": round(wall / 60, 2),
+        "final_val": round(evals[-1]["val_loss"], 4),
+        "best_val": round(min(r["val_loss"] for r in evals), 4),
         "chars_per_s": speeds[len(speeds) // 2] if speeds else None,
         "curve": [(r["step"], round((r["time"] - t0) / 60, 2), round(r["val_loss"], 4)) for r in evals],
         "load": os.getloadavg()[0],
@@ -93,13 +129,18 @@ def run_recipe(name: str, overrides: list[str], steps: int, runs_dir: Path, conf
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| recipe | overrides | steps | wall min | chars/s | final val | best val |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| recipe | overrides | steps | wall min | chars/s | final val | best val |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         if "error" in r:
             lines.append(f"| {r['recipe']} | {' '.join(r['sets'])} | {r['steps']} | error: {r['error']} | | | |")
             continue
-        lines.append(f"| {r['recipe']} | {' '.join(r['sets']) or '(shipped config)'} | {r['steps']} | {r['wall_min']} | "
-                     f"{r['chars_per_s']} | {r['final_val']} | {r['best_val']} |")
+        lines.append(
+            f"| {r['recipe']} | {' '.join(r['sets']) or '(shipped config)'} | {r['steps']} | {r['wall_min']} | "
+            f"{r['chars_per_s']} | {r['final_val']} | {r['best_val']} |"
+        )
     return "\n".join(lines)
 
 

@@ -45,10 +45,18 @@ def to_charlstm(net: Net) -> dict:
     t = {k: v.detach().numpy().astype(np.float32) for k, v in net.state_dict().items()}
     layers = []
     for k in range(net.rnn.num_layers):
-        layers.append({"W_ih": jnp.asarray(t[f"rnn.weight_ih_l{k}"].T), "W_hh": jnp.asarray(t[f"rnn.weight_hh_l{k}"].T),
-                       "b": jnp.asarray(t[f"rnn.bias_ih_l{k}"] + t[f"rnn.bias_hh_l{k}"])})
-    return {"layers": layers, "embed": jnp.asarray(t["embedding.weight"]),
-            "head": {"W": jnp.asarray(t["head.weight"].T), "b": jnp.asarray(t["head.bias"])}}
+        layers.append(
+            {
+                "W_ih": jnp.asarray(t[f"rnn.weight_ih_l{k}"].T),
+                "W_hh": jnp.asarray(t[f"rnn.weight_hh_l{k}"].T),
+                "b": jnp.asarray(t[f"rnn.bias_ih_l{k}"] + t[f"rnn.bias_hh_l{k}"]),
+            }
+        )
+    return {
+        "layers": layers,
+        "embed": jnp.asarray(t["embedding.weight"]),
+        "head": {"W": jnp.asarray(t["head.weight"].T), "b": jnp.asarray(t["head.bias"])},
+    }
 
 
 def main() -> None:
@@ -66,8 +74,15 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    cfg = config.load("shakespeare", [f"model.layers={args.layers}", f"model.hidden={args.hidden}",
-                                      f"model.embed={args.embed}", "model.dropout=0.0"])
+    cfg = config.load(
+        "shakespeare",
+        [
+            f"model.layers={args.layers}",
+            f"model.hidden={args.hidden}",
+            f"model.embed={args.embed}",
+            "model.dropout=0.0",
+        ],
+    )
     vocab, ids = corpus.load_corpus(CORPUS)
     tr, va = corpus.split(ids, cfg.data.val_fraction)
     val = batches.eval_batches(va, cfg.data.batch_size, cfg.data.seq_len, cfg.train.eval_batches)
@@ -80,7 +95,9 @@ def main() -> None:
         b = batches.random_batch(tr, step, cfg.data.batch_size, cfg.data.seq_len, args.seed)
         t0 = time.perf_counter()
         logits = net(torch.from_numpy(b.x.astype(np.int64)))
-        loss = nn.functional.cross_entropy(logits.reshape(-1, len(vocab)), torch.from_numpy(b.y.astype(np.int64)).reshape(-1))
+        loss = nn.functional.cross_entropy(
+            logits.reshape(-1, len(vocab)), torch.from_numpy(b.y.astype(np.int64)).reshape(-1)
+        )
         opt.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(net.parameters(), 5.0)
@@ -88,8 +105,13 @@ def main() -> None:
         train_s += time.perf_counter() - t0
         if step + 1 in wanted:
             val_loss = training.evaluate(to_charlstm(net), cfg.model, eval_step, val)
-            row = {"step": step + 1, "train_loss": round(loss.item(), 4), "val_loss": round(val_loss, 4),
-                   "train_minutes": round(train_s / 60, 2), "wall_minutes": round((time.perf_counter() - tic) / 60, 2)}
+            row = {
+                "step": step + 1,
+                "train_loss": round(loss.item(), 4),
+                "val_loss": round(val_loss, 4),
+                "train_minutes": round(train_s / 60, 2),
+                "wall_minutes": round((time.perf_counter() - tic) / 60, 2),
+            }
             curve.append(row)
             print(json.dumps(row), flush=True)
     if args.out:

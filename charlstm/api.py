@@ -20,15 +20,16 @@ import codecs
 import json
 import os
 import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from charlstm import config as config_lib
 from charlstm import perf
-from charlstm.training import rundir
 from charlstm.config import Config
 from charlstm.data.corpus import Vocab
 from charlstm.errors import UsageError
+from charlstm.training import rundir
 
 if TYPE_CHECKING:  # these import JAX
     import numpy as np
@@ -90,8 +91,10 @@ class Model:
 
     def __repr__(self) -> str:
         m = self.config.model
-        return (f"Model(run={str(self.run_dir)!r}, step={self.step}, {m.cell} {m.layers}x{m.hidden}, "
-                f"vocab {len(self.vocab)})")
+        return (
+            f"Model(run={str(self.run_dir)!r}, step={self.step}, {m.cell} {m.layers}x{m.hidden}, "
+            f"vocab {len(self.vocab)})"
+        )
 
     # --- generating ---------------------------------------------------------------------------------------
 
@@ -100,9 +103,20 @@ class Model:
         `skip_unknown` (else a UsageError names them)."""
         return self.vocab.decode(self._prompt_ids(prompt, skip_unknown))
 
-    def sample(self, prompt: str | None = None, *, length: int = 500, temperature: float = 1.0, top_k: int = 0,
-               top_p: float = 1.0, greedy: bool = False, seed: int = 0, num_samples: int = 1,
-               skip_unknown: bool = False, line_start: bool = True) -> list[str]:
+    def sample(
+        self,
+        prompt: str | None = None,
+        *,
+        length: int = 500,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        greedy: bool = False,
+        seed: int = 0,
+        num_samples: int = 1,
+        skip_unknown: bool = False,
+        line_start: bool = True,
+    ) -> list[str]:
         """Generate `num_samples` texts of `length` characters after `prompt`, all in one batch.
 
         Always a list, one string per sample (`model.sample("The ")[0]` for one), each starting with the prompt
@@ -120,9 +134,19 @@ class Model:
         shown = self.vocab.decode(ids)
         return [shown + self._decoder().decode(row, final=True) for row in generated]
 
-    def stream(self, prompt: str | None = None, *, length: int = 500, temperature: float = 1.0, top_k: int = 0,
-               top_p: float = 1.0, greedy: bool = False, seed: int = 0, skip_unknown: bool = False,
-               line_start: bool = True) -> Iterator[str]:
+    def stream(
+        self,
+        prompt: str | None = None,
+        *,
+        length: int = 500,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        greedy: bool = False,
+        seed: int = 0,
+        skip_unknown: bool = False,
+        line_start: bool = True,
+    ) -> Iterator[str]:
         """One sample, yielded as it is generated: first the prompt as read, then pieces of up to 512
         characters. Joined, the pieces are `sample(...)[0]` with the same arguments. Options are checked
         here, before the first piece is asked for."""
@@ -149,13 +173,29 @@ class Model:
         text = sampling.default_prompt(self.vocab) if prompt is None else prompt
         return sampling.encode_prompt(self.vocab, text, skip_unknown)
 
-    def _options(self, length: int, temperature: float, top_k: int, top_p: float, greedy: bool, seed: int,
-                 num_samples: int, line_start: bool) -> sampling.SampleOptions:
+    def _options(
+        self,
+        length: int,
+        temperature: float,
+        top_k: int,
+        top_p: float,
+        greedy: bool,
+        seed: int,
+        num_samples: int,
+        line_start: bool,
+    ) -> sampling.SampleOptions:
         from charlstm.nn import sampling
 
-        opts = sampling.SampleOptions(length=length, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
-                                      seed=seed, num_samples=num_samples,
-                                      newline_id=sampling.newline_id(self.vocab) if line_start else -1)
+        opts = sampling.SampleOptions(
+            length=length,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            greedy=greedy,
+            seed=seed,
+            num_samples=num_samples,
+            newline_id=sampling.newline_id(self.vocab) if line_start else -1,
+        )
         opts.check(len(self.vocab))
         return opts
 
@@ -178,12 +218,16 @@ class Model:
         if isinstance(text_or_path, os.PathLike):
             return evaluate.evaluate_file(self.params, model_cfg, self.vocab, Path(text_or_path), skip_unknown)
         if not isinstance(text_or_path, str):
-            raise UsageError(f"score() takes a str (the text) or a path, not {type(text_or_path).__name__}",
-                             "pass the text, or pathlib.Path(file)")
+            raise UsageError(
+                f"score() takes a str (the text) or a path, not {type(text_or_path).__name__}",
+                "pass the text, or pathlib.Path(file)",
+            )
         if "\n" not in text_or_path and len(text_or_path) < 4096 and os.path.isfile(text_or_path):
             # Almost surely meant as a file: scoring the name itself would quietly give a meaningless number.
-            raise UsageError(f"score() got the str {text_or_path!r}, which names a file",
-                             f"pass pathlib.Path({text_or_path!r}) to score the file")
+            raise UsageError(
+                f"score() got the str {text_or_path!r}, which names a file",
+                f"pass pathlib.Path({text_or_path!r}) to score the file",
+            )
         ids, unknown = evaluate.encode_data(text_or_path.encode("utf-8"), self.vocab, skip_unknown)
         return evaluate.EvalResult(evaluate.score(self.params, model_cfg, ids), len(ids) - 1, unknown)
 
@@ -204,15 +248,17 @@ class Model:
 
 
 def export_kind(path: str | os.PathLike[str]) -> str:
-    """"npz" for a path ending in .npz, "dir" for a directory (an existing one, or a name without a suffix);
+    """ "npz" for a path ending in .npz, "dir" for a directory (an existing one, or a name without a suffix);
     anything else, such as model.pt, is a UsageError."""
     out = Path(path)
     if out.suffix == ".npz":
         return "npz"
     if out.is_dir() or (out.suffix == "" and not out.exists()):
         return "dir"
-    raise UsageError(f"the export path must be a directory or end in .npz (got {out.name})",
-                     "e.g. --out model (a directory with a PyTorch module; any cell) or --out model.npz (plain cells)")
+    raise UsageError(
+        f"the export path must be a directory or end in .npz (got {out.name})",
+        "e.g. --out model (a directory with a PyTorch module; any cell) or --out model.npz (plain cells)",
+    )
 
 
 class _Decoder:
@@ -231,8 +277,13 @@ class _Decoder:
 # --- loading and training ---------------------------------------------------------------------------------
 
 
-def load(run: str | os.PathLike[str] | None = None, checkpoint: str | int = "latest", *,
-         runs_dir: str | os.PathLike[str] = "runs", on_warning: Callable[[str], None] | None = None) -> Model:
+def load(
+    run: str | os.PathLike[str] | None = None,
+    checkpoint: str | int = "latest",
+    *,
+    runs_dir: str | os.PathLike[str] = "runs",
+    on_warning: Callable[[str], None] | None = None,
+) -> Model:
     """Load a trained run: `run` is a run directory or a run name in `runs_dir` (None: runs/latest, the newest
     run); `checkpoint` is "latest", "best" (lowest validation loss) or a step number.
 
@@ -249,7 +300,7 @@ def load(run: str | os.PathLike[str] | None = None, checkpoint: str | int = "lat
 
 
 def parse_checkpoint(value: str | int) -> str:
-    """"latest", "best" or a step number (int or digits) -> the form `checkpoint.load_run` takes."""
+    """ "latest", "best" or a step number (int or digits) -> the form `checkpoint.load_run` takes."""
     text = str(value).strip()
     if text in ("latest", "best") or (text.isdigit() and not isinstance(value, bool)):
         return text
@@ -262,9 +313,14 @@ def _run_path(run: str | os.PathLike[str] | None, runs_dir: Path) -> Path:
     return path.resolve() if path.is_symlink() else path
 
 
-def training_config(config: str | os.PathLike[str] | None = "default", overrides: Overrides = None, *,
-                    resume: str | os.PathLike[str] | None = None, runs_dir: str | os.PathLike[str] = "runs",
-                    init_from: str | os.PathLike[str] | None = None) -> tuple[Config, rundir.RunDir | None]:
+def training_config(
+    config: str | os.PathLike[str] | None = "default",
+    overrides: Overrides = None,
+    *,
+    resume: str | os.PathLike[str] | None = None,
+    runs_dir: str | os.PathLike[str] = "runs",
+    init_from: str | os.PathLike[str] | None = None,
+) -> tuple[Config, rundir.RunDir | None]:
     """The config a training run will use, and the run to resume (None for a new run); JAX-free.
 
     A resumed run keeps its own config (`config` is ignored), with `overrides` applied on top. A run that
@@ -275,8 +331,10 @@ def training_config(config: str | os.PathLike[str] | None = "default", overrides
     """
     items = _override_items(overrides)
     if resume is not None and init_from is not None:
-        raise UsageError("--resume and --init-from both given",
-                         "--resume continues a run; --init-from starts a new one from a run's weights")
+        raise UsageError(
+            "--resume and --init-from both given",
+            "--resume continues a run; --init-from starts a new one from a run's weights",
+        )
     if resume is not None:
         run = rundir.resolve(str(resume), Path(runs_dir))
         cfg = config_lib.load(run.config_file, items)
@@ -296,15 +354,21 @@ def _fine_tuning_config(config: str | os.PathLike[str] | None, items: list[str],
     """`config` with `source`'s model section and encoding, then `items`; shape-changing overrides refused."""
     src = source.read_config()
     encoding = source.read_vocab().encoding
-    cfg = config_lib.load(config or "default", [f"data.encoding={encoding}", *items],
-                          sections={"model": src.model.model_dump()})
-    changed = [f"model.{k}={getattr(cfg.model, k)!r} (the run has {getattr(src.model, k)!r})"
-               for k in config_lib.SHAPE_KEYS if getattr(cfg.model, k) != getattr(src.model, k)]
+    cfg = config_lib.load(
+        config or "default", [f"data.encoding={encoding}", *items], sections={"model": src.model.model_dump()}
+    )
+    changed = [
+        f"model.{k}={getattr(cfg.model, k)!r} (the run has {getattr(src.model, k)!r})"
+        for k in config_lib.SHAPE_KEYS
+        if getattr(cfg.model, k) != getattr(src.model, k)
+    ]
     if cfg.data.encoding != encoding:
         changed.append(f"data.encoding={cfg.data.encoding} (the run reads {encoding})")
     if changed:
-        raise UsageError(f"--init-from {source.path}: the weights cannot take {', '.join(changed)}",
-                         "drop those --set/--encoding options: the model's shape comes from the run")
+        raise UsageError(
+            f"--init-from {source.path}: the weights cannot take {', '.join(changed)}",
+            "drop those --set/--encoding options: the model's shape comes from the run",
+        )
     return cfg
 
 
@@ -316,15 +380,25 @@ def _override_items(overrides: Overrides) -> list[str]:
     if isinstance(overrides, Mapping):
         return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
     if isinstance(overrides, str):
-        raise UsageError(f"overrides must be a mapping or a list of KEY=VALUE strings, got the string {overrides!r}",
-                         'e.g. overrides={"model.hidden": 64}')
+        raise UsageError(
+            f"overrides must be a mapping or a list of KEY=VALUE strings, got the string {overrides!r}",
+            'e.g. overrides={"model.hidden": 64}',
+        )
     return list(overrides)
 
 
-def run_training(cfg: Config, corpus: str | os.PathLike[str] | None = None, *,
-                 runs_dir: str | os.PathLike[str] = "runs", name: str | None = None, resume: rundir.RunDir | None = None,
-                 reporter: runner.Reporter | None = None, init_from: str | os.PathLike[str] | None = None,
-                 checkpoint: str | int = "latest", extend_vocab: bool = False) -> runner.Summary:
+def run_training(
+    cfg: Config,
+    corpus: str | os.PathLike[str] | None = None,
+    *,
+    runs_dir: str | os.PathLike[str] = "runs",
+    name: str | None = None,
+    resume: rundir.RunDir | None = None,
+    reporter: runner.Reporter | None = None,
+    init_from: str | os.PathLike[str] | None = None,
+    checkpoint: str | int = "latest",
+    extend_vocab: bool = False,
+) -> runner.Summary:
     """Train with a resolved config (`training_config`) and return the summary; the second half of `train`.
 
     `init_from`: start from that run's `checkpoint` (fine-tuning; `cfg` from `training_config(init_from=...)`),
@@ -341,15 +415,31 @@ def run_training(cfg: Config, corpus: str | os.PathLike[str] | None = None, *,
 
     reporter = reporter or _Silent()
     init = None if source is None else finetune.Init(source, which, extend_vocab)
-    return runner.train_run(cfg, None if corpus is None else str(corpus), reporter, name=name, runs_dir=Path(runs_dir),
-                            resume=resume, progress=getattr(reporter, "encoding", None), init=init)
+    return runner.train_run(
+        cfg,
+        None if corpus is None else str(corpus),
+        reporter,
+        name=name,
+        runs_dir=Path(runs_dir),
+        resume=resume,
+        progress=getattr(reporter, "encoding", None),
+        init=init,
+    )
 
 
-def train(corpus: str | os.PathLike[str] | None = None, config: str | os.PathLike[str] | None = "default",
-          overrides: Overrides = None, *, runs_dir: str | os.PathLike[str] = "runs", name: str | None = None,
-          resume: str | os.PathLike[str] | None = None, progress: bool = True,
-          init_from: str | os.PathLike[str] | None = None, checkpoint: str | int = "latest",
-          extend_vocab: bool = False) -> Model:
+def train(
+    corpus: str | os.PathLike[str] | None = None,
+    config: str | os.PathLike[str] | None = "default",
+    overrides: Overrides = None,
+    *,
+    runs_dir: str | os.PathLike[str] = "runs",
+    name: str | None = None,
+    resume: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    init_from: str | os.PathLike[str] | None = None,
+    checkpoint: str | int = "latest",
+    extend_vocab: bool = False,
+) -> Model:
     """Train a model on `corpus` (a text file, a bundled or downloaded corpus name; None: the bundled
     languages corpus) and return it loaded at its final checkpoint, with the training summary in `.summary`.
 
@@ -370,8 +460,17 @@ def train(corpus: str | os.PathLike[str] | None = None, config: str | os.PathLik
         reporter = ui.TrainingDisplay(cfg.train.log_every)
     else:
         reporter = _Silent()
-    summary = run_training(cfg, corpus, runs_dir=runs_dir, name=name, resume=run, reporter=reporter,
-                           init_from=init_from, checkpoint=checkpoint, extend_vocab=extend_vocab)
+    summary = run_training(
+        cfg,
+        corpus,
+        runs_dir=runs_dir,
+        name=name,
+        resume=run,
+        reporter=reporter,
+        init_from=init_from,
+        checkpoint=checkpoint,
+        extend_vocab=extend_vocab,
+    )
     model = load(summary.run_dir, "latest", runs_dir=runs_dir)
     model.summary = summary
     return model

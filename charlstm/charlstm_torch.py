@@ -40,7 +40,7 @@ from torch import nn
 
 LN_EPS = 1e-5  # charlstm's layer norm: (x - mean) / sqrt(var + 1e-5) over the last axis, no gain of its own
 
-State = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]  # h [layers, batch, hidden]; (h, c) for an LSTM
+State = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]  # noqa: UP007 (runs outside charlstm, on older Pythons); h [layers, batch, hidden]; (h, c) for an LSTM
 
 
 class LayerNormLSTM(nn.Module):
@@ -59,13 +59,20 @@ class LayerNormLSTM(nn.Module):
         g = 4 * hidden_size
         for k in range(num_layers):
             n_in = input_size if k == 0 else hidden_size
-            for name, shape, fill in (("weight_ih", (g, n_in), 0.0), ("weight_hh", (g, hidden_size), 0.0),
-                                      ("bias", (g,), 0.0), ("gain_ih", (g,), 1.0), ("gain_hh", (g,), 1.0),
-                                      ("gain_c", (hidden_size,), 1.0), ("bias_c", (hidden_size,), 0.0)):
+            for name, shape, fill in (
+                ("weight_ih", (g, n_in), 0.0),
+                ("weight_hh", (g, hidden_size), 0.0),
+                ("bias", (g,), 0.0),
+                ("gain_ih", (g,), 1.0),
+                ("gain_hh", (g,), 1.0),
+                ("gain_c", (hidden_size,), 1.0),
+                ("bias_c", (hidden_size,), 0.0),
+            ):
                 self.register_parameter(f"{name}_l{k}", nn.Parameter(torch.full(shape, fill)))
 
-    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
-                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def forward(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """x [batch, time, input] and (h, c), each [layers, batch, hidden] -> outputs [batch, time, hidden], (h, c)."""
         h_all, c_all = state
         hs, cs = [], []
@@ -183,8 +190,17 @@ class CharRNN(nn.Module):
         return total / (len(ids) - 1)
 
     @torch.no_grad()
-    def generate(self, prompt: str | None = None, length: int = 500, temperature: float = 1.0, top_k: int = 0,
-                 top_p: float = 1.0, greedy: bool = False, seed: int | None = None, line_start: bool = True) -> str:
+    def generate(
+        self,
+        prompt: str | None = None,
+        length: int = 500,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        greedy: bool = False,
+        seed: int | None = None,
+        line_start: bool = True,
+    ) -> str:
         """The prompt followed by `length` sampled characters.
 
         Each character is drawn from softmax(logits / temperature), among the `top_k` most likely (0: all) and
@@ -246,8 +262,11 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
         if name == "__metadata__":
             continue
         start, end = (8 + n + offset for offset in info["data_offsets"])
-        flat = torch.frombuffer(bytearray(data[start:end]), dtype=_DTYPES[info["dtype"]]) if end > start else \
-            torch.zeros(0, dtype=_DTYPES[info["dtype"]])
+        flat = (
+            torch.frombuffer(bytearray(data[start:end]), dtype=_DTYPES[info["dtype"]])
+            if end > start
+            else torch.zeros(0, dtype=_DTYPES[info["dtype"]])
+        )
         tensors[name] = flat.reshape(info["shape"])
     return tensors
 
@@ -264,8 +283,12 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> CharRNN:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Sample from, or score a text with, a model exported by charlstm.")
-    parser.add_argument("directory", nargs="?", default=str(Path(__file__).resolve().parent),
-                        help="the exported directory (default: this file's)")
+    parser.add_argument(
+        "directory",
+        nargs="?",
+        default=str(Path(__file__).resolve().parent),
+        help="the exported directory (default: this file's)",
+    )
     parser.add_argument("--prompt", default=None, help="text to start from (default: a newline)")
     parser.add_argument("--length", type=int, default=500, help="characters to generate")
     parser.add_argument("--temperature", type=float, default=1.0)
@@ -280,8 +303,10 @@ def main(argv: list[str] | None = None) -> None:
         nats = model.score(Path(args.score).read_bytes())
         print(f"{nats:.6f} nats/char, {nats / math.log(2):.6f} bits/char")
         return
-    sys.stdout.write(model.generate(args.prompt, args.length, args.temperature, args.top_k, args.top_p, args.greedy,
-                                    args.seed) + "\n")
+    sys.stdout.write(
+        model.generate(args.prompt, args.length, args.temperature, args.top_k, args.top_p, args.greedy, args.seed)
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

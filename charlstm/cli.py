@@ -12,11 +12,13 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, TypeVar
 
 import typer
+
 # typer vendors click and does not re-export its exception types
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
@@ -90,8 +92,11 @@ def _complete_configs(incomplete: str) -> list[str]:
 
     where = Path(incomplete).parent
     try:
-        files = sorted(str(where / p.name) if str(where) != "." else p.name
-                       for p in where.iterdir() if p.suffix in (".yaml", ".yml"))
+        files = sorted(
+            str(where / p.name) if str(where) != "." else p.name
+            for p in where.iterdir()
+            if p.suffix in (".yaml", ".yml")
+        )
     except OSError:
         files = []
     return [c for c in [*config_lib.list_configs(), *files] if c.startswith(incomplete)]
@@ -137,8 +142,10 @@ EXIT_EPILOG = (
     "Environment: NO_COLOR turns colour off (as --color never); CHARLSTM_CACHE is the cache directory for "
     "downloads, encoded corpora and compiled programs (default ~/.cache/charlstm; set it empty to compile every time)."
 )
-CONFIG_EPILOG = ("Every config key, its value and what it does: charlstm config show [NAME] [--set KEY=VALUE ...] "
-                 "prints the resolved YAML.")
+CONFIG_EPILOG = (
+    "Every config key, its value and what it does: charlstm config show [NAME] [--set KEY=VALUE ...] "
+    "prints the resolved YAML."
+)
 
 app = typer.Typer(
     help="Train character-level LSTM / GRU / RNN language models on any text file, sample from them, and see "
@@ -152,11 +159,15 @@ app = typer.Typer(
 
 @app.callback()
 def _global_options(
-    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
-                                 help="Print the version and exit."),
-    color: Color = typer.Option(Color.auto, "--color",
-                                help="Colour in the output: auto (a terminal, unless NO_COLOR is set), always, or "
-                                "never. Charts and heatmaps use letters and bars without it."),
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_version, help="Print the version and exit."
+    ),
+    color: Color = typer.Option(
+        Color.auto,
+        "--color",
+        help="Colour in the output: auto (a terminal, unless NO_COLOR is set), always, or "
+        "never. Charts and heatmaps use letters and bars without it.",
+    ),
 ) -> None:
     """Options that come before the command name."""
     ui.set_color(color.value)
@@ -182,58 +193,115 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-ConfigOpt = typer.Option(None, "--config", "-c", autocompletion=_complete_configs,
-                         help="YAML config file, or a bundled name (default, tiny, shakespeare, ...).")
-SetOpt = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
-                      help="Override a config value, e.g. --set model.hidden=128 (repeatable).")
+ConfigOpt = typer.Option(
+    None,
+    "--config",
+    "-c",
+    autocompletion=_complete_configs,
+    help="YAML config file, or a bundled name (default, tiny, shakespeare, ...).",
+)
+SetOpt = typer.Option(
+    [], "--set", "-s", metavar="KEY=VALUE", help="Override a config value, e.g. --set model.hidden=128 (repeatable)."
+)
 RunsDirOpt = typer.Option(Path("runs"), "--runs-dir", help="Directory holding runs.")
-RunOpt = typer.Option(None, "--run", "-r", autocompletion=_complete_runs,
-                      help="Run directory or name (default: the newest run, runs/latest).")
-CkptOpt = typer.Option("latest", "--checkpoint", metavar="latest|best|STEP", callback=_checkpoint_value,
-                       autocompletion=_complete_checkpoints,
-                       help="Which checkpoint: the latest, the best (lowest validation loss), or a step number.")
+RunOpt = typer.Option(
+    None,
+    "--run",
+    "-r",
+    autocompletion=_complete_runs,
+    help="Run directory or name (default: the newest run, runs/latest).",
+)
+CkptOpt = typer.Option(
+    "latest",
+    "--checkpoint",
+    metavar="latest|best|STEP",
+    callback=_checkpoint_value,
+    autocompletion=_complete_checkpoints,
+    help="Which checkpoint: the latest, the best (lowest validation loss), or a step number.",
+)
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
 
 
 @app.command(epilog=CONFIG_EPILOG)
 @user_errors
 def train(
-    corpus: Optional[str] = typer.Argument(
-        None, help="Text file to train on, or a corpus name (default: the bundled languages corpus)."),
-    config: Optional[str] = ConfigOpt,
+    corpus: str | None = typer.Argument(
+        None, help="Text file to train on, or a corpus name (default: the bundled languages corpus)."
+    ),
+    config: str | None = ConfigOpt,
     set_: list[str] = SetOpt,
-    steps: Optional[int] = typer.Option(None, "--steps", help="Shortcut for --set train.steps=N."),
-    encoding: Optional[Encoding] = typer.Option(None, "--encoding",
-                                                help="utf-8 (characters) or bytes (raw bytes, any file)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Run name (default <corpus>-<cell>-<timestamp>)."),
+    steps: int | None = typer.Option(None, "--steps", help="Shortcut for --set train.steps=N."),
+    encoding: Encoding | None = typer.Option(
+        None, "--encoding", help="utf-8 (characters) or bytes (raw bytes, any file)."
+    ),
+    name: str | None = typer.Option(None, "--name", help="Run name (default <corpus>-<cell>-<timestamp>)."),
     runs_dir: Path = RunsDirOpt,
-    resume: Optional[str] = typer.Option(None, "--resume", metavar="[RUN]", autocompletion=_complete_runs,
-                                         help="Continue a run (default: runs/latest) from its newest checkpoint."),
-    init_from: Optional[str] = typer.Option(None, "--init-from", metavar="RUN", autocompletion=_complete_runs,
-                                            help="Fine-tune: a new run from RUN's weights and model section, with "
-                                            "a fresh optimizer and schedule."),
-    init_checkpoint: Optional[str] = typer.Option(None, "--checkpoint", metavar="latest|best|STEP",
-                                                  help="With --init-from: which of its checkpoints (default latest)."),
-    extend_vocab: bool = typer.Option(False, "--extend-vocab", help="With --init-from: add the characters RUN "
-                                      "lacks to the vocabulary (their weights start as at init)."),
+    resume: str | None = typer.Option(
+        None,
+        "--resume",
+        metavar="[RUN]",
+        autocompletion=_complete_runs,
+        help="Continue a run (default: runs/latest) from its newest checkpoint.",
+    ),
+    init_from: str | None = typer.Option(
+        None,
+        "--init-from",
+        metavar="RUN",
+        autocompletion=_complete_runs,
+        help="Fine-tune: a new run from RUN's weights and model section, with a fresh optimizer and schedule.",
+    ),
+    init_checkpoint: str | None = typer.Option(
+        None,
+        "--checkpoint",
+        metavar="latest|best|STEP",
+        help="With --init-from: which of its checkpoints (default latest).",
+    ),
+    extend_vocab: bool = typer.Option(
+        False,
+        "--extend-vocab",
+        help="With --init-from: add the characters RUN lacks to the vocabulary (their weights start as at init).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the summary."),
     json_out: bool = typer.Option(False, "--json", help="Print the final summary as JSON on stdout (no table)."),
-    coordinator: Optional[str] = typer.Option(None, "--coordinator", envvar="JAX_COORDINATOR_ADDRESS", help="HOST:PORT of process 0: join a multi-process job (with --num-processes and --process-id)."),
-    num_processes: Optional[int] = typer.Option(None, "--num-processes", envvar="JAX_NUM_PROCESSES", help="Number of processes in the job."),
-    process_id: Optional[int] = typer.Option(None, "--process-id", envvar="JAX_PROCESS_ID", help="This process's number, 0..N-1 (0 prints and writes metrics)."),
-    dist_auto: bool = typer.Option(False, "--distributed", help="Join a multi-process job described by the cluster (SLURM, Open MPI, TPU pods)."),
+    coordinator: str | None = typer.Option(
+        None,
+        "--coordinator",
+        envvar="JAX_COORDINATOR_ADDRESS",
+        help="HOST:PORT of process 0: join a multi-process job (with --num-processes and --process-id).",
+    ),
+    num_processes: int | None = typer.Option(
+        None, "--num-processes", envvar="JAX_NUM_PROCESSES", help="Number of processes in the job."
+    ),
+    process_id: int | None = typer.Option(
+        None,
+        "--process-id",
+        envvar="JAX_PROCESS_ID",
+        help="This process's number, 0..N-1 (0 prints and writes metrics).",
+    ),
+    dist_auto: bool = typer.Option(
+        False, "--distributed", help="Join a multi-process job described by the cluster (SLURM, Open MPI, TPU pods)."
+    ),
 ) -> None:
     """Train a model on CORPUS; progress live in the terminal, checkpoints in runs/<name>/."""
     from charlstm import api
 
-    overrides = [*set_, *([f"train.steps={steps}"] if steps is not None else []),
-                 *([f"data.encoding={encoding.value}"] if encoding else [])]
+    overrides = [
+        *set_,
+        *([f"train.steps={steps}"] if steps is not None else []),
+        *([f"data.encoding={encoding.value}"] if encoding else []),
+    ]
     if init_from is None and (init_checkpoint is not None or extend_vocab):
-        raise UsageError("--checkpoint and --extend-vocab go with --init-from",
-                         "e.g. --init-from RUN --checkpoint best")
+        raise UsageError(
+            "--checkpoint and --extend-vocab go with --init-from", "e.g. --init-from RUN --checkpoint best"
+        )
     which = api.parse_checkpoint(init_checkpoint or "latest")
-    cfg, run = api.training_config(config, overrides, resume=resume, runs_dir=runs_dir,  # before JAX starts
-                                   init_from=init_from)
+    cfg, run = api.training_config(
+        config,
+        overrides,
+        resume=resume,
+        runs_dir=runs_dir,  # before JAX starts
+        init_from=init_from,
+    )
 
     from charlstm.training import distributed
 
@@ -242,58 +310,103 @@ def train(
         results = ui.native_stdout_to_stderr()  # gloo's C++ connection messages; --json still goes to stdout
     main = distributed.is_main()
     display = ui.TrainingDisplay(cfg.train.log_every, quiet=quiet or not main)
-    summary = api.run_training(cfg, corpus, runs_dir=runs_dir, name=name, resume=run, reporter=display,
-                               init_from=init_from, checkpoint=which, extend_vocab=extend_vocab)
+    summary = api.run_training(
+        cfg,
+        corpus,
+        runs_dir=runs_dir,
+        name=name,
+        resume=run,
+        reporter=display,
+        init_from=init_from,
+        checkpoint=which,
+        extend_vocab=extend_vocab,
+    )
     if not main:  # process 0 reports for the job
         return
     bpc = lambda nats: None if nats is None else nats / 0.6931471805599453  # noqa: E731 (nats per bit: ln 2)
     if json_out:
-        print(json.dumps({"run": str(summary.run_dir), "steps": summary.steps, "params": summary.params,
-                          "final_val_loss": summary.final_val_loss, "final_val_bpc": bpc(summary.final_val_loss),
-                          "best_val_loss": summary.best_val_loss, "chars_per_s": summary.chars_per_s,
-                          "seconds": summary.seconds, "stopped_early": summary.stopped_early,
-                          "prompt_check": summary.prompt_check.to_json() if summary.prompt_check else None}),
-              file=results, flush=True)
+        print(
+            json.dumps(
+                {
+                    "run": str(summary.run_dir),
+                    "steps": summary.steps,
+                    "params": summary.params,
+                    "final_val_loss": summary.final_val_loss,
+                    "final_val_bpc": bpc(summary.final_val_loss),
+                    "best_val_loss": summary.best_val_loss,
+                    "chars_per_s": summary.chars_per_s,
+                    "seconds": summary.seconds,
+                    "stopped_early": summary.stopped_early,
+                    "prompt_check": summary.prompt_check.to_json() if summary.prompt_check else None,
+                }
+            ),
+            file=results,
+            flush=True,
+        )
         return
     ui.table(
-        "training summary", ["metric", "value"],
-        [("run", summary.run_dir), ("steps", summary.steps), ("params", f"{summary.params:,}"),
-         ("final val loss (nats/char)", ui.fmt(summary.final_val_loss)),
-         ("final val bits/char", ui.fmt(bpc(summary.final_val_loss))),
-         ("best val loss (nats/char)", ui.fmt(summary.best_val_loss)),
-         ("train chars/s (median)", f"{summary.chars_per_s:,.0f}"), ("wall time", f"{summary.seconds:.1f} s"),
-         *([("stopped early", f"yes: no better val loss in {cfg.train.patience} evaluations (best kept: "
-             "--checkpoint best)")] if summary.stopped_early else [])],
+        "training summary",
+        ["metric", "value"],
+        [
+            ("run", summary.run_dir),
+            ("steps", summary.steps),
+            ("params", f"{summary.params:,}"),
+            ("final val loss (nats/char)", ui.fmt(summary.final_val_loss)),
+            ("final val bits/char", ui.fmt(bpc(summary.final_val_loss))),
+            ("best val loss (nats/char)", ui.fmt(summary.best_val_loss)),
+            ("train chars/s (median)", f"{summary.chars_per_s:,.0f}"),
+            ("wall time", f"{summary.seconds:.1f} s"),
+            *(
+                [
+                    (
+                        "stopped early",
+                        f"yes: no better val loss in {cfg.train.patience} evaluations (best kept: --checkpoint best)",
+                    )
+                ]
+                if summary.stopped_early
+                else []
+            ),
+        ],
         console=ui.err,
     )
     if summary.prompt_check is not None:
         from charlstm.evaluation import promptcheck
 
         check = summary.prompt_check
-        ui.table(f"prompt check: {check.samples} samples at temperature 1 from a line start (and greedy)",
-                 *promptcheck.rows(check), console=ui.err)
-    ui.info(f"sample with: charlstm sample --run {summary.run_dir} --prompt \"...\"")
+        ui.table(
+            f"prompt check: {check.samples} samples at temperature 1 from a line start (and greedy)",
+            *promptcheck.rows(check),
+            console=ui.err,
+        )
+    ui.info(f'sample with: charlstm sample --run {summary.run_dir} --prompt "..."')
 
 
 @app.command()
 @user_errors
 def sample(
-    run: Optional[str] = RunOpt,
+    run: str | None = RunOpt,
     runs_dir: Path = RunsDirOpt,
     checkpoint: str = CkptOpt,
-    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Text to start from (default: a newline)."),
-    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the prompt from a file."),
+    prompt: str | None = typer.Option(None, "--prompt", "-p", help="Text to start from (default: a newline)."),
+    prompt_file: Path | None = typer.Option(None, "--prompt-file", help="Read the prompt from a file."),
     length: int = typer.Option(500, "--length", "-n", help="Characters to generate per sample."),
-    temperature: float = typer.Option(1.0, "--temperature", "-t", help="Softmax temperature (> 0); lower is more conservative."),
+    temperature: float = typer.Option(
+        1.0, "--temperature", "-t", help="Softmax temperature (> 0); lower is more conservative."
+    ),
     top_k: int = typer.Option(0, "--top-k", help="Sample among the k most likely characters (0: all)."),
-    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling: smallest set with this much probability (1: all)."),
+    top_p: float = typer.Option(
+        1.0, "--top-p", help="Nucleus sampling: smallest set with this much probability (1: all)."
+    ),
     greedy: bool = typer.Option(False, "--greedy", help="Always pick the most likely character."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same text)."),
     num_samples: int = typer.Option(1, "--num-samples", help="Independent samples, generated as one batch."),
     skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop prompt characters the model does not know."),
-    line_start: bool = typer.Option(True, "--line-start/--mid-line", help="Read the prompt as the start of a line (after a newline) or as is."),
-    json_out: bool = typer.Option(False, "--json", help="One JSON object per sample and line on stdout: sample, "
-                                  "prompt, text, seed, run, step."),
+    line_start: bool = typer.Option(
+        True, "--line-start/--mid-line", help="Read the prompt as the start of a line (after a newline) or as is."
+    ),
+    json_out: bool = typer.Option(
+        False, "--json", help="One JSON object per sample and line on stdout: sample, prompt, text, seed, run, step."
+    ),
 ) -> None:
     """Generate text from a trained run, streamed as it is produced."""
     if prompt is not None and prompt_file is not None:
@@ -306,8 +419,16 @@ def sample(
     from charlstm import api
 
     model = api.load(run, checkpoint, runs_dir=runs_dir, on_warning=ui.warn)
-    options: dict[str, Any] = dict(length=length, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
-                                   seed=seed, skip_unknown=skip_unknown, line_start=line_start)
+    options: dict[str, Any] = dict(
+        length=length,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        greedy=greedy,
+        seed=seed,
+        skip_unknown=skip_unknown,
+        line_start=line_start,
+    )
     if num_samples == 1 and not json_out:
         pieces = model.stream(prompt, **options)
         shown = next(pieces)  # the prompt as read
@@ -326,8 +447,18 @@ def sample(
     if json_out:
         shown = model.read_prompt(prompt, skip_unknown)
         for i, text in enumerate(texts):
-            print(json.dumps({"sample": i + 1, "prompt": shown, "text": text[len(shown):], "seed": seed,
-                              "run": str(model.run_dir), "step": model.step}))
+            print(
+                json.dumps(
+                    {
+                        "sample": i + 1,
+                        "prompt": shown,
+                        "text": text[len(shown) :],
+                        "seed": seed,
+                        "run": str(model.run_dir),
+                        "step": model.step,
+                    }
+                )
+            )
         return
     for i, text in enumerate(texts):
         ui.out.print(f"[dim]--- sample {i + 1}/{num_samples} ---[/]")
@@ -339,7 +470,7 @@ def sample(
 @user_errors
 def eval_(
     file: Path = typer.Argument(..., help="Text file to score."),
-    run: Optional[str] = RunOpt,
+    run: str | None = RunOpt,
     runs_dir: Path = RunsDirOpt,
     checkpoint: str = CkptOpt,
     skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop and count characters not in the vocabulary."),
@@ -351,21 +482,34 @@ def eval_(
     model = api.load(run, checkpoint, runs_dir=runs_dir, on_warning=ui.warn)
     with ui.spinner(f"scoring {file}"):
         res = model.score(file, skip_unknown=skip_unknown)
-    result = {"file": str(file), "step": model.step, "nats_per_char": res.nats_per_char,
-              "bits_per_char": res.bits_per_char,
-              "perplexity": res.perplexity, "chars_scored": res.chars_scored, "unknown_skipped": res.unknown_skipped}
+    result = {
+        "file": str(file),
+        "step": model.step,
+        "nats_per_char": res.nats_per_char,
+        "bits_per_char": res.bits_per_char,
+        "perplexity": res.perplexity,
+        "chars_scored": res.chars_scored,
+        "unknown_skipped": res.unknown_skipped,
+    }
     if json_out:
         print(json.dumps(result))
         return
-    ui.table(f"eval: {file}", ["metric", "value"], [(k, ui.fmt(v) if isinstance(v, float) else v) for k, v in result.items()])
+    ui.table(
+        f"eval: {file}", ["metric", "value"], [(k, ui.fmt(v) if isinstance(v, float) else v) for k, v in result.items()]
+    )
 
 
 @app.command()
 @user_errors
 def export(
-    out: Path = typer.Option(..., "--out", "-o", help="A directory (any model: safetensors weights, config, "
-                             "vocabulary and a PyTorch module), or a FILE.npz (plain LSTM/GRU/RNN)."),
-    run: Optional[str] = RunOpt,
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        help="A directory (any model: safetensors weights, config, "
+        "vocabulary and a PyTorch module), or a FILE.npz (plain LSTM/GRU/RNN).",
+    ),
+    run: str | None = RunOpt,
     runs_dir: Path = RunsDirOpt,
     checkpoint: str = CkptOpt,
 ) -> None:
@@ -381,26 +525,49 @@ def export(
     if kind == "npz":
         ui.info(f"wrote {out}: {len(arrays)} tensors, {what}")
         return
-    ui.info(f"wrote {out}/: model.safetensors ({len(arrays)} tensors), config.json, vocab.json, "
-            f"charlstm_torch.py; {what}")
+    ui.info(
+        f"wrote {out}/: model.safetensors ({len(arrays)} tensors), config.json, vocab.json, charlstm_torch.py; {what}"
+    )
     ui.info(f'sample with PyTorch: python {out / "charlstm_torch.py"} {out} --prompt "..."')
 
 
 @app.command(name="compare-rnn", epilog=CONFIG_EPILOG)
 @user_errors
 def compare_rnn(
-    corpus: Optional[str] = typer.Argument(None, help="Text file to train on (default: the bundled languages corpus)."),
-    config: Optional[str] = typer.Option(None, "--config", "-c", autocompletion=_complete_configs,
-                                         help="YAML config file or bundled name (default: compare-rnn)."),
+    corpus: str | None = typer.Argument(None, help="Text file to train on (default: the bundled languages corpus)."),
+    config: str | None = typer.Option(
+        None,
+        "--config",
+        "-c",
+        autocompletion=_complete_configs,
+        help="YAML config file or bundled name (default: compare-rnn).",
+    ),
     set_: list[str] = SetOpt,
-    cells: str = typer.Option("rnn,lstm", "--cells", metavar="CELL,CELL...", callback=_cells_value,
-                              autocompletion=_complete_cells,
-                              help=f"Cells to train, comma-separated: {', '.join(CELLS)}."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps per cell (shortcut for --set train.steps=N)."),
-    match: Match = typer.Option(Match.params, "--match", help="params: size every cell to the config cell's "
-                                "parameter count; hidden: one width for all."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the curves (CSV), a summary (JSON) and the charts (PNG, needs matplotlib) here."),
-    no_clip: bool = typer.Option(False, "--no-clip", help="Train without gradient clipping (watch an RNN's gradient norm explode)."),
+    cells: str = typer.Option(
+        "rnn,lstm",
+        "--cells",
+        metavar="CELL,CELL...",
+        callback=_cells_value,
+        autocompletion=_complete_cells,
+        help=f"Cells to train, comma-separated: {', '.join(CELLS)}.",
+    ),
+    steps: int | None = typer.Option(
+        None, "--steps", help="Training steps per cell (shortcut for --set train.steps=N)."
+    ),
+    match: Match = typer.Option(
+        Match.params,
+        "--match",
+        help="params: size every cell to the config cell's parameter count; hidden: one width for all.",
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Write the curves (CSV), a summary (JSON) and the charts (PNG, needs matplotlib) here.",
+    ),
+    no_clip: bool = typer.Option(
+        False, "--no-clip", help="Train without gradient clipping (watch an RNN's gradient norm explode)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the tables, no live chart or progress."),
 ) -> None:
     """Train an RNN and an LSTM (and a GRU) on the same data and show, measured, why the LSTM wins."""
@@ -414,7 +581,9 @@ def compare_rnn(
     names = compare.parse_cells(cells)
     png = out is not None and plots.have_matplotlib()
     if out is not None and not png:
-        ui.warn("matplotlib is not installed: --out writes CSV/JSON only (pip install 'charlstm[plots]' for PNG charts)")
+        ui.warn(
+            "matplotlib is not installed: --out writes CSV/JSON only (pip install 'charlstm[plots]' for PNG charts)"
+        )
     color = ui.color_on(ui.out)
     live = plots.LiveDisplay(ui.err, quiet=quiet, color=ui.color_on(ui.err))
     result = compare.run(cfg, corpus, names, match=match.value, clip=not no_clip, reporter=live)
@@ -439,12 +608,14 @@ def compare_rnn(
 @app.command(epilog=CONFIG_EPILOG)
 @user_errors
 def bench(
-    config: Optional[str] = ConfigOpt,
+    config: str | None = ConfigOpt,
     set_: list[str] = SetOpt,
     steps: int = typer.Option(5, "--steps", help="Timed training steps per round (after compilation)."),
     rounds: int = typer.Option(5, "--rounds", help="Measurement rounds; speeds and ratios are medians over rounds."),
     json_out: bool = JsonOpt,
-    vs_torch: bool = typer.Option(False, "--vs-torch", help="Also run the same model in PyTorch, alternating, and print the ratios."),
+    vs_torch: bool = typer.Option(
+        False, "--vs-torch", help="Also run the same model in PyTorch, alternating, and print the ratios."
+    ),
 ) -> None:
     """Training and sampling speed, compile time (cold and cached), time to the first sampled character, memory
     and the fraction of the machine's matmul peak."""
@@ -465,17 +636,25 @@ def bench(
 @app.command(name="inspect")
 @user_errors
 def inspect_(
-    run: Optional[str] = RunOpt,
+    run: str | None = RunOpt,
     runs_dir: Path = RunsDirOpt,
     checkpoint: str = CkptOpt,
-    text: Optional[str] = typer.Option(None, "--text", help="The text to read."),
-    file: Optional[Path] = typer.Option(None, "--file", help="Read the text from a UTF-8 file (the bundled corpus adds place memory)."),
-    layer: Optional[int] = typer.Option(None, "--layer", help="Layer to show, counted from 1 (default: the last)."),
+    text: str | None = typer.Option(None, "--text", help="The text to read."),
+    file: Path | None = typer.Option(
+        None, "--file", help="Read the text from a UTF-8 file (the bundled corpus adds place memory)."
+    ),
+    layer: int | None = typer.Option(None, "--layer", help="Layer to show, counted from 1 (default: the last)."),
     cell: list[int] = typer.Option([], "--cell", help="Show this cell, 0..hidden-1 (repeatable)."),
-    top: Optional[int] = typer.Option(None, "--top", help="Show the K cells that best track simple text properties (default 5)."),
-    show: Optional[Show] = typer.Option(None, "--show", help="LSTM: forget, input, output, cell or hidden; GRU: "
-                                        "update, reset or hidden; RNN: hidden. Default: cell (LSTM), hidden (others)."),
-    html: Optional[Path] = typer.Option(None, "--html", help="Also write the view as a standalone HTML page."),
+    top: int | None = typer.Option(
+        None, "--top", help="Show the K cells that best track simple text properties (default 5)."
+    ),
+    show: Show | None = typer.Option(
+        None,
+        "--show",
+        help="LSTM: forget, input, output, cell or hidden; GRU: "
+        "update, reset or hidden; RNN: hidden. Default: cell (LSTM), hidden (others).",
+    ),
+    html: Path | None = typer.Option(None, "--html", help="Also write the view as a standalone HTML page."),
     max_chars: int = typer.Option(20000, "--max-chars", help="Read at most this many characters of the text."),
     display_chars: int = typer.Option(800, "--display-chars", help="Draw at most this many characters per cell."),
     skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop characters not in the vocabulary."),
@@ -488,9 +667,18 @@ def inspect_(
 
     source = inspection.load_text(text, file, max_chars)
     model = api.load(run, checkpoint, runs_dir=runs_dir, on_warning=ui.warn)
-    report = inspection.analyse(model.params, model.config.model, model.vocab, source.text, layer=layer, cells=cell,
-                                top=top, show=show.value if show else None, records=source.records,
-                                skip_unknown=skip_unknown)
+    report = inspection.analyse(
+        model.params,
+        model.config.model,
+        model.vocab,
+        source.text,
+        layer=layer,
+        cells=cell,
+        top=top,
+        show=show.value if show else None,
+        records=source.records,
+        skip_unknown=skip_unknown,
+    )
     notes = [f"read the first {max_chars:,} characters of {file} (--max-chars)"] if source.truncated else []
     view = inspection.inspect_view(report, f"{model.run_dir.name}, step {model.step}", display_chars, notes)
     heatmap.print_view(ui.out, view, table=ui.table, color=ui.color_on(ui.out))
@@ -498,7 +686,9 @@ def inspect_(
         try:
             heatmap.write_html(html, view)
         except OSError as err:
-            raise UserError(f"cannot write {html}: {err.strerror}", "check the directory exists and is writable") from None
+            raise UserError(
+                f"cannot write {html}: {err.strerror}", "check the directory exists and is writable"
+            ) from None
         ui.info(f"wrote {html}")
 
 
@@ -530,11 +720,19 @@ def runs_(
 @app.command()
 @user_errors
 def serve(
-    run: Optional[str] = typer.Option(None, "--run", "-r", autocompletion=_complete_runs,
-                                      help="The run the page opens with (default: the newest, runs/latest)."),
+    run: str | None = typer.Option(
+        None,
+        "--run",
+        "-r",
+        autocompletion=_complete_runs,
+        help="The run the page opens with (default: the newest, runs/latest).",
+    ),
     runs_dir: Path = RunsDirOpt,
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. The page has no authentication: "
-                             "anything but loopback lets the network use it."),
+    host: str = typer.Option(
+        "127.0.0.1",
+        "--host",
+        help="Address to listen on. The page has no authentication: anything but loopback lets the network use it.",
+    ),
     port: int = typer.Option(8000, "--port", help="Port to listen on (0: any free port)."),
     open_: bool = typer.Option(False, "--open", help="Open the page in the web browser."),
 ) -> None:
@@ -560,15 +758,24 @@ class XAxis(str, Enum):
 @app.command()
 @user_errors
 def plot(
-    runs: list[str] = typer.Argument(None, metavar="[RUN]...", autocompletion=_complete_runs,
-                                     help="Runs to draw: names in --runs-dir, or directories (default: the newest)."),
+    runs: list[str] = typer.Argument(
+        None,
+        metavar="[RUN]...",
+        autocompletion=_complete_runs,
+        help="Runs to draw: names in --runs-dir, or directories (default: the newest).",
+    ),
     runs_dir: Path = RunsDirOpt,
     x: XAxis = typer.Option(XAxis.steps, "--x", help="The x axis: training steps, or minutes since each run started."),
     log_y: bool = typer.Option(False, "--log-y", help="Logarithmic loss axis."),
     smooth: float = typer.Option(0.6, "--smooth", help="EMA weight for the training loss: 0 (raw) to below 1."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Redraw as the runs train, until none is (or Ctrl-C)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the curves to FILE.csv, or the chart to "
-                                       "FILE.png (needs matplotlib: pip install \"charlstm[plots]\")."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Also write the curves to FILE.csv, or the chart to "
+        'FILE.png (needs matplotlib: pip install "charlstm[plots]").',
+    ),
 ) -> None:
     """Training (smoothed) and validation loss of one or more runs, in the terminal; live with --follow."""
     if not 0.0 <= smooth < 1.0:
@@ -576,8 +783,8 @@ def plot(
     if out is not None and out.suffix.lower() not in (".csv", ".png"):
         raise UsageError(f"--out must end in .csv or .png (got {out.name})", "e.g. --out loss.csv")
     from charlstm.analysis import plots
-    from charlstm.training import rundir
     from charlstm.analysis import runs as runs_lib
+    from charlstm.training import rundir
 
     if out is not None and out.suffix.lower() == ".png":
         plots.matplotlib_figure("write a .csv instead")  # no matplotlib: say so before drawing anything
@@ -587,8 +794,16 @@ def plot(
     def draw() -> str:
         curves = [runs_lib.read_curves(r) for r in found]
         height = max(12, min(24, ui.out.height - 2)) if ui.out.is_terminal else 20
-        return plots.runs_chart(curves, x=x.value, log_y=log_y, smooth=smooth, whole_run=follow,
-                                width=min(ui.out.width, 120), height=height, color=color)
+        return plots.runs_chart(
+            curves,
+            x=x.value,
+            log_y=log_y,
+            smooth=smooth,
+            whole_run=follow,
+            width=min(ui.out.width, 120),
+            height=height,
+            color=color,
+        )
 
     def training() -> bool:
         return any(rundir.is_locked(r) for r in found)
@@ -625,7 +840,9 @@ def corpus_list() -> None:
 @user_errors
 def corpus_get(
     name: str = typer.Argument(..., help="Corpus name, e.g. tinyshakespeare."),
-    url: Optional[str] = typer.Option(None, "--url", help="Download from this URL (a mirror) instead; the checksum is still verified."),
+    url: str | None = typer.Option(
+        None, "--url", help="Download from this URL (a mirror) instead; the checksum is still verified."
+    ),
 ) -> None:
     """Download a corpus into the cache, verify its checksum and print its path."""
     from charlstm.data import download
@@ -643,8 +860,9 @@ app.add_typer(config_app, name="config")
 @config_app.command("show")
 @user_errors
 def config_show(
-    name: Optional[str] = typer.Argument(None, autocompletion=_complete_configs,
-                                         help="A bundled config name or a YAML file (default: default)."),
+    name: str | None = typer.Argument(
+        None, autocompletion=_complete_configs, help="A bundled config name or a YAML file (default: default)."
+    ),
     set_: list[str] = SetOpt,
 ) -> None:
     """Print the resolved config as YAML, each key with what it does: a starting point for your own file."""
@@ -664,8 +882,13 @@ def _commented_yaml(cfg: Any, source: str, overrides: list[str]) -> str:
     lines = [f"# charlstm config {source}" + "".join(f" --set {o}" for o in overrides)]
     for section, values in cfg.model_dump().items():
         lines.append(f"{section}:")
-        pairs = [(f"  {yaml.safe_dump({k: v}, default_flow_style=False, width=1 << 20).strip()}",
-                  notes.get(f"{section}.{k}", "")) for k, v in values.items()]
+        pairs = [
+            (
+                f"  {yaml.safe_dump({k: v}, default_flow_style=False, width=1 << 20).strip()}",
+                notes.get(f"{section}.{k}", ""),
+            )
+            for k, v in values.items()
+        ]
         pad = max(len(p) for p, _ in pairs)
         lines += [f"{p:<{pad}}  # {note}" if note else p for p, note in pairs]
     return "\n".join(lines) + "\n"

@@ -56,14 +56,17 @@ class ModelConfig(_Section):
         0.0, ge=0.0, lt=1.0, description="hide input characters at this rate (layer 0 sees only its bias there)"
     )
     dropout_ramp: int = Field(
-        0, ge=0, description="steps over which every dropout rate (output, recurrent, weight, input) rises "
+        0,
+        ge=0,
+        description="steps over which every dropout rate (output, recurrent, weight, input) rises "
         "linearly from 0 to its value: learn fast first, regularise once overfitting can start "
-        "(0: full rates from step 0)"
+        "(0: full rates from step 0)",
     )
     tie_embed: bool = Field(False, description="share the embedding table with the output head (needs embed = hidden)")
     start_state: Literal["learned", "zeros"] = Field(
-        "learned", description="the state every sequence starts from (sampling, eval, inspect, reset training "
-        "streams): a learned h0/c0 per layer, or zeros"
+        "learned",
+        description="the state every sequence starts from (sampling, eval, inspect, reset training "
+        "streams): a learned h0/c0 per layer, or zeros",
     )
 
     @field_validator("layer_norm")
@@ -95,8 +98,11 @@ class DataConfig(_Section):
         "stream", description="contiguous streams with carried state, or random windows from the start state"
     )
     line_restarts: float = Field(
-        0.0, ge=0.0, lt=1.0, description="stream batching: share of each batch's rows that read every window from "
-        "the start state at a random line start, as `sample` reads a prompt (the rest are carried streams)"
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="stream batching: share of each batch's rows that read every window from "
+        "the start state at a random line start, as `sample` reads a prompt (the rest are carried streams)",
     )
 
 
@@ -109,8 +115,12 @@ class OptimConfig(_Section):
     clip_norm: float = Field(5.0, ge=0.0, description="global gradient-norm clip (0 disables)")
     b1: float = Field(0.9, ge=0.0, lt=1.0, description="Adam beta1")
     b2: float = Field(0.999, ge=0.0, lt=1.0, description="Adam beta2")
-    ema: float = Field(0.0, ge=0.0, lt=1.0, description="decay of a moving average of the weights, which "
-                       "evaluation, sampling and export then use (0: off)")
+    ema: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="decay of a moving average of the weights, which evaluation, sampling and export then use (0: off)",
+    )
 
 
 class TrainConfig(_Section):
@@ -121,12 +131,21 @@ class TrainConfig(_Section):
     sample_length: int = Field(200, ge=0, description="characters of the sample printed at each evaluation (0: none)")
     seed: int = Field(0, ge=0, description="seed for init, dropout and batch order")
     max_bad_steps: int = Field(10, ge=1, description="stop after this many consecutive non-finite steps (none applied)")
-    prompt_check: bool = Field(True, description="after training on an annotated corpus (the bundled one), sample "
-                               "each place's prompts and report how often the right language follows")
-    patience: int = Field(0, ge=0, description="stop once this many evaluations in a row have not lowered the best "
-                          "validation loss; the best checkpoint is kept (0: off, train all steps)")
-    tensorboard: bool = Field(False, description="also write TensorBoard event files to runs/<name>/tb/ (needs "
-                              "pip install \"charlstm[tensorboard]\")")
+    prompt_check: bool = Field(
+        True,
+        description="after training on an annotated corpus (the bundled one), sample "
+        "each place's prompts and report how often the right language follows",
+    )
+    patience: int = Field(
+        0,
+        ge=0,
+        description="stop once this many evaluations in a row have not lowered the best "
+        "validation loss; the best checkpoint is kept (0: off, train all steps)",
+    )
+    tensorboard: bool = Field(
+        False,
+        description='also write TensorBoard event files to runs/<name>/tb/ (needs pip install "charlstm[tensorboard]")',
+    )
 
 
 class CheckpointConfig(_Section):
@@ -136,7 +155,9 @@ class CheckpointConfig(_Section):
 
 class DistConfig(_Section):
     # Per process, so one config serves a 1-GPU workstation and a job of 8-GPU hosts alike.
-    devices: int = Field(0, ge=0, le=65_536, description="devices per process the batch is split across (0: all local devices)")
+    devices: int = Field(
+        0, ge=0, le=65_536, description="devices per process the batch is split across (0: all local devices)"
+    )
 
 
 class Config(_Section):
@@ -246,8 +267,13 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     return CONFIG_DIR / f"{name_or_path}.yaml"
 
 
-def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), *, saved: bool = False,
-         sections: dict[str, dict[str, Any]] | None = None) -> Config:
+def load(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    saved: bool = False,
+    sections: dict[str, dict[str, Any]] | None = None,
+) -> Config:
     """Load a config file (default: configs/default.yaml), apply overrides, validate. `saved`: the file is a
     run's own config.yaml (see `from_saved`). `sections` replace the file's sections of the same name before
     the overrides apply (fine-tuning takes the model section of the run it starts from)."""

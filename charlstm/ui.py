@@ -12,12 +12,21 @@ import math
 import os
 import sys
 import time
-from typing import Any, Iterable, Iterator, Literal, TextIO
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal, TextIO
 
 from rich.console import ColorSystem, Console
 from rich.markup import escape
-from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn, TransferSpeedColumn)
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from charlstm import events
@@ -98,19 +107,35 @@ class TrainingDisplay:
     def start(self, info: dict[str, object]) -> None:
         if not self.quiet:
             self.console.print(
-                f"[bold]{info['cell']}[/] {info['layers']}x{info['hidden']} · {info['params']:,} params · vocab {info['vocab']} · "
-                f"{info['train_chars']:,} train / {info['val_chars']:,} val chars · run [cyan]{escape(str(info['run']))}[/]"
+                f"[bold]{info['cell']}[/] {info['layers']}x{info['hidden']} · {info['params']:,} params · "
+                f"vocab {info['vocab']} · "
+                f"{info['train_chars']:,} train / {info['val_chars']:,} val chars · "
+                f"run [cyan]{escape(str(info['run']))}[/]"
                 + (f" · {escape(str(info['devices']))}" if info.get("devices") else "")
             )
         if self.live:
             self.progress = Progress(
-                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss [cyan]{task.fields[loss]}[/] · val [magenta]{task.fields[val]}[/] · {task.fields[cps]} chars/s"),
-                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                console=self.console, transient=False,
+                TextColumn("[bold]train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn(
+                    "loss [cyan]{task.fields[loss]}[/] · val [magenta]{task.fields[val]}[/] · "
+                    "{task.fields[cps]} chars/s"
+                ),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
             )
-            self.task = self.progress.add_task("train", total=int(info["steps"]), completed=int(info["start_step"]),  # type: ignore[call-overload]
-                                               loss="—", val="—", cps="—")
+            self.task = self.progress.add_task(
+                "train",
+                total=int(info["steps"]),
+                completed=int(info["start_step"]),  # type: ignore[call-overload]
+                loss="—",
+                val="—",
+                cps="—",
+            )
             # One live display at a time: the bar starts when the spinner stops, at the first step.
             self.compiling = self.console.status("compiling the training step (the first step only)", spinner="dots")
             self.compiling.start()
@@ -137,7 +162,10 @@ class TrainingDisplay:
         if self.progress:
             self.progress.update(self.task, completed=ev.step, loss=fmt(ev.loss), cps=f"{ev.chars_per_s:,.0f}")
         elif not self.quiet and ev.step % self.log_every == 0:
-            self.console.print(f"step {ev.step}: loss {ev.loss:.4f} · grad norm {ev.grad_norm:.2f} · lr {ev.lr:.2e} · {ev.chars_per_s:,.0f} chars/s")
+            self.console.print(
+                f"step {ev.step}: loss {ev.loss:.4f} · grad norm {ev.grad_norm:.2f} · lr {ev.lr:.2e} · "
+                f"{ev.chars_per_s:,.0f} chars/s"
+            )
         if ev.skipped:
             warn(f"step {ev.step}: non-finite loss or gradient, update skipped")
 
@@ -179,16 +207,25 @@ class EncodeProgress:
                 self.console.print(f"corpus ({total / 1e6:,.1f} MB): using its encoding cached by an earlier run")
             else:
                 seconds = max(time.perf_counter() - self.t0, 1e-9)
-                self.console.print(f"corpus ({total / 1e6:,.1f} MB): encoded in {seconds:.1f} s "
-                                   f"({total / 1e6 / seconds:,.0f} MB/s) and cached for later runs")
+                self.console.print(
+                    f"corpus ({total / 1e6:,.1f} MB): encoded in {seconds:.1f} s "
+                    f"({total / 1e6 / seconds:,.0f} MB/s) and cached for later runs"
+                )
             return
         if phase != self.phase:
             self._finish()
             self.phase = phase
             label = self.LABELS.get(phase, phase)
             if self.console.is_terminal:
-                self.progress = Progress(TextColumn(f"[bold]{label}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                                         TimeRemainingColumn(), console=self.console, transient=True)
+                self.progress = Progress(
+                    TextColumn(f"[bold]{label}"),
+                    BarColumn(),
+                    DownloadColumn(),
+                    TransferSpeedColumn(),
+                    TimeRemainingColumn(),
+                    console=self.console,
+                    transient=True,
+                )
                 self.progress.start()
                 self.task = self.progress.add_task(label, total=total)
             elif phase == "encoding":
@@ -215,8 +252,15 @@ class DownloadProgress:
         if not self.console.is_terminal:
             return
         if self.progress is None:
-            self.progress = Progress(TextColumn(f"[bold]{escape(self.label)}"), BarColumn(), DownloadColumn(),
-                                     TransferSpeedColumn(), TimeRemainingColumn(), console=self.console, transient=True)
+            self.progress = Progress(
+                TextColumn(f"[bold]{escape(self.label)}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
             self.progress.start()
             self.task = self.progress.add_task(self.label, total=total)
         self.progress.update(self.task, completed=done, total=total)
@@ -230,8 +274,13 @@ class DownloadProgress:
             self.progress = None
 
 
-def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[object]], console: Console | None = None,
-          left: Iterable[str] = ()) -> None:
+def table(
+    title: str,
+    columns: Iterable[str],
+    rows: Iterable[Iterable[object]],
+    console: Console | None = None,
+    left: Iterable[str] = (),
+) -> None:
     """A simple rich table of already-formatted values (on stdout unless `console` says otherwise). Numbers are
     right-aligned; the columns named in `left` (and a few usual label columns) are left-aligned."""
     console = console or out

@@ -16,7 +16,7 @@ import io
 import sys
 from pathlib import Path
 
-from rich.console import Console, ColorSystem
+from rich.console import ColorSystem, Console
 from rich.segment import ControlType, Segment
 from rich.text import Text
 
@@ -27,11 +27,18 @@ WIDTH, HEIGHT = 100, 40
 PICTURES = {
     "train": ("train.svg", "charlstm train", ["train"]),
     "compare": ("compare-rnn.svg", "charlstm compare-rnn", ["compare-rnn"]),
-    "inspect": ("inspect.svg", 'charlstm inspect --text "I went to Jammu. ..." --top 3', [
-        "inspect", "--text",
-        "I went to Jammu. It was fun. It was fun. It was fun. I don't speak Kashmiri.\n"
-        "I went to Kerala. It was fun. I don't speak Malayalam.\n",
-        "--top", "3"]),
+    "inspect": (
+        "inspect.svg",
+        'charlstm inspect --text "I went to Jammu. ..." --top 3',
+        [
+            "inspect",
+            "--text",
+            "I went to Jammu. It was fun. It was fun. It was fun. I don't speak Kashmiri.\n"
+            "I went to Kerala. It was fun. I don't speak Malayalam.\n",
+            "--top",
+            "3",
+        ],
+    ),
 }
 
 
@@ -86,8 +93,7 @@ def main(argv: list[str]) -> None:
         app(args=_optional_resume_value(args + argv[1:]), prog_name="charlstm", standalone_mode=False)
     finally:
         shown = screen(list(ui.err._record_buffer)) + screen(list(ui.out._record_buffer))
-        picture = Console(record=True, width=WIDTH, file=io.StringIO(), force_terminal=True,
-                          color_system="truecolor")
+        picture = Console(record=True, width=WIDTH, file=io.StringIO(), force_terminal=True, color_system="truecolor")
         for line in shown:  # long lines wrap at the last column, as a terminal wraps them
             text = Text.assemble(*((s.text, s.style) for s in line))
             for part in text.divide(range(WIDTH, len(text), WIDTH)) if len(text) > WIDTH else [text]:

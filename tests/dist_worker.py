@@ -18,12 +18,20 @@ from pathlib import Path
 import jax
 
 from charlstm import config
-from charlstm.training import rundir, runner, loop as training
+from charlstm.training import loop as training
+from charlstm.training import rundir, runner
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "languages.txt"
 # Constant lr without warmup: a run of 4 steps resumed to 8 follows the same schedule as a run of 8.
-OPTIONS = ["train.eval_every=4", "checkpoint.every=4", "train.sample_length=0", "train.log_every=1",
-           "optim.schedule=constant", "optim.warmup_steps=0", "train.eval_batches=2"]
+OPTIONS = [
+    "train.eval_every=4",
+    "checkpoint.every=4",
+    "train.sample_length=0",
+    "train.log_every=1",
+    "optim.schedule=constant",
+    "optim.warmup_steps=0",
+    "train.eval_batches=2",
+]
 
 
 class Quiet:

@@ -5,13 +5,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # Options for a training run that finishes in seconds on a CPU (plus --runs-dir and --name).
-TINY_TRAIN = ["--config", "tiny", "--set", "train.steps=4", "--set", "train.eval_every=2", "--set", "checkpoint.every=2"]
+TINY_TRAIN = [
+    "--config",
+    "tiny",
+    "--set",
+    "train.steps=4",
+    "--set",
+    "train.eval_every=2",
+    "--set",
+    "checkpoint.every=2",
+]
 
 
 def cli_env() -> dict[str, str]:
@@ -27,20 +36,28 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def run_cli(args: Sequence[str | os.PathLike[str]], cwd: str | os.PathLike[str] | None = None,
-            timeout: float = 120, stdin_text: str | None = None,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: Sequence[str | os.PathLike[str]],
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: float = 120,
+    stdin_text: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m charlstm.cli ARGS` with stdout/stderr captured (so both are pipes, not a TTY).
 
     Output is decoded as UTF-8 without newline translation, so "\\r\\n" in generated text survives.
     """
     proc = subprocess.run(
         [sys.executable, "-m", "charlstm.cli", *map(str, args)],
-        cwd=cwd, env={**cli_env(), **(env or {})}, input=None if stdin_text is None else stdin_text.encode("utf-8"),
-        capture_output=True, timeout=timeout,
+        cwd=cwd,
+        env={**cli_env(), **(env or {})},
+        input=None if stdin_text is None else stdin_text.encode("utf-8"),
+        capture_output=True,
+        timeout=timeout,
     )
-    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode("utf-8"),
-                                       proc.stderr.decode("utf-8"))
+    return subprocess.CompletedProcess(
+        proc.args, proc.returncode, proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8")
+    )
 
 
 def describe(proc: subprocess.CompletedProcess[str]) -> str:

@@ -103,8 +103,10 @@ def run_network(sd: dict, cell: str, ids: np.ndarray, state=None):
     n_layers = num_layers(sd)
     if state is None:  # the exported start state (h0, c0: [L, H]), the same for every sequence of the batch
         names = ("h0", "c0") if cell == "lstm" else ("h0",)
-        state = [tuple(np.repeat(np.asarray(sd[n], np.float64)[k][None], ids.shape[0], axis=0) for n in names)
-                 for k in range(n_layers)]
+        state = [
+            tuple(np.repeat(np.asarray(sd[n], np.float64)[k][None], ids.shape[0], axis=0) for n in names)
+            for k in range(n_layers)
+        ]
     finals, all_traces = [], []
     for k in range(n_layers):
         w = [sd[f"rnn.{name}_l{k}"] for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
@@ -160,7 +162,10 @@ def state_dict_from_params(params: dict, cell: str, vocab_size: int) -> dict[str
     sd["head.bias"] = np.array(params["head"]["b"], dtype=np.float64)
     hidden = np.asarray(params["layers"][0]["W_hh"]).shape[0]
     for name in ("h", "c") if cell == "lstm" else ("h",):  # the start state; zeros where it is not learned
-        rows = [np.asarray(s[name], np.float64) for s in params["start"]] if "start" in params else \
-            [np.zeros(hidden) for _ in params["layers"]]
+        rows = (
+            [np.asarray(s[name], np.float64) for s in params["start"]]
+            if "start" in params
+            else [np.zeros(hidden) for _ in params["layers"]]
+        )
         sd[f"{name}0"] = np.stack(rows)
     return sd

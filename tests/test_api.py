@@ -4,20 +4,25 @@ with the command line, keep their compiled sampler between calls, and raise User
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import jax
 import numpy as np
 import pytest
+from helpers import assert_ok, run_cli
 
 import charlstm
 from charlstm import api
 from charlstm.errors import ConfigError, CorpusError, RunError, UsageError, UserError
-from helpers import assert_ok, run_cli
 
-TINY = {"train.steps": 6, "train.eval_every": 3, "checkpoint.every": 3, "train.sample_length": 0,
-        "train.prompt_check": False}
+TINY = {
+    "train.steps": 6,
+    "train.eval_every": 3,
+    "checkpoint.every": 3,
+    "train.sample_length": 0,
+    "train.prompt_check": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +51,42 @@ def test_same_seed_same_sample_as_the_cli(trained: tuple[charlstm.Model, Path]) 
     options = {"length": 120, "temperature": 0.9, "top_k": 10, "seed": 5}
     text = model.sample("I went to ", **options)[0]
     assert text.startswith("I went to ") and len(text) == len("I went to ") + 120
-    cli = run_cli(["sample", "--runs-dir", runs, "--prompt", "I went to ", "--length", "120", "--temperature", "0.9",
-                   "--top-k", "10", "--seed", "5"])
+    cli = run_cli(
+        [
+            "sample",
+            "--runs-dir",
+            runs,
+            "--prompt",
+            "I went to ",
+            "--length",
+            "120",
+            "--temperature",
+            "0.9",
+            "--top-k",
+            "10",
+            "--seed",
+            "5",
+        ]
+    )
     assert_ok(cli)
     assert cli.stdout == text + "\n"
     several = model.sample("I went", length=40, seed=2, num_samples=3)
-    cli = run_cli(["sample", "--runs-dir", runs, "--prompt", "I went", "--length", "40", "--seed", "2",
-                   "--num-samples", "3", "--json"])
+    cli = run_cli(
+        [
+            "sample",
+            "--runs-dir",
+            runs,
+            "--prompt",
+            "I went",
+            "--length",
+            "40",
+            "--seed",
+            "2",
+            "--num-samples",
+            "3",
+            "--json",
+        ]
+    )
     assert_ok(cli)
     lines = [json.loads(line) for line in cli.stdout.splitlines()]
     assert [r["prompt"] + r["text"] for r in lines] == several
@@ -116,19 +150,26 @@ def test_export_writes_the_torch_layout(trained: tuple[charlstm.Model, Path], tm
         model.export(tmp_path / "m.pt")
 
 
-@pytest.mark.parametrize("call,error,words", [
-    (lambda m: m.sample(length=0), UsageError, "--length"),
-    (lambda m: m.sample(temperature=0), UsageError, "--greedy"),
-    (lambda m: m.sample("\x07"), UsageError, "vocabulary"),
-    (lambda m: m.stream(top_p=2.0), UsageError, "--top-p"),  # checked at the call, not at the first piece
-    (lambda m: m.score(42), UsageError, "str"),
-    (lambda m: m.score(str(m.run_dir / "config.yaml")), UsageError, "pathlib.Path"),
-    (lambda m: charlstm.load(m.run_dir, "newest"), UsageError, "latest, best"),
-    (lambda m: charlstm.load(m.run_dir, 4), RunError, "no checkpoint at step 4"),
-    (lambda m: charlstm.load("no-such-run", runs_dir=m.run_dir.parent), RunError, "run not found"),
-    (lambda m: charlstm.train(config="tiny", overrides={"model.hiden": 4}), ConfigError, "did you mean 'model.hidden'"),
-    (lambda m: charlstm.train(config="tiny", overrides="model.hidden=4"), UsageError, "mapping"),
-])
+@pytest.mark.parametrize(
+    "call,error,words",
+    [
+        (lambda m: m.sample(length=0), UsageError, "--length"),
+        (lambda m: m.sample(temperature=0), UsageError, "--greedy"),
+        (lambda m: m.sample("\x07"), UsageError, "vocabulary"),
+        (lambda m: m.stream(top_p=2.0), UsageError, "--top-p"),  # checked at the call, not at the first piece
+        (lambda m: m.score(42), UsageError, "str"),
+        (lambda m: m.score(str(m.run_dir / "config.yaml")), UsageError, "pathlib.Path"),
+        (lambda m: charlstm.load(m.run_dir, "newest"), UsageError, "latest, best"),
+        (lambda m: charlstm.load(m.run_dir, 4), RunError, "no checkpoint at step 4"),
+        (lambda m: charlstm.load("no-such-run", runs_dir=m.run_dir.parent), RunError, "run not found"),
+        (
+            lambda m: charlstm.train(config="tiny", overrides={"model.hiden": 4}),
+            ConfigError,
+            "did you mean 'model.hidden'",
+        ),
+        (lambda m: charlstm.train(config="tiny", overrides="model.hidden=4"), UsageError, "mapping"),
+    ],
+)
 def test_errors_are_user_errors(trained: tuple[charlstm.Model, Path], call: object, error: type, words: str) -> None:
     model, _ = trained
     with pytest.raises(error, match=words) as info:

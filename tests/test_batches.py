@@ -92,8 +92,9 @@ def test_line_restarts_rows_start_at_a_newline_from_the_start_state() -> None:
         part = batches.stream_batch(ids, step, b, t, seed=4, line_restarts=0.25, newline=nl, rows=slice(5, 8))
         assert np.array_equal(part.x, batch.x[5:]) and np.array_equal(part.reset, batch.reset[5:])
     # over many windows most restart rows start with the newline (one lies within t ids with probability ~0.8)
-    firsts = np.concatenate([batches.stream_batch(ids, s, b, t, 4, line_restarts=0.25, newline=nl).x[-2:, 0]
-                             for s in range(200)])
+    firsts = np.concatenate(
+        [batches.stream_batch(ids, s, b, t, 4, line_restarts=0.25, newline=nl).x[-2:, 0] for s in range(200)]
+    )
     assert (firsts == nl).mean() > 0.7
     # the other rows are the streams of a batch of b - 2 rows: carried, reset only at epoch start
     mixed = batches.stream_batch(ids, 0, b, t, 4, line_restarts=0.25, newline=nl)
@@ -116,7 +117,9 @@ def test_epoch_offsets_differ_and_stay_below_seq_len(ids: np.ndarray) -> None:
         assert np.array_equal(b0.x[:, 0], offsets[1] + np.arange(B) * stream_len)
 
 
-@pytest.mark.parametrize("n,b,t", [(N, B, T), (2 * 8 + 2 + 1, 2, 2), (8 * 32 + 32 + 1, 8, 32), (997, 3, 1), (501, 7, 5)])
+@pytest.mark.parametrize(
+    "n,b,t", [(N, B, T), (2 * 8 + 2 + 1, 2, 2), (8 * 32 + 32 + 1, 8, 32), (997, 3, 1), (501, 7, 5)]
+)
 def test_every_index_in_range_for_several_epochs(n: int, b: int, t: int) -> None:
     ids = np.arange(n)
     per_epoch = _per_epoch(n, b, t)
@@ -134,8 +137,11 @@ def test_stream_deterministic_and_seed_dependent(ids: np.ndarray) -> None:
     for step in (0, 1, later):
         a, b = batches.stream_batch(ids, step, B, T, 5), batches.stream_batch(ids, step, B, T, 5)
         assert np.array_equal(a.x, b.x) and np.array_equal(a.y, b.y) and np.array_equal(a.reset, b.reset)
-    differ = [not np.array_equal(batches.stream_batch(ids, later, B, T, s).x, batches.stream_batch(ids, later, B, T, 5).x)
-              for s in range(6) if s != 5]
+    differ = [
+        not np.array_equal(batches.stream_batch(ids, later, B, T, s).x, batches.stream_batch(ids, later, B, T, 5).x)
+        for s in range(6)
+        if s != 5
+    ]
     assert any(differ)
 
 

@@ -3,23 +3,38 @@
 from __future__ import annotations
 
 import json
-import os
 import math
+import os
 
 import pytest
+from helpers import assert_clean_error, assert_ok, run_cli
 
 from charlstm import config, perf
 from charlstm.bench import bench, probes
-from helpers import assert_clean_error, assert_ok, run_cli
 
 TINY = ["model.layers=1", "model.hidden=8", "data.batch_size=2", "data.seq_len=4"]
 
 
 def check_sane(res: dict) -> None:
-    for key in ("compile_s", "compile_cpu_s", "compile_cached_s", "first_char_s", "first_char_cached_s",
-                "train_chars_per_s", "sample_b1_chars_per_s", "sample_b64_chars_per_s",
-                "train_flops_per_char", "achieved_gflops", "matmul_peak_gflops", "fraction_of_peak", "peak_rss_mb",
-                "sample_weight_mb", "sample_b1_matmul_gb_per_s", "sample_b1_ceiling_chars_per_s", "sample_b1_fraction_of_ceiling"):
+    for key in (
+        "compile_s",
+        "compile_cpu_s",
+        "compile_cached_s",
+        "first_char_s",
+        "first_char_cached_s",
+        "train_chars_per_s",
+        "sample_b1_chars_per_s",
+        "sample_b64_chars_per_s",
+        "train_flops_per_char",
+        "achieved_gflops",
+        "matmul_peak_gflops",
+        "fraction_of_peak",
+        "peak_rss_mb",
+        "sample_weight_mb",
+        "sample_b1_matmul_gb_per_s",
+        "sample_b1_ceiling_chars_per_s",
+        "sample_b1_fraction_of_ceiling",
+    ):
         assert isinstance(res[key], float) and math.isfinite(res[key]) and res[key] > 0, key
     assert res["train_step_temp_mb"] >= 0
     assert res["fraction_of_peak"] < 10  # a ratio, not a percentage or a raw FLOP count
@@ -91,8 +106,15 @@ def test_vs_torch_same_model_and_ratios(embed: int) -> None:
     res = bench.run(config.load(None, TINY + [f"model.embed={embed}"]), steps=2, rounds=1, vs_torch=True)
     t = res.torch
     assert t is not None
-    for value in (t.train_chars_per_s, t.sample_b1_chars_per_s, t.sample_b64_chars_per_s,
-                  t.train_ratio, t.sample_b1_ratio, t.sample_b64_ratio, t.sample_b1_ratio_ceiling):
+    for value in (
+        t.train_chars_per_s,
+        t.sample_b1_chars_per_s,
+        t.sample_b64_chars_per_s,
+        t.train_ratio,
+        t.sample_b1_ratio,
+        t.sample_b64_ratio,
+        t.sample_b1_ratio_ceiling,
+    ):
         assert math.isfinite(value) and value > 0
     assert t.initial_loss_diff < 1e-4  # the PyTorch model computes the same function from the same weights
     assert set(t.threads) == {"train", "b1", "b64"}

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import reference as ref
+
 from charlstm.nn import cells, layers
 
 CELLS = ("lstm", "gru", "rnn")

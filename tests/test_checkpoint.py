@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from charlstm import config
-from charlstm.training import checkpoint, rundir, runner, loop as training
 from charlstm.errors import RunError
+from charlstm.training import checkpoint, rundir, runner
+from charlstm.training import loop as training
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "languages.txt"
 TINY = ["train.steps=24", "train.eval_every=8", "checkpoint.every=8", "checkpoint.keep=2", "train.sample_length=0"]

@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from helpers import TINY_TRAIN, assert_clean_error, assert_ok, describe, run_cli
 
 WORDS = ["héllo", "wörld", "✓", "日本語", "🙂🎉", "the", "cat", "Привет", "λόγος", "naïve", "abc", "mañana"]
@@ -80,13 +79,21 @@ def test_train_bytes_on_invalid_utf8_then_sample(tmp_path: Path) -> None:
 def test_reported_minimum_size_is_enough_to_train(tmp_path: Path) -> None:
     tiny = write_text(tmp_path / "tiny.txt", "hello world\n")
     runs = tmp_path / "runs"
-    line = assert_clean_error(run_cli(train_args(tiny, runs), cwd=tmp_path), "too small", "need at least",
-                              "data.batch_size", "data.seq_len", code=1)
+    line = assert_clean_error(
+        run_cli(train_args(tiny, runs), cwd=tmp_path),
+        "too small",
+        "need at least",
+        "data.batch_size",
+        "data.seq_len",
+        code=1,
+    )
     assert not runs.exists()  # nothing created for a rejected corpus
     need = int(re.search(r"need at least ([\d,]+)", line).group(1).replace(",", ""))  # type: ignore[union-attr]
     assert need > 12
     enough = write_text(tmp_path / "enough.txt", ("hello world\n" * need)[:need])
-    proc = run_cli(train_args(enough, runs, "min", "--set", "train.steps=1", "--set", "train.sample_length=0"), cwd=tmp_path)
+    proc = run_cli(
+        train_args(enough, runs, "min", "--set", "train.steps=1", "--set", "train.sample_length=0"), cwd=tmp_path
+    )
     assert_ok(proc)
 
 
@@ -94,8 +101,10 @@ def test_one_symbol_corpus_with_large_validation_fraction(tmp_path: Path) -> Non
     # the whole corpus goes to validation: still a clean "too small", not a division by zero
     (tmp_path / "one.txt").write_bytes(b"a")
     runs = tmp_path / "runs"
-    proc = run_cli(["train", tmp_path / "one.txt", "--config", "tiny", "--set", "data.val_fraction=0.9", "--runs-dir", runs],
-                   cwd=tmp_path)
+    proc = run_cli(
+        ["train", tmp_path / "one.txt", "--config", "tiny", "--set", "data.val_fraction=0.9", "--runs-dir", runs],
+        cwd=tmp_path,
+    )
     line = assert_clean_error(proc, "too small", "1 symbols", "need at least", code=1)
     need = int(re.search(r"need at least ([\d,]+)", line).group(1).replace(",", ""))  # type: ignore[union-attr]
     assert need < 10_000_000
@@ -106,7 +115,9 @@ def test_one_symbol_corpus_with_large_validation_fraction(tmp_path: Path) -> Non
 
 def _train_error(tmp_path: Path, corpus: Path | str, *extra: str) -> tuple:
     runs = tmp_path / "runs"
-    proc = run_cli(["train", str(corpus), "--config", "tiny", "--runs-dir", str(runs), "--name", "e", *extra], cwd=tmp_path)
+    proc = run_cli(
+        ["train", str(corpus), "--config", "tiny", "--runs-dir", str(runs), "--name", "e", *extra], cwd=tmp_path
+    )
     return proc, runs
 
 
@@ -130,9 +141,9 @@ def test_empty_corpus(tmp_path: Path) -> None:
 
 
 def test_invalid_utf8_corpus(tmp_path: Path) -> None:
-    (tmp_path / "bad.txt").write_bytes("héllo wörld ".encode("utf-8") + b"\xff and more")
+    (tmp_path / "bad.txt").write_bytes("héllo wörld ".encode() + b"\xff and more")
     proc, _ = _train_error(tmp_path, tmp_path / "bad.txt")
-    offset = len("héllo wörld ".encode("utf-8"))
+    offset = len("héllo wörld ".encode())
     assert_clean_error(proc, "invalid UTF-8", f"byte offset {offset}", "--encoding bytes", code=1)
 
 
@@ -185,8 +196,13 @@ def test_bad_encoding_option(tmp_path: Path) -> None:
 def test_sample_without_any_run(tmp_path: Path) -> None:
     empty = tmp_path / "runs"
     empty.mkdir()
-    assert_clean_error(run_cli(["sample", "--runs-dir", empty], cwd=tmp_path), "no trained run found", "charlstm train", "--run",
-                       code=1)
+    assert_clean_error(
+        run_cli(["sample", "--runs-dir", empty], cwd=tmp_path),
+        "no trained run found",
+        "charlstm train",
+        "--run",
+        code=1,
+    )
 
 
 def test_sample_missing_run_dir(tmp_path: Path) -> None:
@@ -282,9 +298,29 @@ def test_degenerate_but_valid_corpora_train(tmp_path: Path, content: str) -> Non
     """A single repeated character (vocabulary of one) and a file with no newline at all must just work."""
     corpus = tmp_path / "c.txt"
     corpus.write_text(content, encoding="utf-8")
-    proc = run_cli(["train", str(corpus), "--config", "tiny", "--set", "train.steps=3", "--set", "train.eval_every=3",
-                    "--set", "checkpoint.every=3", "--runs-dir", str(tmp_path / "runs"), "--name", "d", "--quiet"], cwd=tmp_path)
+    proc = run_cli(
+        [
+            "train",
+            str(corpus),
+            "--config",
+            "tiny",
+            "--set",
+            "train.steps=3",
+            "--set",
+            "train.eval_every=3",
+            "--set",
+            "checkpoint.every=3",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--name",
+            "d",
+            "--quiet",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, describe(proc)
-    sample = run_cli(["sample", "--run", str(tmp_path / "runs" / "d"), "--prompt", content[0], "--length", "20"], cwd=tmp_path)
+    sample = run_cli(
+        ["sample", "--run", str(tmp_path / "runs" / "d"), "--prompt", content[0], "--length", "20"], cwd=tmp_path
+    )
     assert sample.returncode == 0, describe(sample)
     assert set(sample.stdout.strip()) <= set(content)

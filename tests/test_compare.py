@@ -1,4 +1,5 @@
-"""charlstm.analysis.compare / plots and `charlstm compare-rnn`: gap buckets, matched sizes, a short run and its files."""
+"""charlstm.analysis.compare / plots and `charlstm compare-rnn`: gap buckets, matched sizes, a short run and its
+files."""
 
 from __future__ import annotations
 
@@ -11,41 +12,65 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import assert_clean_error, assert_ok, run_cli
 
 from charlstm import config
 from charlstm.analysis import compare, plots
 from charlstm.data import corpus
+from charlstm.errors import UserError
 from charlstm.evaluation import longrange
 from charlstm.nn import model
-from charlstm.errors import UserError
-from helpers import assert_clean_error, assert_ok, run_cli
 
 # Seconds, not minutes: a tiny model, a few steps, a few long-range records.
-SMOKE = ["train.steps=4", "train.eval_every=2", "train.eval_batches=2", "data.seq_len=32", "data.batch_size=4",
-         "model.hidden=16", "optim.warmup_steps=1"]
+SMOKE = [
+    "train.steps=4",
+    "train.eval_every=2",
+    "train.eval_batches=2",
+    "data.seq_len=32",
+    "data.batch_size=4",
+    "model.hidden=16",
+    "optim.warmup_steps=1",
+]
 
 
 # --- gap buckets --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("gap, bucket", [(0, 0), (24, 0), (25, 1), (49, 1), (50, 2), (99, 2), (100, 3), (199, 3),
-                                         (200, 4), (10**6, 4)])
+@pytest.mark.parametrize(
+    "gap, bucket", [(0, 0), (24, 0), (25, 1), (49, 1), (50, 2), (99, 2), (100, 3), (199, 3), (200, 4), (10**6, 4)]
+)
 def test_bucket_edges(gap: int, bucket: int) -> None:
     assert longrange.bucket_of(gap) == bucket
 
 
 def test_bucket_labels_and_no_bucket() -> None:
-    assert [longrange.bucket_label(lo, hi) for lo, hi in longrange.BUCKETS] == ["<25", "25-50", "50-100", "100-200", "200+"]
+    assert [longrange.bucket_label(lo, hi) for lo, hi in longrange.BUCKETS] == [
+        "<25",
+        "25-50",
+        "50-100",
+        "100-200",
+        "200+",
+    ]
     with pytest.raises(ValueError):
         longrange.bucket_of(-1)
 
 
 def test_accuracy_from_weights_buckets_by_count() -> None:
-    res = [longrange.BucketResult(lb, n, acc, 1.0) for lb, n, acc in
-           [("<25", 5, 1.0), ("25-50", 5, 1.0), ("50-100", 5, 1.0), ("100-200", 30, 0.9), ("200+", 10, 0.5)]]
+    res = [
+        longrange.BucketResult(lb, n, acc, 1.0)
+        for lb, n, acc in [
+            ("<25", 5, 1.0),
+            ("25-50", 5, 1.0),
+            ("50-100", 5, 1.0),
+            ("100-200", 30, 0.9),
+            ("200+", 10, 0.5),
+        ]
+    ]
     r = compare.CellResult(compare.CellSpec("lstm", 8, 1), compare.Curves(), 1.0, 1.0, 1.0, res, np.ones(3), np.ones(3))
     assert r.accuracy_from(100) == pytest.approx((30 * 0.9 + 10 * 0.5) / 40)
-    empty = compare.CellResult(compare.CellSpec("rnn", 8, 1), compare.Curves(), 1.0, 1.0, 1.0, None, np.ones(3), np.ones(3))
+    empty = compare.CellResult(
+        compare.CellSpec("rnn", 8, 1), compare.Curves(), 1.0, 1.0, 1.0, None, np.ones(3), np.ones(3)
+    )
     assert math.isnan(empty.accuracy_from(100))
 
 
@@ -152,8 +177,9 @@ def test_outputs_parse(bundled_run: compare.CompareResult, tmp_path: Path) -> No
             assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_png_without_matplotlib_is_a_user_error(bundled_run: compare.CompareResult, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_png_without_matplotlib_is_a_user_error(
+    bundled_run: compare.CompareResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib...` raise ImportError
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     assert not plots.have_matplotlib()
@@ -193,21 +219,31 @@ def test_corpus_without_gaps_skips_long_range(tmp_path: Path) -> None:
     assert "longrange.csv" not in {p.name for p in compare.write_outputs(res, tmp_path / "out", png=False)}
 
 
-def test_divergence_is_reported_and_measured_at_the_last_evaluation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_divergence_is_reported_and_measured_at_the_last_evaluation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An RNN that explodes without clipping stops training; the comparison goes on with its last evaluated
     parameters instead of failing."""
 
-    def exploding_fit(cfg, state, tr, va, *, emit, **kw):  # noqa: ANN001, ANN003
+    def exploding_fit(cfg, state, tr, va, *, emit, **kw):
         emit(compare.training.StepEvent(1, 3.0, 1e3, 1e-3, 1e5, skipped=False))
         emit(compare.training.EvalEvent(1, 3.0, state.params))
-        raise compare.training.NonFiniteError("10 consecutive steps had a non-finite loss or gradient (last at step 11)")
+        raise compare.training.NonFiniteError(
+            "10 consecutive steps had a non-finite loss or gradient (last at step 11)"
+        )
 
     monkeypatch.setattr(compare.training, "fit", exploding_fit)
     messages: list[str] = []
     reporter = compare.NullReporter()
     reporter.message = messages.append  # type: ignore[method-assign]
-    res = compare.run(config.load("compare-rnn", SMOKE), write_plain_corpus(tmp_path / "p.txt"), ("rnn",),
-                      clip=False, reporter=reporter, grad_k=10)
+    res = compare.run(
+        config.load("compare-rnn", SMOKE),
+        write_plain_corpus(tmp_path / "p.txt"),
+        ("rnn",),
+        clip=False,
+        reporter=reporter,
+        grad_k=10,
+    )
     r = res.cells[0]
     assert r.diverged and "non-finite" in r.diverged and any("non-finite" in m for m in messages)
     assert r.val_loss == 3.0 and np.isfinite(r.grad_final).all()

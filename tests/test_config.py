@@ -59,8 +59,19 @@ def test_resolve_prefers_an_existing_local_file(tmp_path: Path, monkeypatch: pyt
 
 
 def test_overrides_are_typed() -> None:
-    cfg = config_lib.load("tiny", ["model.hidden=64", "optim.lr=0.01", "model.cell=gru", "data.encoding=bytes",
-                                    "optim.weight_decay=1e-4", "train.seed=7", "model.dropout=0.25", "optim.lr=5e-3"])
+    cfg = config_lib.load(
+        "tiny",
+        [
+            "model.hidden=64",
+            "optim.lr=0.01",
+            "model.cell=gru",
+            "data.encoding=bytes",
+            "optim.weight_decay=1e-4",
+            "train.seed=7",
+            "model.dropout=0.25",
+            "optim.lr=5e-3",
+        ],
+    )
     assert cfg.model.hidden == 64 and type(cfg.model.hidden) is int
     assert cfg.optim.lr == pytest.approx(5e-3) and type(cfg.optim.lr) is float  # last one wins
     assert cfg.optim.weight_decay == pytest.approx(1e-4)
@@ -91,8 +102,13 @@ def _msg(excinfo: pytest.ExceptionInfo[ConfigError]) -> str:
 
 @pytest.mark.parametrize(
     "item,suggestion",
-    [("model.hiden=3", "model.hidden"), ("hidden=3", "model.hidden"), ("train.step=5", "train.steps"),
-     ("optim.learning_rate=1", None), ("seq_len=10", "data.seq_len")],
+    [
+        ("model.hiden=3", "model.hidden"),
+        ("hidden=3", "model.hidden"),
+        ("train.step=5", "train.steps"),
+        ("optim.learning_rate=1", None),
+        ("seq_len=10", "data.seq_len"),
+    ],
 )
 def test_unknown_override_key_suggests_closest(item: str, suggestion: str | None) -> None:
     with pytest.raises(ConfigError) as info:
@@ -233,6 +249,6 @@ def test_describe_covers_every_key() -> None:
 
 def test_config_is_frozen_and_hashable() -> None:
     cfg = config_lib.load("tiny")
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 (pydantic's frozen-instance error)
         cfg.model.hidden = 3  # type: ignore[misc]
     assert hash(cfg) == hash(config_lib.load("tiny"))

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import TINY_TRAIN, assert_ok, cli_env, run_cli
 from rich.console import Console
 
 from charlstm import cli, config, perf, ui
 from charlstm.analysis import heatmap
 from charlstm.data import download
-from helpers import TINY_TRAIN, assert_ok, cli_env, run_cli
 
 # JAX logs every persistent-cache hit and miss with these set.
 CACHE_LOG = {"JAX_LOG_COMPILES": "1", "JAX_EXPLAIN_CACHE_MISSES": "1"}
@@ -29,8 +29,12 @@ def charlstm(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
     """Run the CLI in this process (only for commands that need no JAX): (exit code, stdout, stderr)."""
     monkeypatch.setattr(sys, "argv", ["charlstm", *args])
     monkeypatch.setenv("COLUMNS", "250")  # help on one line per option, whatever the test runner's terminal
-    for var in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
-                "JAX_COMPILATION_CACHE_MAX_SIZE", "XLA_FLAGS"):
+    for var in (
+        "JAX_COMPILATION_CACHE_DIR",
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+        "JAX_COMPILATION_CACHE_MAX_SIZE",
+        "XLA_FLAGS",
+    ):
         monkeypatch.delenv(var, raising=False)  # main() sets them for JAX: gone again after the test
     with pytest.raises(SystemExit) as exit_:
         cli.main()
@@ -43,8 +47,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subpr
     """A tiny run trained with --json into an empty cache: (runs dir, cache dir, the train process)."""
     root = tmp_path_factory.mktemp("conventions")
     runs, cache = root / "runs", root / "cache"
-    proc = run_cli(["train", *TINY_TRAIN, "--runs-dir", runs, "--name", "first", "--json"], cwd=root,
-                   env={"CHARLSTM_CACHE": str(cache), **CACHE_LOG}, timeout=300)
+    proc = run_cli(
+        ["train", *TINY_TRAIN, "--runs-dir", runs, "--name", "first", "--json"],
+        cwd=root,
+        env={"CHARLSTM_CACHE": str(cache), **CACHE_LOG},
+        timeout=300,
+    )
     assert_ok(proc)
     return runs, cache, proc
 
@@ -55,8 +63,9 @@ def test_version(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyP
     assert charlstm(capsys, monkeypatch, "--version") == (0, f"charlstm {__version__}\n", "")
 
 
-def test_help_lists_choices_metavars_and_exit_codes(capsys: pytest.CaptureFixture[str],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_help_lists_choices_metavars_and_exit_codes(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     code, out, _ = charlstm(capsys, monkeypatch, "--help")
     assert code == 0 and "auto|always|never" in out and "--install-completion" in out
     for line in ("0  success", "1  the work failed", "2  usage", "130  interrupted", "143  stopped by SIGTERM"):
@@ -70,8 +79,9 @@ def test_help_lists_choices_metavars_and_exit_codes(capsys: pytest.CaptureFixtur
     assert "forget|input|output|cell|update|reset|hidden" in inspect_help and "latest|best|STEP" in inspect_help
 
 
-def test_config_show_prints_yaml_that_loads_back(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-                                                 tmp_path: Path) -> None:
+def test_config_show_prints_yaml_that_loads_back(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     code, out, err = charlstm(capsys, monkeypatch, "config", "show", "tiny", "--set", "model.hidden=64")
     assert code == 0 and err == ""
     want = config.load("tiny", ["model.hidden=64"])
@@ -95,7 +105,8 @@ def test_train_json_is_the_summary(trained: tuple[Path, Path, subprocess.Complet
 
 
 def test_a_second_train_and_sample_load_their_programs_from_the_cache(
-        trained: tuple[Path, Path, subprocess.CompletedProcess[str]]) -> None:
+    trained: tuple[Path, Path, subprocess.CompletedProcess[str]],
+) -> None:
     runs, cache, first_train = trained
     env = {"CHARLSTM_CACHE": str(cache), **CACHE_LOG}
     assert "PERSISTENT COMPILATION CACHE MISS for 'jit_step'" in first_train.stderr and (cache / "xla").is_dir()
@@ -103,8 +114,9 @@ def test_a_second_train_and_sample_load_their_programs_from_the_cache(
     assert_ok(second_train)
     assert "cache hit for 'jit_step'" in second_train.stderr
     assert "PERSISTENT COMPILATION CACHE MISS" not in second_train.stderr
-    samples = [run_cli(["sample", "--runs-dir", runs, "--length", "30", "--seed", str(seed)], env=env)
-               for seed in (1, 2)]
+    samples = [
+        run_cli(["sample", "--runs-dir", runs, "--length", "30", "--seed", str(seed)], env=env) for seed in (1, 2)
+    ]
     for proc in samples:
         assert_ok(proc)
     assert "PERSISTENT COMPILATION CACHE MISS for 'jit_chunk'" in samples[0].stderr
@@ -113,12 +125,18 @@ def test_a_second_train_and_sample_load_their_programs_from_the_cache(
 
 
 def test_an_empty_charlstm_cache_turns_the_compilation_cache_off(
-        trained: tuple[Path, Path, subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    trained: tuple[Path, Path, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
     runs, _, _ = trained
     env = {k: v for k, v in cli_env().items() if k not in ("XDG_CACHE_HOME", "JAX_COMPILATION_CACHE_DIR")}
     env.update(CHARLSTM_CACHE="", HOME=str(tmp_path), **CACHE_LOG)
-    proc = subprocess.run([sys.executable, "-m", "charlstm.cli", "sample", "--runs-dir", str(runs), "--length", "10"],
-                          env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "charlstm.cli", "sample", "--runs-dir", str(runs), "--length", "10"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "persistent compilation cache" not in proc.stderr.lower() and not (tmp_path / ".cache").exists()
 
@@ -138,21 +156,30 @@ def test_several_samples_are_separated(trained: tuple[Path, Path, subprocess.Com
     proc = run_cli(["sample", "--runs-dir", runs, "--prompt", "I ", "--length", "25", "--num-samples", "3"])
     assert_ok(proc)
     lines = proc.stdout.splitlines()
-    assert [ln for ln in lines if ln.startswith("--- sample")] == ["--- sample 1/3 ---", "--- sample 2/3 ---",
-                                                                   "--- sample 3/3 ---"]
+    assert [ln for ln in lines if ln.startswith("--- sample")] == [
+        "--- sample 1/3 ---",
+        "--- sample 2/3 ---",
+        "--- sample 3/3 ---",
+    ]
     assert lines[0] == "--- sample 1/3 ---" and lines[1].startswith("I ")
 
 
 def test_completion_of_runs_checkpoints_configs_and_cells(
-        trained: tuple[Path, Path, subprocess.CompletedProcess[str]]) -> None:
+    trained: tuple[Path, Path, subprocess.CompletedProcess[str]],
+) -> None:
     runs, _, _ = trained
 
     def complete(line: str) -> list[str]:
         words = line.split(" ")
-        env = {**cli_env(), "_CHARLSTM_COMPLETE": "complete_bash", "COMP_WORDS": line,
-               "COMP_CWORD": str(len(words) - 1)}
-        proc = subprocess.run([sys.executable, "-m", "charlstm.cli"], env=env, capture_output=True, text=True,
-                              timeout=60)
+        env = {
+            **cli_env(),
+            "_CHARLSTM_COMPLETE": "complete_bash",
+            "COMP_WORDS": line,
+            "COMP_CWORD": str(len(words) - 1),
+        }
+        proc = subprocess.run(
+            [sys.executable, "-m", "charlstm.cli"], env=env, capture_output=True, text=True, timeout=60
+        )
         assert proc.returncode == 0, proc.stderr
         return proc.stdout.split()
 
@@ -195,7 +222,8 @@ def test_color_option(restore_consoles: object) -> None:
 
 
 def test_inspect_honours_no_color_and_color_always(
-        trained: tuple[Path, Path, subprocess.CompletedProcess[str]]) -> None:
+    trained: tuple[Path, Path, subprocess.CompletedProcess[str]],
+) -> None:
     runs, _, _ = trained
     args = ["inspect", "--runs-dir", runs, "--text", "I went to ", "--cell", "0"]
     terminal = {"FORCE_COLOR": "1", "TERM": "xterm-256color"}

@@ -125,8 +125,8 @@ def test_encoding_5mb_gives_correct_ids(tmp_path: Path) -> None:
     "data,offset",
     [
         (b"hello \xff world", 6),
-        (b"caf\xc3\xa9 ok \xc3\x28 x", len("café ok ".encode("utf-8"))),  # bad continuation byte
-        ("日本語".encode("utf-8") + b" \xe6\x97", len("日本語 ".encode("utf-8"))),  # truncated at the end
+        (b"caf\xc3\xa9 ok \xc3\x28 x", len("café ok ".encode())),  # bad continuation byte
+        ("日本語".encode() + b" \xe6\x97", len("日本語 ".encode())),  # truncated at the end
         (b"\x80abc", 0),
     ],
 )
@@ -194,7 +194,15 @@ def _reported_minimum(err: CorpusError) -> int:
 
 @pytest.mark.parametrize(
     "total,batch,seq,frac",
-    [(12, 8, 32, 0.1), (11, 8, 32, 0.05), (500, 64, 100, 0.1), (10, 2, 3, 0.5), (5, 1, 1, 0.9), (0, 3, 7, 0.3), (1, 8, 32, 0.9)],
+    [
+        (12, 8, 32, 0.1),
+        (11, 8, 32, 0.05),
+        (500, 64, 100, 0.1),
+        (10, 2, 3, 0.5),
+        (5, 1, 1, 0.9),
+        (0, 3, 7, 0.3),
+        (1, 8, 32, 0.9),
+    ],
 )
 def test_check_size_minimum_is_sufficient_and_minimal(total: int, batch: int, seq: int, frac: float) -> None:
     tr, va = corpus.split(np.zeros(total), frac)

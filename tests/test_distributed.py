@@ -16,10 +16,10 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-
-from charlstm.training import checkpoint, distributed, rundir
 from dist_worker import OPTIONS
 from helpers import ROOT, TINY_TRAIN, assert_clean_error, assert_ok, cli_env, describe, run_cli
+
+from charlstm.training import checkpoint, distributed, rundir
 
 FOUR = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
 RTOL = 2e-5  # float32 sums in another order; measured differences are ~1e-7
@@ -54,8 +54,13 @@ def _assert_same_params(run: Path, ref: Path, step: int = 8) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "dist_worker.py"), str(out)], env={**cli_env(), **FOUR},
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "dist_worker.py"), str(out)],
+        env={**cli_env(), **FOUR},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, describe(proc)
     return out
 
@@ -73,12 +78,19 @@ def test_run_trained_on_one_device_resumes_on_four(runs: Path) -> None:
 def test_run_trained_on_four_devices_resumes_in_a_one_device_process(runs: Path, tmp_path: Path) -> None:
     _assert_same_losses(runs / "four_half", runs / "ref", steps=4)
     # Its config asks for 4 devices: this process has 1, and says so until told to use what there is.
-    assert_clean_error(run_cli(["train", "--resume", runs / "four_half", "--steps", "8", "--runs-dir", runs]),
-                       "dist.devices=4", "1 cpu device", "--set dist.devices=1", code=1)
+    assert_clean_error(
+        run_cli(["train", "--resume", runs / "four_half", "--steps", "8", "--runs-dir", runs]),
+        "dist.devices=4",
+        "1 cpu device",
+        "--set dist.devices=1",
+        code=1,
+    )
     # This resume also reads the corpus through the encoded cache (memory-mapped): the same numbers again.
     cache = {"CHARLSTM_CACHE": str(tmp_path / "cache"), "CHARLSTM_CACHE_MIN_MB": "0"}
-    proc = run_cli(["train", "--resume", runs / "four_half", "--steps", "8", "--set", "dist.devices=0",
-                    "--runs-dir", runs], env=cache)
+    proc = run_cli(
+        ["train", "--resume", runs / "four_half", "--steps", "8", "--set", "dist.devices=0", "--runs-dir", runs],
+        env=cache,
+    )
     assert_ok(proc)
     assert "encoded in" in proc.stderr and "cached for later runs" in " ".join(proc.stderr.split()), proc.stderr
     _assert_same_losses(runs / "four_half", runs / "ref")
@@ -94,10 +106,28 @@ def _free_port() -> int:
 def _launch(args: list[str], n: int, env: dict[str, str], cwd: Path) -> list[subprocess.CompletedProcess[str]]:
     """Start n processes of one job on localhost and wait for all of them (killing the rest if one hangs)."""
     port = _free_port()
-    procs = [subprocess.Popen([sys.executable, "-m", "charlstm.cli", *args, "--coordinator", f"127.0.0.1:{port}",
-                               "--num-processes", str(n), "--process-id", str(i)],
-                              cwd=cwd, env={**cli_env(), **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(n)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "charlstm.cli",
+                *args,
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                str(n),
+                "--process-id",
+                str(i),
+            ],
+            cwd=cwd,
+            env={**cli_env(), **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(n)
+    ]
     results = []
     try:
         for p in procs:
@@ -112,8 +142,18 @@ def _launch(args: list[str], n: int, env: dict[str, str], cwd: Path) -> list[sub
 
 def test_two_processes_give_the_losses_of_one(runs: Path, tmp_path: Path) -> None:
     # 2 processes x 2 devices: each process gathers its 4 rows of the global batch of 8.
-    args = ["train", "--config", "tiny", *(a for o in OPTIONS for a in ("--set", o)), "--set", "train.steps=8",
-            "--runs-dir", str(tmp_path), "--name", "two"]
+    args = [
+        "train",
+        "--config",
+        "tiny",
+        *(a for o in OPTIONS for a in ("--set", o)),
+        "--set",
+        "train.steps=8",
+        "--runs-dir",
+        str(tmp_path),
+        "--name",
+        "two",
+    ]
     p0, p1 = _launch(args, 2, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, tmp_path)
     assert_ok(p0)
     assert_ok(p1)
@@ -130,15 +170,38 @@ def test_a_failure_on_one_process_stops_every_process(tmp_path: Path) -> None:
     port = _free_port()
     procs = []
     for i, corpus in enumerate(["languages", str(tmp_path / "missing.txt")]):
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "charlstm.cli", "train", corpus, *TINY_TRAIN, "--runs-dir", str(tmp_path),
-             "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
-            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "charlstm.cli",
+                    "train",
+                    corpus,
+                    *TINY_TRAIN,
+                    "--runs-dir",
+                    str(tmp_path),
+                    "--coordinator",
+                    f"127.0.0.1:{port}",
+                    "--num-processes",
+                    "2",
+                    "--process-id",
+                    str(i),
+                ],
+                env=cli_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     results = []
     for p in procs:
         out, err = p.communicate(timeout=120)
-        results.append(subprocess.CompletedProcess(p.args, p.returncode, out, "\n".join(
-            ln for ln in err.splitlines() if not ln.startswith("[Gloo]"))))
+        results.append(
+            subprocess.CompletedProcess(
+                p.args, p.returncode, out, "\n".join(ln for ln in err.splitlines() if not ln.startswith("[Gloo]"))
+            )
+        )
     assert_clean_error(results[0], "process 1", "corpus not found", code=1)
     assert_clean_error(results[1], "corpus not found", code=1)
 
@@ -163,12 +226,15 @@ def test_one_device_layout() -> None:
     assert np.array_equal(np.asarray(layout.put_global(x)), x)
 
 
-@pytest.mark.parametrize("kwargs,words", [
-    ({"coordinator": "nohost"}, ["HOST:PORT"]),
-    ({"coordinator": "host:99999"}, ["HOST:PORT"]),
-    ({"coordinator": "127.0.0.1:1", "num_processes": 2, "process_id": 2}, ["--process-id 2", "0..1"]),
-    ({"coordinator": "127.0.0.1:1", "num_processes": 0}, ["--num-processes"]),
-])
+@pytest.mark.parametrize(
+    "kwargs,words",
+    [
+        ({"coordinator": "nohost"}, ["HOST:PORT"]),
+        ({"coordinator": "host:99999"}, ["HOST:PORT"]),
+        ({"coordinator": "127.0.0.1:1", "num_processes": 2, "process_id": 2}, ["--process-id 2", "0..1"]),
+        ({"coordinator": "127.0.0.1:1", "num_processes": 0}, ["--num-processes"]),
+    ],
+)
 def test_bad_distributed_options(kwargs: dict, words: list[str]) -> None:
     # Checked before jax.distributed is touched, so safe in this process.
     with pytest.raises(distributed.DistributedError) as info:
@@ -183,11 +249,18 @@ def test_no_options_no_distributed_runtime() -> None:
 
 def test_environment_variables_are_the_options(tmp_path: Path) -> None:
     env = {"JAX_COORDINATOR_ADDRESS": "bad-address", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"}
-    assert_clean_error(run_cli(["train", *TINY_TRAIN, "--runs-dir", tmp_path], env=env), "bad-address", "HOST:PORT", code=2)
+    assert_clean_error(
+        run_cli(["train", *TINY_TRAIN, "--runs-dir", tmp_path], env=env), "bad-address", "HOST:PORT", code=2
+    )
 
 
 def test_the_distributed_flag_without_a_cluster(tmp_path: Path) -> None:
     env = {k: v for k, v in cli_env().items() if not k.startswith(("SLURM_", "OMPI_", "PMI_", "JAX_COORDINATOR"))}
-    proc = subprocess.run([sys.executable, "-m", "charlstm.cli", "train", *TINY_TRAIN, "--runs-dir", str(tmp_path),
-                           "--distributed"], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "charlstm.cli", "train", *TINY_TRAIN, "--runs-dir", str(tmp_path), "--distributed"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert_clean_error(proc, "cannot start the distributed runtime", "--coordinator", code=1)

@@ -30,6 +30,7 @@ def rel(page: Path) -> str:
 
 # --- reading markdown -------------------------------------------------------------------------------------
 
+
 def split_fences(text: str) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
     """(lines inside fenced shell blocks, lines outside any fenced block), each as (line number, text).
     Shell blocks are those marked bash, sh, shell or console, or not marked at all; Python, YAML and other
@@ -81,7 +82,7 @@ def shell_commands(lines: list[tuple[int, str]]) -> list[tuple[int, str, list[st
                     segment.pop()
             elif word and set(word) <= set(";&|"):
                 if "charlstm" in segment:
-                    argv = segment[segment.index("charlstm") + 1:]
+                    argv = segment[segment.index("charlstm") + 1 :]
                     found.append((start, text, [w for w in argv if "$" not in w]))
                 segment = []
             else:
@@ -152,25 +153,39 @@ def test_the_parser_refuses_what_does_not_exist() -> None:
     parse(["train", "my.txt", "--config", "tiny", "--set", "model.hidden=64", "--resume"])
     parse(["corpus", "get", "tinyshakespeare", "--url", "https://example.org/x.txt"])
     parse(["sample", "--help"])
-    for argv in (["trian"], ["train", "--stepz", "3"], ["corpus", "fetch", "x"], ["sample", "--length", "many"],
-                 ["eval"]):
+    for argv in (
+        ["trian"],
+        ["train", "--stepz", "3"],
+        ["corpus", "fetch", "x"],
+        ["sample", "--length", "many"],
+        ["eval"],
+    ):
         with pytest.raises(click.exceptions.UsageError):
             parse(argv)
 
 
 def test_command_extraction() -> None:
-    lines = list(enumerate([
-        "$ charlstm sample --prompt \"Jammu\" --length 120   # a comment",
-        "pip install . && charlstm train",
-        "XLA_FLAGS=--xla_force_host_platform_device_count=4 charlstm train --config tiny \\",
-        "    --steps 10",
-        'srun charlstm train "${ARGS[@]}" --distributed',
-        "python -m charlstm.data.langcorpus",
-        "charlstm config show tiny > my.yaml 2>/dev/null | head",
-    ], 1))
+    lines = list(
+        enumerate(
+            [
+                '$ charlstm sample --prompt "Jammu" --length 120   # a comment',
+                "pip install . && charlstm train",
+                "XLA_FLAGS=--xla_force_host_platform_device_count=4 charlstm train --config tiny \\",
+                "    --steps 10",
+                'srun charlstm train "${ARGS[@]}" --distributed',
+                "python -m charlstm.data.langcorpus",
+                "charlstm config show tiny > my.yaml 2>/dev/null | head",
+            ],
+            1,
+        )
+    )
     assert [argv for _, _, argv in shell_commands(lines)] == [
-        ["sample", "--prompt", "Jammu", "--length", "120"], ["train"], ["train", "--config", "tiny", "--steps", "10"],
-        ["train", "--distributed"], ["config", "show", "tiny"]]
+        ["sample", "--prompt", "Jammu", "--length", "120"],
+        ["train"],
+        ["train", "--config", "tiny", "--steps", "10"],
+        ["train", "--distributed"],
+        ["config", "show", "tiny"],
+    ]
 
 
 # --- links and images ---------------------------------------------------------------------------------------
@@ -223,6 +238,7 @@ def test_pictures_are_small() -> None:
 
 # --- reference, commands, install -----------------------------------------------------------------------------
 
+
 def test_config_reference_is_the_schema() -> None:
     spec = importlib.util.spec_from_file_location("config_table", ROOT / "scripts" / "config_table.py")
     assert spec and spec.loader
@@ -264,7 +280,11 @@ def test_nothing_tells_the_story_of_its_making() -> None:
     hits = []
     for name in files:
         path = ROOT / name
-        if path.suffix in {".md", ".py", ".yaml", ".toml", ".txt", ".cfg"} and path.is_file() and "corpora" not in path.parts:
+        if (
+            path.suffix in {".md", ".py", ".yaml", ".toml", ".txt", ".cfg"}
+            and path.is_file()
+            and "corpora" not in path.parts
+        ):
             for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
                 if pattern.search(line):
                     hits.append(f"{name}:{n}: {line.strip()[:120]}")

@@ -6,11 +6,10 @@ import functools
 import http.server
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from helpers import assert_clean_error, run_cli
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora" / "tinyshakespeare.txt"
@@ -44,8 +43,25 @@ def test_get_verifies_caches_and_trains_by_name(server: str, tmp_path: Path) -> 
     assert not list(path.parent.glob("*.part"))
     listed = _cli(["corpus", "list"], tmp_path, cache)
     assert "tinyshakespeare" in listed.stdout and "languages" in listed.stdout
-    trained = _cli(["train", "tinyshakespeare", "--config", "tiny", "--set", "train.steps=2", "--set", "train.eval_every=2",
-                    "--set", "checkpoint.every=2", "--name", "ts", "--quiet"], tmp_path, cache)
+    trained = _cli(
+        [
+            "train",
+            "tinyshakespeare",
+            "--config",
+            "tiny",
+            "--set",
+            "train.steps=2",
+            "--set",
+            "train.eval_every=2",
+            "--set",
+            "checkpoint.every=2",
+            "--name",
+            "ts",
+            "--quiet",
+        ],
+        tmp_path,
+        cache,
+    )
     assert trained.returncode == 0, trained.stderr
     assert "tinyshakespeare" in (tmp_path / "runs" / "ts" / "run.json").read_text()
 

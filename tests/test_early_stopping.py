@@ -7,20 +7,27 @@ how well a tiny model happens to learn."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 import charlstm
 from charlstm.analysis import runs
-from charlstm.training import checkpoint, rundir, loop as training
 from charlstm.errors import RunError
+from charlstm.training import checkpoint, rundir
+from charlstm.training import loop as training
 
 # Evaluations every 2 steps: the best is the 2nd (step 4), then two worse ones stop a run with patience 2.
 SCRIPTED = [3.0, 2.5, 2.6, 2.7, 2.8, 2.3, 2.2, 2.1, 2.0, 1.9]
-OVERRIDES = {"train.steps": 20, "train.eval_every": 2, "checkpoint.every": 2, "checkpoint.keep": 1,
-             "train.sample_length": 0, "train.patience": 2}
+OVERRIDES = {
+    "train.steps": 20,
+    "train.eval_every": 2,
+    "checkpoint.every": 2,
+    "checkpoint.keep": 1,
+    "train.sample_length": 0,
+    "train.patience": 2,
+}
 
 
 @pytest.fixture
@@ -66,7 +73,12 @@ def test_patience_stops_keeps_the_best_and_resumes(tmp_path: Path, scripted_val:
 
 
 def test_no_patience_trains_every_step(tmp_path: Path, scripted_val: None) -> None:
-    model = charlstm.train(config="tiny", overrides={**OVERRIDES, "train.patience": 0, "train.steps": 8},
-                           runs_dir=tmp_path, name="q", progress=False)
+    model = charlstm.train(
+        config="tiny",
+        overrides={**OVERRIDES, "train.patience": 0, "train.steps": 8},
+        runs_dir=tmp_path,
+        name="q",
+        progress=False,
+    )
     assert model.summary is not None and not model.summary.stopped_early and model.summary.steps == 8
     assert not any(json.loads(line).get("stopped_early") for line in (tmp_path / "q" / "metrics.jsonl").open())

@@ -12,12 +12,19 @@ import pytest
 
 from charlstm import config
 from charlstm.data import batches
-from charlstm.training import checkpoint, rundir, runner, loop as training
 from charlstm.errors import RunError
+from charlstm.training import checkpoint, rundir, runner
+from charlstm.training import loop as training
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "languages.txt"
-TINY = ["train.steps=24", "train.eval_every=8", "checkpoint.every=8", "checkpoint.keep=2", "train.sample_length=0",
-        "optim.ema=0.9"]
+TINY = [
+    "train.steps=24",
+    "train.eval_every=8",
+    "checkpoint.every=8",
+    "checkpoint.keep=2",
+    "train.sample_length=0",
+    "optim.ema=0.9",
+]
 
 
 class Quiet:
@@ -57,8 +64,10 @@ def test_off_by_default_and_optimizer_unchanged_without_it() -> None:
     assert cfg.optim.ema == 0.0
     state = training.init_state(cfg, 5)
     assert training.weights(state) is state.params
-    assert not any(isinstance(n, training.AverageState)
-                   for n in jax.tree_util.tree_leaves(state.opt_state, is_leaf=lambda n: isinstance(n, training.AverageState)))
+    assert not any(
+        isinstance(n, training.AverageState)
+        for n in jax.tree_util.tree_leaves(state.opt_state, is_leaf=lambda n: isinstance(n, training.AverageState))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +83,9 @@ def test_training_evaluates_the_average_and_checkpoints_it(ema_run: tuple[rundir
     restored = checkpoint.restore(run)
     avg, raw = restored.params, restored.state.params
     assert avg is not raw
-    diff = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree_util.tree_leaves(avg), jax.tree_util.tree_leaves(raw)))
+    diff = max(
+        float(jnp.abs(a - b).max()) for a, b in zip(jax.tree_util.tree_leaves(avg), jax.tree_util.tree_leaves(raw))
+    )
     assert diff > 1e-4  # the average lags the raw weights
     evals = [m for m in rundir.read_metrics(run.metrics_file) if "val_loss" in m]
     assert [m["step"] for m in evals] == [8, 16, 24]
@@ -102,7 +113,9 @@ def test_resume_with_the_average_is_exact(ema_run: tuple[rundir.RunDir, runner.S
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_turning_the_average_on_or_off_for_a_saved_run_is_a_clear_error(ema_run: tuple[rundir.RunDir, runner.Summary]) -> None:
+def test_turning_the_average_on_or_off_for_a_saved_run_is_a_clear_error(
+    ema_run: tuple[rundir.RunDir, runner.Summary],
+) -> None:
     with pytest.raises(RunError, match="optim.ema: checkpoint 0.9 vs requested 0.0"):
         checkpoint.restore(ema_run[0], cfg=_cfg("optim.ema=0"))
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import cli_env
 
 from charlstm.data import batches, corpus, encoded
 from charlstm.data.corpus import Vocab
 from charlstm.errors import CorpusError
-from helpers import cli_env
 
 MIXED = "héllo wörld ✓ 日本語 🙂🎉\r\nΑλφα Привет مرحبا\r\nend\n"
 
@@ -67,7 +67,15 @@ def test_chunk_boundaries_inside_characters(tmp_path: Path, chunk: int) -> None:
 
 def test_random_text_random_chunks(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    alphabet = list("ab \n\ré✓日🙂Ж") + [chr(0x10FFFF), chr(0x7F), chr(0x80), chr(0x7FF), chr(0x800), chr(0xFFFF), chr(0x10000)]
+    alphabet = list("ab \n\ré✓日🙂Ж") + [
+        chr(0x10FFFF),
+        chr(0x7F),
+        chr(0x80),
+        chr(0x7FF),
+        chr(0x800),
+        chr(0xFFFF),
+        chr(0x10000),
+    ]
     for trial in range(12):
         text = "".join(rng.choice(alphabet, size=int(rng.integers(1, 400))).tolist())
         path = write(tmp_path, text, f"r{trial}.txt")
@@ -80,7 +88,7 @@ def test_random_text_random_chunks(tmp_path: Path) -> None:
 @pytest.mark.parametrize("n_symbols,dtype", [(300, np.uint16), (70_000, np.int32)])
 def test_ids_widen_when_the_vocabulary_outgrows_a_byte(tmp_path: Path, n_symbols: int, dtype: type) -> None:
     # ASCII first (ids start as uint8), then many symbols: the file is rewritten wider mid-stream.
-    points = [p for p in range(0x4E00, 0x4E00 + n_symbols + 2048) if not 0xD800 <= p < 0xE000][:n_symbols - 3]
+    points = [p for p in range(0x4E00, 0x4E00 + n_symbols + 2048) if not 0xD800 <= p < 0xE000][: n_symbols - 3]
     text = "abc" * 500 + "".join(map(chr, points)) + "cab"
     path = write(tmp_path, text)
     vocab, n = encoded.encode_file(path, tmp_path / "ids.bin", "utf-8", chunk_bytes=999)
@@ -98,16 +106,19 @@ def test_bytes_mode_takes_anything(tmp_path: Path) -> None:
         assert bytes(np.asarray(enc.vocab.symbols, dtype=np.uint8)[enc.ids]) == data
 
 
-# --- errors: the in-memory reader's, with offsets counted across chunks --------------------------------------------------
+# --- errors: the in-memory reader's, with offsets counted across chunks -----------------------------------------------
 
 
-@pytest.mark.parametrize("data", [
-    b"hello \xff world",
-    b"caf\xc3\xa9 ok \xc3\x28 x",
-    "日本語".encode("utf-8") + b" \xe6\x97",  # cut short at the end of the file
-    b"\x80abc",
-    "ab✓".encode("utf-8") + b"\xf0\x9f\x98" + "✓✓".encode("utf-8"),  # a 4-byte character missing its last byte
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"hello \xff world",
+        b"caf\xc3\xa9 ok \xc3\x28 x",
+        "日本語".encode() + b" \xe6\x97",  # cut short at the end of the file
+        b"\x80abc",
+        "ab✓".encode() + b"\xf0\x9f\x98" + "✓✓".encode(),  # a 4-byte character missing its last byte
+    ],
+)
 @pytest.mark.parametrize("chunk", [1, 2, 3, 4, 5, 1 << 20])
 def test_invalid_utf8_reports_the_file_offset(tmp_path: Path, data: bytes, chunk: int) -> None:
     with pytest.raises(UnicodeDecodeError) as expected:
@@ -138,7 +149,7 @@ def test_unwritable_cache_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.M
         encoded.load(write(tmp_path, MIXED))
 
 
-# --- the cache -------------------------------------------------------------------------------------------------------------
+# --- the cache --------------------------------------------------------------------------------------------------------
 
 
 def test_second_load_reuses_without_reading_the_file(tmp_path: Path) -> None:
@@ -205,9 +216,14 @@ def test_two_writers_of_one_entry(tmp_path: Path) -> None:
 def test_processes_sharing_a_cache_encode_once(tmp_path: Path) -> None:
     # The processes of a job on one host start together: one encodes, the others wait for it and reuse it.
     path = write(tmp_path, MIXED * 40_000)  # 2.8 MB, non-ASCII: the slow path, so the builds would overlap
-    code = "import sys; from pathlib import Path; from charlstm import encoded; print(encoded.load(Path(sys.argv[1])).reused)"
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], env=cli_env(), stdout=subprocess.PIPE, text=True)
-             for _ in range(3)]
+    code = (
+        "import sys; from pathlib import Path; "
+        "from charlstm.data import encoded; print(encoded.load(Path(sys.argv[1])).reused)"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(path)], env=cli_env(), stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
     assert sorted(p.communicate(timeout=60)[0].strip() for p in procs) == ["False", "True", "True"]
 
 

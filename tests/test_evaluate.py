@@ -11,10 +11,10 @@ import optax
 import pytest
 
 from charlstm import config
-from charlstm.evaluation import evaluate
-from charlstm.nn import model
 from charlstm.data.corpus import Vocab
 from charlstm.errors import CorpusError
+from charlstm.evaluation import evaluate
+from charlstm.nn import model
 
 VOCAB = Vocab("utf-8", tuple(sorted(ord(c) for c in "abcde \n")))
 

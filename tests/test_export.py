@@ -9,12 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import reference as ref
-from charlstm.nn import export, model
+
 from charlstm.config import Config
 from charlstm.data.corpus import Vocab
 from charlstm.errors import UserError
+from charlstm.nn import export, model
 
 CELLS = ("lstm", "gru", "rnn")
 B, T, H, V, L = 3, 6, 5, 7, 2
@@ -45,7 +45,11 @@ def vocab() -> Vocab:
 def expected_keys(n_layers: int, cell: str) -> set[str]:
     names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
     start = {"h0", "c0"} if cell == "lstm" else {"h0"}
-    return {"embedding.weight", "head.weight", "head.bias"} | start | {f"rnn.{n}_l{k}" for n in names for k in range(n_layers)}
+    return (
+        {"embedding.weight", "head.weight", "head.bias"}
+        | start
+        | {f"rnn.{n}_l{k}" for n in names for k in range(n_layers)}
+    )
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -55,8 +59,13 @@ def test_torch_state_dict_equals_independent_conversion(cell: str) -> None:
     want = ref.state_dict_from_params(params, cell, V)
     assert set(sd) == set(want) == expected_keys(L, cell)
     g = GATES[cell] * H
-    shapes = {"embedding.weight": (V, V), "head.weight": (V, H), "head.bias": (V,),
-              "rnn.weight_ih_l0": (g, V), "rnn.weight_ih_l1": (g, H)}
+    shapes = {
+        "embedding.weight": (V, V),
+        "head.weight": (V, H),
+        "head.bias": (V,),
+        "rnn.weight_ih_l0": (g, V),
+        "rnn.weight_ih_l1": (g, H),
+    }
     shapes.update({f"rnn.weight_hh_l{k}": (g, H) for k in range(L)})
     shapes.update({f"rnn.bias_{s}_l{k}": (g,) for k in range(L) for s in ("ih", "hh")})
     shapes.update({f"{name}0": (L, H) for name in model.state_names(cell)})

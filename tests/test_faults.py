@@ -16,17 +16,33 @@ import numpy as np
 import pytest
 
 from charlstm import config
-from charlstm.training import checkpoint, rundir, runner, loop as training
 from charlstm.errors import RunError
+from charlstm.training import checkpoint, rundir, runner
+from charlstm.training import loop as training
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "languages.txt"
-LONG = ["--config", "tiny", "--set", "train.steps=100000", "--set", "checkpoint.every=5", "--set", "train.sample_length=0"]
+LONG = [
+    "--config",
+    "tiny",
+    "--set",
+    "train.steps=100000",
+    "--set",
+    "checkpoint.every=5",
+    "--set",
+    "train.sample_length=0",
+]
 
 
 def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "charlstm.cli", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "charlstm.cli", *args],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _wait_for_steps(proc: subprocess.Popen[str], n_lines: int = 2, timeout: float = 120) -> None:
@@ -73,8 +89,18 @@ def test_second_ctrl_c_exits_at_once_and_keeps_checkpoints_intact(tmp_path: Path
 
 
 def test_kill_9_repeatedly_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
-    args = ["--config", "tiny", "--set", "train.steps=60", "--set", "checkpoint.every=4", "--set", "train.sample_length=0",
-            "--set", "train.log_every=1"]
+    args = [
+        "--config",
+        "tiny",
+        "--set",
+        "train.steps=60",
+        "--set",
+        "checkpoint.every=4",
+        "--set",
+        "train.sample_length=0",
+        "--set",
+        "train.log_every=1",
+    ]
     ref = _start(["train", *args, "--name", "ref"], tmp_path)
     assert ref.wait(timeout=180) == 0
     rng = random.Random(0)
@@ -91,7 +117,10 @@ def test_kill_9_repeatedly_then_resume_equals_uninterrupted(tmp_path: Path) -> N
     assert a.step == b.step == 60
     for x, y in zip(jax.tree_util.tree_leaves(a.state), jax.tree_util.tree_leaves(b.state)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    vals = lambda r: [m["val_loss"] for m in rundir.read_metrics(tmp_path / "runs" / r / "metrics.jsonl") if "val_loss" in m]  # noqa: E731
+
+    def vals(r):
+        return [m["val_loss"] for m in rundir.read_metrics(tmp_path / "runs" / r / "metrics.jsonl") if "val_loss" in m]
+
     assert vals("cut") == vals("ref")
 
 
@@ -104,7 +133,9 @@ class _Quiet:
 
 
 def test_non_finite_steps_are_skipped_then_training_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = config.load("tiny", ["train.steps=10", "checkpoint.every=5", "train.max_bad_steps=3", "train.sample_length=0"])
+    cfg = config.load(
+        "tiny", ["train.steps=10", "checkpoint.every=5", "train.max_bad_steps=3", "train.sample_length=0"]
+    )
     runner.train_run(cfg, CORPUS, _Quiet(), name="nan", runs_dir=tmp_path)
     run = rundir.RunDir(tmp_path / "nan")
     before = checkpoint.restore(run)

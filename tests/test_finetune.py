@@ -10,18 +10,24 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import ROOT, assert_clean_error, assert_ok, run_cli
 
 import charlstm
 from charlstm import api, config
-from charlstm.nn import model
-from charlstm.training import finetune, rundir, loop as training
 from charlstm.data.corpus import Vocab
 from charlstm.errors import CorpusError, UsageError
-from helpers import ROOT, assert_clean_error, assert_ok, run_cli
+from charlstm.nn import model
+from charlstm.training import finetune, rundir
+from charlstm.training import loop as training
 
 # The source run's hidden size differs from tiny.yaml's, to show the model section comes from the run.
-SOURCE = {"train.steps": 30, "train.eval_every": 10, "checkpoint.every": 10, "train.sample_length": 0,
-          "model.hidden": 24}
+SOURCE = {
+    "train.steps": 30,
+    "train.eval_every": 10,
+    "checkpoint.every": 10,
+    "train.sample_length": 0,
+    "model.hidden": 24,
+}
 FINE = {"train.steps": 4, "train.eval_every": 1, "train.log_every": 1, "checkpoint.every": 2, "train.sample_length": 0}
 
 
@@ -61,8 +67,16 @@ def test_unknown_characters_are_named_or_added(source: tuple[charlstm.Model, Pat
     with pytest.raises(CorpusError, match="lacks: '\u00e4\u00e9'") as err:
         charlstm.train(new, config="tiny", overrides=FINE, runs_dir=runs, name="x", init_from="src", progress=False)
     assert "--extend-vocab" in err.value.hint and not (runs / "x").exists()
-    ext = charlstm.train(new, config="tiny", overrides=FINE, runs_dir=runs, name="ext", init_from="src",
-                         extend_vocab=True, progress=False)
+    ext = charlstm.train(
+        new,
+        config="tiny",
+        overrides=FINE,
+        runs_dir=runs,
+        name="ext",
+        init_from="src",
+        extend_vocab=True,
+        progress=False,
+    )
     assert set(ext.vocab.symbols) == set(src.vocab.symbols) | {0xE4, 0xE9}
     assert list(ext.vocab.symbols) == sorted(ext.vocab.symbols)
 
@@ -106,8 +120,26 @@ def test_shape_changes_and_option_mistakes_are_usage_errors(source: tuple[charls
 
 def test_cli_fine_tunes_from_the_best_checkpoint(source: tuple[charlstm.Model, Path], tmp_path: Path) -> None:
     _, runs = source
-    proc = run_cli(["train", "--config", "tiny", "--set", "train.steps=2", "--set", "train.sample_length=0",
-                    "--runs-dir", runs, "--name", "cli", "--init-from", "src", "--checkpoint", "best", "--json"])
+    proc = run_cli(
+        [
+            "train",
+            "--config",
+            "tiny",
+            "--set",
+            "train.steps=2",
+            "--set",
+            "train.sample_length=0",
+            "--runs-dir",
+            runs,
+            "--name",
+            "cli",
+            "--init-from",
+            "src",
+            "--checkpoint",
+            "best",
+            "--json",
+        ]
+    )
     assert_ok(proc)
     summary = json.loads(proc.stdout)
     assert summary["steps"] == 2 and summary["stopped_early"] is False
@@ -117,7 +149,8 @@ def test_cli_fine_tunes_from_the_best_checkpoint(source: tuple[charlstm.Model, P
     bad = run_cli(["train", "--config", "tiny", "--runs-dir", runs, "--checkpoint", "best"])
     assert_clean_error(bad, "--init-from", code=2)
     new = tmp_path / "new.txt"
-    new.write_text((ROOT / "corpora" / "languages.txt").read_text(encoding="utf-8")[:20_000] + "\u00e9",
-                   encoding="utf-8")
+    new.write_text(
+        (ROOT / "corpora" / "languages.txt").read_text(encoding="utf-8")[:20_000] + "\u00e9", encoding="utf-8"
+    )
     bad = run_cli(["train", new, "--config", "tiny", "--runs-dir", runs, "--init-from", "src"])
     assert_clean_error(bad, "'\u00e9'", "--extend-vocab", code=1)

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from charlstm import config
+from charlstm.errors import RunError, UserError
 from charlstm.nn import sampling
 from charlstm.training import checkpoint, rundir, runner
-from charlstm.errors import RunError, UserError
 
 
 class _Quiet:
@@ -25,24 +25,32 @@ class _Quiet:
     def stop(self) -> None: ...
 
 
-configs = st.fixed_dictionaries({
-    "model.cell": st.sampled_from(["lstm", "gru", "rnn"]),
-    "model.layers": st.integers(1, 2),
-    "model.hidden": st.sampled_from([4, 8]),
-    "model.embed": st.sampled_from([0, 3]),
-    "data.seq_len": st.integers(1, 12),
-    "data.batch_size": st.integers(1, 4),
-    "data.val_fraction": st.sampled_from([0.1, 0.3, 0.5]),
-    "data.encoding": st.sampled_from(["utf-8", "bytes"]),
-    "data.batching": st.sampled_from(["stream", "random"]),
-})
+configs = st.fixed_dictionaries(
+    {
+        "model.cell": st.sampled_from(["lstm", "gru", "rnn"]),
+        "model.layers": st.integers(1, 2),
+        "model.hidden": st.sampled_from([4, 8]),
+        "model.embed": st.sampled_from([0, 3]),
+        "data.seq_len": st.integers(1, 12),
+        "data.batch_size": st.integers(1, 4),
+        "data.val_fraction": st.sampled_from([0.1, 0.3, 0.5]),
+        "data.encoding": st.sampled_from(["utf-8", "bytes"]),
+        "data.batching": st.sampled_from(["stream", "random"]),
+    }
+)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=st.text(min_size=0, max_size=400), cfg_items=configs, raw=st.booleans())
 def test_train_resume_sample_or_clear_error(text: str, cfg_items: dict, raw: bool) -> None:
     overrides = [f"{k}={v}" for k, v in cfg_items.items()]
-    overrides += ["train.steps=3", "train.eval_every=2", "checkpoint.every=2", "train.sample_length=5", "train.eval_batches=2"]
+    overrides += [
+        "train.steps=3",
+        "train.eval_every=2",
+        "checkpoint.every=2",
+        "train.sample_length=5",
+        "train.eval_batches=2",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "c.txt"
         # Sometimes raw bytes that need not be valid UTF-8.
@@ -50,14 +58,24 @@ def test_train_resume_sample_or_clear_error(text: str, cfg_items: dict, raw: boo
         corpus.write_bytes(data + (b"\xff\xfe" if raw else b""))
         try:
             cfg = config.load("tiny", overrides)
-            runner.train_run(cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": 2})}), corpus,
-                             _Quiet(), name="f", runs_dir=Path(tmp))
+            runner.train_run(
+                cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": 2})}),
+                corpus,
+                _Quiet(),
+                name="f",
+                runs_dir=Path(tmp),
+            )
             run = rundir.RunDir(Path(tmp) / "f")
             runner.train_run(cfg, None, _Quiet(), runs_dir=Path(tmp), resume=run)
             restored = checkpoint.restore(run)
             assert restored.step == 3
-            out = sampling.sample_text(restored.state.params, cfg.model, restored.vocab, restored.vocab.symbol(0),
-                                       sampling.SampleOptions(length=4, seed=1))
+            out = sampling.sample_text(
+                restored.state.params,
+                cfg.model,
+                restored.vocab,
+                restored.vocab.symbol(0),
+                sampling.SampleOptions(length=4, seed=1),
+            )
             assert len(out) == 1
         except UserError as err:
             assert err.message and "\n" not in err.message

@@ -1,4 +1,5 @@
-"""charlstm.analysis.gradflow: d loss_T / d h_{T-k} against hand-computed cases, and the RNN-versus-LSTM picture at init."""
+"""charlstm.analysis.gradflow: d loss_T / d h_{T-k} against hand-computed cases, and the RNN-versus-LSTM picture
+at init."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import optax
 import pytest
 
 from charlstm.analysis import gradflow
-from charlstm.nn import cells, layers, model
 from charlstm.config import ModelConfig
+from charlstm.nn import cells, layers, model
 
 
 def linear_step(p: dict, carry: tuple, x: jax.Array) -> tuple[tuple, dict]:
@@ -36,7 +37,9 @@ def test_linear_rnn_matches_hand_computation() -> None:
     V = rng.normal(0, 1, (B, H))
     xw = jnp.asarray(rng.normal(0, 1, (T, B, H)), jnp.float32)
     readout = lambda h: (h * jnp.asarray(V, jnp.float32)).sum(-1)  # noqa: E731
-    norms = gradflow.hidden_grad_norms(linear_step, {"W": jnp.asarray(W, jnp.float32)}, xw, (jnp.zeros((B, H)),), readout)
+    norms = gradflow.hidden_grad_norms(
+        linear_step, {"W": jnp.asarray(W, jnp.float32)}, xw, (jnp.zeros((B, H)),), readout
+    )
     assert norms.shape == (T,)
     np.testing.assert_allclose(np.asarray(norms), linear_norms(W, V, T), rtol=1e-4)
 
@@ -47,7 +50,9 @@ def test_scaled_identity_decays_as_a_power(a: float) -> None:
     B, H, T = 4, 6, 30
     xw = jnp.asarray(np.random.default_rng(1).normal(0, 1, (T, B, H)), jnp.float32)
     readout = lambda h: jnp.sin(h).sum(-1)  # noqa: E731  (nonlinear readout: g depends on h_T, the ratio does not)
-    norms = np.asarray(gradflow.hidden_grad_norms(linear_step, {"W": a * jnp.eye(H)}, xw, (jnp.zeros((B, H)),), readout))
+    norms = np.asarray(
+        gradflow.hidden_grad_norms(linear_step, {"W": a * jnp.eye(H)}, xw, (jnp.zeros((B, H)),), readout)
+    )
     np.testing.assert_allclose(norms, norms[0] * a ** np.arange(T), rtol=1e-4)
 
 

@@ -13,16 +13,16 @@ import jax
 import numpy as np
 import pytest
 import reference as ref
+from helpers import TINY_TRAIN, assert_clean_error, assert_ok, run_cli
 from rich.cells import cell_len
 from rich.console import Console
 
 from charlstm.analysis import heatmap, inspection
-from charlstm.data import langcorpus
-from charlstm.nn import model
 from charlstm.config import ModelConfig
+from charlstm.data import langcorpus
 from charlstm.data.corpus import DEFAULT_CORPUS, Vocab, build_vocab, to_points
 from charlstm.errors import UserError
-from helpers import TINY_TRAIN, assert_clean_error, assert_ok, run_cli
+from charlstm.nn import model
 
 TEXT = 'Kerala is "nice" (very).\nI went to Goa — 日本 🙂 last year.\n'
 ATOL = 1e-5
@@ -50,7 +50,9 @@ def test_recorded_traces_match_reference(cell: str) -> None:
     for k in range(cfg.layers):
         for name in names:
             assert got[k][name].shape == (len(ids), cfg.hidden)
-            np.testing.assert_allclose(got[k][name], want[k][name][0, 1:], rtol=0, atol=ATOL, err_msg=f"layer {k} {name}")
+            np.testing.assert_allclose(
+                got[k][name], want[k][name][0, 1:], rtol=0, atol=ATOL, err_msg=f"layer {k} {name}"
+            )
 
 
 def ref_names(cell: str) -> tuple[str, ...]:
@@ -92,7 +94,9 @@ def test_bytes_run_shows_each_character_after_its_last_byte() -> None:
 
 def test_show_mapping_and_errors() -> None:
     assert inspection.resolve_show("lstm", None) == "c" and inspection.resolve_show("gru", None) == "h"
-    assert [inspection.resolve_show("lstm", s) for s in ("forget", "input", "output", "cell", "hidden")] == list("fioch")
+    assert [inspection.resolve_show("lstm", s) for s in ("forget", "input", "output", "cell", "hidden")] == list(
+        "fioch"
+    )
     assert inspection.resolve_show("gru", "update") == "z" and inspection.resolve_show("gru", "reset") == "r"
     with pytest.raises(UserError, match="GRU has no forget gate") as e:
         inspection.resolve_show("gru", "forget")
@@ -115,7 +119,7 @@ def test_load_text_and_encode_errors(tmp_path: Path) -> None:
     src = inspection.load_text(None, DEFAULT_CORPUS, 500)
     assert len(src.text) == 500 and src.records and src.truncated
     assert not inspection.load_text("abc", None, 3).truncated and inspection.load_text("abcd", None, 3).text == "abc"
-    (tmp_path / "crlf.txt").write_bytes("a\r\nb".encode("utf-8"))
+    (tmp_path / "crlf.txt").write_bytes(b"a\r\nb")
     assert inspection.load_text(None, tmp_path / "crlf.txt", 10).text == "a\r\nb"
     with pytest.raises(UserError, match="not in the run's vocabulary"):
         inspection.encode(vocab_of("abc"), "abz")
@@ -221,11 +225,19 @@ def test_eta_squared_matches_definition() -> None:
 def test_colour_scale_endpoints_midpoint_and_monotonic() -> None:
     s = heatmap.Scale(0.0, 0.5, 1.0)
     assert s.color(0.0) == heatmap.NEGATIVE and s.color(1.0) == heatmap.POSITIVE and s.color(0.5) == heatmap.MIDDLE
-    assert s.color(-3.0) == heatmap.NEGATIVE and s.color(7.0) == heatmap.POSITIVE and s.color(float("nan")) == heatmap.MIDDLE
+    assert (
+        s.color(-3.0) == heatmap.NEGATIVE
+        and s.color(7.0) == heatmap.POSITIVE
+        and s.color(float("nan")) == heatmap.MIDDLE
+    )
     red_minus_blue = [c[0] - c[2] for c in (s.color(v) for v in np.linspace(0, 1, 101))]
     assert all(a < b for a, b in zip(red_minus_blue, red_minus_blue[1:]))
     asym = heatmap.Scale(-4.0, 0.0, 1.0)  # each half scaled on its own: the midpoint stays white
-    assert asym.color(0.0) == heatmap.MIDDLE and asym.color(-4.0) == heatmap.NEGATIVE and asym.color(1.0) == heatmap.POSITIVE
+    assert (
+        asym.color(0.0) == heatmap.MIDDLE
+        and asym.color(-4.0) == heatmap.NEGATIVE
+        and asym.color(1.0) == heatmap.POSITIVE
+    )
     assert asym.unit(-2.0) == pytest.approx(-0.5) and asym.unit(0.5) == pytest.approx(0.5)
     assert heatmap.Scale(0, 0, 0).color(5.0) == heatmap.MIDDLE
     assert heatmap.text_color(heatmap.NEGATIVE) == (255, 255, 255) and heatmap.text_color(heatmap.MIDDLE) == (0, 0, 0)
@@ -280,9 +292,17 @@ class _Checker(HTMLParser):
 
 def test_html_is_well_formed_and_escaped(tmp_path: Path) -> None:
     evil = '<script>alert("x")</script> & 日本🙂\n'
-    row = heatmap.Row('cell <1> & "2"', [(heatmap.glyph(c), k / 10) for k, c in enumerate(evil)], heatmap.Scale(-1, 0, 1, "c"))
-    view = heatmap.View("title <b>", ["head & <i>"], [("-1", "+1", "legend <x>")], [row], ["note <n>"],
-                        [("table <t>", ["a<", "b"], [["<td>", "&"]])])
+    row = heatmap.Row(
+        'cell <1> & "2"', [(heatmap.glyph(c), k / 10) for k, c in enumerate(evil)], heatmap.Scale(-1, 0, 1, "c")
+    )
+    view = heatmap.View(
+        "title <b>",
+        ["head & <i>"],
+        [("-1", "+1", "legend <x>")],
+        [row],
+        ["note <n>"],
+        [("table <t>", ["a<", "b"], [["<td>", "&"]])],
+    )
     path = tmp_path / "v.html"
     heatmap.write_html(path, view)
     page = path.read_text(encoding="utf-8")
@@ -315,8 +335,27 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_cli_inspect_top_html_and_place_memory(runs: Path, tmp_path: Path) -> None:
     out = tmp_path / "view.html"
-    proc = run_cli(["inspect", "--runs-dir", runs, "--run", "lstm", "--file", DEFAULT_CORPUS, "--max-chars", "4000",
-                    "--display-chars", "300", "--top", "3", "--html", out], cwd=tmp_path, env={"COLUMNS": "60"})
+    proc = run_cli(
+        [
+            "inspect",
+            "--runs-dir",
+            runs,
+            "--run",
+            "lstm",
+            "--file",
+            DEFAULT_CORPUS,
+            "--max-chars",
+            "4000",
+            "--display-chars",
+            "300",
+            "--top",
+            "3",
+            "--html",
+            out,
+        ],
+        cwd=tmp_path,
+        env={"COLUMNS": "60"},
+    )
     assert_ok(proc)
     assert "\x1b" not in proc.stdout
     assert len(re.findall(r"^layer 1 · cell \d+ · c from .* · tracks .* \(r = [+-]\d\.\d\d\)$", proc.stdout, re.M)) == 3
@@ -335,8 +374,24 @@ def test_cli_inspect_top_html_and_place_memory(runs: Path, tmp_path: Path) -> No
 
 
 def test_cli_inspect_cells_and_gates(runs: Path, tmp_path: Path) -> None:
-    proc = run_cli(["inspect", "--runs-dir", runs, "--run", "lstm", "--text", "I went to Goa. It was fun.", "--cell", "0",
-                    "--cell", "31", "--show", "forget"], cwd=tmp_path)
+    proc = run_cli(
+        [
+            "inspect",
+            "--runs-dir",
+            runs,
+            "--run",
+            "lstm",
+            "--text",
+            "I went to Goa. It was fun.",
+            "--cell",
+            "0",
+            "--cell",
+            "31",
+            "--show",
+            "forget",
+        ],
+        cwd=tmp_path,
+    )
     assert_ok(proc)
     assert "layer 1 · cell 0 · f from" in proc.stdout and "layer 1 · cell 31 · f from" in proc.stdout
     assert "0 shut" in proc.stdout and "I went to Goa. It was fun." in proc.stdout
@@ -355,8 +410,10 @@ def test_cli_inspect_errors(runs: Path, tmp_path: Path) -> None:
         (base + ["--text", "Goa", "--cell", "1", "--top", "2"], ("--cell and --top both given",)),
         (base + ["--text", "Goa", "--show", "update"], ("LSTM has no update gate",)),
         (base + ["--text", "Goa<>"], ("not in the run's vocabulary", "--skip-unknown")),
-        (["inspect", "--runs-dir", str(runs), "--run", "rnn", "--text", "Goa", "--show", "forget"],
-         ("plain RNN has no forget gate", "--show hidden")),
+        (
+            ["inspect", "--runs-dir", str(runs), "--run", "rnn", "--text", "Goa", "--show", "forget"],
+            ("plain RNN has no forget gate", "--show hidden"),
+        ),
     ]
     with ThreadPoolExecutor(4) as pool:
         procs = list(pool.map(lambda c: run_cli(c[0], cwd=tmp_path), cases))

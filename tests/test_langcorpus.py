@@ -46,12 +46,12 @@ def test_records_point_at_place_and_language(corpus) -> None:
     text, records = corpus
     languages = dict(langcorpus.PAIRS)
     for r in records:
-        assert text[r.place_start:r.place_end] == r.place
-        assert text[r.language_start:r.language_end] == r.language
+        assert text[r.place_start : r.place_end] == r.place
+        assert text[r.language_start : r.language_end] == r.language
         assert languages[r.place] == r.language
         assert r.gap == r.language_start - r.place_end > 0
         # Place and language belong to the same line.
-        assert "\n" not in text[r.place_start:r.language_end]
+        assert "\n" not in text[r.place_start : r.language_end]
 
 
 def test_same_seed_same_output_different_seed_different_text() -> None:
@@ -92,7 +92,7 @@ def test_every_language_occurs_often(corpus) -> None:
 def test_filler_never_names_a_place_or_language(corpus) -> None:
     text, records = corpus
     for r in records:
-        between = text[r.place_end:r.language_start]
+        between = text[r.place_end : r.language_start]
         assert not any(name in between for name in NAMES), between
 
 
@@ -118,7 +118,7 @@ def test_filler_only_varies_in_length(corpus) -> None:
     text, records = corpus
     seen: dict[int, str] = {}
     for r in records:
-        middle = text[r.place_end:r.language_start]
+        middle = text[r.place_end : r.language_start]
         assert seen.setdefault(r.gap, middle) == middle
     assert len(seen) > 15
 
@@ -139,8 +139,11 @@ def test_gaps_grow_from_a_short_one_in_small_steps(corpus) -> None:
 
 def test_paragraphs_read_like_the_essay(corpus) -> None:
     text, records = corpus
-    lines = [text[text.rfind("\n", 0, r.place_start) + 1 : text.index("\n", r.language_end)]
-             for r in records if r.place == "Jammu"]
+    lines = [
+        text[text.rfind("\n", 0, r.place_start) + 1 : text.index("\n", r.language_end)]
+        for r in records
+        if r.place == "Jammu"
+    ]
     paragraph = next(line for line in lines if line.startswith("I went to Jammu."))
     assert paragraph.endswith("I don't speak Kashmiri.")
     assert "Jammu is a beautiful place where people speak Kashmiri." in lines  # the essay's opening

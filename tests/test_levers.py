@@ -7,12 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import reference as ref
+
 from charlstm import config
+from charlstm.errors import ConfigError, UserError
 from charlstm.nn import cells, export, layers, model
 from charlstm.training import loop as training
-from charlstm.errors import ConfigError, UserError
 
 T, B, H, N_IN = 6, 3, 4, 5
 
@@ -39,9 +39,15 @@ def ln_lstm_reference(p: dict, xs: np.ndarray, h: np.ndarray, c: np.ndarray, h_m
 
 def random_ln_layer(rng: np.random.Generator) -> dict:
     g = 4 * H
-    return {"W_ih": rng.uniform(-0.7, 0.7, (N_IN, g)), "W_hh": rng.uniform(-0.7, 0.7, (H, g)),
-            "b": rng.uniform(-0.5, 0.5, g), "g_ih": rng.uniform(0.5, 1.5, g), "g_hh": rng.uniform(0.5, 1.5, g),
-            "g_c": rng.uniform(0.5, 1.5, H), "b_c": rng.uniform(-0.5, 0.5, H)}
+    return {
+        "W_ih": rng.uniform(-0.7, 0.7, (N_IN, g)),
+        "W_hh": rng.uniform(-0.7, 0.7, (H, g)),
+        "b": rng.uniform(-0.5, 0.5, g),
+        "g_ih": rng.uniform(0.5, 1.5, g),
+        "g_hh": rng.uniform(0.5, 1.5, g),
+        "g_c": rng.uniform(0.5, 1.5, H),
+        "b_c": rng.uniform(-0.5, 0.5, H),
+    }
 
 
 def _run(p, xs, carry, h_mask=None, record=("h",)):
@@ -75,7 +81,9 @@ def test_layer_norm_lstm_gradients_match_finite_differences() -> None:
 
     with jax.enable_x64(True):
         p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), p)
-        grads = jax.grad(lambda q: jnp.sum(_run(q, jnp.asarray(xs), (jnp.asarray(h0), jnp.asarray(c0)))[0]["h"] * w))(p64)
+        grads = jax.grad(lambda q: jnp.sum(_run(q, jnp.asarray(xs), (jnp.asarray(h0), jnp.asarray(c0)))[0]["h"] * w))(
+            p64
+        )
     eps = 1e-6
     for name, value in p.items():
         fd = np.zeros_like(value)
@@ -155,11 +163,15 @@ def test_weight_drop_zeroes_recurrent_weights_in_training_only(layer_norm: bool)
     params = model.init_params(cfg.model, 7, jax.random.PRNGKey(0))
     x = jnp.asarray(np.random.default_rng(3).integers(0, 7, (4, 6)))
     carry = model.zeros_carry(cfg.model, 4)
-    np.testing.assert_array_equal(np.asarray(model.apply(params, x, carry, cfg.model)[0]),
-                                  np.asarray(model.apply(params, x, carry, plain_cfg.model)[0]))
+    np.testing.assert_array_equal(
+        np.asarray(model.apply(params, x, carry, cfg.model)[0]),
+        np.asarray(model.apply(params, x, carry, plain_cfg.model)[0]),
+    )
 
     def grads(c: config.Config) -> list[np.ndarray]:
-        g = jax.grad(lambda q: training.loss_fn(q, x, x, carry, c.model, train=True, key=jax.random.PRNGKey(4))[0])(params)
+        g = jax.grad(lambda q: training.loss_fn(q, x, x, carry, c.model, train=True, key=jax.random.PRNGKey(4))[0])(
+            params
+        )
         return [np.asarray(layer["W_hh"]) for layer in g["layers"]]
 
     for g_drop, g_plain in zip(grads(cfg), grads(plain_cfg)):
@@ -176,7 +188,9 @@ def test_weight_drop_zeroes_recurrent_weights_in_training_only(layer_norm: bool)
 
 def test_dropout_ramp_scales_every_rate_from_zero() -> None:
     rates = ("model.layers=2", "model.hidden=16")
-    cfg = _cfg(*rates, "model.dropout=0.4", "model.recurrent_dropout=0.2", "model.weight_drop=0.4", "model.dropout_ramp=100")
+    cfg = _cfg(
+        *rates, "model.dropout=0.4", "model.recurrent_dropout=0.2", "model.weight_drop=0.4", "model.dropout_ramp=100"
+    )
     half = _cfg(*rates, "model.dropout=0.2", "model.recurrent_dropout=0.1", "model.weight_drop=0.2")
     assert [float(model.dropout_ramp_scale(cfg.model, s)) for s in (0, 25, 50, 100, 1000)] == [0.0, 0.25, 0.5, 1.0, 1.0]
     assert model.dropout_ramp_scale(half.model, 0) == 1.0  # no ramp configured: full rates from the first step
@@ -187,7 +201,9 @@ def test_dropout_ramp_scales_every_rate_from_zero() -> None:
     apply = lambda c, **kw: np.asarray(model.apply(params, x, carry, c.model, **kw)[0])  # noqa: E731
     # Scale 0 is the evaluation network; scale 0.5 draws the masks of rates halved, from the same key.
     np.testing.assert_array_equal(apply(cfg, train=True, key=key, dropout_scale=0.0), apply(cfg))
-    np.testing.assert_allclose(apply(cfg, train=True, key=key, dropout_scale=0.5), apply(half, train=True, key=key), rtol=1e-6)
+    np.testing.assert_allclose(
+        apply(cfg, train=True, key=key, dropout_scale=0.5), apply(half, train=True, key=key), rtol=1e-6
+    )
     assert not np.allclose(apply(cfg, train=True, key=key, dropout_scale=0.5), apply(cfg, train=True, key=key))
 
     # In the training loop the ramp follows the optimizer step: step 0 trains the undropped network.
@@ -199,7 +215,9 @@ def test_dropout_ramp_scales_every_rate_from_zero() -> None:
     assert abs(float(metrics["loss"]) - float(clean)) > 1e-4  # without a ramp step 0 is dropped
 
 
-@pytest.mark.parametrize("sets", [("model.embed=8", "model.layer_norm=true"), ("model.embed=0",), ("model.cell=gru", "model.embed=8")])
+@pytest.mark.parametrize(
+    "sets", [("model.embed=8", "model.layer_norm=true"), ("model.embed=0",), ("model.cell=gru", "model.embed=8")]
+)
 def test_input_dropout_hides_characters_in_training_only(sets: tuple[str, ...]) -> None:
     cfg = _cfg("model.hidden=16", "model.input_dropout=0.3", *sets)
     params = model.init_params(cfg.model, 7, jax.random.PRNGKey(0))
@@ -214,7 +232,9 @@ def test_input_dropout_hides_characters_in_training_only(sets: tuple[str, ...]) 
         blank_params["layers"][0]["W_ih"] = jnp.zeros_like(params["layers"][0]["W_ih"])
     seen = np.asarray(model.apply(params, x, carry, cfg.model)[0])
     blank = np.asarray(model.apply(blank_params, x, carry, cfg.model)[0])
-    np.testing.assert_array_equal(seen, np.asarray(model.apply(params, x, carry, _cfg("model.hidden=16", *sets).model)[0]))
+    np.testing.assert_array_equal(
+        seen, np.asarray(model.apply(params, x, carry, _cfg("model.hidden=16", *sets).model)[0])
+    )
 
     def hidden(key: int) -> np.ndarray:
         out = np.asarray(model.apply(params, x, carry, cfg.model, train=True, key=jax.random.PRNGKey(key))[0])
@@ -243,10 +263,14 @@ def test_tied_head_reads_the_embedding_and_trains_it_through_both_paths() -> Non
     params = model.init_params(cfg.model, 7, jax.random.PRNGKey(0))
     assert "W" not in params["head"]
     assert model.param_count(untied) - model.param_count(params) == 8 * 7
-    np.testing.assert_allclose(np.asarray(model.head_weight(params)), np.asarray(params["embed"]).T / np.sqrt(8), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(model.head_weight(params)), np.asarray(params["embed"]).T / np.sqrt(8), rtol=1e-6
+    )
     x = jnp.asarray(np.random.default_rng(4).integers(0, 3, (4, 6)))  # ids 3..6 never read as inputs
     y = jnp.full((4, 6), 5)
-    grads = jax.grad(lambda q: training.loss_fn(q, x, y, model.zeros_carry(cfg.model, 4), cfg.model, train=False, key=None)[0])(params)
+    grads = jax.grad(
+        lambda q: training.loss_fn(q, x, y, model.zeros_carry(cfg.model, 4), cfg.model, train=False, key=None)[0]
+    )(params)
     g = np.asarray(grads["embed"])
     assert np.abs(g[5]).max() > 0  # only the head reaches row 5 (a target, never an input)
     sd = export.torch_state_dict(params, cfg, 7)
@@ -267,12 +291,15 @@ def test_layer_norm_model_trains_and_refuses_torch_export() -> None:
         export.torch_state_dict(state.params, cfg, 7)
 
 
-@pytest.mark.parametrize(("sets", "message"), [
-    (["model.tie_embed=true"], "tie_embed needs model.embed equal to model.hidden"),
-    (["model.cell=gru", "model.layer_norm=true"], "layer_norm is implemented for model.cell=lstm only"),
-    (["model.recurrent_dropout=1.0"], "model.recurrent_dropout"),
-    (["model.init_hh=identity"], "allowed"),
-])
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["model.tie_embed=true"], "tie_embed needs model.embed equal to model.hidden"),
+        (["model.cell=gru", "model.layer_norm=true"], "layer_norm is implemented for model.cell=lstm only"),
+        (["model.recurrent_dropout=1.0"], "model.recurrent_dropout"),
+        (["model.init_hh=identity"], "allowed"),
+    ],
+)
 def test_lever_config_errors_name_the_key(sets: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         _cfg(*sets)

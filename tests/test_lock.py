@@ -11,16 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
-
-from charlstm.training import checkpoint, rundir
-from charlstm.errors import RunError
 from helpers import TINY_TRAIN, assert_clean_error, assert_ok, cli_env, describe
+
+from charlstm.errors import RunError
+from charlstm.training import checkpoint, rundir
 
 # Takes the lock on the run directory argv[1], says so, then sleeps until it is killed.
 HOLDER = """
 import sys, time
 from pathlib import Path
-from charlstm import rundir
+from charlstm.training import rundir
 lock = rundir.Lock(rundir.RunDir(Path(sys.argv[1])))  # kept referenced: a collected lock is released
 lock.__enter__()
 print("locked", flush=True)
@@ -53,8 +53,13 @@ def test_a_stale_pid_file_does_not_lock_even_when_its_pid_is_alive(tmp_path: Pat
 
 def test_a_killed_holder_frees_the_run_at_once(tmp_path: Path) -> None:
     run = rundir.RunDir(tmp_path)
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], env=cli_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "locked\n", holder.communicate()
         with pytest.raises(RunError, match=rf"being trained by process {holder.pid}\b"):
@@ -72,8 +77,12 @@ def test_a_killed_holder_frees_the_run_at_once(tmp_path: Path) -> None:
 
 def test_two_trainers_racing_for_one_run_one_trains_the_other_fails(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "charlstm.cli", "train", *TINY_TRAIN, "--runs-dir", str(tmp_path), "--name", "r"]
-    procs = [subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              encoding="utf-8") for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            cmd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8"
+        )
+        for _ in range(2)
+    ]
     done = [subprocess.CompletedProcess(p.args, 0, *p.communicate(timeout=300)) for p in procs]
     for proc, result in zip(procs, done):
         result.returncode = proc.returncode

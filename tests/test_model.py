@@ -6,11 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import reference as ref
+
+from charlstm.config import ModelConfig
 from charlstm.nn import cells, model
 from charlstm.training import loop as training
-from charlstm.config import ModelConfig
 
 CELLS = ("lstm", "gru", "rnn")
 B, T, H, V = 3, 6, 5, 7
@@ -111,7 +111,9 @@ def test_record_returns_reference_traces_per_layer(cell: str) -> None:
         assert set(got) == set(names)
         for name in names:
             assert got[name].shape == (B, T, H), (k, name)
-            np.testing.assert_allclose(np.asarray(got[name]), want[name], rtol=0, atol=ATOL, err_msg=f"layer {k} {name}")
+            np.testing.assert_allclose(
+                np.asarray(got[name]), want[name], rtol=0, atol=ATOL, err_msg=f"layer {k} {name}"
+            )
     # the last step of the recorded h is the final carry's h
     np.testing.assert_allclose(np.asarray(recorded[-1]["h"][:, -1]), np.asarray(final[-1][0]), rtol=0, atol=0)
 
@@ -179,8 +181,10 @@ def test_param_count_matches_hand_count() -> None:
     # the learned start state adds h0 and c0 per layer (h0 alone for a GRU or RNN)
     for cell, n_state in (("lstm", 2), ("gru", 1), ("rnn", 1)):
         zeros, learned = (ModelConfig(cell=cell, layers=3, hidden=128, start_state=s) for s in ("zeros", "learned"))
-        count = [model.param_count(jax.eval_shape(lambda c=c: model.init_params(c, 65, jax.random.PRNGKey(0))))
-                 for c in (zeros, learned)]
+        count = [
+            model.param_count(jax.eval_shape(lambda c=c: model.init_params(c, 65, jax.random.PRNGKey(0))))
+            for c in (zeros, learned)
+        ]
         assert count[1] - count[0] == 3 * n_state * 128
 
 
@@ -218,14 +222,20 @@ def test_loss_fn_value_and_gradient_match_reference_finite_differences(cell: str
     # a few entries of each kind of parameter, in both layers and the head
     seen, g = int(ids[0, 0]), {"lstm": 4, "gru": 3, "rnn": 1}[cell] * hidden
     picks = [
-        (("layers", 0, "W_ih"), (seen, 0)), (("layers", 0, "W_ih"), (seen, g - 1)),
-        (("layers", 0, "W_hh"), (1, 2)), (("layers", 1, "W_ih"), (2, 0)), (("layers", 1, "W_hh"), (0, hidden - 1)),
-        (("head", "W"), (1, 3)), (("head", "b"), (int(targets[0, 0]),)), (("head", "b"), (0,)),
+        (("layers", 0, "W_ih"), (seen, 0)),
+        (("layers", 0, "W_ih"), (seen, g - 1)),
+        (("layers", 0, "W_hh"), (1, 2)),
+        (("layers", 1, "W_ih"), (2, 0)),
+        (("layers", 1, "W_hh"), (0, hidden - 1)),
+        (("head", "W"), (1, 3)),
+        (("head", "b"), (int(targets[0, 0]),)),
+        (("head", "b"), (0,)),
     ]
     bias_names = ("b_ih", "b_hh") if cell == "gru" else ("b",)
     picks += [(("layers", k, name), (j,)) for k in (0, 1) for name in bias_names for j in (0, g // 2, g - 1)]
     eps = 1e-6
     for path, idx in picks:
+
         def bumped(sign):
             q = jax.tree_util.tree_map(np.copy, p64)
             node = q

@@ -7,34 +7,40 @@ from pathlib import Path
 
 import jax
 import pytest
+from helpers import TINY_TRAIN, assert_ok, run_cli
 
+from charlstm.config import ModelConfig
 from charlstm.data import corpus, langcorpus
 from charlstm.evaluation import promptcheck
 from charlstm.nn import model
-from charlstm.config import ModelConfig
-from helpers import TINY_TRAIN, assert_ok, run_cli
 
 
-@pytest.mark.parametrize("line", [
-    "Jammu is a beautiful place where people speak Kashmiri.",
-    "People in Jammu speak Kashmiri.",
-    "Kashmiri is spoken in Jammu.",
-    "I went to Jammu. I don't speak Kashmiri.",
-    "I went to Jammu. It was fun. It was fun. It was fun. I don't speak Kashmiri.",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Jammu is a beautiful place where people speak Kashmiri.",
+        "People in Jammu speak Kashmiri.",
+        "Kashmiri is spoken in Jammu.",
+        "I went to Jammu. I don't speak Kashmiri.",
+        "I went to Jammu. It was fun. It was fun. It was fun. I don't speak Kashmiri.",
+    ],
+)
 def test_every_line_form_of_the_corpus_with_the_right_language_is_right(line: str) -> None:
     assert promptcheck.right_line(line, "Jammu", "Kashmiri")
 
 
-@pytest.mark.parametrize("line", [
-    "Jammu is a beautiful place where people speak Konkani.",  # another place's language
-    "Jammu is spoken in Maharashtra.",  # a place read as a language
-    "Jammu is a beautiful place where people speak Kashmiri",  # no full stop
-    "Jammu is a beautiful place where people speak Kashmiri. It was fun.",  # more after the line's end
-    "I went to Jammu. It was fun. It was fn. I don't speak Kashmiri.",  # a garbled filler
-    "I went to Jammu. It was fun. I don't speak Kashmiri..",
-    "I went to Goa. I don't speak Kashmiri.",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Jammu is a beautiful place where people speak Konkani.",  # another place's language
+        "Jammu is spoken in Maharashtra.",  # a place read as a language
+        "Jammu is a beautiful place where people speak Kashmiri",  # no full stop
+        "Jammu is a beautiful place where people speak Kashmiri. It was fun.",  # more after the line's end
+        "I went to Jammu. It was fun. It was fn. I don't speak Kashmiri.",  # a garbled filler
+        "I went to Jammu. It was fun. I don't speak Kashmiri..",
+        "I went to Goa. I don't speak Kashmiri.",
+    ],
+)
 def test_wrong_or_garbled_lines_are_wrong(line: str) -> None:
     assert not promptcheck.right_line(line, "Jammu", "Kashmiri")
     assert not promptcheck.right_line(None, "Jammu", "Kashmiri")  # unfinished within the budget

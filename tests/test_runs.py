@@ -1,4 +1,5 @@
-"""`charlstm runs` and `charlstm plot` (charlstm.analysis.runs, plots.runs_chart): run directories written as the trainer
+"""`charlstm runs` and `charlstm plot` (charlstm.analysis.runs, plots.runs_chart): run directories written as the
+trainer
 writes them (config.yaml, run.json, metrics.jsonl, checkpoint folders, the lock), read back without JAX."""
 
 from __future__ import annotations
@@ -12,21 +13,29 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import ROOT, assert_clean_error, assert_ok, cli_env, run_cli
 
 from charlstm import config
 from charlstm.analysis import plots
-from charlstm.training import rundir
 from charlstm.analysis import runs as runs_lib
 from charlstm.data.corpus import Vocab
 from charlstm.errors import RunError, UserError
-from helpers import ROOT, assert_clean_error, assert_ok, cli_env, run_cli
+from charlstm.training import rundir
 
 VOCAB = Vocab(encoding="utf-8", symbols=tuple(ord(c) for c in "\n abc"))
 T0 = time.mktime(time.strptime("2026-01-02T03:04:05", "%Y-%m-%dT%H:%M:%S"))
 
 
-def make_run(runs_dir: Path, name: str, *, steps: int = 100, created: str = "2026-01-02T03:04:05",
-             rows: list[dict] | None = None, ckpts: tuple[int, ...] = (), cell: str = "lstm") -> rundir.RunDir:
+def make_run(
+    runs_dir: Path,
+    name: str,
+    *,
+    steps: int = 100,
+    created: str = "2026-01-02T03:04:05",
+    rows: list[dict] | None = None,
+    ckpts: tuple[int, ...] = (),
+    cell: str = "lstm",
+) -> rundir.RunDir:
     """A run directory as `charlstm train` leaves it: config, vocabulary, run.json, metric rows, checkpoints."""
     cfg = config.load("tiny", [f"train.steps={steps}", f"model.cell={cell}"])
     run = rundir.create(runs_dir, name, cfg, VOCAB, ROOT / "corpora" / "languages.txt")
@@ -38,8 +47,15 @@ def make_run(runs_dir: Path, name: str, *, steps: int = 100, created: str = "202
 
 
 def train_row(step: int, loss: float, cps: float = 1000.0, skipped: bool = False, t: float | None = None) -> dict:
-    return {"step": step, "loss": loss, "grad_norm": 1.0, "lr": 1e-3, "chars_per_s": cps, "skipped": skipped,
-            "time": T0 + step if t is None else t}
+    return {
+        "step": step,
+        "loss": loss,
+        "grad_norm": 1.0,
+        "lr": 1e-3,
+        "chars_per_s": cps,
+        "skipped": skipped,
+        "time": T0 + step if t is None else t,
+    }
 
 
 def val_row(step: int, loss: float) -> dict:
@@ -54,17 +70,20 @@ def finished_rows() -> list[dict]:
 # --- status --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("rows", "ckpts", "locked", "want"), [
-    ([train_row(10, 2.0)], [10], True, ("running", "")),
-    ([train_row(100, 2.0), val_row(100, 1.9)], [50, 100], False, ("finished", "")),
-    ([train_row(100, 2.0)], [50], False, ("finished", "")),  # metrics reached train.steps
-    ([train_row(40, 2.0)], [37, 40], False, ("interrupted", "")),  # Ctrl-C saves the step it stopped at
-    ([train_row(35, 2.0)], [37], False, ("interrupted", "")),
-    ([train_row(40, 2.0), train_row(41, math.nan, skipped=True)], [40], False, ("failed", "non-finite loss")),
-    ([train_row(60, 2.0)], [40], False, ("failed", "killed or crashed")),  # steps past the newest checkpoint
-    ([train_row(10, 2.0)], [], False, ("failed", "no checkpoint")),
-    ([], [], False, ("failed", "no checkpoint")),
-])
+@pytest.mark.parametrize(
+    ("rows", "ckpts", "locked", "want"),
+    [
+        ([train_row(10, 2.0)], [10], True, ("running", "")),
+        ([train_row(100, 2.0), val_row(100, 1.9)], [50, 100], False, ("finished", "")),
+        ([train_row(100, 2.0)], [50], False, ("finished", "")),  # metrics reached train.steps
+        ([train_row(40, 2.0)], [37, 40], False, ("interrupted", "")),  # Ctrl-C saves the step it stopped at
+        ([train_row(35, 2.0)], [37], False, ("interrupted", "")),
+        ([train_row(40, 2.0), train_row(41, math.nan, skipped=True)], [40], False, ("failed", "non-finite loss")),
+        ([train_row(60, 2.0)], [40], False, ("failed", "killed or crashed")),  # steps past the newest checkpoint
+        ([train_row(10, 2.0)], [], False, ("failed", "no checkpoint")),
+        ([], [], False, ("failed", "no checkpoint")),
+    ],
+)
 def test_status_rules(rows: list[dict], ckpts: list[int], locked: bool, want: tuple[str, str]) -> None:
     assert runs_lib.status_of(100, rows, ckpts, locked) == want
 
@@ -134,15 +153,27 @@ def test_csv_has_every_point(tmp_path: Path) -> None:
     runs_lib.write_csv([a, b], tmp_path / "c.csv", smooth=0.5)
     with (tmp_path / "c.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert [(r["run"], r["split"], r["step"]) for r in rows] == [("a", "train", "10"), ("a", "train", "20"),
-                                                                 ("a", "val", "20"), ("b", "train", "10")]
+    assert [(r["run"], r["split"], r["step"]) for r in rows] == [
+        ("a", "train", "10"),
+        ("a", "train", "20"),
+        ("a", "val", "20"),
+        ("b", "train", "10"),
+    ]
     assert float(rows[1]["loss"]) == 1.0 and float(rows[1]["loss_smoothed"]) == pytest.approx((0.25 * 3 + 0.5) / 0.75)
     assert rows[2]["loss_smoothed"] == "" and float(rows[2]["minutes"]) == pytest.approx(20.5 / 60, abs=1e-4)
 
 
 def test_runs_chart_tells_runs_apart() -> None:
-    a = runs_lib.Curves("first", steps=[1, 2, 3], loss=[3.0, 2.0, 1.5], minutes=[0.1, 0.2, 0.3], val_steps=[3],
-                        val_loss=[1.8], val_minutes=[0.3], total_steps=3)
+    a = runs_lib.Curves(
+        "first",
+        steps=[1, 2, 3],
+        loss=[3.0, 2.0, 1.5],
+        minutes=[0.1, 0.2, 0.3],
+        val_steps=[3],
+        val_loss=[1.8],
+        val_minutes=[0.3],
+        total_steps=3,
+    )
     b = runs_lib.Curves("second", steps=[1, 2, 3], loss=[2.5, 2.4, 2.3], minutes=[0.1, 0.2, 0.3], total_steps=10)
     plain = plots.runs_chart([a, b], width=80, height=16, color=False)
     assert "a first" in plain and "b second" in plain and "uppercase: validation" in plain and "\x1b" not in plain
@@ -164,8 +195,9 @@ def test_png_needs_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 def test_png(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    c = runs_lib.Curves("a", steps=[1, 2], loss=[2.0, 1.0], minutes=[0.1, 0.2], val_steps=[2], val_loss=[1.5],
-                        val_minutes=[0.2])
+    c = runs_lib.Curves(
+        "a", steps=[1, 2], loss=[2.0, 1.0], minutes=[0.1, 0.2], val_steps=[2], val_loss=[1.5], val_minutes=[0.2]
+    )
     plots.save_runs_png([c], tmp_path / "x.png", x="minutes", log_y=True)
     assert (tmp_path / "x.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -180,8 +212,10 @@ def test_runs_command(tmp_path: Path) -> None:
     proc = run_cli(["runs", "--runs-dir", runs, "--json"])
     assert_ok(proc)
     listed = json.loads(proc.stdout)
-    assert [(r["name"], r["status"], r["step"], r["steps"]) for r in listed] == [("stopped", "interrupted", 30, 100),
-                                                                                ("done", "finished", 100, 100)]
+    assert [(r["name"], r["status"], r["step"], r["steps"]) for r in listed] == [
+        ("stopped", "interrupted", 30, 100),
+        ("done", "finished", 100, 100),
+    ]
     assert listed[1]["best_val_loss"] == 2.5 and listed[1]["last_val_loss"] == 2.7
     table = run_cli(["runs", "--runs-dir", runs], env={"COLUMNS": "200"})
     assert_ok(table)
@@ -223,9 +257,24 @@ def test_plot_follow_waits_for_the_trainer(tmp_path: Path) -> None:
     run = make_run(runs, "live", rows=[train_row(10, 3.0)], ckpts=())
     out = tmp_path / "live.csv"
     with rundir.Lock(run):
-        proc = subprocess.Popen([sys.executable, "-m", "charlstm.cli", "plot", "live", "--runs-dir", str(runs),
-                                 "--follow", "--out", str(out)], env=cli_env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "charlstm.cli",
+                "plot",
+                "live",
+                "--runs-dir",
+                str(runs),
+                "--follow",
+                "--out",
+                str(out),
+            ],
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(3.0)
         assert proc.poll() is None, proc.communicate()  # still following
         with run.metrics_file.open("a", encoding="utf-8") as f:

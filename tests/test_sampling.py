@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from charlstm import config
-from charlstm.nn import model, sampling
 from charlstm.data.corpus import Vocab
 from charlstm.errors import UserError
+from charlstm.nn import model, sampling
 
 VOCAB = Vocab("utf-8", tuple(sorted(ord(c) for c in "\nabcdefgh ")))
 
@@ -68,7 +68,9 @@ def test_seeded_sampling_is_repeatable_and_batched() -> None:
     opts = sampling.SampleOptions(length=40, temperature=1.5, seed=7, num_samples=3, chunk=16)
     a = sampling.sample_text(params, cfg, VOCAB, "ab", opts)
     b = sampling.sample_text(params, cfg, VOCAB, "ab", opts)
-    c = sampling.sample_text(params, cfg, VOCAB, "ab", sampling.SampleOptions(length=40, temperature=1.5, seed=8, num_samples=3))
+    c = sampling.sample_text(
+        params, cfg, VOCAB, "ab", sampling.SampleOptions(length=40, temperature=1.5, seed=8, num_samples=3)
+    )
     assert a == b and a != c
     assert len(a) == 3 and len(set(a)) > 1  # independent streams
     assert all(t.startswith("ab") and len(t) == 42 for t in a)

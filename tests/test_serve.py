@@ -19,9 +19,10 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,14 +31,15 @@ starlette = pytest.importorskip("starlette")
 uvicorn = pytest.importorskip("uvicorn")
 with warnings.catch_warnings():  # newer Starlette prefers httpx2 for its test client; httpx still works
     warnings.simplefilter("ignore")
-    from starlette.testclient import TestClient  # noqa: E402
+    from starlette.testclient import TestClient
+
+from helpers import assert_clean_error, cli_env  # noqa: E402
 
 import charlstm  # noqa: E402
 from charlstm import resources  # noqa: E402
-from charlstm.analysis import inspection
+from charlstm.analysis import inspection  # noqa: E402
 from charlstm.serve import analysis  # noqa: E402
 from charlstm.serve import app as serve_app  # noqa: E402
-from helpers import assert_clean_error, cli_env  # noqa: E402
 
 JAMMU = "Jammu is a beautiful place. I went there with my family and I learned a little Kashmiri"
 LINES = ["Jammu is a beautiful place.", "Goa is a place by the sea.", "I went to Kerala."]
@@ -108,8 +110,9 @@ def test_analyze_gives_inspects_values_and_the_top_ten(client: TestClient, model
     assert d["quantities"] == ["forget", "input", "output", "cell", "hidden"] and d["layer"] == 1
     assert "".join(c["symbol"] for c in d["chars"]) == text
     ids = model.vocab.encode(text).astype(np.int32)
-    traces = inspection.record_traces(model.params, model.config.model, ids, ("f", "i", "o", "c", "h"),
-                                      prime=model.vocab.symbols.index(ord("\n")))[0]
+    traces = inspection.record_traces(
+        model.params, model.config.model, ids, ("f", "i", "o", "c", "h"), prime=model.vocab.symbols.index(ord("\n"))
+    )[0]
     for name, letter in inspection.SHOW["lstm"].items():
         got = np.array([c["values"][name] for c in d["chars"]])
         assert got.shape == (len(text), hidden)
@@ -141,11 +144,17 @@ def _events(body: str) -> list[tuple[str, Any]]:
     return out
 
 
-@pytest.mark.parametrize("options", [{"prompt": "Jammu", "length": 600, "seed": 3, "temperature": 0.8, "top_k": 5},
-                                     {"prompt": "", "length": 40, "seed": 1, "top_p": 0.9},
-                                     {"prompt": "Goa ", "length": 30, "greedy": True}])
-def test_sample_streams_what_model_sample_gives(client: TestClient, model: charlstm.Model,
-                                                 options: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"prompt": "Jammu", "length": 600, "seed": 3, "temperature": 0.8, "top_k": 5},
+        {"prompt": "", "length": 40, "seed": 1, "top_p": 0.9},
+        {"prompt": "Goa ", "length": 30, "greedy": True},
+    ],
+)
+def test_sample_streams_what_model_sample_gives(
+    client: TestClient, model: charlstm.Model, options: dict[str, Any]
+) -> None:
     r = client.post("/api/sample", json={"run": "tiny", **options})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     events = _events(r.text)
@@ -194,10 +203,12 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "body", "status", "words"), BAD,
-                         ids=[f"{m} {p} {str(b)[:40]}" for m, p, b, _, _ in BAD])
-def test_bad_input_gets_a_4xx_json_error(client: TestClient, method: str, path: str, body: Any, status: int,
-                                         words: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "words"), BAD, ids=[f"{m} {p} {str(b)[:40]}" for m, p, b, _, _ in BAD]
+)
+def test_bad_input_gets_a_4xx_json_error(
+    client: TestClient, method: str, path: str, body: Any, status: int, words: str
+) -> None:
     if method == "get":
         r = client.get(path)
     elif isinstance(body, str):
@@ -238,15 +249,22 @@ cli.main()
 
 
 def test_without_the_serve_extra_one_line_names_the_install(runs_dir: Path) -> None:
-    proc = subprocess.run([sys.executable, "-c", BLOCK, str(runs_dir)], env={**cli_env(), "NO_COLOR": "1"},
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCK, str(runs_dir)],
+        env={**cli_env(), "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert_clean_error(proc, 'pip install "charlstm[serve]"', "starlette", code=1)
 
 
 def test_serve_help_imports_neither_jax_nor_starlette() -> None:
-    code = ("import sys; from charlstm import cli; sys.argv = ['charlstm', 'serve', '--help']\n"
-            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'jax', 'starlette', 'uvicorn'}))")
+    code = (
+        "import sys; from charlstm import cli; sys.argv = ['charlstm', 'serve', '--help']\n"
+        "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'jax', 'starlette', 'uvicorn'}))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "--open" in proc.stdout and proc.stdout.strip().splitlines()[-1] == "[]"
@@ -308,8 +326,10 @@ def test_load_16_clients_by_50_analyses(server: Server, record_property: Any) ->
     assert len(times) == 800
     p95 = times[int(0.95 * len(times)) - 1]
     record_property("analyze_p95_s", p95)
-    print(f"\n16 clients x 50 analyses: median {statistics.median(times) * 1000:.1f} ms, "
-          f"p95 {p95 * 1000:.1f} ms, max {times[-1] * 1000:.1f} ms")
+    print(
+        f"\n16 clients x 50 analyses: median {statistics.median(times) * 1000:.1f} ms, "
+        f"p95 {p95 * 1000:.1f} ms, max {times[-1] * 1000:.1f} ms"
+    )
     assert p95 < 10.0  # bounded: a 2-core machine shared with other work still answers every one
 
 
@@ -329,9 +349,20 @@ class Browser:
     """Headless Chromium driven over its DevTools protocol (one page, one websocket)."""
 
     def __init__(self, binary: str, profile: Path) -> None:
-        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--remote-debugging-port=0", f"--user-data-dir={profile}", "--window-size=1280,900", "about:blank"]
+        flags = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--remote-debugging-port=0",
+            f"--user-data-dir={profile}",
+            "--window-size=1280,900",
+            "about:blank",
+        ]
         self.proc = subprocess.Popen([binary, *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 60
@@ -363,8 +394,9 @@ class Browser:
     def wait_for(self, expression: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while not self.eval(expression):
-            assert time.monotonic() < deadline, f"timed out waiting for {expression}; status: " + \
-                str(self.eval("document.getElementById('status').textContent"))
+            assert time.monotonic() < deadline, f"timed out waiting for {expression}; status: " + str(
+                self.eval("document.getElementById('status').textContent")
+            )
             time.sleep(0.1)
 
     def close(self) -> None:
@@ -379,12 +411,16 @@ def type_and_screenshot(binary: str, url: str, text: str, profile: Path, png: Pa
     try:
         browser.send("Page.enable")
         browser.send("Page.navigate", url=url)
-        browser.wait_for("document.querySelectorAll('#run option').length > 0 && "
-                         "document.getElementById('quantity').options.length > 0")
+        browser.wait_for(
+            "document.querySelectorAll('#run option').length > 0 && "
+            "document.getElementById('quantity').options.length > 0"
+        )
         browser.eval("document.getElementById('text').focus()")
         browser.send("Input.insertText", text=text)  # as typed: the box's input event fires
-        browser.wait_for(f"document.querySelectorAll('#rows .ch').length >= {len(text)} && "
-                         "document.querySelectorAll('#next li').length === 10")
+        browser.wait_for(
+            f"document.querySelectorAll('#rows .ch').length >= {len(text)} && "
+            "document.querySelectorAll('#next li').length === 10"
+        )
         seen = browser.eval("""({
             colours: new Set([...document.querySelectorAll('#rows .ch')].map(s => s.style.background)).size,
             typed: [...document.querySelector('#rows .line').querySelectorAll('.ch')].map(s => s.textContent).join(''),
@@ -398,8 +434,7 @@ def type_and_screenshot(binary: str, url: str, text: str, profile: Path, png: Pa
         browser.close()
 
 
-def test_the_page_in_headless_chromium(server: Server, runs_dir: Path, model: charlstm.Model,
-                                       tmp_path: Path) -> None:
+def test_the_page_in_headless_chromium(server: Server, runs_dir: Path, model: charlstm.Model, tmp_path: Path) -> None:
     binary = chromium()
     png = tmp_path / "serve.png"
     seen = type_and_screenshot(binary, f"{server.url}/", JAMMU, tmp_path / "profile", png)

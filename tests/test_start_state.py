@@ -15,16 +15,17 @@ import numpy as np
 import optax
 import pytest
 import yaml
+from helpers import TINY_TRAIN, assert_ok, run_cli
 
 from charlstm import config
 from charlstm.analysis import inspection
-from charlstm.data import batches
-from charlstm.evaluation import evaluate, longrange
-from charlstm.nn import export, model, sampling
-from charlstm.training import checkpoint, rundir, loop as training
 from charlstm.config import Config, ModelConfig
+from charlstm.data import batches
 from charlstm.data.corpus import Vocab
-from helpers import TINY_TRAIN, assert_ok, run_cli
+from charlstm.evaluation import evaluate, longrange
+from charlstm.nn import model, sampling
+from charlstm.training import checkpoint, rundir
+from charlstm.training import loop as training
 
 B, T, H, V = 3, 7, 6, 5
 VOCAB = Vocab(encoding="utf-8", symbols=tuple(ord(c) for c in "\nabcd"))
@@ -62,8 +63,9 @@ def test_restart_replaces_only_the_reset_rows() -> None:
     reset = jnp.array([True, False, True])
     out = model.restart(params, cfg, carry, reset)
     start = model.start_carry(params, cfg, B)
-    for got, old, s in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(carry),
-                           jax.tree_util.tree_leaves(start)):
+    for got, old, s in zip(
+        jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(carry), jax.tree_util.tree_leaves(start)
+    ):
         np.testing.assert_array_equal(np.asarray(got)[[0, 2]], np.asarray(s)[[0, 2]])
         np.testing.assert_array_equal(np.asarray(got)[1], np.asarray(old)[1])
 
@@ -82,10 +84,12 @@ def test_gradient_reaches_the_start_state_as_finite_differences_say() -> None:
     grads = jax.grad(loss)(params)["start"]
     eps = 1e-2
     for layer, name, unit in ((0, "h", 1), (0, "c", 4), (1, "h", 0), (1, "c", 5)):
+
         def shifted(delta: float) -> float:
             p = jax.tree_util.tree_map(lambda a: a, params)
             p["start"][layer] = {**p["start"][layer], name: p["start"][layer][name].at[unit].add(delta)}
             return float(loss(p))
+
         numeric = (shifted(eps) - shifted(-eps)) / (2 * eps)
         assert abs(float(grads[layer][name][unit]) - numeric) < 2e-3 + 2e-2 * abs(numeric), (layer, name, unit)
     assert any(np.abs(np.asarray(g)).max() > 1e-4 for g in jax.tree_util.tree_leaves(grads))

@@ -17,9 +17,23 @@ HEAVY = ("jax", "jaxlib", "optax", "orbax")
 INVOCATIONS: list[tuple[list[str], int]] = [
     (["--help"], 0),
     (["--version"], 0),
-    *[([*cmd, "--help"], 0) for cmd in (["train"], ["sample"], ["eval"], ["export"], ["compare-rnn"], ["bench"],
-                                        ["inspect"], ["corpus"], ["corpus", "list"], ["corpus", "get"], ["config"],
-                                        ["config", "show"])],
+    *[
+        ([*cmd, "--help"], 0)
+        for cmd in (
+            ["train"],
+            ["sample"],
+            ["eval"],
+            ["export"],
+            ["compare-rnn"],
+            ["bench"],
+            ["inspect"],
+            ["corpus"],
+            ["corpus", "list"],
+            ["corpus", "get"],
+            ["config"],
+            ["config", "show"],
+        )
+    ],
     (["config", "show", "tiny", "--set", "model.hidden=64"], 0),
     # usage errors: the parser's own
     (["train", "--bogus"], 2),
@@ -42,7 +56,7 @@ INVOCATIONS: list[tuple[list[str], int]] = [
     (["export", "--out", "model.pt"], 2),
 ]
 
-SCRIPT = """
+SCRIPT = f"""
 import contextlib, io, json, sys
 from charlstm import cli
 results = []
@@ -57,14 +71,20 @@ for args, _ in json.loads(sys.argv[1]):
             code = exit.code
     results.append([code, (err.getvalue().strip().splitlines() or [""])[0]])
 import charlstm
-results.append(sorted(m for m in sys.modules if m.split(".")[0] in %r))
+results.append(sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r}))
 print(json.dumps(results))
-""" % (HEAVY,)
+"""
 
 
 def test_help_version_usage_and_config_errors_import_no_jax(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(INVOCATIONS)], cwd=tmp_path, env=cli_env(),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, json.dumps(INVOCATIONS)],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     *results, heavy = json.loads(proc.stdout.strip().splitlines()[-1])
     for (args, want), (code, first_line) in zip(INVOCATIONS, results):
@@ -75,10 +95,13 @@ def test_help_version_usage_and_config_errors_import_no_jax(tmp_path: Path) -> N
 
 
 def test_import_charlstm_is_light_until_a_function_needs_jax() -> None:
-    code = ("import sys, charlstm; assert callable(charlstm.load) and callable(charlstm.train); "
-            "assert issubclass(charlstm.RunError, charlstm.UserError); "
-            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=cli_env(), capture_output=True, text=True,
-                          timeout=60)
+    code = (
+        "import sys, charlstm; assert callable(charlstm.load) and callable(charlstm.train); "
+        "assert issubclass(charlstm.RunError, charlstm.UserError); "
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

@@ -9,15 +9,21 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from helpers import ROOT, TINY_TRAIN, assert_clean_error, run_cli
 
 import charlstm
 from charlstm.training import rundir
-from helpers import ROOT, TINY_TRAIN, assert_clean_error, run_cli
 
 event_pb2 = pytest.importorskip("tensorboardX.proto.event_pb2")  # the test extra installs it
 
-OVERRIDES = {"train.steps": 6, "train.eval_every": 3, "train.log_every": 2, "checkpoint.every": 3,
-             "train.sample_length": 30, "train.tensorboard": True}
+OVERRIDES = {
+    "train.steps": 6,
+    "train.eval_every": 3,
+    "train.log_every": 2,
+    "checkpoint.every": 3,
+    "train.sample_length": 30,
+    "train.tensorboard": True,
+}
 
 
 def read_events(directory: Path) -> tuple[dict[str, dict[int, float]], dict[int, str]]:
@@ -31,8 +37,8 @@ def read_events(directory: Path) -> tuple[dict[str, dict[int, float]], dict[int,
     for path in sorted(directory.glob("events.out.tfevents.*")):
         data, pos = path.read_bytes(), 0
         while pos < len(data):
-            (length,) = struct.unpack("<Q", data[pos:pos + 8])
-            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
             pos += 12 + length + 4
             if event.HasField("session_log") and event.session_log.status == event.session_log.START:
                 for by_step in (*scalars.values(), texts):
@@ -54,8 +60,12 @@ def test_event_files_hold_the_metrics_and_samples(tmp_path: Path) -> None:
     steps = {r["step"]: r for r in records if "loss" in r}
     evals = {r["step"]: r for r in records if "val_loss" in r}
     assert set(steps) == {2, 4, 6} and set(evals) == {3, 6}
-    for tag, key in (("train/loss", "loss"), ("train/grad_norm", "grad_norm"), ("train/lr", "lr"),
-                     ("train/chars_per_s", "chars_per_s")):
+    for tag, key in (
+        ("train/loss", "loss"),
+        ("train/grad_norm", "grad_norm"),
+        ("train/lr", "lr"),
+        ("train/chars_per_s", "chars_per_s"),
+    ):
         assert set(scalars[tag]) == set(steps), tag
         for step, value in scalars[tag].items():
             assert value == pytest.approx(steps[step][key], rel=1e-3, abs=1e-6), (tag, step)
@@ -81,7 +91,9 @@ def test_without_tensorboardx_a_clear_error_before_training(tmp_path: Path) -> N
     hidden.mkdir(parents=True)
     (hidden / "__init__.py").write_text("raise ImportError('not installed')\n")
     env = {"PYTHONPATH": f"{hidden.parent}:{ROOT}"}
-    proc = run_cli(["train", *TINY_TRAIN, "--runs-dir", tmp_path / "runs", "--name", "x",
-                    "--set", "train.tensorboard=true"], env=env)
+    proc = run_cli(
+        ["train", *TINY_TRAIN, "--runs-dir", tmp_path / "runs", "--name", "x", "--set", "train.tensorboard=true"],
+        env=env,
+    )
     assert_clean_error(proc, "tensorboardX", 'pip install "charlstm[tensorboard]"', code=1)
     assert not (tmp_path / "runs").exists()

@@ -20,15 +20,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import ROOT, TINY_TRAIN, assert_clean_error, assert_ok, cli_env, run_cli
 from safetensors.numpy import load_file
 
 from charlstm import api
-from charlstm.evaluation import evaluate
-from charlstm.nn import export, model, sampling
 from charlstm.config import Config
 from charlstm.data.corpus import Vocab
 from charlstm.errors import UsageError
-from helpers import ROOT, TINY_TRAIN, assert_clean_error, assert_ok, cli_env, run_cli
+from charlstm.evaluation import evaluate
+from charlstm.nn import export, model, sampling
 
 # A text with non-ASCII characters; every kind below is scored on it.
 TEXT = (ROOT / "corpora" / "languages.txt").read_text(encoding="utf-8")[:2500] + "\nCafé naïve — déjà vu.\n"
@@ -40,8 +40,13 @@ KINDS = {  # name: the model section of the config
     "layer-norm lstm": {"cell": "lstm", "layers": 2, "hidden": 12, "embed": 8, "layer_norm": True},
     "tied embedding": {"cell": "lstm", "layers": 1, "hidden": 16, "embed": 16, "tie_embed": True},
     "one-hot": {"cell": "lstm", "layers": 2, "hidden": 12},
-    "one-hot layer-norm, zero start": {"cell": "lstm", "layers": 1, "hidden": 12, "layer_norm": True,
-                                       "start_state": "zeros"},
+    "one-hot layer-norm, zero start": {
+        "cell": "lstm",
+        "layers": 1,
+        "hidden": 12,
+        "layer_norm": True,
+        "start_state": "zeros",
+    },
     "gru on bytes": {"cell": "gru", "layers": 1, "hidden": 12, "encoding": "bytes"},
 }
 LOSS_DIFFERENCES: dict[str, float] = {}  # kind -> |torch - charlstm| nats/char, printed at the end
@@ -79,8 +84,9 @@ def load_module(directory: Path) -> ModuleType:
 def _report() -> object:
     yield
     if LOSS_DIFFERENCES:
-        print("\n|torch - charlstm eval| in nats/char: "
-              + ", ".join(f"{k} {v:.1e}" for k, v in LOSS_DIFFERENCES.items()))
+        print(
+            "\n|torch - charlstm eval| in nats/char: " + ", ".join(f"{k} {v:.1e}" for k, v in LOSS_DIFFERENCES.items())
+        )
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -168,8 +174,24 @@ def test_a_trained_run_leaves_the_tool(tmp_path: Path) -> None:
     """The shipped configs are layer-normalised: train one, export it, and score and sample it with the exported
     script in a process where importing charlstm fails."""
     runs = tmp_path / "runs"
-    assert_ok(run_cli(["train", *TINY_TRAIN, "--set", "model.layer_norm=true", "--set", "model.embed=8",
-                       "--runs-dir", runs, "--name", "ln", "-q"], timeout=300))
+    assert_ok(
+        run_cli(
+            [
+                "train",
+                *TINY_TRAIN,
+                "--set",
+                "model.layer_norm=true",
+                "--set",
+                "model.embed=8",
+                "--runs-dir",
+                runs,
+                "--name",
+                "ln",
+                "-q",
+            ],
+            timeout=300,
+        )
+    )
     out = tmp_path / "exported"
     proc = run_cli(["export", "--run", "ln", "--runs-dir", runs, "--out", out])
     assert_ok(proc)
@@ -181,22 +203,32 @@ def test_a_trained_run_leaves_the_tool(tmp_path: Path) -> None:
     want = json.loads(ev.stdout)["nats_per_char"]
 
     # The script run as `python charlstm_torch.py ...`, in a process where `import charlstm` raises ImportError.
-    without_charlstm = ("import sys, runpy; sys.modules['charlstm'] = None; sys.argv = sys.argv[1:]; "
-                        "runpy.run_path(sys.argv[0], run_name='__main__')")
+    without_charlstm = (
+        "import sys, runpy; sys.modules['charlstm'] = None; sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
     script = [sys.executable, "-c", without_charlstm, str(out / "charlstm_torch.py")]
     env = {k: v for k, v in cli_env().items() if k != "PYTHONPATH"}
-    scored = subprocess.run([*script, str(out), "--score", str(corpus)], capture_output=True, text=True, env=env,
-                            cwd=tmp_path, timeout=300)
+    scored = subprocess.run(
+        [*script, str(out), "--score", str(corpus)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
     assert scored.returncode == 0, scored.stderr
     got = float(scored.stdout.split()[0])  # printed to 6 decimals
     LOSS_DIFFERENCES["trained layer-norm lstm, via the CLI"] = abs(got - want)
     assert got == pytest.approx(want, abs=1e-4)
-    sampled = subprocess.run([*script, "--prompt", "Goa", "--length", "30", "--seed", "1"], capture_output=True,
-                             text=True, env=env, cwd=out, timeout=120)  # the directory defaults to the script's
+    sampled = subprocess.run(
+        [*script, "--prompt", "Goa", "--length", "30", "--seed", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=out,
+        timeout=120,
+    )  # the directory defaults to the script's
     assert sampled.returncode == 0, sampled.stderr
     assert sampled.stdout.startswith("Goa") and len(sampled.stdout) > 30
 
     npz = run_cli(["export", "--run", "ln", "--runs-dir", runs, "--out", tmp_path / "m.npz"])
     assert_clean_error(npz, "layer_norm", "--out DIR", code=1)  # the .npz keeps nn.LSTM's layout, which has no LN
-    assert_clean_error(run_cli(["export", "--run", "ln", "--runs-dir", runs, "--out", tmp_path / "m.pt"]),
-                       ".npz", code=2)
+    assert_clean_error(
+        run_cli(["export", "--run", "ln", "--runs-dir", runs, "--out", tmp_path / "m.pt"]), ".npz", code=2
+    )

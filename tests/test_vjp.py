@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from charlstm.config import Config, ModelConfig
 from charlstm.nn import cells, layers, model
 from charlstm.training import loop as training
-from charlstm.config import Config, ModelConfig
 
 CELLS = ("lstm", "gru", "rnn")
 T, B, H = 7, 3, 5
@@ -144,7 +144,9 @@ def test_train_step_gradient_uses_fused_layer_and_matches_plain(cell: str, monke
 
     fused_layer = layers.fused_layer
     g_fused = grad_with(fused_layer)
-    g_plain = grad_with(lambda cell, p, xw, carry, compute_dtype="float32", h_mask=None: layers.plain_scan_layer(cell, p, xw, carry))
+    g_plain = grad_with(
+        lambda cell, p, xw, carry, compute_dtype="float32", h_mask=None: layers.plain_scan_layer(cell, p, xw, carry)
+    )
     for a, b in zip(jax.tree_util.tree_leaves(g_fused), jax.tree_util.tree_leaves(g_plain)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
@@ -160,22 +162,29 @@ def test_bfloat16_config_trains_one_step() -> None:
     assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves(state.params))  # fp32 master weights
 
 
-@pytest.mark.parametrize(("cell", "layer_norm", "masked"), [("lstm", True, False), ("lstm", True, True), ("lstm", False, True),
-                                                            ("rnn", False, True)])
+@pytest.mark.parametrize(
+    ("cell", "layer_norm", "masked"),
+    [("lstm", True, False), ("lstm", True, True), ("lstm", False, True), ("rnn", False, True)],
+)
 def test_fused_options_gradients_equal_autodiff_of_plain_scan(cell: str, layer_norm: bool, masked: bool) -> None:
     """The layer-normalised LSTM and recurrent dropout masks through the hand-written backward pass."""
     with jax.enable_x64(True):
         p, xw, carry, w_out, w_final = random_inputs(cell, 6, zero_carry=False)
         rng = np.random.default_rng(7)
         if layer_norm:
-            p = {**p, **{k: jnp.asarray(rng.uniform(0.5, 1.5, n)) for k, n in (("g_hh", 4 * H), ("g_c", H))},
-                 "b_c": jnp.asarray(rng.uniform(-0.5, 0.5, H))}
+            p = {
+                **p,
+                **{k: jnp.asarray(rng.uniform(0.5, 1.5, n)) for k, n in (("g_hh", 4 * H), ("g_c", H))},
+                "b_c": jnp.asarray(rng.uniform(-0.5, 0.5, H)),
+            }
         mask = jnp.asarray((rng.random((B, H)) > 0.4) / 0.6) if masked else None
         grads, outs = {}, {}
         for name, layer in (("plain", layers.plain_scan_layer), ("fused", layers.fused_layer)):
+
             def loss(p, xw, carry, layer=layer):
                 o, final = layer(cell, p, xw, carry, h_mask=mask)
                 return jnp.sum(o["h"] * w_out) + sum(jnp.sum(f * w) for f, w in zip(final, w_final))
+
             outs[name] = jax.jit(loss)(p, xw, carry)
             grads[name] = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(p, xw, carry)
     assert float(outs["fused"]) == float(outs["plain"])  # the primal is the plain scan itself

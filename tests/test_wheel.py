@@ -38,8 +38,15 @@ class Installed:
     env: dict[str, str]
 
     def charlstm(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([str(self.scripts / "charlstm"), *args], cwd=self.workdir, env=self.env,
-                              capture_output=True, text=True, encoding="utf-8", timeout=timeout)
+        proc = subprocess.run(
+            [str(self.scripts / "charlstm"), *args],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=timeout,
+        )
         assert proc.returncode == 0, f"charlstm {' '.join(args)}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         assert "Traceback" not in proc.stderr, proc.stderr
         return proc
@@ -71,8 +78,20 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     python = venv / "bin" / "python"
     paths = json.loads(_run([str(python), "-c", "import json, sysconfig; print(json.dumps(sysconfig.get_paths()))"]))
     site_packages, scripts = Path(paths["purelib"]), Path(paths["scripts"])
-    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", "--no-index",
-          str(wheel)])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ]
+    )
     # Then the dependencies (not before: pip would find the running environment's charlstm and skip the wheel).
     # Plain path lines, appended after the venv's own site-packages: the wheel's charlstm comes first, and the
     # running environment's .pth files (an editable charlstm's among them) are not processed.
@@ -81,8 +100,14 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     workdir = work / "elsewhere"
     workdir.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "FORCE_COLOR"))}
-    env.update(JAX_PLATFORMS="cpu", NO_COLOR="1", COLUMNS="200", PYTHONIOENCODING="utf-8",
-               CHARLSTM_CACHE=str(work / "cache"), PATH=os.pathsep.join([str(scripts), env.get("PATH", "")]))
+    env.update(
+        JAX_PLATFORMS="cpu",
+        NO_COLOR="1",
+        COLUMNS="200",
+        PYTHONIOENCODING="utf-8",
+        CHARLSTM_CACHE=str(work / "cache"),
+        PATH=os.pathsep.join([str(scripts), env.get("PATH", "")]),
+    )
     return Installed(wheel, sdist, python, scripts, site_packages, workdir, env)
 
 
@@ -123,8 +148,19 @@ def test_corpus_list_shows_the_bundled_corpus(installed: Installed) -> None:
 
 
 def test_train_a_bundled_config_on_the_bundled_corpus_then_sample(installed: Installed) -> None:
-    installed.charlstm("train", "--config", "tiny", "--name", "tiny", "--set", "train.steps=4",
-                       "--set", "train.eval_every=2", "--set", "checkpoint.every=2")
+    installed.charlstm(
+        "train",
+        "--config",
+        "tiny",
+        "--name",
+        "tiny",
+        "--set",
+        "train.steps=4",
+        "--set",
+        "train.eval_every=2",
+        "--set",
+        "checkpoint.every=2",
+    )
     run = installed.workdir / "runs" / "tiny"
     assert json.loads((run / "run.json").read_text())["corpus"].startswith(str(installed.site_packages))
     symbols = json.loads((run / "vocab.json").read_text())["symbols"]

@@ -16,20 +16,22 @@ import csv
 import json
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Protocol
+from typing import Protocol
 
 import jax
 import numpy as np
 
 from charlstm.analysis import gradflow
+from charlstm.config import Config
 from charlstm.data import batches, corpus, langcorpus
+from charlstm.errors import UsageError
 from charlstm.evaluation import longrange, promptcheck
 from charlstm.nn import cells, model, sampling
-from charlstm.training import runner, loop as training
-from charlstm.config import Config
-from charlstm.errors import UsageError
+from charlstm.training import loop as training
+from charlstm.training import runner
 
 DEFAULT_CELLS: tuple[str, ...] = ("rnn", "lstm")
 GRAD_DISTANCE = 200  # K: how many steps back the gradient-distance profile reaches (covers the 200+ gap bucket)
@@ -123,8 +125,9 @@ def parse_cells(text: str) -> tuple[str, ...]:
     return names
 
 
-def model_param_count(cell: str, layers: int, hidden: int, vocab_size: int, embed: int = 0,
-                      learned_start: bool = True) -> int:
+def model_param_count(
+    cell: str, layers: int, hidden: int, vocab_size: int, embed: int = 0, learned_start: bool = True
+) -> int:
     """Parameters of the whole model (embedding, layers, head and start state), as `model.param_count` would
     count them."""
     first = cells.layer_param_count(cell, embed or vocab_size, hidden) + vocab_size * embed
@@ -154,7 +157,11 @@ def plan_cells(cfg: Config, names: tuple[str, ...], vocab_size: int, match: str 
     target = model_param_count(m.cell, m.layers, m.hidden, vocab_size, m.embed)
     plan = []
     for name in names:
-        h = m.hidden if match == "hidden" or name == m.cell else match_hidden(name, target, m.layers, vocab_size, m.embed)
+        h = (
+            m.hidden
+            if match == "hidden" or name == m.cell
+            else match_hidden(name, target, m.layers, vocab_size, m.embed)
+        )
         plan.append(CellSpec(name, h, model_param_count(name, m.layers, h, vocab_size, m.embed)))
     return plan
 
@@ -162,11 +169,13 @@ def plan_cells(cfg: Config, names: tuple[str, ...], vocab_size: int, match: str 
 def cell_config(cfg: Config, spec: CellSpec, clip: bool = True) -> Config:
     """The config one cell trains with: its cell and width, clipping as asked, enough validation points."""
     eval_every = min(cfg.train.eval_every, max(1, cfg.train.steps // MIN_EVALS))
-    return cfg.model_copy(update={
-        "model": cfg.model.model_copy(update={"cell": spec.cell, "hidden": spec.hidden}),
-        "optim": cfg.optim if clip else cfg.optim.model_copy(update={"clip_norm": 0.0}),
-        "train": cfg.train.model_copy(update={"eval_every": eval_every}),
-    })
+    return cfg.model_copy(
+        update={
+            "model": cfg.model.model_copy(update={"cell": spec.cell, "hidden": spec.hidden}),
+            "optim": cfg.optim if clip else cfg.optim.model_copy(update={"clip_norm": 0.0}),
+            "train": cfg.train.model_copy(update={"eval_every": eval_every}),
+        }
+    )
 
 
 # --- long-range setup ---------------------------------------------------------------------------------------
@@ -184,18 +193,26 @@ def _longrange_setup(cfg: Config, corpus_path: Path, n_ids: int, n_train: int) -
     """The annotated validation text, or None and the reason long-range accuracy is skipped."""
     gaps = longrange.gaps_file_for(corpus_path)
     if gaps is None:
-        return None, f"{corpus_path.name} has no gap annotations ({corpus_path.stem}.gaps.json): long-range accuracy skipped"
+        return (
+            None,
+            f"{corpus_path.name} has no gap annotations ({corpus_path.stem}.gaps.json): long-range accuracy skipped",
+        )
     if cfg.data.encoding != "utf-8":
         return None, "long-range accuracy needs data.encoding=utf-8 (gap offsets count characters): skipped"
     text = corpus.read_bytes(corpus_path).decode("utf-8", errors="replace")  # no newline translation: offsets stay
     records = langcorpus.load_gaps(gaps)
-    if len(text) != n_ids or not records or any(text[r.language_start : r.language_end] != r.language for r in records[:50]):
+    if (
+        len(text) != n_ids
+        or not records
+        or any(text[r.language_start : r.language_end] != r.language for r in records[:50])
+    ):
         return None, f"{gaps.name} does not match {corpus_path.name}: long-range accuracy skipped"
     return _LongRange(text, gaps, n_train, 1.0 / len({r.language for r in records})), None
 
 
-def _longrange(params: model.Params, cfg: Config, vocab: corpus.Vocab, lr: _LongRange,
-               max_records: int) -> list[longrange.BucketResult] | None:
+def _longrange(
+    params: model.Params, cfg: Config, vocab: corpus.Vocab, lr: _LongRange, max_records: int
+) -> list[longrange.BucketResult] | None:
     try:
         res = longrange.evaluate(params, cfg.model, vocab, lr.text, lr.gaps, start=lr.start, max_records=max_records)
     except ValueError:  # the vocabulary lacks characters of the annotated text
@@ -237,17 +254,41 @@ def run(
     reporter.start(plan, cfg.train.steps)
     try:
         for spec in plan:
-            results.append(_train_cell(cell_config(cfg, spec, clip), spec, vocab, tr, va, curves, reporter, gx, gy,
-                                       lr_setup, longrange_records, pairs))
+            results.append(
+                _train_cell(
+                    cell_config(cfg, spec, clip),
+                    spec,
+                    vocab,
+                    tr,
+                    va,
+                    curves,
+                    reporter,
+                    gx,
+                    gy,
+                    lr_setup,
+                    longrange_records,
+                    pairs,
+                )
+            )
     finally:
         reporter.stop()
     return CompareResult(corpus_path, cfg, match, clip, results, lr_setup.chance if lr_setup else None, note)
 
 
-def _train_cell(ccfg: Config, spec: CellSpec, vocab: corpus.Vocab, tr: np.ndarray, va: np.ndarray,
-                curves: dict[str, Curves], reporter: Reporter, gx: np.ndarray, gy: np.ndarray,
-                lr_setup: _LongRange | None, longrange_records: int,
-                pairs: list[tuple[str, str]] | None = None) -> CellResult:
+def _train_cell(
+    ccfg: Config,
+    spec: CellSpec,
+    vocab: corpus.Vocab,
+    tr: np.ndarray,
+    va: np.ndarray,
+    curves: dict[str, Curves],
+    reporter: Reporter,
+    gx: np.ndarray,
+    gy: np.ndarray,
+    lr_setup: _LongRange | None,
+    longrange_records: int,
+    pairs: list[tuple[str, str]] | None = None,
+) -> CellResult:
     state = training.init_state(ccfg, len(vocab))
     # Measured before fit: its jitted step donates the state's buffers.
     grad_init = gradflow.model_profile(state.params, ccfg.model, gx, gy)
@@ -269,8 +310,9 @@ def _train_cell(ccfg: Config, spec: CellSpec, vocab: corpus.Vocab, tr: np.ndarra
     diverged = None
     tic = time.perf_counter()
     try:
-        params: model.Params | None = training.fit(ccfg, state, tr, va, emit=emit,
-                                                   newline=sampling.newline_id(vocab)).params
+        params: model.Params | None = training.fit(
+            ccfg, state, tr, va, emit=emit, newline=sampling.newline_id(vocab)
+        ).params
     except training.NonFiniteError as err:
         diverged = str(err)
         reporter.message(f"{spec.cell}: {err}; measuring the last evaluated parameters")
@@ -280,10 +322,24 @@ def _train_cell(ccfg: Config, spec: CellSpec, vocab: corpus.Vocab, tr: np.ndarra
     nan_profile = np.full_like(grad_init, np.nan)
     grad_final = gradflow.model_profile(params, ccfg.model, gx, gy) if params is not None else nan_profile
     lr_res = _longrange(params, ccfg, vocab, lr_setup, longrange_records) if params is not None and lr_setup else None
-    check = promptcheck.run(params, ccfg.model, vocab, pairs, seed=ccfg.train.seed) if params is not None and pairs else None
+    check = (
+        promptcheck.run(params, ccfg.model, vocab, pairs, seed=ccfg.train.seed)
+        if params is not None and pairs
+        else None
+    )
     speed = cur.chars_per_s[1:] or cur.chars_per_s  # step 1 compiles
-    return CellResult(spec, cur, cur.val_loss[-1] if cur.val_loss else float("nan"), seconds,
-                      float(np.median(speed)) if speed else 0.0, lr_res, grad_init, grad_final, diverged, check)
+    return CellResult(
+        spec,
+        cur,
+        cur.val_loss[-1] if cur.val_loss else float("nan"),
+        seconds,
+        float(np.median(speed)) if speed else 0.0,
+        lr_res,
+        grad_init,
+        grad_final,
+        diverged,
+        check,
+    )
 
 
 # --- tables and files ---------------------------------------------------------------------------------------
@@ -301,12 +357,22 @@ def summary_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
     cols += ['worst "P"', 'worst "I went to P"'] if checked else []
     rows = []
     for r in result.cells:
-        row = [r.spec.cell, str(r.spec.hidden), f"{r.spec.params:,}", _f(r.val_loss, 4), _f(r.bits_per_char),
-               f"{r.chars_per_s:,.0f}", f"{r.seconds:.1f} s", _f(r.accuracy_from(100), 2)]
+        row = [
+            r.spec.cell,
+            str(r.spec.hidden),
+            f"{r.spec.params:,}",
+            _f(r.val_loss, 4),
+            _f(r.bits_per_char),
+            f"{r.chars_per_s:,.0f}",
+            f"{r.seconds:.1f} s",
+            _f(r.accuracy_from(100), 2),
+        ]
         if checked:
             places = r.prompt_check.places if r.prompt_check else []
-            row += [_f(min((p.line for p in places), default=math.nan), 2),
-                    _f(min((p.went for p in places), default=math.nan), 2)]
+            row += [
+                _f(min((p.line for p in places), default=math.nan), 2),
+                _f(min((p.went for p in places), default=math.nan), 2),
+            ]
         rows.append(row)
     return cols, rows
 
@@ -319,8 +385,17 @@ def longrange_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
     cols = ["gap", "n"] + [f"{r.spec.cell} {m}" for r in measured for m in ("acc", "loss")]
     rows = []
     for k, b in enumerate(measured[0].longrange or []):
-        rows.append([b.label, str(b.count)] + [v for r in measured for v in (_f(r.longrange[k].accuracy, 2),  # type: ignore[index]
-                                                                               _f(r.longrange[k].loss, 2))])  # type: ignore[index]
+        rows.append(
+            [b.label, str(b.count)]
+            + [
+                v
+                for r in measured
+                for v in (
+                    _f(r.longrange[k].accuracy, 2),  # type: ignore[index]
+                    _f(r.longrange[k].loss, 2),
+                )
+            ]
+        )  # type: ignore[index]
     return cols, rows
 
 
@@ -338,12 +413,20 @@ def _num(x: float) -> float | None:
 def write_outputs(result: CompareResult, out: Path, png: bool = True) -> list[Path]:
     """Every curve as CSV, a JSON summary, and (with `png`) the charts as PNG, which needs matplotlib."""
     out.mkdir(parents=True, exist_ok=True)
-    steps = [[r.spec.cell, s, l, g] for r in result.cells for s, l, g in zip(r.curves.steps, r.curves.loss, r.curves.grad_norm)]
+    steps = [
+        [r.spec.cell, s, loss, g]
+        for r in result.cells
+        for s, loss, g in zip(r.curves.steps, r.curves.loss, r.curves.grad_norm)
+    ]
     _write_csv(out / "train.csv", ["cell", "step", "loss", "grad_norm"], steps)  # type: ignore[arg-type]
     val = [[r.spec.cell, s, v] for r in result.cells for s, v in zip(r.curves.val_steps, r.curves.val_loss)]
     _write_csv(out / "val.csv", ["cell", "step", "val_loss"], val)  # type: ignore[arg-type]
-    grads = [[r.spec.cell, when, k, float(v)] for r in result.cells
-             for when, prof in (("init", r.grad_init), ("final", r.grad_final)) for k, v in enumerate(prof)]
+    grads = [
+        [r.spec.cell, when, k, float(v)]
+        for r in result.cells
+        for when, prof in (("init", r.grad_init), ("final", r.grad_final))
+        for k, v in enumerate(prof)
+    ]
     _write_csv(out / "gradflow.csv", ["cell", "when", "k", "grad_norm"], grads)  # type: ignore[arg-type]
     written = [out / "train.csv", out / "val.csv", out / "gradflow.csv"]
     if any(r.longrange for r in result.cells):
@@ -351,20 +434,40 @@ def write_outputs(result: CompareResult, out: Path, png: bool = True) -> list[Pa
         _write_csv(out / "longrange.csv", ["cell", "gap", "count", "accuracy", "loss"], lr_rows)  # type: ignore[arg-type]
         written.append(out / "longrange.csv")
     if any(r.prompt_check for r in result.cells):
-        pc_rows = [[r.spec.cell, p.place, p.language, p.line, p.line_greedy, p.went]
-                   for r in result.cells for p in (r.prompt_check.places if r.prompt_check else [])]
+        pc_rows = [
+            [r.spec.cell, p.place, p.language, p.line, p.line_greedy, p.went]
+            for r in result.cells
+            for p in (r.prompt_check.places if r.prompt_check else [])
+        ]
         header = ["cell", "place", "language", "line", "line_greedy", "went"]
         _write_csv(out / "prompt_check.csv", header, pc_rows)  # type: ignore[arg-type]
         written.append(out / "prompt_check.csv")
     summary = {
-        "corpus": str(result.corpus), "match": result.match, "clip": result.clip, "chance": result.chance,
-        "longrange_note": result.longrange_note, "config": result.config.model_dump(),
-        "cells": [{"cell": r.spec.cell, "hidden": r.spec.hidden, "params": r.spec.params, "val_loss": _num(r.val_loss),
-                   "bits_per_char": _num(r.bits_per_char), "chars_per_s": r.chars_per_s, "seconds": r.seconds,
-                   "accuracy_gap_100_plus": _num(r.accuracy_from(100)), "diverged": r.diverged,
-                   "longrange": [{"gap": b.label, "count": b.count, "accuracy": _num(b.accuracy), "loss": _num(b.loss)}
-                                 for b in r.longrange or []],
-                   "prompt_check": r.prompt_check.to_json() if r.prompt_check else None} for r in result.cells],
+        "corpus": str(result.corpus),
+        "match": result.match,
+        "clip": result.clip,
+        "chance": result.chance,
+        "longrange_note": result.longrange_note,
+        "config": result.config.model_dump(),
+        "cells": [
+            {
+                "cell": r.spec.cell,
+                "hidden": r.spec.hidden,
+                "params": r.spec.params,
+                "val_loss": _num(r.val_loss),
+                "bits_per_char": _num(r.bits_per_char),
+                "chars_per_s": r.chars_per_s,
+                "seconds": r.seconds,
+                "accuracy_gap_100_plus": _num(r.accuracy_from(100)),
+                "diverged": r.diverged,
+                "longrange": [
+                    {"gap": b.label, "count": b.count, "accuracy": _num(b.accuracy), "loss": _num(b.loss)}
+                    for b in r.longrange or []
+                ],
+                "prompt_check": r.prompt_check.to_json() if r.prompt_check else None,
+            }
+            for r in result.cells
+        ],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     written.append(out / "summary.json")

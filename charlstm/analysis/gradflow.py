@@ -13,15 +13,16 @@ off geometrically (vanishing) or blows up (exploding); an LSTM's cell path `c = 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from charlstm.nn import cells, layers, model
 from charlstm.config import ModelConfig
+from charlstm.nn import cells, layers, model
 
 Carry = tuple[jax.Array, ...]
 # (layer params, carry, projected input of one step) -> (new carry, anything); carry[0] is the hidden state h.
@@ -69,7 +70,9 @@ def _model_norms(params: model.Params, x: jax.Array, y: jax.Array, cfg: ModelCon
     inp = x.T  # [T, B] ids, time-major like model.apply
     batch = x.shape[0]
     for p in [model.layer_params(params, n) for n in range(len(params["layers"]) - 1)]:
-        outs, _ = layers.scan_layer(cfg.cell, p, cells.project_input(cfg.cell, p, inp), cells.zeros_carry(cfg.cell, batch, cfg.hidden))
+        outs, _ = layers.scan_layer(
+            cfg.cell, p, cells.project_input(cfg.cell, p, inp), cells.zeros_carry(cfg.cell, batch, cfg.hidden)
+        )
         inp = outs["h"]
     top = model.layer_params(params, len(params["layers"]) - 1)
     head, head_w = params["head"], model.head_weight(params)
@@ -79,7 +82,9 @@ def _model_norms(params: model.Params, x: jax.Array, y: jax.Array, cfg: ModelCon
         return optax.softmax_cross_entropy_with_integer_labels(logits, y[:, -1])
 
     xw = cells.project_input(cfg.cell, top, inp)
-    return hidden_grad_norms(cells.step_fn(cfg.cell, top), top, xw, cells.zeros_carry(cfg.cell, batch, cfg.hidden), readout)
+    return hidden_grad_norms(
+        cells.step_fn(cfg.cell, top), top, xw, cells.zeros_carry(cfg.cell, batch, cfg.hidden), readout
+    )
 
 
 def model_profile(params: model.Params, cfg: ModelConfig, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -93,5 +98,6 @@ def model_profile(params: model.Params, cfg: ModelConfig, x: np.ndarray, y: np.n
 
 @functools.lru_cache(maxsize=16)
 def _jitted(cfg: ModelConfig) -> Callable[..., jax.Array]:
-    """One compiled profile per model config (the config is frozen, hence hashable), reused before and after training."""
+    """One compiled profile per model config (the config is frozen, hence hashable), reused before and after
+    training."""
     return jax.jit(functools.partial(_model_norms, cfg=cfg))

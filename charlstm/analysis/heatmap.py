@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
-
-import numpy as np
 
 from rich.cells import cell_len
 from rich.color import Color
@@ -213,8 +211,10 @@ def render(row: Row, width: int, color: bool = True) -> list[Text]:
     lines = wrap(row.units, width)
     if color:
         return [render_line(line, row.scale) for line in lines]
-    plain = [[Text("".join(g for g, _ in line), no_wrap=True, overflow="ignore", end=""), render_bars(line, row.scale)]
-             for line in lines]
+    plain = [
+        [Text("".join(g for g, _ in line), no_wrap=True, overflow="ignore", end=""), render_bars(line, row.scale)]
+        for line in lines
+    ]
     return [t for pair in plain for t in pair]
 
 
@@ -232,9 +232,13 @@ def legend(lo: str, hi: str, description: str, swatches: int = 21, color: bool =
     return text
 
 
-def print_view(console: Console, view: View, width: int | None = None,
-               table: Callable[[str, list[str], list[list[str]]], None] | None = None,
-               color: bool | None = None) -> None:
+def print_view(
+    console: Console,
+    view: View,
+    width: int | None = None,
+    table: Callable[[str, list[str], list[list[str]]], None] | None = None,
+    color: bool | None = None,
+) -> None:
     """Header, legends, every row (title line, then the wrapped heatmap), the tables (through `table`, the
     caller's table printer, if given) and the notes, on `console`. `color` defaults to whether the console
     shows colours."""
@@ -299,8 +303,10 @@ def to_html(view: View) -> str:
         head = "".join(f"<th>{_esc(c)}</th>" for c in columns)
         cells = "".join("<tr>" + "".join(f"<td>{_esc(v)}</td>" for v in r) + "</tr>" for r in rows)
         body.append(f"<h2>{_esc(title)}</h2>\n<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_esc(view.title)}</title>\n'
-            f"<style>{_CSS}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_esc(view.title)}</title>\n'
+        f"<style>{_CSS}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
+    )
 
 
 def write_html(path: Path, view: View) -> None:

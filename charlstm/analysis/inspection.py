@@ -18,9 +18,10 @@ from __future__ import annotations
 import codecs
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,16 +30,30 @@ from charlstm.data import langcorpus
 from charlstm.data.corpus import Vocab
 from charlstm.errors import UsageError, UserError
 
-LONG_NAMES = {"i": "input gate i", "f": "forget gate f", "o": "output gate o", "c": "cell state c",
-              "h": "hidden state h", "r": "reset gate r", "z": "update gate z"}
-SHOW = {"lstm": {"forget": "f", "input": "i", "output": "o", "cell": "c", "hidden": "h"},
-        "gru": {"update": "z", "reset": "r", "hidden": "h"},
-        "rnn": {"hidden": "h"}}
+LONG_NAMES = {
+    "i": "input gate i",
+    "f": "forget gate f",
+    "o": "output gate o",
+    "c": "cell state c",
+    "h": "hidden state h",
+    "r": "reset gate r",
+    "z": "update gate z",
+}
+SHOW = {
+    "lstm": {"forget": "f", "input": "i", "output": "o", "cell": "c", "hidden": "h"},
+    "gru": {"update": "z", "reset": "r", "hidden": "h"},
+    "rnn": {"hidden": "h"},
+}
 GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn": ()}
 MEMORY = {"lstm": "c", "gru": "h", "rnn": "h"}  # the state that carries information across time
 SATURATED = (0.1, 0.9)
-PROPERTIES = ("inside quotes", "inside brackets", "distance since last newline", "distance since last space",
-              "after the place name, before the language word")
+PROPERTIES = (
+    "inside quotes",
+    "inside brackets",
+    "distance since last newline",
+    "distance since last space",
+    "after the place name, before the language word",
+)
 _CELL_NAMES = {"lstm": "an LSTM", "gru": "a GRU", "rnn": "a plain RNN"}
 
 
@@ -56,7 +71,9 @@ def resolve_show(cell: str, show: str | None) -> str:
     if any(name in t for t in SHOW.values()):
         what = "state" if name in ("cell", "hidden") else "gate"
         only = ": it records only the hidden state" if cell == "rnn" else ""
-        raise UsageError(f"{_CELL_NAMES[cell]} has no {name} {what}{only}", f"use --show {allowed.replace(', ', ', --show ')}")
+        raise UsageError(
+            f"{_CELL_NAMES[cell]} has no {name} {what}{only}", f"use --show {allowed.replace(', ', ', --show ')}"
+        )
     raise UsageError(f"unknown --show value '{show}'", f"for {_CELL_NAMES[cell]} run use one of: {allowed}")
 
 
@@ -110,7 +127,9 @@ def encode(vocab: Vocab, text: str, skip_unknown: bool = False) -> Encoded:
         symbols = list(text) if vocab.encoding == "utf-8" else [chr(b) for b in text.encode("utf-8")]
         unknown = "".join(sorted({s for s, i in zip(symbols, raw) if i < 0}))
         if not skip_unknown:
-            raise UsageError(f"characters not in the run's vocabulary: {unknown!r}", "remove them or pass --skip-unknown")
+            raise UsageError(
+                f"characters not in the run's vocabulary: {unknown!r}", "remove them or pass --skip-unknown"
+            )
     ids = raw[raw >= 0].astype(np.int32)
     if len(ids) == 0:
         raise UsageError("no character of the text is in the run's vocabulary", "use characters from the training text")
@@ -132,7 +151,9 @@ def _apply() -> Any:
     return jax.jit(model.apply, static_argnames=("cfg", "train", "record"))
 
 
-def record_traces(params: Any, cfg: Any, ids: np.ndarray, names: Sequence[str], prime: int = -1) -> list[dict[str, np.ndarray]]:
+def record_traces(
+    params: Any, cfg: Any, ids: np.ndarray, names: Sequence[str], prime: int = -1
+) -> list[dict[str, np.ndarray]]:
     """Per layer, {name: [T, H]} of the recorded quantities for ids [T] read from the start state.
 
     With `prime` >= 0 (the newline id) that character is read first, unless the text starts with it, and its
@@ -273,8 +294,16 @@ def saturation(gates: dict[str, np.ndarray], lo: float = SATURATED[0], hi: float
     out = []
     for name, g in gates.items():
         left, right = (g < lo).mean(axis=0), (g > hi).mean(axis=0)
-        out.append(Saturation(name, float(left.mean()), float(1.0 - left.mean() - right.mean()), float(right.mean()),
-                              int((left > 0.5).sum()), int((right > 0.5).sum())))
+        out.append(
+            Saturation(
+                name,
+                float(left.mean()),
+                float(1.0 - left.mean() - right.mean()),
+                float(right.mean()),
+                int((left > 0.5).sum()),
+                int((right > 0.5).sum()),
+            )
+        )
     return out
 
 
@@ -324,8 +353,9 @@ def _eta_from_sums(sums: np.ndarray, counts: np.ndarray, sq: np.ndarray, labels:
         return np.nan_to_num(((gs[keep] ** 2 / gn[keep, None]).sum(axis=0) - grand) / (sq - grand))
 
 
-def _with_chance(x: np.ndarray, paragraph: np.ndarray, labels: np.ndarray, k: int, shuffles: int,
-                 seed: int) -> tuple[np.ndarray, float]:
+def _with_chance(
+    x: np.ndarray, paragraph: np.ndarray, labels: np.ndarray, k: int, shuffles: int, seed: int
+) -> tuple[np.ndarray, float]:
     sums, counts = _by_paragraph(x, paragraph, len(labels))
     sq = (x * x).sum(axis=0)
     rng = np.random.default_rng(seed)
@@ -333,8 +363,9 @@ def _with_chance(x: np.ndarray, paragraph: np.ndarray, labels: np.ndarray, k: in
     return _eta_from_sums(sums, counts, sq, labels, k), float(np.percentile(null, 95))
 
 
-def place_memory(states: Sequence[np.ndarray], spans: Sequence[Span], top: int = 3, shuffles: int = 200,
-                 seed: int = 0) -> PlaceMemory | None:
+def place_memory(
+    states: Sequence[np.ndarray], spans: Sequence[Span], top: int = 3, shuffles: int = 200, seed: int = 0
+) -> PlaceMemory | None:
     """Which cells hold the place name until the language word? `states`: per layer the memory trace [T, H].
 
     Statistic, per cell: over the gap positions (after the place name, before the language word), the share
@@ -368,8 +399,17 @@ def place_memory(states: Sequence[np.ndarray], spans: Sequence[Span], top: int =
     place_sums, place_n = _by_paragraph(raw, labels[paragraph], k)
     means = place_sums / np.maximum(place_n, 1)[:, None]
     hidden = states[0].shape[1]
-    cells = [PlaceCell(int(j) // hidden, int(j) % hidden, float(eta[j]), float(eta_end[j]), names[int(means[:, j].argmax())],
-                       names[int(means[:, j].argmin())]) for j in np.argsort(-eta)[:top]]
+    cells = [
+        PlaceCell(
+            int(j) // hidden,
+            int(j) % hidden,
+            float(eta[j]),
+            float(eta_end[j]),
+            names[int(means[:, j].argmax())],
+            names[int(means[:, j].argmin())],
+        )
+        for j in np.argsort(-eta)[:top]
+    ]
     return PlaceMemory(cells, chance, chance_end, len(spans), k)
 
 
@@ -401,9 +441,19 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def analyse(params: Any, cfg: Any, vocab: Vocab, text: str, *, layer: int | None = None, cells: Sequence[int] = (),
-            top: int | None = None, show: str | None = None, records: Sequence[langcorpus.GapRecord] | None = None,
-            skip_unknown: bool = False) -> Report:
+def analyse(
+    params: Any,
+    cfg: Any,
+    vocab: Vocab,
+    text: str,
+    *,
+    layer: int | None = None,
+    cells: Sequence[int] = (),
+    top: int | None = None,
+    show: str | None = None,
+    records: Sequence[langcorpus.GapRecord] | None = None,
+    skip_unknown: bool = False,
+) -> Report:
     """Read `text` with the network (`cfg` a ModelConfig) and gather everything `inspect` shows."""
     quantity = resolve_show(cfg.cell, show)
     if layer is not None and not 1 <= layer <= cfg.layers:
@@ -436,10 +486,13 @@ def analyse(params: Any, cfg: Any, vocab: Vocab, text: str, *, layer: int | None
     sat = [saturation({g: tr[g] for g in GATES[cfg.cell]}) for tr in traces] if GATES[cfg.cell] else []
     places = place_memory([tr[MEMORY[cfg.cell]] for tr in traces], spans)
     if places is None and spans:
-        notes.append("place memory needs paragraphs of at least two places, one of them twice: "
-                     "try --file corpora/languages.txt")
+        notes.append(
+            "place memory needs paragraphs of at least two places, one of them twice: try --file corpora/languages.txt"
+        )
     place_traces = [traces[p.layer][MEMORY[cfg.cell]][:, p.cell] for p in (places.cells if places else [])]
-    return Report(cfg.cell, cfg.layers, cfg.hidden, quantity, lyr, enc.units, selected, sat, places, place_traces, notes)
+    return Report(
+        cfg.cell, cfg.layers, cfg.hidden, quantity, lyr, enc.units, selected, sat, places, place_traces, notes
+    )
 
 
 # --- the view of an inspection report ------------------------------------------------------------------------
@@ -449,15 +502,25 @@ def inspect_view(report: Report, run_label: str, display_chars: int, notes: Sequ
     """Everything `charlstm inspect` shows, as a heatmap.View: the selected cells, the place-memory cells, tables."""
     units = report.units[:display_chars]
     view = heatmap.View(f"charlstm inspect: {run_label}")
-    view.header.append(f"{report.cell_type} {report.layers}x{report.hidden} · {len(report.units):,} characters read · "
-                       f"layer {report.layer + 1} · showing the {LONG_NAMES[report.quantity]}")
+    view.header.append(
+        f"{report.cell_type} {report.layers}x{report.hidden} · {len(report.units):,} characters read · "
+        f"layer {report.layer + 1} · showing the {LONG_NAMES[report.quantity]}"
+    )
     shown = {report.quantity} | ({"h" if report.cell_type != "lstm" else "c"} if report.place_traces else set())
     for q in sorted(shown):
         if q in GATES[report.cell_type]:
-            view.legends.append(("0 shut", "1 open", f"{LONG_NAMES[q]}: diverging around 0.5 (white), the same scale for every line"))
+            view.legends.append(
+                ("0 shut", "1 open", f"{LONG_NAMES[q]}: diverging around 0.5 (white), the same scale for every line")
+            )
         else:
-            view.legends.append((f"-max|{q}|", f"+max|{q}|", f"{LONG_NAMES[q]}: diverging around 0 (white), blue negative, "
-                                 "red positive; each line scaled to its own largest |value|"))
+            view.legends.append(
+                (
+                    f"-max|{q}|",
+                    f"+max|{q}|",
+                    f"{LONG_NAMES[q]}: diverging around 0 (white), blue negative, "
+                    "red positive; each line scaled to its own largest |value|",
+                )
+            )
 
     def row(title: str, q: str, values: np.ndarray) -> heatmap.Row:
         cut = [(g, float(values[t])) for g, t in units]
@@ -476,31 +539,62 @@ def inspect_view(report: Report, run_label: str, display_chars: int, notes: Sequ
         above = [p for p in pm.cells if p.eta2 > pm.chance]
         for p, values in list(zip(pm.cells, report.place_traces))[: max(1, min(2, len(above)))]:
             verdict = "" if p.eta2 > pm.chance else " (not above chance)"
-            view.rows.append(row(f"place memory · layer {p.layer + 1} · cell {p.cell} · η² {p.eta2:.2f} over the gap, chance "
-                                 f"{pm.chance:.2f}{verdict} · highest for {p.high}, lowest for {p.low}", memory, values))
+            view.rows.append(
+                row(
+                    f"place memory · layer {p.layer + 1} · cell {p.cell} · η² {p.eta2:.2f} over the gap, chance "
+                    f"{pm.chance:.2f}{verdict} · highest for {p.high}, lowest for {p.low}",
+                    memory,
+                    values,
+                )
+            )
+
         def num(x: float) -> str:
             return "—" if np.isnan(x) else f"{x:.3f}"
 
         table = [[str(p.layer + 1), str(p.cell), num(p.eta2), num(p.eta2_end), p.high, p.low] for p in pm.cells]
         table.append(["chance", "", num(pm.chance), num(pm.chance_end), "", ""])
-        view.tables.append((f"place memory: cells whose {memory} holds the place name until the language word "
-                            f"({pm.paragraphs} paragraphs, {pm.places} places)",
-                            ["layer", "cell", "η² gap", "η² at word", "highest for", "lowest for"], table))
-        view.notes.append("η² gap: share of the cell's variance over the gaps (after the place name, before the language word; "
-                          "the mean at each distance to the word removed) explained by which place was named; η² at word: "
-                          "the same at the last step before the word; chance: 95th percentile of the best cell's η² with "
-                          "the places shuffled across paragraphs")
+        view.tables.append(
+            (
+                f"place memory: cells whose {memory} holds the place name until the language word "
+                f"({pm.paragraphs} paragraphs, {pm.places} places)",
+                ["layer", "cell", "η² gap", "η² at word", "highest for", "lowest for"],
+                table,
+            )
+        )
+        view.notes.append(
+            "η² gap: share of the cell's variance over the gaps (after the place name, before the language word; "
+            "the mean at each distance to the word removed) explained by which place was named; η² at word: "
+            "the same at the last step before the word; chance: 95th percentile of the best cell's η² with "
+            "the places shuffled across paragraphs"
+        )
         if not above:
-            view.notes.append("no cell holds the place above chance yet: train longer (the default config's 5000 steps)")
+            view.notes.append(
+                "no cell holds the place above chance yet: train longer (the default config's 5000 steps)"
+            )
     lo, hi = SATURATED
     for k, layer in enumerate(report.saturation):
-        view.tables.append((f"layer {k + 1}: gate saturation (share of steps x cells)",
-                            ["gate", f"left < {lo}", "between", f"right > {hi}", "cells left", "cells right"],
-                            [[LONG_NAMES[s.gate].replace(" gate", ""), f"{s.left:.1%}", f"{s.between:.1%}", f"{s.right:.1%}",
-                              f"{s.cells_left}/{report.hidden}", f"{s.cells_right}/{report.hidden}"] for s in layer]))
+        view.tables.append(
+            (
+                f"layer {k + 1}: gate saturation (share of steps x cells)",
+                ["gate", f"left < {lo}", "between", f"right > {hi}", "cells left", "cells right"],
+                [
+                    [
+                        LONG_NAMES[s.gate].replace(" gate", ""),
+                        f"{s.left:.1%}",
+                        f"{s.between:.1%}",
+                        f"{s.right:.1%}",
+                        f"{s.cells_left}/{report.hidden}",
+                        f"{s.cells_right}/{report.hidden}",
+                    ]
+                    for s in layer
+                ],
+            )
+        )
     if report.saturation:
         view.notes.append("gate saturation: cells left/right = cells saturated more than half the time")
     if len(report.units) > len(units):
-        view.notes.append(f"showing the first {len(units):,} of {len(report.units):,} characters read (--display-chars)")
+        view.notes.append(
+            f"showing the first {len(units):,} of {len(report.units):,} characters read (--display-chars)"
+        )
     view.notes += list(report.notes) + list(notes)
     return view

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import plotext
 from rich.console import Console, Group, RenderableType
@@ -79,10 +80,22 @@ def _tick_label(v: float) -> str:
     return f"{v:g}" if abs(v) < 1e5 else f"{v:.0e}"
 
 
-def chart(series: Sequence[Series], *, title: str, xlabel: str, ylabel: str, width: int = 100, height: int = 20,
-          log_y: bool = False, xlim: tuple[float, float] | None = None, ylim: tuple[float, float] | None = None,
-          xticks: tuple[list[float], list[str]] | None = None, hline: tuple[float, str] | None = None,
-          legend_at: str = "top right", color: bool = True) -> str:
+def chart(
+    series: Sequence[Series],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    width: int = 100,
+    height: int = 20,
+    log_y: bool = False,
+    xlim: tuple[float, float] | None = None,
+    ylim: tuple[float, float] | None = None,
+    xticks: tuple[list[float], list[str]] | None = None,
+    hline: tuple[float, str] | None = None,
+    legend_at: str = "top right",
+    color: bool = True,
+) -> str:
     """One line chart as a string (ANSI-coloured with `color`). Thick lines: main curves; thin: secondary."""
     pts = [(s, *_bin_mean(*_finite(s.xs, s.ys, log_y))) for s in series]
     pts = [(s, x, y) for s, x, y in pts if x]
@@ -132,9 +145,15 @@ def chart(series: Sequence[Series], *, title: str, xlabel: str, ylabel: str, wid
         ticks_x = _nice_ticks(x0, x1, 7)
         fig.ruler("x").ticks(ticks_x, [_tick_label(t) for t in ticks_x])
     if hline:
-        fig.line(math.log10(hline[0]) if log_y else hline[0], pixel=8 if color else None, style="dotted", label=hline[1])
-    corners = {"top right": (x1, y1, "right", "top"), "bottom left": (x0, y0, "left", "bottom"),
-               "top left": (x0, y1, "left", "top"), "bottom right": (x1, y0, "right", "bottom")}
+        fig.line(
+            math.log10(hline[0]) if log_y else hline[0], pixel=8 if color else None, style="dotted", label=hline[1]
+        )
+    corners = {
+        "top right": (x1, y1, "right", "top"),
+        "bottom left": (x0, y0, "left", "bottom"),
+        "top left": (x0, y1, "left", "top"),
+        "bottom right": (x1, y0, "right", "bottom"),
+    }
     lx, ly, ha, va = corners[legend_at]
     fig.legend(x=lx, y=ly, relative=True, ha=ha, va=va)
     return fig.build().string(colorless=not color)
@@ -149,8 +168,15 @@ def loss_chart(curves: Mapping[str, Curves], steps: int, **kw: object) -> str:
     for cell, c in curves.items():
         series.append(Series(cell, c.steps, c.loss, label=cell))
         series.append(Series(cell, c.val_steps, c.val_loss, thin=True))
-    return chart(series, title="loss (thick: train, thin: validation)", xlabel="step", ylabel="nats/char",
-                 xlim=(0, steps), legend_at="top right", **kw)  # type: ignore[arg-type]
+    return chart(
+        series,
+        title="loss (thick: train, thin: validation)",
+        xlabel="step",
+        ylabel="nats/char",
+        xlim=(0, steps),
+        legend_at="top right",
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def grad_norm_chart(result: CompareResult, **kw: object) -> str:
@@ -158,8 +184,16 @@ def grad_norm_chart(result: CompareResult, **kw: object) -> str:
     series = [Series(r.spec.cell, r.curves.steps, r.curves.grad_norm, label=r.spec.cell) for r in result.cells]
     clip = result.config.optim.clip_norm if result.clip else 0.0
     title = f"gradient norm per step ({f'clipped at {clip:g}' if clip > 0 else 'no clipping'}), log scale"
-    return chart(series, title=title, xlabel="step", ylabel="global grad norm", log_y=True,
-                 xlim=(0, result.config.train.steps), legend_at="top right", **kw)  # type: ignore[arg-type]
+    return chart(
+        series,
+        title=title,
+        xlabel="step",
+        ylabel="global grad norm",
+        log_y=True,
+        xlim=(0, result.config.train.steps),
+        legend_at="top right",
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def gradflow_chart(result: CompareResult, **kw: object) -> str:
@@ -169,8 +203,15 @@ def gradflow_chart(result: CompareResult, **kw: object) -> str:
         ks = list(range(len(r.grad_final)))
         series.append(Series(r.spec.cell, ks[1:], list(r.grad_final[1:]), label=r.spec.cell))
         series.append(Series(r.spec.cell, ks[1:], list(r.grad_init[1:]), thin=True))
-    return chart(series, title="|d loss_T / d h_(T-k)| (thick: trained, thin: at init), log scale", xlabel="k (steps back)",
-                 ylabel="grad norm", log_y=True, legend_at="bottom left", **kw)  # type: ignore[arg-type]
+    return chart(
+        series,
+        title="|d loss_T / d h_(T-k)| (thick: trained, thin: at init), log scale",
+        xlabel="k (steps back)",
+        ylabel="grad norm",
+        log_y=True,
+        legend_at="bottom left",
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def longrange_chart(result: CompareResult, **kw: object) -> str | None:
@@ -186,10 +227,18 @@ def longrange_chart(result: CompareResult, **kw: object) -> str | None:
         pts = [(k + 1, b.accuracy) for k, b in enumerate(r.longrange or []) if b.count]
         series.append(Series(r.spec.cell, [x for x, _ in pts], [y for _, y in pts], label=r.spec.cell))
     # Two spare slots on the right hold the legend, clear of the data.
-    return chart(series, title="language-word accuracy by gap (characters between place and language)",
-                 xlabel="gap", ylabel="accuracy", xlim=(0.5, len(labels) + 2), ylim=(0.0, 1.0),
-                 xticks=(list(range(1, len(labels) + 1)), labels),
-                 hline=(result.chance, "chance") if result.chance else None, legend_at="top right", **kw)  # type: ignore[arg-type]
+    return chart(
+        series,
+        title="language-word accuracy by gap (characters between place and language)",
+        xlabel="gap",
+        ylabel="accuracy",
+        xlim=(0.5, len(labels) + 2),
+        ylim=(0.0, 1.0),
+        xticks=(list(range(1, len(labels) + 1)), labels),
+        hline=(result.chance, "chance") if result.chance else None,
+        legend_at="top right",
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def charts(result: CompareResult, width: int, height: int, color: bool) -> list[str]:
@@ -228,8 +277,17 @@ def _drop_nan_x(xs: Sequence[float], ys: Sequence[float]) -> tuple[list[float], 
     return [a for a, _ in pts], [b for _, b in pts]
 
 
-def runs_chart(curves: Sequence[RunCurves], *, x: str = "steps", log_y: bool = False, smooth: float = 0.6,
-               whole_run: bool = False, width: int = 100, height: int = 20, color: bool = True) -> str:
+def runs_chart(
+    curves: Sequence[RunCurves],
+    *,
+    x: str = "steps",
+    log_y: bool = False,
+    smooth: float = 0.6,
+    whole_run: bool = False,
+    width: int = 100,
+    height: int = 20,
+    color: bool = True,
+) -> str:
     """Training loss (smoothed, thick) and validation loss (thin) of several runs, one colour and letter each,
     against steps or minutes since each run was created. `whole_run`: the step axis spans train.steps, so that
     a run in progress grows to the right (else it spans the steps recorded)."""
@@ -247,12 +305,22 @@ def runs_chart(curves: Sequence[RunCurves], *, x: str = "steps", log_y: bool = F
     title = f"loss ({key}: train, {smoothed}; {'thin' if color else 'uppercase'}: validation)"
     total = max((c.total_steps for c in curves), default=0)
     xlim = (0.0, float(total)) if whole_run and x == "steps" and total > 0 else None
-    return chart(series, title=title, xlabel="step" if x == "steps" else "minutes", ylabel="nats/char", log_y=log_y,
-                 xlim=xlim, width=width, height=height, color=color)
+    return chart(
+        series,
+        title=title,
+        xlabel="step" if x == "steps" else "minutes",
+        ylabel="nats/char",
+        log_y=log_y,
+        xlim=xlim,
+        width=width,
+        height=height,
+        color=color,
+    )
 
 
-def follow(draw: Callable[[], str], active: Callable[[], bool], console: Console, color: bool,
-           poll_s: float = 1.0) -> None:
+def follow(
+    draw: Callable[[], str], active: Callable[[], bool], console: Console, color: bool, poll_s: float = 1.0
+) -> None:
     """Redraw the chart `draw()` returns every `poll_s` seconds while `active()` (a run is training), then a last
     time. On a terminal it refreshes in place; elsewhere only the final chart is printed. Ctrl-C stops following
     and leaves the chart as it was last drawn."""
@@ -289,8 +357,9 @@ class LiveDisplay:
     `color` the chart tells the cells apart by letters.
     """
 
-    def __init__(self, console: Console, quiet: bool = False, every_s: float = 0.5, log_every: int = 100,
-                 color: bool = True) -> None:
+    def __init__(
+        self, console: Console, quiet: bool = False, every_s: float = 0.5, log_every: int = 100, color: bool = True
+    ) -> None:
         self.console, self.quiet, self.every_s, self.log_every = console, quiet, every_s, log_every
         self.color = color
         self.live_mode = console.is_terminal and not quiet
@@ -313,8 +382,12 @@ class LiveDisplay:
         c = curves[cell]
         val = f" · val {c.val_loss[-1]:.4f}" if c.val_loss else ""
         cps = f" · {c.chars_per_s[-1]:,.0f} chars/s" if c.chars_per_s else ""
-        head = Text.from_markup(f"[bold]{escape(cell)}[/] ({index}/{len(self.plan)}) step {ev.step}/{self.steps}"
-                                f" · loss {c.loss[-1]:.4f}{val}{cps}" if c.loss else f"[bold]{escape(cell)}[/]")
+        head = Text.from_markup(
+            f"[bold]{escape(cell)}[/] ({index}/{len(self.plan)}) step {ev.step}/{self.steps}"
+            f" · loss {c.loss[-1]:.4f}{val}{cps}"
+            if c.loss
+            else f"[bold]{escape(cell)}[/]"
+        )
         width = max(40, self.console.width - 1)
         height = max(10, min(22, self.console.height - 3))
         chart_text = loss_chart(curves, self.steps, width=width, height=height, color=self.color)
@@ -332,8 +405,10 @@ class LiveDisplay:
                 self.last_draw = time.perf_counter()
         elif isinstance(ev, events.EvalEvent):
             c = curves[cell]
-            self.console.print(f"{cell} step {ev.step}: loss {c.loss[-1]:.4f} · val loss {ev.val_loss:.4f} nats/char "
-                               f"({ev.bits_per_char:.3f} bits/char)")
+            self.console.print(
+                f"{cell} step {ev.step}: loss {c.loss[-1]:.4f} · val loss {ev.val_loss:.4f} nats/char "
+                f"({ev.bits_per_char:.3f} bits/char)"
+            )
 
     def message(self, text: str) -> None:
         if not self.quiet:
@@ -361,13 +436,16 @@ def matplotlib_figure(instead: str) -> type:
     try:
         from matplotlib.figure import Figure  # the object API: no pyplot state, no GUI backend
     except ImportError:
-        raise UserError("PNG charts need matplotlib, which is not installed",
-                        f'pip install "charlstm[plots]" (or matplotlib), or {instead}') from None
+        raise UserError(
+            "PNG charts need matplotlib, which is not installed",
+            f'pip install "charlstm[plots]" (or matplotlib), or {instead}',
+        ) from None
     return Figure
 
 
-def save_runs_png(curves: Sequence[RunCurves], path: Path, *, x: str = "steps", log_y: bool = False,
-                  smooth: float = 0.6) -> None:
+def save_runs_png(
+    curves: Sequence[RunCurves], path: Path, *, x: str = "steps", log_y: bool = False, smooth: float = 0.6
+) -> None:
     """The `runs_chart` as a PNG: raw training loss faint, smoothed solid, validation dashed with markers."""
     from charlstm.analysis.runs import ema
 
@@ -382,8 +460,11 @@ def save_runs_png(curves: Sequence[RunCurves], path: Path, *, x: str = "steps", 
     if log_y:
         ax.set_yscale("log")
     smoothed = f"EMA {smooth:g}" if smooth > 0 else "raw"
-    ax.set(xlabel="step" if x == "steps" else "minutes since the run was created", ylabel="loss (nats/char)",
-           title=f"training loss (faint: raw, solid: {smoothed}) and validation loss")
+    ax.set(
+        xlabel="step" if x == "steps" else "minutes since the run was created",
+        ylabel="loss (nats/char)",
+        title=f"training loss (faint: raw, solid: {smoothed}) and validation loss",
+    )
     ax.legend()
     fig.tight_layout()
     try:
@@ -394,7 +475,7 @@ def save_runs_png(curves: Sequence[RunCurves], path: Path, *, x: str = "steps", 
 
 def save_pngs(result: CompareResult, out: Path) -> list[Path]:
     """loss.png, longrange.png (if measured), gradflow.png and grad_norm.png in `out`."""
-    Figure = matplotlib_figure("leave out --out")  # noqa: N806 (a class)
+    Figure = matplotlib_figure("leave out --out")
     written = []
 
     def save(name: str, fig: Figure) -> None:
@@ -420,7 +501,13 @@ def save_pngs(result: CompareResult, out: Path) -> list[Path]:
         labels = [longrange.bucket_label(lo, hi) for lo, hi in longrange.BUCKETS]
         for r in result.cells:
             if r.longrange:
-                ax.plot(labels, [b.accuracy for b in r.longrange], marker="o", color=MPL_COLORS.get(r.spec.cell), label=r.spec.cell)
+                ax.plot(
+                    labels,
+                    [b.accuracy for b in r.longrange],
+                    marker="o",
+                    color=MPL_COLORS.get(r.spec.cell),
+                    label=r.spec.cell,
+                )
         if result.chance:
             ax.axhline(result.chance, color="gray", ls=":", label="chance")
         ax.set(xlabel="gap (characters)", ylabel="accuracy", ylim=(0, 1.02), title="language-word accuracy by gap")

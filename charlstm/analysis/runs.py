@@ -24,12 +24,13 @@ import csv
 import math
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from charlstm.training import rundir
 from charlstm.errors import RunError, UserError
+from charlstm.training import rundir
 
 LN2 = math.log(2)
 STATUSES = ("running", "finished", "interrupted", "failed")
@@ -64,13 +65,27 @@ class RunSummary:
         return f"{self.cell}{'-ln' if self.layer_norm else ''} {self.layers}x{self.hidden}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "path": str(self.path), "corpus": self.corpus, "cell": self.cell,
-                "layers": self.layers, "hidden": self.hidden, "layer_norm": self.layer_norm, "step": self.step,
-                "steps": self.steps, "checkpoint": self.checkpoint, "best_val_loss": self.best_val_loss,
-                "best_val_bpc": bits(self.best_val_loss), "last_val_loss": self.last_val_loss,
-                "last_val_bpc": bits(self.last_val_loss), "chars_per_s": self.chars_per_s, "wall_s": self.wall_s,
-                "created": None if self.created is None else time.strftime(TIME_FORMAT, time.localtime(self.created)),
-                "status": self.status, "reason": self.reason}
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "corpus": self.corpus,
+            "cell": self.cell,
+            "layers": self.layers,
+            "hidden": self.hidden,
+            "layer_norm": self.layer_norm,
+            "step": self.step,
+            "steps": self.steps,
+            "checkpoint": self.checkpoint,
+            "best_val_loss": self.best_val_loss,
+            "best_val_bpc": bits(self.best_val_loss),
+            "last_val_loss": self.last_val_loss,
+            "last_val_bpc": bits(self.last_val_loss),
+            "chars_per_s": self.chars_per_s,
+            "wall_s": self.wall_s,
+            "created": None if self.created is None else time.strftime(TIME_FORMAT, time.localtime(self.created)),
+            "status": self.status,
+            "reason": self.reason,
+        }
 
 
 @dataclass
@@ -146,12 +161,22 @@ def summarize(run: rundir.RunDir) -> RunSummary:
     start = created if created is not None else (times[0] if times else None)
     corpus = run.read_info().get("corpus")
     return RunSummary(
-        name=run.path.name, path=run.path, corpus=None if corpus is None else str(corpus), cell=cfg.model.cell,
-        layers=cfg.model.layers, hidden=cfg.model.hidden, layer_norm=cfg.model.layer_norm,
-        step=max([int(r.get("step", 0)) for r in records] + ckpts + [0]), steps=cfg.train.steps,
-        checkpoint=ckpts[-1] if ckpts else None, best_val_loss=min(vals) if vals else None,
-        last_val_loss=vals[-1] if vals else None, chars_per_s=statistics.median(speeds) if speeds else None,
-        wall_s=times[-1] - start if times and start is not None else None, created=created, status=status,
+        name=run.path.name,
+        path=run.path,
+        corpus=None if corpus is None else str(corpus),
+        cell=cfg.model.cell,
+        layers=cfg.model.layers,
+        hidden=cfg.model.hidden,
+        layer_norm=cfg.model.layer_norm,
+        step=max([int(r.get("step", 0)) for r in records] + ckpts + [0]),
+        steps=cfg.train.steps,
+        checkpoint=ckpts[-1] if ckpts else None,
+        best_val_loss=min(vals) if vals else None,
+        last_val_loss=vals[-1] if vals else None,
+        chars_per_s=statistics.median(speeds) if speeds else None,
+        wall_s=times[-1] - start if times and start is not None else None,
+        created=created,
+        status=status,
         reason=reason,
     )
 
@@ -169,8 +194,27 @@ def list_runs(runs_dir: Path) -> list[RunSummary]:
         try:
             out.append(summarize(run))
         except UserError as err:
-            out.append(RunSummary(path.name, path, None, "?", 0, 0, False, 0, 0, None, None, None, None, None,
-                                  created_time(run), "failed", f"unreadable config: {err.message}"))
+            out.append(
+                RunSummary(
+                    path.name,
+                    path,
+                    None,
+                    "?",
+                    0,
+                    0,
+                    False,
+                    0,
+                    0,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    created_time(run),
+                    "failed",
+                    f"unreadable config: {err.message}",
+                )
+            )
     return sorted(out, key=lambda r: (r.created or 0.0, r.name), reverse=True)
 
 
@@ -255,9 +299,29 @@ def table_rows(summaries: Sequence[RunSummary]) -> tuple[list[str], list[list[st
     def loss(nats: float | None) -> str:
         return "—" if nats is None else f"{nats:.4f}/{nats / LN2:.3f}"
 
-    columns = ["run", "corpus", "model", "step", "best val nats/bits", "last val nats/bits", "chars/s", "wall",
-               "status"]
-    rows = [[r.name, Path(r.corpus).stem if r.corpus else "—", r.size, f"{r.step:,}/{r.steps:,}",
-             loss(r.best_val_loss), loss(r.last_val_loss), "—" if r.chars_per_s is None else f"{r.chars_per_s:,.0f}",
-             duration(r.wall_s), f"{r.status} ({r.reason})" if r.reason else r.status] for r in summaries]
+    columns = [
+        "run",
+        "corpus",
+        "model",
+        "step",
+        "best val nats/bits",
+        "last val nats/bits",
+        "chars/s",
+        "wall",
+        "status",
+    ]
+    rows = [
+        [
+            r.name,
+            Path(r.corpus).stem if r.corpus else "—",
+            r.size,
+            f"{r.step:,}/{r.steps:,}",
+            loss(r.best_val_loss),
+            loss(r.last_val_loss),
+            "—" if r.chars_per_s is None else f"{r.chars_per_s:,.0f}",
+            duration(r.wall_s),
+            f"{r.status} ({r.reason})" if r.reason else r.status,
+        ]
+        for r in summaries
+    ]
     return columns, rows

@@ -33,20 +33,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from charlstm import config as config_lib
 from charlstm import perf
 from charlstm.bench import probes
-from charlstm.nn import cells, export, model, sampling
-from charlstm.training import loop as training
-from charlstm import config as config_lib
 from charlstm.config import Config
 from charlstm.errors import UsageError, UserError
+from charlstm.nn import cells, export, model, sampling
+from charlstm.training import loop as training
 
 VOCAB = 96  # synthetic character ids: printable ASCII plus a little; the speed depends on V only through the head
 SAMPLE_B1_CHARS = 512  # characters generated per round at batch 1 (one compiled chunk of 512)
@@ -190,9 +191,12 @@ class _Charlstm:
         return time.perf_counter() - tic, loss
 
     def sample(self, batch: int, length: int) -> float:
-        """Seconds for `sampling.generate` (chunks of up to 512 characters, each one jitted scan) of `length` per stream."""
+        """Seconds for `sampling.generate` (chunks of up to 512 characters, each one jitted scan) of `length` per
+        stream."""
         opts = sampling.SampleOptions(length=length, num_samples=batch, temperature=1.0)
-        return probes.timed(lambda: [np.asarray(c) for c in sampling.generate(self.state.params, self.cfg.model, self.prompt, opts)])
+        return probes.timed(
+            lambda: [np.asarray(c) for c in sampling.generate(self.state.params, self.cfg.model, self.prompt, opts)]
+        )
 
 
 def _step_inputs(cfg: Config, vocab_size: int) -> tuple[np.ndarray, jax.Array, jax.Array, jax.Array]:
@@ -257,11 +261,13 @@ class _Torch:
         torch.manual_seed(0)
         rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[m.cell]
         e = m.embed or vocab_size  # model.embed 0: one-hot input, exported as a frozen identity embedding
-        self.net = nn.ModuleDict({
-            "embedding": nn.Embedding(vocab_size, e),
-            "rnn": rnn_cls(e, m.hidden, num_layers=m.layers),  # time-major, like charlstm inside
-            "head": nn.Linear(m.hidden, vocab_size),
-        })
+        self.net = nn.ModuleDict(
+            {
+                "embedding": nn.Embedding(vocab_size, e),
+                "rnn": rnn_cls(e, m.hidden, num_layers=m.layers),  # time-major, like charlstm inside
+                "head": nn.Linear(m.hidden, vocab_size),
+            }
+        )
         sd = export.torch_state_dict(params, cfg, vocab_size)
         # The start state (h0, c0) is an input of nn.LSTM, not a module weight; at initialisation it is zeros,
         # which is nn.LSTM's default state, so both sides time the same computation.
@@ -334,8 +340,14 @@ def torch_available() -> bool:
     return True
 
 
-def run(cfg: Config, steps: int = 5, rounds: int = 5, vs_torch: bool = False, vocab_size: int = VOCAB,
-        log: Callable[[str], None] = lambda _: None) -> BenchResult:
+def run(
+    cfg: Config,
+    steps: int = 5,
+    rounds: int = 5,
+    vs_torch: bool = False,
+    vocab_size: int = VOCAB,
+    log: Callable[[str], None] = lambda _: None,
+) -> BenchResult:
     """Benchmark `cfg`'s model: `rounds` rounds of `steps` timed training steps and one sample per batch size."""
     if steps < 1 or rounds < 1:
         raise UsageError(f"--steps and --rounds must be at least 1 (got {steps}, {rounds})", "e.g. --steps 5")
@@ -344,7 +356,10 @@ def run(cfg: Config, steps: int = 5, rounds: int = 5, vs_torch: bool = False, vo
     d = cfg.data
     log("timing start-up: two fresh processes, the second with the first one's compilation cache")
     cold, cached = measure_startup(cfg, vocab_size)
-    log(f"compiling the training step ({cfg.model.layers}x{cfg.model.hidden} {cfg.model.cell}, B{d.batch_size}, T{d.seq_len})")
+    log(
+        f"compiling the training step ({cfg.model.layers}x{cfg.model.hidden} {cfg.model.cell}, "
+        f"B{d.batch_size}, T{d.seq_len})"
+    )
     ours = _Charlstm(cfg, vocab_size)
     gemm = probes.gemm_probe()
     weight_bytes = sample_weight_bytes(cfg, vocab_size)
@@ -357,10 +372,16 @@ def run(cfg: Config, steps: int = 5, rounds: int = 5, vs_torch: bool = False, vo
 
     # One round: every measurement once, charlstm and torch back to back (order flipped on odd rounds).
     names = ("train", "b1", "b64")
-    work = {"train": lambda impl: impl.train(steps)[0], "b1": lambda impl: impl.sample(1, SAMPLE_B1_CHARS),
-            "b64": lambda impl: impl.sample(64, SAMPLE_B64_CHARS)}
-    warm = {"train": lambda impl: impl.train(1), "b1": lambda impl: impl.sample(1, WARM_CHARS),
-            "b64": lambda impl: impl.sample(64, WARM_CHARS)}
+    work = {
+        "train": lambda impl: impl.train(steps)[0],
+        "b1": lambda impl: impl.sample(1, SAMPLE_B1_CHARS),
+        "b64": lambda impl: impl.sample(64, SAMPLE_B64_CHARS),
+    }
+    warm = {
+        "train": lambda impl: impl.train(1),
+        "b1": lambda impl: impl.sample(1, WARM_CHARS),
+        "b64": lambda impl: impl.sample(64, WARM_CHARS),
+    }
     chars = {"train": steps * d.batch_size * d.seq_len, "b1": SAMPLE_B1_CHARS, "b64": 64 * SAMPLE_B64_CHARS}
 
     def measure(n: str, impl: Any) -> float:
@@ -380,7 +401,7 @@ def run(cfg: Config, steps: int = 5, rounds: int = 5, vs_torch: bool = False, vo
                 if side == "ours":
                     ours_t[n].append(measure(n, ours))
                 elif theirs is not None:
-                    t, threads = theirs.fastest(lambda: measure(n, theirs))  # noqa: B023 (called right here)
+                    t, threads = theirs.fastest(lambda: measure(n, theirs))
                     theirs_t[n].append(t)
                     theirs_threads[n].append(threads)
         peaks.append(gemm())
@@ -397,28 +418,53 @@ def run(cfg: Config, steps: int = 5, rounds: int = 5, vs_torch: bool = False, vo
 
         ratio = {n: statistics.median(b / a for a, b in zip(ours_t[n], theirs_t[n])) for n in names}
         torch_numbers = TorchNumbers(
-            version=torch.__version__, device=theirs.device.type,
+            version=torch.__version__,
+            device=theirs.device.type,
             train_chars_per_s=statistics.median(chars["train"] / t for t in theirs_t["train"]),
             sample_b1_chars_per_s=statistics.median(chars["b1"] / t for t in theirs_t["b1"]),
             sample_b64_chars_per_s=statistics.median(chars["b64"] / t for t in theirs_t["b64"]),
-            train_ratio=ratio["train"], sample_b1_ratio=ratio["b1"], sample_b64_ratio=ratio["b64"],
+            train_ratio=ratio["train"],
+            sample_b1_ratio=ratio["b1"],
+            sample_b64_ratio=ratio["b64"],
             sample_b1_ratio_ceiling=statistics.median(t / chars["b1"] / s for t, s in zip(theirs_t["b1"], chain_s)),
             initial_loss_diff=abs(ours.first_loss - theirs.first_loss),
             threads={n: max(set(v), key=v.count) for n, v in theirs_threads.items()},
         )
     m = cfg.model
     return BenchResult(
-        cell=m.cell, layers=m.layers, hidden=m.hidden, batch_size=d.batch_size, seq_len=d.seq_len,
-        vocab_size=vocab_size, compute_dtype=m.compute_dtype, params=model.param_count(ours.params0),
-        steps_per_round=steps, rounds=rounds, compile_s=cold.compile_s, compile_cpu_s=cold.compile_cpu_s,
-        compile_cached_s=cached.compile_s, first_char_s=cold.first_char_s, first_char_cached_s=cached.first_char_s,
-        train_chars_per_s=speed["train"], sample_b1_chars_per_s=speed["b1"], sample_b64_chars_per_s=speed["b64"],
-        train_flops_per_char=per_char, achieved_gflops=per_char * speed["train"] / 1e9,
-        matmul_peak_gflops=statistics.median(peaks) / 1e9, fraction_of_peak=fraction,
-        sample_weight_mb=weight_bytes / 2**20, sample_b1_matmul_gb_per_s=weight_bytes / statistics.median(chain_s) / 1e9,
-        sample_b1_ceiling_chars_per_s=1 / statistics.median(chain_s), sample_b1_fraction_of_ceiling=b1_fraction,
-        train_step_temp_mb=ours.temp_mb, peak_rss_mb=rss, malloc_tuned=perf.malloc_tuned(),
-        cpu=cpu_name(), cores=os.cpu_count() or 1, gpu=gpu_status(), jax_version=jax.__version__,
+        cell=m.cell,
+        layers=m.layers,
+        hidden=m.hidden,
+        batch_size=d.batch_size,
+        seq_len=d.seq_len,
+        vocab_size=vocab_size,
+        compute_dtype=m.compute_dtype,
+        params=model.param_count(ours.params0),
+        steps_per_round=steps,
+        rounds=rounds,
+        compile_s=cold.compile_s,
+        compile_cpu_s=cold.compile_cpu_s,
+        compile_cached_s=cached.compile_s,
+        first_char_s=cold.first_char_s,
+        first_char_cached_s=cached.first_char_s,
+        train_chars_per_s=speed["train"],
+        sample_b1_chars_per_s=speed["b1"],
+        sample_b64_chars_per_s=speed["b64"],
+        train_flops_per_char=per_char,
+        achieved_gflops=per_char * speed["train"] / 1e9,
+        matmul_peak_gflops=statistics.median(peaks) / 1e9,
+        fraction_of_peak=fraction,
+        sample_weight_mb=weight_bytes / 2**20,
+        sample_b1_matmul_gb_per_s=weight_bytes / statistics.median(chain_s) / 1e9,
+        sample_b1_ceiling_chars_per_s=1 / statistics.median(chain_s),
+        sample_b1_fraction_of_ceiling=b1_fraction,
+        train_step_temp_mb=ours.temp_mb,
+        peak_rss_mb=rss,
+        malloc_tuned=perf.malloc_tuned(),
+        cpu=cpu_name(),
+        cores=os.cpu_count() or 1,
+        gpu=gpu_status(),
+        jax_version=jax.__version__,
         load_avg=os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0,
         torch=torch_numbers,
     )
@@ -429,19 +475,29 @@ def rows(res: BenchResult) -> list[tuple[str, str]]:
     out = [
         ("model", f"{res.layers}x{res.hidden} {res.cell}, {res.params:,} params, {res.compute_dtype}"),
         ("batch x seq_len", f"{res.batch_size} x {res.seq_len} (vocab {res.vocab_size})"),
-        ("compile (train step)",
-         f"{res.compile_s:.2f} s ({res.compile_cpu_s:.2f} CPU s); {res.compile_cached_s:.2f} s cached"),
-        ("first sampled character",
-         f"{res.first_char_s:.2f} s after process start; {res.first_char_cached_s:.2f} s cached"),
+        (
+            "compile (train step)",
+            f"{res.compile_s:.2f} s ({res.compile_cpu_s:.2f} CPU s); {res.compile_cached_s:.2f} s cached",
+        ),
+        (
+            "first sampled character",
+            f"{res.first_char_s:.2f} s after process start; {res.first_char_cached_s:.2f} s cached",
+        ),
         ("train chars/s", f"{res.train_chars_per_s:,.0f}"),
         ("sampling chars/s, batch 1", f"{res.sample_b1_chars_per_s:,.0f}"),
         ("sampling chars/s, batch 64", f"{res.sample_b64_chars_per_s:,.0f}"),
-        ("model FLOP/s (train)", f"{res.achieved_gflops:.1f} GFLOP/s ({res.train_flops_per_char / 1e6:.2f} MFLOP/char)"),
+        (
+            "model FLOP/s (train)",
+            f"{res.achieved_gflops:.1f} GFLOP/s ({res.train_flops_per_char / 1e6:.2f} MFLOP/char)",
+        ),
         ("fp32 matmul peak (measured)", f"{res.matmul_peak_gflops:.1f} GFLOP/s"),
         ("fraction of peak", f"{res.fraction_of_peak:.0%}"),
-        ("batch-1 matmuls alone",
-         f"{res.sample_b1_ceiling_chars_per_s:,.0f} chars/s ({res.sample_weight_mb:.1f} MiB of weights per char at "
-         f"{res.sample_b1_matmul_gb_per_s:.0f} GB/s); sampling reaches {res.sample_b1_fraction_of_ceiling:.0%} of it"),
+        (
+            "batch-1 matmuls alone",
+            f"{res.sample_b1_ceiling_chars_per_s:,.0f} chars/s ({res.sample_weight_mb:.1f} MiB of weights per char at "
+            f"{res.sample_b1_matmul_gb_per_s:.0f} GB/s); "
+            f"sampling reaches {res.sample_b1_fraction_of_ceiling:.0%} of it",
+        ),
         ("train step temp memory", f"{res.train_step_temp_mb:.1f} MiB"),
         ("peak resident memory", f"{res.peak_rss_mb:.0f} MiB"),
         ("malloc tuning", "on" if res.malloc_tuned else "off"),
@@ -450,10 +506,19 @@ def rows(res: BenchResult) -> list[tuple[str, str]]:
     if res.torch is not None:
         t = res.torch
         out += [
-            (f"torch {t.version} ({t.device}) train chars/s", f"{t.train_chars_per_s:,.0f}  (charlstm {t.train_ratio:.2f}x)"),
-            ("torch sampling chars/s, batch 1",
-             f"{t.sample_b1_chars_per_s:,.0f}  (charlstm {t.sample_b1_ratio:.1f}x; its matmuls alone {t.sample_b1_ratio_ceiling:.1f}x)"),
-            ("torch sampling chars/s, batch 64", f"{t.sample_b64_chars_per_s:,.0f}  (charlstm {t.sample_b64_ratio:.1f}x)"),
+            (
+                f"torch {t.version} ({t.device}) train chars/s",
+                f"{t.train_chars_per_s:,.0f}  (charlstm {t.train_ratio:.2f}x)",
+            ),
+            (
+                "torch sampling chars/s, batch 1",
+                f"{t.sample_b1_chars_per_s:,.0f}  (charlstm {t.sample_b1_ratio:.1f}x; "
+                f"its matmuls alone {t.sample_b1_ratio_ceiling:.1f}x)",
+            ),
+            (
+                "torch sampling chars/s, batch 64",
+                f"{t.sample_b64_chars_per_s:,.0f}  (charlstm {t.sample_b64_ratio:.1f}x)",
+            ),
             ("same model check", f"first-batch loss differs by {t.initial_loss_diff:.1e}"),
             ("torch's faster threads (train, b1, b64)", ", ".join(str(t.threads[k]) for k in ("train", "b1", "b64"))),
         ]

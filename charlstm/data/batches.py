@@ -54,8 +54,16 @@ def line_start_windows(ids: np.ndarray, n: int, seq_len: int, rng: np.random.Gen
     return np.where(found.any(axis=1), near[np.arange(n), found.argmax(axis=1)], starts)
 
 
-def stream_batch(ids: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int, rows: slice = slice(None),
-                 line_restarts: float = 0.0, newline: int = -1) -> Batch:
+def stream_batch(
+    ids: np.ndarray,
+    step: int,
+    batch_size: int,
+    seq_len: int,
+    seed: int,
+    rows: slice = slice(None),
+    line_restarts: float = 0.0,
+    newline: int = -1,
+) -> Batch:
     """Batch number `step` of contiguous streams (see module docstring); only `rows` of it (one process's share).
 
     The first rows are the streams; the last `restart_rows(batch_size, line_restarts)` start at a line.
@@ -75,8 +83,16 @@ def stream_batch(ids: np.ndarray, step: int, batch_size: int, seq_len: int, seed
     return Batch(x, y, reset=reset[rows])
 
 
-def random_batch(ids: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int, rows: slice = slice(None),
-                 line_restarts: float = 0.0, newline: int = -1) -> Batch:
+def random_batch(
+    ids: np.ndarray,
+    step: int,
+    batch_size: int,
+    seq_len: int,
+    seed: int,
+    rows: slice = slice(None),
+    line_restarts: float = 0.0,
+    newline: int = -1,
+) -> Batch:
     """Batch number `step` of independent random windows; only `rows` of it (one process's share)."""
     # All starts are drawn, then sliced: every process sees the same global batch, whatever its share.
     starts = np.random.default_rng([seed, step, 1]).integers(0, len(ids) - seq_len, size=batch_size)
@@ -84,8 +100,17 @@ def random_batch(ids: np.ndarray, step: int, batch_size: int, seq_len: int, seed
     return Batch(x, y, reset=np.ones(len(x), bool))
 
 
-def get_batch(ids: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int, mode: str = "stream",
-              rows: slice = slice(None), line_restarts: float = 0.0, newline: int = -1) -> Batch:
+def get_batch(
+    ids: np.ndarray,
+    step: int,
+    batch_size: int,
+    seq_len: int,
+    seed: int,
+    mode: str = "stream",
+    rows: slice = slice(None),
+    line_restarts: float = 0.0,
+    newline: int = -1,
+) -> Batch:
     """Dispatch on the configured batching mode; `rows` picks one process's rows of the global batch."""
     batch = stream_batch if mode == "stream" else random_batch
     return batch(ids, step, batch_size, seq_len, seed, rows, line_restarts, newline)

@@ -121,14 +121,18 @@ def load_corpus(path: Path, encoding: Encoding = "utf-8", vocab: Vocab | None = 
     if not data:
         raise CorpusError(f"corpus is empty: {path}", "pass a file with text in it")
     if encoding == "utf-8" and b"\x00" in data[: 1 << 20]:
-        raise CorpusError(f"corpus looks binary (contains NUL bytes): {path}", "pass --encoding bytes to train on it anyway")
+        raise CorpusError(
+            f"corpus looks binary (contains NUL bytes): {path}", "pass --encoding bytes to train on it anyway"
+        )
     points = to_points(data, encoding)
     del data
     vocab = vocab or build_vocab(points, encoding)
     ids = vocab.encode_points(points)
     if (ids < 0).any():
-        raise CorpusError(f"{path} has symbols not in the run's vocabulary: {unknown_examples(points, ids, encoding)!r}",
-                          "train on a corpus that has them")
+        raise CorpusError(
+            f"{path} has symbols not in the run's vocabulary: {unknown_examples(points, ids, encoding)!r}",
+            "train on a corpus that has them",
+        )
     return vocab, ids.astype(vocab.dtype)
 
 
@@ -191,5 +195,11 @@ def list_corpora() -> list[tuple[str, str, str]]:
     rows = [(p.stem, str(p), "bundled") for p in sorted(CORPORA_DIR.glob("*.txt"))]
     for name, remote in sorted(download.REGISTRY.items()):
         cached = download.cached_path(name)
-        rows.append((name, str(cached) if cached.exists() else "not downloaded (charlstm corpus get " + name + ")", remote.description))
+        rows.append(
+            (
+                name,
+                str(cached) if cached.exists() else "not downloaded (charlstm corpus get " + name + ")",
+                remote.description,
+            )
+        )
     return rows

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from charlstm.errors import CorpusError
 
@@ -54,8 +54,12 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def get(name: str, url: str | None = None, progress: Callable[[int, int], None] = lambda done, total: None,
-        timeout: float = 60.0) -> Path:
+def get(
+    name: str,
+    url: str | None = None,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+    timeout: float = 60.0,
+) -> Path:
     """Download corpus `name` (from `url` if given, e.g. a mirror) into the cache; return its path.
 
     An already cached file whose checksum matches is not fetched again.
@@ -72,7 +76,9 @@ def get(name: str, url: str | None = None, progress: Callable[[int, int], None] 
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise CorpusError(f"cannot create cache directory {dest.parent}: {err.strerror}", "set CHARLSTM_CACHE to a writable directory") from None
+        raise CorpusError(
+            f"cannot create cache directory {dest.parent}: {err.strerror}", "set CHARLSTM_CACHE to a writable directory"
+        ) from None
     tmp = dest.with_name(dest.name + ".part")
     try:
         with urllib.request.urlopen(url or remote.url, timeout=timeout) as resp, tmp.open("wb") as out:
@@ -84,12 +90,16 @@ def get(name: str, url: str | None = None, progress: Callable[[int, int], None] 
                 progress(done, total)
         got = _sha256(tmp)
         if got != remote.sha256:
-            raise CorpusError(f"checksum mismatch for {name}: got sha256 {got[:12]}…, expected {remote.sha256[:12]}…",
-                              "the download is corrupted or the source changed; try again or pass --url with a good mirror")
+            raise CorpusError(
+                f"checksum mismatch for {name}: got sha256 {got[:12]}…, expected {remote.sha256[:12]}…",
+                "the download is corrupted or the source changed; try again or pass --url with a good mirror",
+            )
         os.replace(tmp, dest)
     except (urllib.error.URLError, OSError, ValueError) as err:
         reason = getattr(err, "reason", None) or getattr(err, "strerror", None) or err
-        raise CorpusError(f"download of {name} failed: {reason}", "check the network connection, or pass --url with a mirror") from None
+        raise CorpusError(
+            f"download of {name} failed: {reason}", "check the network connection, or pass --url with a mirror"
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
     return dest

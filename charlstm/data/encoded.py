@@ -20,19 +20,29 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
 from charlstm.data import corpus, download
 from charlstm.data.corpus import Encoding, Vocab
-from charlstm.errors import CorpusError
 from charlstm.data.stream_encode import CHUNK_BYTES, Progress, content_hash, encode_file, open_corpus
+from charlstm.errors import CorpusError
 
-__all__ = ["CHUNK_BYTES", "Encoded", "Progress", "cache_root", "content_hash", "encode_file", "load", "load_corpus",
-           "min_bytes", "use_cache"]
+__all__ = [
+    "CHUNK_BYTES",
+    "Encoded",
+    "Progress",
+    "cache_root",
+    "content_hash",
+    "encode_file",
+    "load",
+    "load_corpus",
+    "min_bytes",
+    "use_cache",
+]
 
 FORMAT = 1  # bump when the entry layout changes: old entries are then ignored, not misread
 DEFAULT_MIN_MB = 32.0  # files at least this large go through the cache (override: $CHARLSTM_CACHE_MIN_MB)
@@ -55,7 +65,9 @@ def min_bytes() -> int:
     try:
         mb = float(raw) if raw.strip() else DEFAULT_MIN_MB
     except ValueError:
-        raise CorpusError(f"CHARLSTM_CACHE_MIN_MB={raw!r} is not a number", "set it to a size in MB, e.g. 32 (0: always cache)") from None
+        raise CorpusError(
+            f"CHARLSTM_CACHE_MIN_MB={raw!r} is not a number", "set it to a size in MB, e.g. 32 (0: always cache)"
+        ) from None
     return max(0, int(mb * (1 << 20)))
 
 
@@ -121,12 +133,19 @@ def _check_readable(path: Path, encoding: Encoding) -> os.stat_result:
     if not head:
         raise CorpusError(f"corpus is empty: {path}", "pass a file with text in it")
     if encoding == "utf-8" and b"\x00" in head:
-        raise CorpusError(f"corpus looks binary (contains NUL bytes): {path}", "pass --encoding bytes to train on it anyway")
+        raise CorpusError(
+            f"corpus looks binary (contains NUL bytes): {path}", "pass --encoding bytes to train on it anyway"
+        )
     return st
 
 
-def load(path: Path, encoding: Encoding = "utf-8", vocab: Vocab | None = None,
-         progress: Progress | None = None, chunk_bytes: int = CHUNK_BYTES) -> Encoded:
+def load(
+    path: Path,
+    encoding: Encoding = "utf-8",
+    vocab: Vocab | None = None,
+    progress: Progress | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Encoded:
     """(vocab, memmapped ids) of a corpus through the cache, encoding it on first use.
 
     With `vocab` given (a resumed run), the ids are under that vocabulary; symbols it lacks are an error.
@@ -148,8 +167,10 @@ def load(path: Path, encoding: Encoding = "utf-8", vocab: Vocab | None = None,
                 _guard_cache_write(lambda: _build_entry(path, entry, encoding, digest, st, progress, chunk_bytes))
                 found = _read_entry(entry)
         if found is None:
-            raise CorpusError(f"the encoded cache entry {entry} is unreadable right after writing it",
-                              "check the disk, or delete the directory and retry")
+            raise CorpusError(
+                f"the encoded cache entry {entry} is unreadable right after writing it",
+                "check the disk, or delete the directory and retry",
+            )
     own_vocab, ids = found
     if progress:
         progress("reused" if reused else "done", st.st_size, st.st_size)
@@ -168,7 +189,7 @@ def _building(entry: Path) -> Iterator[None]:
         import fcntl
 
         (entry.parent / "locks").mkdir(parents=True, exist_ok=True)
-        fh = open(entry.parent / "locks" / f"{entry.name}.lock", "a")  # noqa: SIM115 - held until the build is done
+        fh = open(entry.parent / "locks" / f"{entry.name}.lock", "a")
     except (ImportError, OSError):
         yield
         return
@@ -183,23 +204,42 @@ def _guard_cache_write(fn: Callable[[], None]) -> None:
     try:
         fn()
     except OSError as err:
-        raise CorpusError(f"cannot write the encoded-corpus cache in {cache_root()}: {err.strerror or err}",
-                          "free disk space, or set CHARLSTM_CACHE to a writable directory") from None
+        raise CorpusError(
+            f"cannot write the encoded-corpus cache in {cache_root()}: {err.strerror or err}",
+            "free disk space, or set CHARLSTM_CACHE to a writable directory",
+        ) from None
 
 
-def _build_entry(src: Path, entry: Path, encoding: Encoding, digest: str, st: os.stat_result,
-                 progress: Progress | None, chunk_bytes: int) -> None:
+def _build_entry(
+    src: Path,
+    entry: Path,
+    encoding: Encoding,
+    digest: str,
+    st: os.stat_result,
+    progress: Progress | None,
+    chunk_bytes: int,
+) -> None:
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     try:
         tic = time.perf_counter()
         vocab, n = encode_file(src, tmp / "ids.bin", encoding, progress, chunk_bytes)
-        _write_json(tmp / "meta.json", {
-            "format": FORMAT, "source": str(src.resolve()), "sha256": digest, "encoding": encoding,
-            "size": st.st_size, "mtime_ns": st.st_mtime_ns, "length": n, "dtype": np.dtype(vocab.dtype).name,
-            "symbols": list(vocab.symbols), "seconds": round(time.perf_counter() - tic, 3),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        })
+        _write_json(
+            tmp / "meta.json",
+            {
+                "format": FORMAT,
+                "source": str(src.resolve()),
+                "sha256": digest,
+                "encoding": encoding,
+                "size": st.st_size,
+                "mtime_ns": st.st_mtime_ns,
+                "length": n,
+                "dtype": np.dtype(vocab.dtype).name,
+                "symbols": list(vocab.symbols),
+                "seconds": round(time.perf_counter() - tic, 3),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            },
+        )
         try:
             os.rename(tmp, entry)
         except OSError:
@@ -216,13 +256,17 @@ def _build_entry(src: Path, entry: Path, encoding: Encoding, digest: str, st: os
 def _under_vocab(path: Path, entry: Path, own: Vocab, ids: np.ndarray, vocab: Vocab) -> np.ndarray:
     """Ids of a cached corpus renumbered into another vocabulary (a resumed run's), cached next to it."""
     if own.encoding != vocab.encoding:
-        raise CorpusError(f"{path} is encoded as {own.encoding} but the run's vocabulary is {vocab.encoding}",
-                          f"resume with --encoding {vocab.encoding}")
+        raise CorpusError(
+            f"{path} is encoded as {own.encoding} but the run's vocabulary is {vocab.encoding}",
+            f"resume with --encoding {vocab.encoding}",
+        )
     mapped = vocab.encode_points(np.asarray(own.symbols, dtype=np.int64))
     if (mapped < 0).any():
         missing = np.asarray(own.symbols)[mapped < 0][:10]
         shown = "".join(chr(p) for p in missing) if vocab.encoding == "utf-8" else str(missing.tolist())
-        raise CorpusError(f"{path} has symbols not in the run's vocabulary: {shown!r}", "train on a corpus that has them")
+        raise CorpusError(
+            f"{path} has symbols not in the run's vocabulary: {shown!r}", "train on a corpus that has them"
+        )
     name = f"ids-{hashlib.sha256(vocab.to_json().encode()).hexdigest()[:16]}.bin"
     target, dtype = entry / name, np.dtype(vocab.dtype)
     if not (target.exists() and target.stat().st_size == len(ids) * dtype.itemsize):
@@ -232,15 +276,16 @@ def _under_vocab(path: Path, entry: Path, own: Vocab, ids: np.ndarray, vocab: Vo
         def write() -> None:
             with tmp.open("wb") as out:
                 for a in range(0, len(ids), CHUNK_BYTES):
-                    table[ids[a:a + CHUNK_BYTES]].tofile(out)
+                    table[ids[a : a + CHUNK_BYTES]].tofile(out)
             os.replace(tmp, target)
 
         _guard_cache_write(write)
     return np.memmap(target, dtype=dtype, mode="r", shape=(len(ids),))
 
 
-def load_corpus(path: Path, encoding: Encoding = "utf-8", vocab: Vocab | None = None,
-                progress: Progress | None = None) -> tuple[Vocab, np.ndarray]:
+def load_corpus(
+    path: Path, encoding: Encoding = "utf-8", vocab: Vocab | None = None, progress: Progress | None = None
+) -> tuple[Vocab, np.ndarray]:
     """`corpus.load_corpus`, through the cache for files of at least `min_bytes()` (same results)."""
     if use_cache(path):
         enc = load(path, encoding, vocab, progress)

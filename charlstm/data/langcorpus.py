@@ -185,8 +185,15 @@ def _association(rng: random.Random, offset: int) -> tuple[str, GapRecord | None
     place_start = offset + template.index("{p}")
     place_end = place_start + len(place)
     language_start = offset + line.index(language, place_end - offset)
-    return line, GapRecord(place, language, place_start, place_end, language_start,
-                           language_start + len(language), language_start - place_end)
+    return line, GapRecord(
+        place,
+        language,
+        place_start,
+        place_end,
+        language_start,
+        language_start + len(language),
+        language_start - place_end,
+    )
 
 
 def generate(seed: int = DEFAULT_SEED, n_chars: int = DEFAULT_CHARS) -> tuple[str, list[GapRecord]]:
@@ -222,7 +229,8 @@ def _gaps_json(seed: int, n_chars: int, records: list[GapRecord]) -> str:
     # Hand-assembled so each record sits on its own line: small, diffable,
     # and still plain JSON.
     rows = ",\n".join(
-        " " + json.dumps(
+        " "
+        + json.dumps(
             [_pair_index(r), r.place_start, r.place_end, r.language_start, r.language_end, r.gap],
             separators=(",", ":"),
         )

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 import numpy as np
 
@@ -50,8 +51,9 @@ def _split_utf8(data: bytes) -> int:
     return len(data)  # only continuation bytes: invalid, and decoding says where
 
 
-def iter_points(fh: BinaryIO, encoding: Encoding, chunk_bytes: int = CHUNK_BYTES,
-                progress: Progress | None = None, total: int = 0) -> Iterator[np.ndarray]:
+def iter_points(
+    fh: BinaryIO, encoding: Encoding, chunk_bytes: int = CHUNK_BYTES, progress: Progress | None = None, total: int = 0
+) -> Iterator[np.ndarray]:
     """Code points (utf-8, validated) or byte values of a file, one array per chunk.
 
     A character split by a chunk boundary is completed from the next chunk; invalid UTF-8 raises the same
@@ -74,8 +76,10 @@ def iter_points(fh: BinaryIO, encoding: Encoding, chunk_bytes: int = CHUNK_BYTES
             try:
                 text = data[:cut].decode("utf-8")
             except UnicodeDecodeError as err:
-                raise CorpusError(f"invalid UTF-8 at byte offset {offset + err.start}",
-                                  "pass --encoding bytes to train on raw bytes, or re-save the file as UTF-8") from None
+                raise CorpusError(
+                    f"invalid UTF-8 at byte offset {offset + err.start}",
+                    "pass --encoding bytes to train on raw bytes, or re-save the file as UTF-8",
+                ) from None
             points = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
         offset += cut
         if progress:
@@ -97,7 +101,7 @@ def _widen(path: Path, old: np.dtype, new: np.dtype) -> None:
     src = np.memmap(path, dtype=old, mode="r") if path.stat().st_size else np.zeros(0, old)
     with tmp.open("wb") as out:
         for a in range(0, len(src), CHUNK_BYTES):
-            src[a:a + CHUNK_BYTES].astype(new).tofile(out)
+            src[a : a + CHUNK_BYTES].astype(new).tofile(out)
     del src
     os.replace(tmp, path)
 
@@ -139,8 +143,9 @@ class _Numbering:
         return ids.astype(dtype).tobytes()
 
 
-def encode_file(src: Path, dst: Path, encoding: Encoding, progress: Progress | None = None,
-                chunk_bytes: int = CHUNK_BYTES) -> tuple[Vocab, int]:
+def encode_file(
+    src: Path, dst: Path, encoding: Encoding, progress: Progress | None = None, chunk_bytes: int = CHUNK_BYTES
+) -> tuple[Vocab, int]:
     """Stream `src` into an id file `dst` under the corpus's own (sorted) vocabulary; returns (vocab, length).
 
     Memory stays at a few chunks whatever the file size: ids are written as they are produced, in the
@@ -181,7 +186,7 @@ def _renumber(path: Path, dtype: np.dtype, table: np.ndarray, progress: Progress
     # uint8 ids: bytes.translate wants a full 256-entry table (values past the vocabulary never occur).
     byte_table = np.resize(table, 256).astype(np.uint8).tobytes() if dtype == np.uint8 else None
     for a in range(0, len(mm), step):
-        block = mm[a:a + step]
+        block = mm[a : a + step]
         block[:] = np.frombuffer(block.tobytes().translate(byte_table), np.uint8) if byte_table else table[block]
         if progress:
             progress("ordering", min(a + step, len(mm)) * dtype.itemsize, len(mm) * dtype.itemsize)

@@ -11,11 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from charlstm.data import corpus
-from charlstm.nn import model
 from charlstm.config import ModelConfig
+from charlstm.data import corpus
 from charlstm.data.corpus import Vocab
 from charlstm.errors import CorpusError
+from charlstm.nn import model
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,10 @@ def encode_data(data: bytes, vocab: Vocab, skip_unknown: bool, source: str = "th
     unknown = int((ids < 0).sum())
     if unknown and not skip_unknown:
         shown = corpus.unknown_examples(points, ids, vocab.encoding)
-        raise CorpusError(f"{source} has {unknown:,} characters the model never saw, e.g. {shown!r}",
-                          "pass --skip-unknown to drop and count them")
+        raise CorpusError(
+            f"{source} has {unknown:,} characters the model never saw, e.g. {shown!r}",
+            "pass --skip-unknown to drop and count them",
+        )
     ids = ids[ids >= 0]
     if len(ids) < 2:
         raise CorpusError(f"{source} has fewer than 2 scorable characters", "pass a longer text")
@@ -80,8 +82,9 @@ def score(params: model.Params, cfg: ModelConfig, ids: np.ndarray, chunk: int = 
     return float(total) / n
 
 
-def evaluate_file(params: model.Params, cfg: ModelConfig, vocab: Vocab, path: Path, skip_unknown: bool = False,
-                  chunk: int = 1024) -> EvalResult:
+def evaluate_file(
+    params: model.Params, cfg: ModelConfig, vocab: Vocab, path: Path, skip_unknown: bool = False, chunk: int = 1024
+) -> EvalResult:
     """Score a text file with a trained model."""
     ids, unknown = encode_file(path, vocab, skip_unknown)
     return EvalResult(score(params, cfg, ids, chunk), len(ids) - 1, unknown)

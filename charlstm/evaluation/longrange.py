@@ -16,10 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from charlstm.data import langcorpus
-from charlstm.nn import model
 from charlstm.config import ModelConfig
+from charlstm.data import langcorpus
 from charlstm.data.corpus import Vocab
+from charlstm.nn import model
 
 BUCKETS: tuple[tuple[int, int], ...] = ((0, 25), (25, 50), (50, 100), (100, 200), (200, 1 << 30))
 
@@ -50,17 +50,26 @@ def gaps_file_for(corpus_path: Path) -> Path | None:
     return p if p.exists() else None
 
 
-def select_records(records: list[langcorpus.GapRecord], start: int, end: int, context: int) -> list[langcorpus.GapRecord]:
+def select_records(
+    records: list[langcorpus.GapRecord], start: int, end: int, context: int
+) -> list[langcorpus.GapRecord]:
     """Records whose context window and language word lie within text[start:end] (e.g. the validation split)."""
     return [r for r in records if r.language_start - context >= start and r.language_end + 1 <= end]
 
 
 def score_records(
-    params: model.Params, cfg: ModelConfig, vocab: Vocab, text: str, records: list[langcorpus.GapRecord],
-    languages: list[str], context: int = 320,
+    params: model.Params,
+    cfg: ModelConfig,
+    vocab: Vocab,
+    text: str,
+    records: list[langcorpus.GapRecord],
+    languages: list[str],
+    context: int = 320,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per record: (correct?, loss of the true word). The model reads `context` characters before each word."""
-    ctx = np.stack([vocab.encode(text[r.language_start - context : r.language_start]) for r in records]).astype(np.int32)
+    ctx = np.stack([vocab.encode(text[r.language_start - context : r.language_start]) for r in records]).astype(
+        np.int32
+    )
     terminators = [text[r.language_end] for r in records]
     truth = np.array([languages.index(r.language) for r in records])
     words = [w + t for t in terminators for w in languages]  # [record, candidate] flattened
@@ -76,8 +85,9 @@ def score_records(
     return nll.argmin(axis=1) == truth, nll[np.arange(len(records)), truth]
 
 
-def _candidate_nll(params: model.Params, cfg: ModelConfig, ctx: jax.Array, ids: jax.Array, mask: jax.Array,
-                   n_cand: int) -> jax.Array:
+def _candidate_nll(
+    params: model.Params, cfg: ModelConfig, ctx: jax.Array, ids: jax.Array, mask: jax.Array, n_cand: int
+) -> jax.Array:
     """-log P(candidate) for every (record, candidate): [records, candidates]."""
     logits, carry = model.apply(params, ctx, model.start_carry(params, cfg, ctx.shape[0]), cfg)
     first = jnp.repeat(logits[:, -1], n_cand, axis=0)  # predicts each candidate's first character
@@ -89,8 +99,15 @@ def _candidate_nll(params: model.Params, cfg: ModelConfig, ctx: jax.Array, ids: 
 
 
 def evaluate(
-    params: model.Params, cfg: ModelConfig, vocab: Vocab, text: str, gaps_path: Path, start: int = 0,
-    end: int | None = None, context: int = 320, max_records: int = 600,
+    params: model.Params,
+    cfg: ModelConfig,
+    vocab: Vocab,
+    text: str,
+    gaps_path: Path,
+    start: int = 0,
+    end: int | None = None,
+    context: int = 320,
+    max_records: int = 600,
 ) -> list[BucketResult]:
     """Accuracy and loss at the language word per gap bucket, over records in text[start:end]."""
     records = langcorpus.load_gaps(gaps_path)
@@ -104,6 +121,12 @@ def evaluate(
     for k, (lo, hi) in enumerate(BUCKETS):
         sel = which == k
         n = int(sel.sum())
-        out.append(BucketResult(bucket_label(lo, hi), n, float(correct[sel].mean()) if n else float("nan"),
-                                float(loss[sel].mean()) if n else float("nan")))
+        out.append(
+            BucketResult(
+                bucket_label(lo, hi),
+                n,
+                float(correct[sel].mean()) if n else float("nan"),
+                float(loss[sel].mean()) if n else float("nan"),
+            )
+        )
     return out

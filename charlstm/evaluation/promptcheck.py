@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from charlstm.data import langcorpus
-from charlstm.nn import model, sampling
 from charlstm.config import ModelConfig
+from charlstm.data import langcorpus
 from charlstm.data.corpus import Vocab
+from charlstm.nn import model, sampling
 
 # Characters generated per prompt: the longest place line, and twice the longest paragraph of the corpus (a
 # sampled one may repeat its filler more often than any paragraph did, and still end right).
@@ -69,8 +69,10 @@ def pairs_for(corpus_path: Path, vocab: Vocab) -> list[tuple[str, str]] | None:
     if gaps is None:
         return None
     pairs = sorted({(r.place, r.language) for r in langcorpus.load_gaps(gaps)}, key=langcorpus.PAIRS.index)
-    text = "\n".join(langcorpus.PLACE_LINE.format(p=p, l=lang) + langcorpus.OPENING.format(p) +
-                     langcorpus.CLOSING.format(lang) for p, lang in pairs)
+    text = "\n".join(
+        langcorpus.PLACE_LINE.format(p=p, l=lang) + langcorpus.OPENING.format(p) + langcorpus.CLOSING.format(lang)
+        for p, lang in pairs
+    )
     if not pairs or (vocab.encode(text) < 0).any():
         return None
     return pairs
@@ -83,19 +85,23 @@ def right_line(line: str | None, place: str, language: str) -> bool:
     if line in {t.format(p=place, l=language) for t in langcorpus.ASSOCIATIONS}:
         return True
     filler = re.escape(" " + langcorpus.FILLER)
-    opening, closing = (re.escape(s.format(x)) for s, x in ((langcorpus.OPENING, place), (langcorpus.CLOSING, language)))
+    opening, closing = (
+        re.escape(s.format(x)) for s, x in ((langcorpus.OPENING, place), (langcorpus.CLOSING, language))
+    )
     return re.fullmatch(f"{opening}(?:{filler})* {closing}", line) is not None
 
 
-def _lines(params: model.Params, cfg: ModelConfig, vocab: Vocab, prompt: str, opts: sampling.SampleOptions
-           ) -> list[str | None]:
+def _lines(
+    params: model.Params, cfg: ModelConfig, vocab: Vocab, prompt: str, opts: sampling.SampleOptions
+) -> list[str | None]:
     """The rest of the line after `prompt` in each sample (None where no newline came within the budget)."""
     texts = sampling.sample_text(params, cfg, vocab, prompt, opts)
-    return [t[len(prompt):].split("\n")[0] if "\n" in t[len(prompt):] else None for t in texts]
+    return [t[len(prompt) :].split("\n")[0] if "\n" in t[len(prompt) :] else None for t in texts]
 
 
-def run(params: model.Params, cfg: ModelConfig, vocab: Vocab, pairs: list[tuple[str, str]], samples: int = 20,
-        seed: int = 0) -> PromptCheck:
+def run(
+    params: model.Params, cfg: ModelConfig, vocab: Vocab, pairs: list[tuple[str, str]], samples: int = 20, seed: int = 0
+) -> PromptCheck:
     """Both prompts for every place; an unfinished line (no newline within the budget) counts as wrong."""
     line_start = sampling.newline_id(vocab)
     line_opts = sampling.SampleOptions(_LINE_CHARS, seed=seed, num_samples=samples, newline_id=line_start)
@@ -107,8 +113,15 @@ def run(params: model.Params, cfg: ModelConfig, vocab: Vocab, pairs: list[tuple[
         share = lambda prompt, rests: float(np.mean([right(prompt, r) for r in rests]))  # noqa: E731
         right = lambda prompt, rest: rest is not None and right_line(prompt + rest, place, language)  # noqa: E731
         (greedy,) = _lines(params, cfg, vocab, place, greedy_opts)
-        results.append(PlaceResult(place, language, share(place, _lines(params, cfg, vocab, place, line_opts)),
-                                   right(place, greedy), share(went, _lines(params, cfg, vocab, went, went_opts))))
+        results.append(
+            PlaceResult(
+                place,
+                language,
+                share(place, _lines(params, cfg, vocab, place, line_opts)),
+                right(place, greedy),
+                share(went, _lines(params, cfg, vocab, went, went_opts)),
+            )
+        )
     return PromptCheck(results, samples)
 
 
@@ -117,6 +130,7 @@ def rows(check: PromptCheck) -> tuple[list[str], list[list[str]]]:
     mark = lambda ok: "yes" if ok else "NO"  # noqa: E731
     n = check.samples
     cols = ["place", "language", f'"P": right of {n}', "greedy", f'"I went to P": right of {n}']
-    body = [[p.place, p.language, f"{round(p.line * n)}", mark(p.line_greedy), f"{round(p.went * n)}"]
-            for p in check.places]
+    body = [
+        [p.place, p.language, f"{round(p.line * n)}", mark(p.line_greedy), f"{round(p.went * n)}"] for p in check.places
+    ]
     return cols, body

@@ -35,7 +35,13 @@ RECORDABLE = {"lstm": ("i", "f", "g", "o", "c", "h"), "gru": ("r", "z", "n", "h"
 
 
 def init_layer(
-    cell: str, key: jax.Array, n_in: int, hidden: int, forget_bias: float = 1.0, *, init_hh: str = "uniform",
+    cell: str,
+    key: jax.Array,
+    n_in: int,
+    hidden: int,
+    forget_bias: float = 1.0,
+    *,
+    init_hh: str = "uniform",
     layer_norm: bool = False,
 ) -> Params:
     """PyTorch's initialisation, U(-1/sqrt(H), 1/sqrt(H)), and a forget-gate bias that starts remembering.
@@ -111,7 +117,9 @@ def recurrent(h: jax.Array, w: jax.Array) -> jax.Array:
     return jnp.dot(h.astype(w.dtype), w, preferred_element_type=h.dtype)
 
 
-def lstm_step(p: Params, carry: Carry, xw: jax.Array, h_mask: jax.Array | None = None) -> tuple[Carry, dict[str, jax.Array]]:
+def lstm_step(
+    p: Params, carry: Carry, xw: jax.Array, h_mask: jax.Array | None = None
+) -> tuple[Carry, dict[str, jax.Array]]:
     h, c = carry
     i, f, g, o = jnp.split(xw + recurrent(_masked(h, h_mask), p["W_hh"]), 4, axis=-1)
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
@@ -120,7 +128,9 @@ def lstm_step(p: Params, carry: Carry, xw: jax.Array, h_mask: jax.Array | None =
     return (h, c), {"i": i, "f": f, "g": g, "o": o, "c": c, "h": h}
 
 
-def ln_lstm_step(p: Params, carry: Carry, xw: jax.Array, h_mask: jax.Array | None = None) -> tuple[Carry, dict[str, jax.Array]]:
+def ln_lstm_step(
+    p: Params, carry: Carry, xw: jax.Array, h_mask: jax.Array | None = None
+) -> tuple[Carry, dict[str, jax.Array]]:
     """The layer-normalised LSTM step; xw is already LN(x W_ih) * g_ih + b (see `project_input`)."""
     h, c = carry
     hw = layer_norm(recurrent(_masked(h, h_mask), p["W_hh"])) * p["g_hh"]
@@ -131,7 +141,9 @@ def ln_lstm_step(p: Params, carry: Carry, xw: jax.Array, h_mask: jax.Array | Non
     return (h, c), {"i": i, "f": f, "g": g, "o": o, "c": c, "h": h}
 
 
-def gru_step(p: Params, carry: Carry, xw: jax.Array, h_mask: jax.Array | None = None) -> tuple[Carry, dict[str, jax.Array]]:
+def gru_step(
+    p: Params, carry: Carry, xw: jax.Array, h_mask: jax.Array | None = None
+) -> tuple[Carry, dict[str, jax.Array]]:
     (h,) = carry
     x_r, x_z, x_n = jnp.split(xw, 3, axis=-1)
     h_r, h_z, h_n = jnp.split(recurrent(_masked(h, h_mask), p["W_hh"]) + p["b_hh"], 3, axis=-1)
@@ -142,7 +154,9 @@ def gru_step(p: Params, carry: Carry, xw: jax.Array, h_mask: jax.Array | None = 
     return (h,), {"r": r, "z": z, "n": n, "h": h}
 
 
-def rnn_step(p: Params, carry: Carry, xw: jax.Array, h_mask: jax.Array | None = None) -> tuple[Carry, dict[str, jax.Array]]:
+def rnn_step(
+    p: Params, carry: Carry, xw: jax.Array, h_mask: jax.Array | None = None
+) -> tuple[Carry, dict[str, jax.Array]]:
     (h,) = carry
     h = jnp.tanh(xw + recurrent(_masked(h, h_mask), p["W_hh"]))
     return (h,), {"h": h}
@@ -151,7 +165,7 @@ def rnn_step(p: Params, carry: Carry, xw: jax.Array, h_mask: jax.Array | None = 
 STEPS = {"lstm": lstm_step, "gru": gru_step, "rnn": rnn_step}
 
 
-def step_fn(cell: str, p: Params):  # noqa: ANN201 - one of the step functions above
+def step_fn(cell: str, p: Params):
     """The step function for a layer: its parameters say whether it is layer-normalised."""
     return ln_lstm_step if "g_hh" in p else STEPS[cell]
 
@@ -187,7 +201,6 @@ def _low_precision_bwd(compute_dtype: str, out: Any, res: tuple, ct: jax.Array) 
 
 
 _low_precision_matmul.defvjp(_low_precision_fwd, _low_precision_bwd)
-
 
 
 def layer_param_count(cell: str, n_in: int, hidden: int) -> int:

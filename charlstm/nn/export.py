@@ -27,11 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from charlstm.nn import model
 from charlstm.config import Config
 from charlstm.data.corpus import Vocab
 from charlstm.errors import UserError
-
+from charlstm.nn import model
 
 TORCH_FILES = ("model.safetensors", "config.json", "vocab.json", "charlstm_torch.py")
 
@@ -39,8 +38,10 @@ TORCH_FILES = ("model.safetensors", "config.json", "vocab.json", "charlstm_torch
 def torch_state_dict(params: model.Params, cfg: Config, vocab_size: int) -> dict[str, np.ndarray]:
     """Our parameters renamed and transposed into PyTorch's layout (float32 NumPy arrays), for the .npz file."""
     if cfg.model.layer_norm:
-        raise UserError("this run uses model.layer_norm, which PyTorch's nn.LSTM has no place for",
-                        "export to a directory (--out DIR): it comes with a PyTorch module for layer-normalised LSTMs")
+        raise UserError(
+            "this run uses model.layer_norm, which PyTorch's nn.LSTM has no place for",
+            "export to a directory (--out DIR): it comes with a PyTorch module for layer-normalised LSTMs",
+        )
     embed = params.get("embed")  # a learned table, or the identity for one-hot input
     sd: dict[str, np.ndarray] = {
         "embedding.weight": np.eye(vocab_size, dtype=np.float32) if embed is None else np.asarray(embed, np.float32)
@@ -58,8 +59,15 @@ def _layer_tensors(k: int, params: dict, cell: str) -> dict[str, np.ndarray]:
     p = {name: np.asarray(v, dtype=np.float32) for name, v in params.items()}
     sd = {f"rnn.weight_ih_l{k}": p["W_ih"].T.copy(), f"rnn.weight_hh_l{k}": p["W_hh"].T.copy()}
     if "g_hh" in p:  # layer-normalised: one bias, and the gains and shift of the normalisations
-        sd.update({f"rnn.bias_l{k}": p["b"], f"rnn.gain_ih_l{k}": p["g_ih"], f"rnn.gain_hh_l{k}": p["g_hh"],
-                   f"rnn.gain_c_l{k}": p["g_c"], f"rnn.bias_c_l{k}": p["b_c"]})
+        sd.update(
+            {
+                f"rnn.bias_l{k}": p["b"],
+                f"rnn.gain_ih_l{k}": p["g_ih"],
+                f"rnn.gain_hh_l{k}": p["g_hh"],
+                f"rnn.gain_c_l{k}": p["g_c"],
+                f"rnn.bias_c_l{k}": p["b_c"],
+            }
+        )
     elif cell == "gru":
         sd[f"rnn.bias_ih_l{k}"], sd[f"rnn.bias_hh_l{k}"] = p["b_ih"], p["b_hh"]
     else:  # one fused bias here; PyTorch adds two, so the second is zero
@@ -70,8 +78,10 @@ def _layer_tensors(k: int, params: dict, cell: str) -> dict[str, np.ndarray]:
 def _start_tensors(params: model.Params, cfg: Config) -> dict[str, np.ndarray]:
     """The start state as nn.LSTM's (h0, c0) take it, less the batch axis: [layers, H] each (zeros if not learned)."""
     carry = model.start_carry(params, cfg.model, 1)
-    return {f"{name}0": np.stack([np.asarray(c[k][0], np.float32) for c in carry])
-            for k, name in enumerate(model.state_names(cfg.model.cell))}
+    return {
+        f"{name}0": np.stack([np.asarray(c[k][0], np.float32) for c in carry])
+        for k, name in enumerate(model.state_names(cfg.model.cell))
+    }
 
 
 def torch_tensors(params: model.Params, cfg: Config) -> dict[str, np.ndarray]:

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from charlstm.nn.cells import Carry, Params, lstm_step, matmul, recurrent, step_fn
 
+
 def scan_layer(
     cell: str,
     p: Params,
@@ -76,8 +77,15 @@ def _cast_recurrent(p: Params, compute_dtype: str) -> Params:
 # primal function runs, and it is exactly `plain_scan_layer` (bitwise the same values as the reference path).
 
 
-def fused_layer(cell: str, p: Params, xw: jax.Array, carry: Carry, *, compute_dtype: str = "float32",
-                h_mask: jax.Array | None = None) -> tuple[dict[str, jax.Array], Carry]:
+def fused_layer(
+    cell: str,
+    p: Params,
+    xw: jax.Array,
+    carry: Carry,
+    *,
+    compute_dtype: str = "float32",
+    h_mask: jax.Array | None = None,
+) -> tuple[dict[str, jax.Array], Carry]:
     """`scan_layer(..., record=("h",))` with the custom VJP: returns ({"h": [T, B, H]}, final carry)."""
     if cell == "lstm" and "g_hh" in p:
         hs, carry = _ln_lstm_fused(compute_dtype, p["W_hh"], p["g_hh"], p["g_c"], p["b_c"], xw, carry, h_mask)
@@ -105,7 +113,7 @@ def _recurrent_back(dz: jax.Array, w_t: jax.Array) -> jax.Array:
     if w_t.dtype != jnp.bfloat16 or n_gates == 1:
         return recurrent(dz, w_t)
     h = w_t.shape[1]
-    return sum(recurrent(dz[:, k * h:(k + 1) * h], w_t[k * h:(k + 1) * h]) for k in range(n_gates))
+    return sum(recurrent(dz[:, k * h : (k + 1) * h], w_t[k * h : (k + 1) * h]) for k in range(n_gates))
 
 
 def _shift(first: jax.Array, seq: jax.Array) -> jax.Array:
@@ -113,8 +121,9 @@ def _shift(first: jax.Array, seq: jax.Array) -> jax.Array:
     return jnp.concatenate([first[None], seq[:-1]], axis=0)
 
 
-def _plain(cell: str, compute_dtype: str, p: Params, xw: jax.Array, carry: Carry,
-           h_mask: jax.Array | None = None) -> tuple[jax.Array, Carry]:
+def _plain(
+    cell: str, compute_dtype: str, p: Params, xw: jax.Array, carry: Carry, h_mask: jax.Array | None = None
+) -> tuple[jax.Array, Carry]:
     outs, carry = plain_scan_layer(cell, p, xw, carry, ("h",), compute_dtype=compute_dtype, h_mask=h_mask)
     return outs["h"], carry
 
@@ -137,7 +146,9 @@ def _ln_back(dy: jax.Array, n: jax.Array, rs: jax.Array) -> jax.Array:
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _lstm_fused(compute_dtype: str, w_hh: jax.Array, xw: jax.Array, carry: Carry, h_mask: jax.Array | None) -> tuple[jax.Array, Carry]:
+def _lstm_fused(
+    compute_dtype: str, w_hh: jax.Array, xw: jax.Array, carry: Carry, h_mask: jax.Array | None
+) -> tuple[jax.Array, Carry]:
     return _plain("lstm", compute_dtype, {"W_hh": w_hh}, xw, carry, h_mask)
 
 
@@ -164,7 +175,8 @@ def _lstm_bwd(compute_dtype: str, res: tuple, cts: tuple) -> tuple:
         tc = jnp.tanh(c)
         dc = dc_next + dh * o * (1.0 - tc * tc)
         dz = jnp.concatenate(
-            [dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f), dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)], axis=-1
+            [dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f), dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)],
+            axis=-1,
         )
         return (_mask(_recurrent_back(dz, w_t), h_mask), dc * f), dz
 
@@ -181,8 +193,16 @@ _lstm_fused.defvjp(_lstm_fwd, _lstm_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _ln_lstm_fused(compute_dtype: str, w_hh: jax.Array, g_hh: jax.Array, g_c: jax.Array, b_c: jax.Array, xw: jax.Array,
-                   carry: Carry, h_mask: jax.Array | None) -> tuple[jax.Array, Carry]:
+def _ln_lstm_fused(
+    compute_dtype: str,
+    w_hh: jax.Array,
+    g_hh: jax.Array,
+    g_c: jax.Array,
+    b_c: jax.Array,
+    xw: jax.Array,
+    carry: Carry,
+    h_mask: jax.Array | None,
+) -> tuple[jax.Array, Carry]:
     p = {"W_hh": w_hh, "g_hh": g_hh, "g_c": g_c, "b_c": b_c}
     return _plain("lstm", compute_dtype, p, xw, carry, h_mask)
 
@@ -193,8 +213,16 @@ def _normalised(x: jax.Array, eps: float = 1e-5) -> tuple[jax.Array, jax.Array]:
     return (x - mu) * rs, rs
 
 
-def _ln_lstm_fwd(compute_dtype: str, w_hh: jax.Array, g_hh: jax.Array, g_c: jax.Array, b_c: jax.Array, xw: jax.Array,
-                 carry: Carry, h_mask: jax.Array | None) -> tuple:
+def _ln_lstm_fwd(
+    compute_dtype: str,
+    w_hh: jax.Array,
+    g_hh: jax.Array,
+    g_c: jax.Array,
+    b_c: jax.Array,
+    xw: jax.Array,
+    carry: Carry,
+    h_mask: jax.Array | None,
+) -> tuple:
     w = _cast_recurrent({"W_hh": w_hh}, compute_dtype)["W_hh"]
 
     def step(carry: Carry, xw_t: jax.Array) -> tuple[Carry, tuple[jax.Array, ...]]:
@@ -224,7 +252,8 @@ def _ln_lstm_bwd(compute_dtype: str, res: tuple, cts: tuple) -> tuple:
         du = dh * o * (1.0 - t_u * t_u)  # u = n_c g_c + b_c, the argument of the output tanh
         dc = dc_next + _ln_back(du * g_c, n_c, rs_c)
         dz = jnp.concatenate(
-            [dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f), dc * i * (1.0 - g * g), dh * t_u * o * (1.0 - o)], axis=-1
+            [dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f), dc * i * (1.0 - g * g), dh * t_u * o * (1.0 - o)],
+            axis=-1,
         )
         da = _ln_back(dz * g_hh, n_a, rs_a)  # gradient of the raw recurrent product (h m) W_hh
         return (_mask(_recurrent_back(da, w_t), h_mask), dc * f), (dz, da, du)
@@ -244,7 +273,9 @@ _ln_lstm_fused.defvjp(_ln_lstm_fwd, _ln_lstm_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _gru_fused(compute_dtype: str, w_hh: jax.Array, b_hh: jax.Array, xw: jax.Array, carry: Carry) -> tuple[jax.Array, Carry]:
+def _gru_fused(
+    compute_dtype: str, w_hh: jax.Array, b_hh: jax.Array, xw: jax.Array, carry: Carry
+) -> tuple[jax.Array, Carry]:
     return _plain("gru", compute_dtype, {"W_hh": w_hh, "b_hh": b_hh}, xw, carry)
 
 
@@ -293,7 +324,9 @@ _gru_fused.defvjp(_gru_fwd, _gru_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _rnn_fused(compute_dtype: str, w_hh: jax.Array, xw: jax.Array, carry: Carry, h_mask: jax.Array | None) -> tuple[jax.Array, Carry]:
+def _rnn_fused(
+    compute_dtype: str, w_hh: jax.Array, xw: jax.Array, carry: Carry, h_mask: jax.Array | None
+) -> tuple[jax.Array, Carry]:
     return _plain("rnn", compute_dtype, {"W_hh": w_hh}, xw, carry, h_mask)
 
 
@@ -317,5 +350,3 @@ def _rnn_bwd(compute_dtype: str, res: tuple, cts: tuple) -> tuple:
 
 
 _rnn_fused.defvjp(_rnn_fwd, _rnn_bwd)
-
-

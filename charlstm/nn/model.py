@@ -10,8 +10,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from charlstm.nn import cells, layers
 from charlstm.config import ModelConfig
+from charlstm.nn import cells, layers
 
 Params = dict[str, Any]
 Carry = tuple[cells.Carry, ...]
@@ -27,8 +27,15 @@ def init_params(cfg: ModelConfig, vocab_size: int, key: jax.Array) -> Params:
     keys = jax.random.split(key, cfg.layers + 2)
     n_in = cfg.embed or vocab_size
     layers = [
-        cells.init_layer(cfg.cell, keys[k], n_in if k == 0 else cfg.hidden, cfg.hidden, cfg.forget_bias,
-                         init_hh=cfg.init_hh, layer_norm=cfg.layer_norm)
+        cells.init_layer(
+            cfg.cell,
+            keys[k],
+            n_in if k == 0 else cfg.hidden,
+            cfg.hidden,
+            cfg.forget_bias,
+            init_hh=cfg.init_hh,
+            layer_norm=cfg.layer_norm,
+        )
         for k in range(cfg.layers)
     ]
     bound = 1.0 / jnp.sqrt(cfg.hidden)
@@ -96,8 +103,9 @@ def start_carry(params: Params, cfg: ModelConfig, batch: int) -> Carry:
     """
     if cfg.start_state == "zeros":
         return zeros_carry(cfg, batch)
-    return tuple(tuple(jnp.broadcast_to(s[name], (batch, cfg.hidden)) for name in state_names(cfg.cell))
-                 for s in params["start"])
+    return tuple(
+        tuple(jnp.broadcast_to(s[name], (batch, cfg.hidden)) for name in state_names(cfg.cell)) for s in params["start"]
+    )
 
 
 def restart(params: Params, cfg: ModelConfig, carry: Carry, reset: jax.Array) -> Carry:

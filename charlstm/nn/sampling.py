@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from charlstm.nn import model
 from charlstm.config import ModelConfig
 from charlstm.data.corpus import Vocab
 from charlstm.errors import UsageError
+from charlstm.nn import model
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,9 @@ class SampleOptions:
         if not self.greedy and not self.temperature > 0:
             raise UsageError(f"--temperature must be > 0 (got {self.temperature})", "use --greedy for argmax decoding")
         if self.top_k < 0 or self.top_k > vocab_size:
-            raise UsageError(f"--top-k must be in 0..{vocab_size} (the vocabulary size), got {self.top_k}", "0 disables it")
+            raise UsageError(
+                f"--top-k must be in 0..{vocab_size} (the vocabulary size), got {self.top_k}", "0 disables it"
+            )
         if not 0 < self.top_p <= 1:
             raise UsageError(f"--top-p must be in (0, 1], got {self.top_p}", "1 disables it")
         if self.num_samples < 1:
@@ -134,7 +136,9 @@ def encode_prompt(vocab: Vocab, prompt: str, skip_unknown: bool = False) -> np.n
             )
         ids = ids[ids >= 0]
         if len(ids) == 0:
-            raise UsageError("no prompt character is in the model's vocabulary", "use characters from the training text")
+            raise UsageError(
+                "no prompt character is in the model's vocabulary", "use characters from the training text"
+            )
     return ids.astype(np.int32)
 
 

@@ -21,5 +21,6 @@ def require() -> None:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as err:
-        raise UserError(f"charlstm serve needs starlette and uvicorn ({err.name} is not installed)",
-                        f"install them with: {INSTALL}") from None
+        raise UserError(
+            f"charlstm serve needs starlette and uvicorn ({err.name} is not installed)", f"install them with: {INSTALL}"
+        ) from None

@@ -19,15 +19,16 @@ import codecs
 import functools
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from charlstm.analysis import inspection
+from charlstm.errors import UsageError
 from charlstm.evaluation import longrange
 from charlstm.training import rundir
-from charlstm.errors import UsageError
 
 if TYPE_CHECKING:
     from charlstm.api import Model
@@ -91,8 +92,10 @@ class Analyzer:
         if text == "":
             raise UsageError("the text is empty", "type at least one character")
         if len(text) > MAX_CHARS:
-            raise UsageError(f"the text has {len(text):,} characters, more than {MAX_CHARS:,}",
-                             f"send at most {MAX_CHARS:,} characters")
+            raise UsageError(
+                f"the text has {len(text):,} characters, more than {MAX_CHARS:,}",
+                f"send at most {MAX_CHARS:,} characters",
+            )
         ids = self.vocab.encode(text)
         if (ids < 0).any():
             symbols = list(text) if self.vocab.encoding == "utf-8" else [chr(b) for b in text.encode("utf-8")]
@@ -105,18 +108,26 @@ class Analyzer:
         if layer is None:
             return self.cfg.layers - 1
         if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= self.cfg.layers:
-            raise UsageError(f"layer must be a whole number in 1..{self.cfg.layers} (got {layer!r})",
-                             f"the run has {self.cfg.layers} layer(s)")
+            raise UsageError(
+                f"layer must be a whole number in 1..{self.cfg.layers} (got {layer!r})",
+                f"the run has {self.cfg.layers} layer(s)",
+            )
         return layer - 1
 
     def check_quantities(self, names: object) -> list[str]:
         """A list of quantity names (None: all of them)."""
         if names is None:
             return list(self.quantities)
-        if (not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names)
-                or any(n not in self.quantities for n in names)):
-            raise UsageError(f"quantities must be a non-empty list drawn from {', '.join(self.quantities)} "
-                             f"(got {names!r})", f"{self.cfg.cell} runs record {', '.join(self.quantities)}")
+        if (
+            not isinstance(names, list)
+            or not names
+            or not all(isinstance(n, str) for n in names)
+            or any(n not in self.quantities for n in names)
+        ):
+            raise UsageError(
+                f"quantities must be a non-empty list drawn from {', '.join(self.quantities)} (got {names!r})",
+                f"{self.cfg.cell} runs record {', '.join(self.quantities)}",
+            )
         return list(dict.fromkeys(names))
 
     # --- reading a text -------------------------------------------------------------------------------------
@@ -136,8 +147,9 @@ class Analyzer:
         k = min(TOP_NEXT, len(self.vocab))
         with self.lock:
             rec, probs, top = _forward()(self.model.params, jnp.asarray(padded), self.cfg, self._letters, k)
-            rec = [{name: np.asarray(v[int(primed): len(seq)], np.float32) for name, v in layer.items()}
-                   for layer in rec]
+            rec = [
+                {name: np.asarray(v[int(primed) : len(seq)], np.float32) for name, v in layer.items()} for layer in rec
+            ]
             probs, top = np.asarray(probs[: len(seq)]), np.asarray(top[: len(seq)])
         return rec, probs, top, primed
 
@@ -168,12 +180,23 @@ class Analyzer:
             picks = inspection.pick_top(inspection.correlations(x, props), min(TOP_CELLS, self.cfg.hidden))
             top_cells[q] = [{"cell": p.cell, "property": p.prop, "r": round(p.r, 4)} for p in picks]
         guesses = [self._guesses(probs[row], top[row]) for row in range(len(probs))]
-        chars = [{"symbol": ch, "values": {q: values[q][t] for q in wanted}, "next": guesses[t + int(primed)]}
-                 for ch, t in units]
-        return {"run": self.name, "step": self.model.step, "cell": self.cfg.cell, "layers": self.cfg.layers,
-                "layer": lyr + 1, "hidden": self.cfg.hidden, "quantities": wanted, "chars": chars,
-                "start_next": guesses[0] if primed else None, "top_cells": top_cells,
-                "seconds": round(time.perf_counter() - start, 4)}
+        chars = [
+            {"symbol": ch, "values": {q: values[q][t] for q in wanted}, "next": guesses[t + int(primed)]}
+            for ch, t in units
+        ]
+        return {
+            "run": self.name,
+            "step": self.model.step,
+            "cell": self.cfg.cell,
+            "layers": self.cfg.layers,
+            "layer": lyr + 1,
+            "hidden": self.cfg.hidden,
+            "quantities": wanted,
+            "chars": chars,
+            "start_next": guesses[0] if primed else None,
+            "top_cells": top_cells,
+            "seconds": round(time.perf_counter() - start, 4),
+        }
 
     def _guesses(self, probs: np.ndarray, ids: np.ndarray) -> list[dict[str, Any]]:
         return [{"symbol": self.vocab.symbol(int(i)), "p": round(float(p), 4)} for p, i in zip(probs, ids)]
@@ -196,15 +219,25 @@ class Analyzer:
         if path is not None and path.is_file() and longrange.gaps_file_for(path) is not None:
             source = inspection.load_text(None, path, MAX_CHARS)
             with self.lock:
-                report = inspection.analyse(self.model.params, self.cfg, self.vocab, source.text,
-                                            records=source.records, skip_unknown=True)
+                report = inspection.analyse(
+                    self.model.params, self.cfg, self.vocab, source.text, records=source.records, skip_unknown=True
+                )
             if report.places is not None and report.places.cells:
                 best = report.places.cells[0]
-                memory = next(q for q, letter in inspection.SHOW[self.cfg.cell].items()
-                              if letter == inspection.MEMORY[self.cfg.cell])
-                return {"layer": best.layer + 1, "cell": best.cell, "quantity": memory,
-                        "eta2": round(best.eta2, 4), "chance": round(report.places.chance, 4),
-                        "high": best.high, "low": best.low}
+                memory = next(
+                    q
+                    for q, letter in inspection.SHOW[self.cfg.cell].items()
+                    if letter == inspection.MEMORY[self.cfg.cell]
+                )
+                return {
+                    "layer": best.layer + 1,
+                    "cell": best.cell,
+                    "quantity": memory,
+                    "eta2": round(best.eta2, 4),
+                    "chance": round(report.places.chance, 4),
+                    "high": best.high,
+                    "low": best.low,
+                }
         return None
 
     def warm(self, lengths: Sequence[int] = (MIN_BUCKET,)) -> None:

@@ -19,8 +19,9 @@ import json
 import socket
 import threading
 import webbrowser
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -30,10 +31,10 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from charlstm.training import rundir
 from charlstm.analysis import runs as runs_lib
 from charlstm.errors import RunError, UsageError, UserError
 from charlstm.serve import analysis
+from charlstm.training import rundir
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_BODY = 1 << 20  # bytes: 20,000 characters fit many times over, even written as JSON escapes
@@ -46,8 +47,7 @@ class Runs:
     """The runs directory and the models loaded from it: each run loaded (and its analysis compiled) once,
     on first use, then shared by every request."""
 
-    def __init__(self, runs_dir: Path, default: str | None = None,
-                 load: Callable[[Path], Any] | None = None) -> None:
+    def __init__(self, runs_dir: Path, default: str | None = None, load: Callable[[Path], Any] | None = None) -> None:
         self.runs_dir = runs_dir
         self.default = default
         self._load = load or _load_latest
@@ -127,8 +127,11 @@ async def _body(request: Request, fields: tuple[str, ...]) -> dict[str, Any]:
     """The request's JSON object, with only known fields."""
     raw = await request.body()
     if len(raw) > MAX_BODY:
-        raise BadRequest(413, f"the request body has {len(raw):,} bytes, more than {MAX_BODY:,}",
-                         f"send at most {analysis.MAX_CHARS:,} characters of text")
+        raise BadRequest(
+            413,
+            f"the request body has {len(raw):,} bytes, more than {MAX_BODY:,}",
+            f"send at most {analysis.MAX_CHARS:,} characters of text",
+        )
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -176,11 +179,22 @@ def create_app(runs_dir: Path, default_run: str | None = None, runs: Runs | None
             analyzer = runs.get(run.name)
             curves = runs_lib.read_curves(rundir.RunDir(run.path))
             summary = {k: v for k, v in run.to_json().items() if k != "path"}
-            return {"name": run.name, "summary": summary, "config": analyzer.model.config.model_dump(),
-                    "checkpoint": analyzer.model.step, "quantities": analyzer.quantities,
-                    "vocab_size": len(analyzer.vocab), "place_cell": analyzer.place_cell(),
-                    "curves": {"steps": curves.steps, "loss": curves.loss, "val_steps": curves.val_steps,
-                               "val_loss": curves.val_loss, "total_steps": curves.total_steps}}
+            return {
+                "name": run.name,
+                "summary": summary,
+                "config": analyzer.model.config.model_dump(),
+                "checkpoint": analyzer.model.step,
+                "quantities": analyzer.quantities,
+                "vocab_size": len(analyzer.vocab),
+                "place_cell": analyzer.place_cell(),
+                "curves": {
+                    "steps": curves.steps,
+                    "loss": curves.loss,
+                    "val_steps": curves.val_steps,
+                    "val_loss": curves.val_loss,
+                    "total_steps": curves.total_steps,
+                },
+            }
 
         return JSONResponse(await run_in_threadpool(detail))
 
@@ -203,9 +217,14 @@ def create_app(runs_dir: Path, default_run: str | None = None, runs: Runs | None
         greedy = body.get("greedy", False)
         if not isinstance(greedy, bool):
             raise BadRequest(400, f"greedy must be true or false (got {greedy!r})")
-        options = dict(length=_int(body, "length", 500, 1, MAX_SAMPLE), temperature=_number(body, "temperature", 1.0),
-                       top_k=_int(body, "top_k", 0, 0, 1 << 20), top_p=_number(body, "top_p", 1.0), greedy=greedy,
-                       seed=_int(body, "seed", 0, 0, (1 << 32) - 1))
+        options = dict(
+            length=_int(body, "length", 500, 1, MAX_SAMPLE),
+            temperature=_number(body, "temperature", 1.0),
+            top_k=_int(body, "top_k", 0, 0, 1 << 20),
+            top_p=_number(body, "top_p", 1.0),
+            greedy=greedy,
+            seed=_int(body, "seed", 0, 0, (1 << 32) - 1),
+        )
 
         def start() -> tuple[analysis.Analyzer, Iterator[str]]:
             analyzer = runs.get(body.get("run"))
@@ -214,8 +233,11 @@ def create_app(runs_dir: Path, default_run: str | None = None, runs: Runs | None
             return analyzer, pieces
 
         analyzer, pieces = await run_in_threadpool(start)
-        return StreamingResponse(_events(analyzer, pieces), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            _events(analyzer, pieces),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
 
     async def bad_request(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BadRequest)
@@ -277,8 +299,9 @@ def choose_runs(run: str | None, runs_dir: Path) -> tuple[Path, str | None]:
     return runs_dir, path.name
 
 
-def serve(runs_dir: Path, run: str | None, host: str, port: int, open_browser: bool,
-          log: Callable[[str], None]) -> None:
+def serve(
+    runs_dir: Path, run: str | None, host: str, port: int, open_browser: bool, log: Callable[[str], None]
+) -> None:
     """Load the opening run, listen on host:port and serve until Ctrl-C."""
     import uvicorn
 
@@ -293,8 +316,9 @@ def serve(runs_dir: Path, run: str | None, host: str, port: int, open_browser: b
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
     except OSError as err:
-        raise RunError(f"cannot listen on {host}:{port}: {err.strerror or err}",
-                       "pick another --port, or stop what uses it") from None
+        raise RunError(
+            f"cannot listen on {host}:{port}: {err.strerror or err}", "pick another --port, or stop what uses it"
+        ) from None
     log(f"loading {first} and compiling its analysis")
     runs.get(first).place_cell()  # the page asks for it first: answer at once
     url = f"http://{'[' + host + ']' if ':' in host else host}:{sock.getsockname()[1]}/"

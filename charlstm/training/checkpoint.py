@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
 from charlstm import config as config_lib
-from charlstm.nn import model
-from charlstm.training import rundir, loop as training
 from charlstm.config import Config
 from charlstm.data.corpus import Vocab
-from charlstm.training.distributed import Layout
 from charlstm.errors import RunError
+from charlstm.nn import model
+from charlstm.training import loop as training
+from charlstm.training import rundir
+from charlstm.training.distributed import Layout
 from charlstm.training.rundir import RunDir
 
 # Orbax logs every save at INFO/WARNING through absl; the CLI reports saves itself.
@@ -35,8 +37,9 @@ def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.Checkpo
         [
             ocp.checkpoint_managers.LatestN(n=keep),
             # BestN keeps the last n after sorting; reverse=True sorts by descending loss, so the lowest is last.
-            ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: m["val_loss"], n=1, reverse=True,
-                                          keep_checkpoints_without_metrics=False),
+            ocp.checkpoint_managers.BestN(
+                get_metric_fn=lambda m: m["val_loss"], n=1, reverse=True, keep_checkpoints_without_metrics=False
+            ),
         ]
     )
     options = ocp.CheckpointManagerOptions(
@@ -92,14 +95,20 @@ class Checkpointer:
                 metrics=metrics,
             )
         except OSError as err:
-            raise RunError(f"could not save checkpoint at step {step}: {err}", "free disk space or fix permissions; earlier checkpoints are intact") from None
+            raise RunError(
+                f"could not save checkpoint at step {step}: {err}",
+                "free disk space or fix permissions; earlier checkpoints are intact",
+            ) from None
 
     def wait(self) -> None:
         """Block until pending saves are on disk (raises RunError if the write failed)."""
         try:
             self.manager.wait_until_finished()
         except OSError as err:
-            raise RunError(f"could not finish writing a checkpoint: {err}", "free disk space or fix permissions; earlier checkpoints are intact") from None
+            raise RunError(
+                f"could not finish writing a checkpoint: {err}",
+                "free disk space or fix permissions; earlier checkpoints are intact",
+            ) from None
 
     def close(self) -> None:
         self.manager.close()
@@ -137,8 +146,13 @@ def best_step(run: RunDir) -> int | None:
         mngr.close()
 
 
-def restore(run: RunDir, which: str | int = "latest", cfg: Config | None = None, warn: Callable[[str], None] = lambda s: None,
-            layout: Layout | None = None) -> Restored:
+def restore(
+    run: RunDir,
+    which: str | int = "latest",
+    cfg: Config | None = None,
+    warn: Callable[[str], None] = lambda s: None,
+    layout: Layout | None = None,
+) -> Restored:
     """Restore a run's TrainState: "latest" (falling back past damaged checkpoints), "best", or a step number.
 
     `cfg` (default: the run's own config) decides the expected shapes; a checkpoint of another shape is a
@@ -149,7 +163,9 @@ def restore(run: RunDir, which: str | int = "latest", cfg: Config | None = None,
     vocab = run.read_vocab()
     available = steps(run)
     if not available:
-        raise RunError(f"run {run.path} has no complete checkpoint", "train it (or resume it) until a checkpoint is saved")
+        raise RunError(
+            f"run {run.path} has no complete checkpoint", "train it (or resume it) until a checkpoint is saved"
+        )
     if which == "latest":
         candidates = available[::-1]
     elif which == "best":
@@ -170,20 +186,29 @@ def restore(run: RunDir, which: str | int = "latest", cfg: Config | None = None,
                 restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
             except RunError:
                 raise
-            except Exception as err:  # noqa: BLE001 - Orbax/tensorstore raise many types for damaged files
-                more = "falling back to the previous one" if i + 1 < len(candidates) else "no older checkpoint to fall back to"
+            except Exception as err:
+                more = (
+                    "falling back to the previous one"
+                    if i + 1 < len(candidates)
+                    else "no older checkpoint to fall back to"
+                )
                 warn(f"checkpoint {step} of {run.path} is damaged ({err.__class__.__name__}); {more}")
                 continue
             return Restored(cfg, vocab, training.TrainState(**restored), step, meta.get("val_loss"))
     finally:
         mngr.close()
-    raise RunError(f"no loadable checkpoint in {run.checkpoints}", "the files are damaged; retrain, or restore them from a backup")
+    raise RunError(
+        f"no loadable checkpoint in {run.checkpoints}", "the files are damaged; retrain, or restore them from a backup"
+    )
 
 
 def _check_compatible(meta: dict[str, Any], cfg: Config, vocab: Vocab, run: RunDir, step: int) -> None:
     saved = config_lib.from_saved(meta["config"])
-    diffs = [f"model.{k}: checkpoint {getattr(saved.model, k)!r} vs requested {getattr(cfg.model, k)!r}"
-             for k in ("cell", "layers", "hidden", "start_state") if getattr(saved.model, k) != getattr(cfg.model, k)]
+    diffs = [
+        f"model.{k}: checkpoint {getattr(saved.model, k)!r} vs requested {getattr(cfg.model, k)!r}"
+        for k in ("cell", "layers", "hidden", "start_state")
+        if getattr(saved.model, k) != getattr(cfg.model, k)
+    ]
     if (saved.optim.ema > 0) != (cfg.optim.ema > 0):  # the optimizer state has a weight average or not
         diffs.append(f"optim.ema: checkpoint {saved.optim.ema!r} vs requested {cfg.optim.ema!r}")
     if saved.data.batch_size != cfg.data.batch_size:
@@ -191,12 +216,18 @@ def _check_compatible(meta: dict[str, Any], cfg: Config, vocab: Vocab, run: RunD
     if Vocab.from_json(meta["vocab"]) != vocab:
         diffs.append("the vocabulary differs")
     if diffs:
-        raise RunError(f"checkpoint {step} of {run.path} does not match the config: {'; '.join(diffs)}",
-                       "resume without shape-changing --set options, or start a new run")
+        raise RunError(
+            f"checkpoint {step} of {run.path} does not match the config: {'; '.join(diffs)}",
+            "resume without shape-changing --set options, or start a new run",
+        )
 
 
-def load_run(run: str | Path | None, runs_dir: Path = Path("runs"), which: str = "latest",
-             warn: Callable[[str], None] = lambda s: None) -> Restored:
+def load_run(
+    run: str | Path | None,
+    runs_dir: Path = Path("runs"),
+    which: str = "latest",
+    warn: Callable[[str], None] = lambda s: None,
+) -> Restored:
     """What sample/eval/export/inspect need: a run argument (None: runs/latest) -> config, vocab, params."""
     which_arg: str | int = int(which) if str(which).isdigit() else which
     if which_arg not in ("latest", "best") and not isinstance(which_arg, int):

@@ -13,8 +13,9 @@ run name or on stopping) goes through this module, so the rest of the code can s
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import jax
 import numpy as np
@@ -34,8 +35,13 @@ class DistributedOptionError(DistributedError, UsageError):
     """A --coordinator, --num-processes or --process-id value that cannot describe a job (exit code 2)."""
 
 
-def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
-               auto: bool = False, timeout_s: int = 300) -> bool:
+def initialize(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    auto: bool = False,
+    timeout_s: int = 300,
+) -> bool:
     """Join a multi-process job with `jax.distributed.initialize`; returns whether it did.
 
     Nothing happens unless a coordinator, a process count or id, or `auto` (cluster auto-detection: SLURM,
@@ -46,27 +52,41 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     if coordinator is not None:
         host, _, port = coordinator.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise DistributedOptionError(f"--coordinator {coordinator!r} is not HOST:PORT",
-                                         "pass the address of process 0 and a free port, e.g. --coordinator node1:12345")
+            raise DistributedOptionError(
+                f"--coordinator {coordinator!r} is not HOST:PORT",
+                "pass the address of process 0 and a free port, e.g. --coordinator node1:12345",
+            )
     if num_processes is not None and num_processes < 1:
-        raise DistributedOptionError(f"--num-processes must be at least 1 (got {num_processes})", "pass the number of processes in the job")
+        raise DistributedOptionError(
+            f"--num-processes must be at least 1 (got {num_processes})", "pass the number of processes in the job"
+        )
     if process_id is not None and num_processes is not None and not 0 <= process_id < num_processes:
-        raise DistributedOptionError(f"--process-id {process_id} is outside 0..{num_processes - 1}",
-                                     "number the processes 0, 1, ..., num_processes - 1")
+        raise DistributedOptionError(
+            f"--process-id {process_id} is outside 0..{num_processes - 1}",
+            "number the processes 0, 1, ..., num_processes - 1",
+        )
     # CPU processes exchange gradients through gloo (TCP); GPUs use NCCL and ignore this setting.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
-        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                                   process_id=process_id, initialization_timeout=timeout_s)
+        jax.distributed.initialize(
+            coordinator_address=coordinator,
+            num_processes=num_processes,
+            process_id=process_id,
+            initialization_timeout=timeout_s,
+        )
     except (ValueError, TypeError) as err:  # missing or inconsistent arguments, after auto-detection
-        raise DistributedError(f"cannot start the distributed runtime: {err}",
-                               "pass --coordinator HOST:PORT --num-processes N --process-id I, or run under SLURM / "
-                               "Open MPI with --distributed") from None
+        raise DistributedError(
+            f"cannot start the distributed runtime: {err}",
+            "pass --coordinator HOST:PORT --num-processes N --process-id I, or run under SLURM / "
+            "Open MPI with --distributed",
+        ) from None
     except RuntimeError as err:  # includes XLA's errors: unreachable coordinator, timeout, already started
         first = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
-        raise DistributedError(f"cannot join the distributed job at {coordinator or 'the detected coordinator'}: {first}",
-                               "check that every process got the same --coordinator and --num-processes and that "
-                               "process 0 is running and reachable") from None
+        raise DistributedError(
+            f"cannot join the distributed job at {coordinator or 'the detected coordinator'}: {first}",
+            "check that every process got the same --coordinator and --num-processes and that "
+            "process 0 is running and reachable",
+        ) from None
     return True
 
 
@@ -129,18 +149,23 @@ def make_layout(devices: int = 0, batch_size: int | None = None) -> Layout:
         raise DistributedError(
             f"dist.devices={devices} but this process sees {len(local)} {local[0].platform} device(s)",
             f"pass --set dist.devices={len(local)} (0: all devices; also on --resume); on a CPU, "
-            "XLA_FLAGS=--xla_force_host_platform_device_count=N splits it into N devices")
+            "XLA_FLAGS=--xla_force_host_platform_device_count=N splits it into N devices",
+        )
     k = devices or len(local)
     # Every process contributes its first k local devices; the mesh is ordered by process so that each
     # process's rows of the batch are one contiguous block.
-    chosen = [d for p in range(jax.process_count())
-              for d in sorted((d for d in jax.devices() if d.process_index == p), key=lambda d: d.id)[:k]]
+    chosen = [
+        d
+        for p in range(jax.process_count())
+        for d in sorted((d for d in jax.devices() if d.process_index == p), key=lambda d: d.id)[:k]
+    ]
     layout = Layout(Mesh(np.array(chosen), (AXIS,)))
     if batch_size is not None and batch_size % layout.n_devices:
         n = layout.n_devices
         raise DistributedError(
             f"data.batch_size={batch_size} does not split evenly across {n} devices",
-            f"set data.batch_size to a multiple of {n} (e.g. {max(n, batch_size // n * n)}), or change dist.devices")
+            f"set data.batch_size to a multiple of {n} (e.g. {max(n, batch_size // n * n)}), or change dist.devices",
+        )
     return layout
 
 

@@ -16,11 +16,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from charlstm.nn import model
-from charlstm.training import checkpoint, loop as training
 from charlstm.config import Config
 from charlstm.data.corpus import Vocab
 from charlstm.errors import CorpusError
+from charlstm.nn import model
+from charlstm.training import checkpoint
+from charlstm.training import loop as training
 from charlstm.training.rundir import RunDir
 
 
@@ -33,23 +34,28 @@ class Init:
     extend_vocab: bool = False
 
 
-def adopt_vocab(init: Init, corpus_vocab: Vocab, train_ids: np.ndarray, val_ids: np.ndarray,
-                corpus_path: Path) -> tuple[Vocab, np.ndarray, np.ndarray]:
+def adopt_vocab(
+    init: Init, corpus_vocab: Vocab, train_ids: np.ndarray, val_ids: np.ndarray, corpus_path: Path
+) -> tuple[Vocab, np.ndarray, np.ndarray]:
     """The new run's vocabulary (the source's, grown by `extend_vocab`) and the corpus ids re-encoded to it.
 
     `corpus_vocab` is the corpus's own vocabulary, which `train_ids` and `val_ids` are encoded with.
     """
     old = init.run.read_vocab()
     if corpus_vocab.encoding != old.encoding:  # the config check makes this rare: a run dir edited by hand
-        raise CorpusError(f"{corpus_path} was read as {corpus_vocab.encoding} but run {init.run.path} reads "
-                          f"{old.encoding}", f"pass --encoding {old.encoding}")
+        raise CorpusError(
+            f"{corpus_path} was read as {corpus_vocab.encoding} but run {init.run.path} reads {old.encoding}",
+            f"pass --encoding {old.encoding}",
+        )
     known = set(old.symbols)
     missing = [s for s in corpus_vocab.symbols if s not in known]
     if missing and not init.extend_vocab:
         shown = "".join(chr(s) for s in missing[:20]) if old.encoding == "utf-8" else str(missing[:20])
         more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
-        raise CorpusError(f"{corpus_path} has {len(missing)} characters the vocabulary of {init.run.path} lacks: "
-                          f"{shown!r}{more}", "pass --extend-vocab to add them (their weights start as at init)")
+        raise CorpusError(
+            f"{corpus_path} has {len(missing)} characters the vocabulary of {init.run.path} lacks: {shown!r}{more}",
+            "pass --extend-vocab to add them (their weights start as at init)",
+        )
     vocab = Vocab(old.encoding, tuple(sorted(known | set(missing)))) if missing else old
     remap = vocab.encode_points(np.asarray(corpus_vocab.symbols, dtype=np.int64)).astype(vocab.dtype)
     return vocab, remap[train_ids], remap[val_ids]

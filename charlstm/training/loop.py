@@ -6,19 +6,20 @@ The loop never prints. It calls `emit(event)` and leaves display, metric files a
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from charlstm.data import batches
-from charlstm.nn import model
-from charlstm.events import EvalEvent, Event, StepEvent  # noqa: F401 (training.StepEvent etc. stay importable)
-from charlstm.training.distributed import Layout
 from charlstm.config import Config, ModelConfig, OptimConfig
+from charlstm.data import batches
+from charlstm.events import EvalEvent, Event, StepEvent
+from charlstm.nn import model
+from charlstm.training.distributed import Layout
 
 
 class TrainState(NamedTuple):
@@ -29,8 +30,6 @@ class TrainState(NamedTuple):
     step: jax.Array  # int32 scalar: optimizer steps taken
     key: jax.Array  # base PRNG key; step k uses fold_in(key, k)
     carry: model.Carry  # hidden state carried into the next batch
-
-
 
 
 class NonFiniteError(RuntimeError):
@@ -75,7 +74,11 @@ def lr_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
     warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
     if cfg.schedule == "constant":
         ramp = optax.linear_schedule(0.0, cfg.lr, max(warmup, 1))
-        return optax.join_schedules([ramp, optax.constant_schedule(cfg.lr)], [warmup]) if warmup else optax.constant_schedule(cfg.lr)
+        return (
+            optax.join_schedules([ramp, optax.constant_schedule(cfg.lr)], [warmup])
+            if warmup
+            else optax.constant_schedule(cfg.lr)
+        )
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0 if warmup else cfg.lr,
         peak_value=cfg.lr,
@@ -104,7 +107,9 @@ def average_params(decay: float) -> optax.GradientTransformation:
     def init(params: model.Params) -> AverageState:
         return AverageState(jnp.zeros((), jnp.int32), jax.tree_util.tree_map(jnp.copy, params))
 
-    def update(updates: optax.Updates, state: AverageState, params: model.Params | None = None) -> tuple[optax.Updates, AverageState]:
+    def update(
+        updates: optax.Updates, state: AverageState, params: model.Params | None = None
+    ) -> tuple[optax.Updates, AverageState]:
         t = state.count.astype(jnp.float32)
         d = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
         new = optax.apply_updates(params, updates)
@@ -117,7 +122,9 @@ def average_params(decay: float) -> optax.GradientTransformation:
 def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
     """Global-norm clipping, AdamW (weight decay on matrices only, not biases), then the weight average."""
     decay_mask = lambda params: jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)  # noqa: E731
-    adamw = optax.adamw(lr_schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask)
+    adamw = optax.adamw(
+        lr_schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask
+    )
     parts = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
     parts += [adamw] + ([average_params(cfg.ema)] if cfg.ema > 0 else [])
     return optax.chain(*parts) if len(parts) > 1 else adamw
@@ -157,18 +164,34 @@ def state_shardings(layout: Layout) -> TrainState:
 def place_state(state: TrainState, layout: Layout) -> TrainState:
     """Copy a TrainState computed identically on every process (fresh from the seed) onto the mesh."""
     put = lambda tree, fn: jax.tree_util.tree_map(fn, tree)  # noqa: E731
-    return TrainState(put(state.params, layout.put_replicated), put(state.opt_state, layout.put_replicated),
-                      layout.put_replicated(state.step), layout.put_replicated(state.key), put(state.carry, layout.put_global))
+    return TrainState(
+        put(state.params, layout.put_replicated),
+        put(state.opt_state, layout.put_replicated),
+        layout.put_replicated(state.step),
+        layout.put_replicated(state.key),
+        put(state.carry, layout.put_global),
+    )
 
 
-def loss_fn(params: model.Params, x: jax.Array, y: jax.Array, carry: model.Carry, cfg: ModelConfig, *, train: bool,
-            key: jax.Array | None, dropout_scale: jax.Array | float = 1.0) -> tuple[jax.Array, model.Carry]:
+def loss_fn(
+    params: model.Params,
+    x: jax.Array,
+    y: jax.Array,
+    carry: model.Carry,
+    cfg: ModelConfig,
+    *,
+    train: bool,
+    key: jax.Array | None,
+    dropout_scale: jax.Array | float = 1.0,
+) -> tuple[jax.Array, model.Carry]:
     """Mean next-character cross entropy in nats, and the carry after the batch."""
     logits, carry = model.apply(params, x, carry, cfg, train=train, key=key, dropout_scale=dropout_scale)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), carry
 
 
-def make_train_step(cfg: Config, layout: Layout | None = None) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+def make_train_step(
+    cfg: Config, layout: Layout | None = None
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """The jitted update: forward, backward, clip, AdamW; skipped (state kept) if anything is non-finite.
 
     With a `layout`, one SPMD program over its mesh: x, y and the carry split by rows, the rest replicated;
@@ -177,7 +200,9 @@ def make_train_step(cfg: Config, layout: Layout | None = None) -> Callable[..., 
     tx = make_optimizer(cfg.optim, cfg.train.steps)
     schedule = lr_schedule(cfg.optim, cfg.train.steps)
 
-    def step(state: TrainState, x: jax.Array, y: jax.Array, reset: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+    def step(
+        state: TrainState, x: jax.Array, y: jax.Array, reset: jax.Array
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
         key = jax.random.fold_in(state.key, state.step)
         scale = model.dropout_ramp_scale(cfg.model, state.step)
 
@@ -205,8 +230,12 @@ def make_train_step(cfg: Config, layout: Layout | None = None) -> Callable[..., 
     if layout is None:
         return jax.jit(step, donate_argnums=0)
     sh = state_shardings(layout)
-    return jax.jit(step, donate_argnums=0, in_shardings=(sh, layout.data, layout.data, layout.data),
-                   out_shardings=(sh, layout.replicated))
+    return jax.jit(
+        step,
+        donate_argnums=0,
+        in_shardings=(sh, layout.data, layout.data, layout.data),
+        out_shardings=(sh, layout.replicated),
+    )
 
 
 def make_eval_step(cfg: ModelConfig) -> Callable[..., tuple[jax.Array, model.Carry]]:
@@ -219,8 +248,9 @@ def make_eval_step(cfg: ModelConfig) -> Callable[..., tuple[jax.Array, model.Car
     return jax.jit(step)
 
 
-def evaluate(params: model.Params, cfg: ModelConfig, eval_step: Callable, val: list[batches.Batch],
-             layout: Layout | None = None) -> float:
+def evaluate(
+    params: model.Params, cfg: ModelConfig, eval_step: Callable, val: list[batches.Batch], layout: Layout | None = None
+) -> float:
     """Mean validation loss in nats per character, state carried through the validation streams."""
     carry = model.start_carry(params, cfg, val[0].x.shape[0])
     total = jnp.zeros(())
@@ -269,8 +299,17 @@ def fit(
         if should_stop():
             break
         tic = time.perf_counter()
-        b = batches.get_batch(train_ids, step, d.batch_size, d.seq_len, t.seed, d.batching, rows=rows,
-                              line_restarts=d.line_restarts, newline=newline)
+        b = batches.get_batch(
+            train_ids,
+            step,
+            d.batch_size,
+            d.seq_len,
+            t.seed,
+            d.batching,
+            rows=rows,
+            line_restarts=d.line_restarts,
+            newline=newline,
+        )
         if layout is None:
             state, m = train_step(state, b.x, b.y, jnp.asarray(b.reset))
         else:
@@ -279,7 +318,11 @@ def fit(
         loss = float(m["loss"])  # syncs; cheap next to a step, and gives exact per-step metrics
         dt = time.perf_counter() - tic
         bad = 0 if bool(m["ok"]) else bad + 1
-        emit(StepEvent(step + 1, loss, float(m["grad_norm"]), float(m["lr"]), d.batch_size * d.seq_len / dt, skipped=bad > 0))
+        emit(
+            StepEvent(
+                step + 1, loss, float(m["grad_norm"]), float(m["lr"]), d.batch_size * d.seq_len / dt, skipped=bad > 0
+            )
+        )
         if bad >= t.max_bad_steps:
             raise NonFiniteError(f"{bad} consecutive steps had a non-finite loss or gradient (last at step {step + 1})")
         done = step + 1
@@ -295,4 +338,3 @@ def fit(
         if early is not None and early.triggered:
             break  # the caller saves this step, as it saves the last one
     return state
-

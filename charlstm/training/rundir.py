@@ -1,10 +1,10 @@
 """The on-disk layout of a run, and nothing else:
 
-    runs/<name>/config.yaml      resolved config          runs/<name>/vocab.json    the vocabulary
-    runs/<name>/run.json         corpus and timestamps    runs/<name>/metrics.jsonl one JSON object per log
-    runs/<name>/checkpoints/     Orbax checkpoints        runs/<name>/.lock         held by the training process
-    runs/<name>/.lock.pid        its pid, for messages    runs/<name>/tb/           TensorBoard events (optional)
-    runs/latest -> <name>        the newest run
+runs/<name>/config.yaml      resolved config          runs/<name>/vocab.json    the vocabulary
+runs/<name>/run.json         corpus and timestamps    runs/<name>/metrics.jsonl one JSON object per log
+runs/<name>/checkpoints/     Orbax checkpoints        runs/<name>/.lock         held by the training process
+runs/<name>/.lock.pid        its pid, for messages    runs/<name>/tb/           TensorBoard events (optional)
+runs/latest -> <name>        the newest run
 """
 
 from __future__ import annotations
@@ -76,7 +76,9 @@ class RunDir:
         try:
             return Vocab.from_json(self.vocab_file.read_text(encoding="utf-8"))
         except (OSError, ValueError, KeyError) as err:
-            raise RunError(f"cannot read the vocabulary of run {self.path}: {err}", "the run directory is damaged") from None
+            raise RunError(
+                f"cannot read the vocabulary of run {self.path}: {err}", "the run directory is damaged"
+            ) from None
 
     def read_info(self) -> dict[str, Any]:
         try:
@@ -100,13 +102,16 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def create(runs_dir: Path, name: str, cfg: Config, vocab: Vocab, corpus: Path,
-           info: dict[str, Any] | None = None) -> RunDir:
+def create(
+    runs_dir: Path, name: str, cfg: Config, vocab: Vocab, corpus: Path, info: dict[str, Any] | None = None
+) -> RunDir:
     """Make a new run directory with its config, vocabulary and info (plus `info`, e.g. the run a fine-tuning
     run starts from), and point `latest` at it."""
     run = RunDir(runs_dir / name)
     if run.checkpoints.exists() and any(run.checkpoints.iterdir()):
-        raise RunError(f"run '{name}' already exists in {runs_dir}", f"resume it with --resume {run.path}, or pick another --name")
+        raise RunError(
+            f"run '{name}' already exists in {runs_dir}", f"resume it with --resume {run.path}, or pick another --name"
+        )
     try:
         run.path.mkdir(parents=True, exist_ok=True)
         run.write_config(cfg)
@@ -114,7 +119,10 @@ def create(runs_dir: Path, name: str, cfg: Config, vocab: Vocab, corpus: Path,
         about = {"corpus": str(corpus.resolve()), "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **(info or {})}
         _write_atomic(run.info_file, json.dumps(about, indent=1))
     except OSError as err:
-        raise RunError(f"cannot write run directory {run.path}: {err.strerror}", "check free space and permissions, or pass --runs-dir") from None
+        raise RunError(
+            f"cannot write run directory {run.path}: {err.strerror}",
+            "check free space and permissions, or pass --runs-dir",
+        ) from None
     point_latest(runs_dir, name)
     return run
 
@@ -141,7 +149,9 @@ def resolve(run: str | Path | None, runs_dir: Path = Path("runs")) -> RunDir:
         elif link.is_symlink() and not link.exists():
             raise RunError(f"{link} points to a run that no longer exists", "train a new run, or pass --run DIR")
         elif not link.exists():
-            raise RunError(f"no trained run found ({link} does not exist)", "train one with `charlstm train`, or pass --run DIR")
+            raise RunError(
+                f"no trained run found ({link} does not exist)", "train one with `charlstm train`, or pass --run DIR"
+            )
         else:
             path = link.resolve()
     else:
@@ -161,7 +171,9 @@ class MetricsLog:
     def __init__(self, path: Path, resume_step: int = 0) -> None:
         self.path = path
         if resume_step and path.exists():
-            kept = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and _step_of(ln) <= resume_step]
+            kept = [
+                ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and _step_of(ln) <= resume_step
+            ]
             _write_atomic(path, "".join(ln + "\n" for ln in kept))
         elif not resume_step:
             path.write_text("", encoding="utf-8")
@@ -215,8 +227,9 @@ class Lock:
         except filelock.Timeout:
             holder = _holder_pid(self.run)
             by = f"process {holder}" if holder else "another process"
-            raise RunError(f"run {self.run.path} is being trained by {by}",
-                           "wait for it to finish, or stop it first") from None
+            raise RunError(
+                f"run {self.run.path} is being trained by {by}", "wait for it to finish, or stop it first"
+            ) from None
         except OSError as err:
             raise RunError(f"cannot lock run directory {self.run.path}: {err.strerror}", fix) from None
         try:

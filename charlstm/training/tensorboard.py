@@ -24,8 +24,10 @@ def check_available() -> None:
     except ImportError:
         # Exit 1 as for the other optional packages (matplotlib, torch): the command line is valid, the
         # installation lacks a package.
-        raise UserError("train.tensorboard=true needs tensorboardX, which is not installed",
-                        f"{INSTALL}, or leave train.tensorboard off") from None
+        raise UserError(
+            "train.tensorboard=true needs tensorboardX, which is not installed",
+            f"{INSTALL}, or leave train.tensorboard off",
+        ) from None
 
 
 class EventLog:
@@ -37,12 +39,20 @@ class EventLog:
 
         # File names hold the clock in whole seconds: the suffix keeps a quick resume from overwriting the file
         # of the process before it.
-        self._writer: Any = SummaryWriter(str(directory), purge_step=start_step + 1 if start_step else None,
-                                          flush_secs=10, filename_suffix=f".step{start_step}")
+        self._writer: Any = SummaryWriter(
+            str(directory),
+            purge_step=start_step + 1 if start_step else None,
+            flush_secs=10,
+            filename_suffix=f".step{start_step}",
+        )
 
     def step(self, ev: StepEvent) -> None:
-        for tag, value in (("train/loss", ev.loss), ("train/grad_norm", ev.grad_norm), ("train/lr", ev.lr),
-                           ("train/chars_per_s", ev.chars_per_s)):
+        for tag, value in (
+            ("train/loss", ev.loss),
+            ("train/grad_norm", ev.grad_norm),
+            ("train/lr", ev.lr),
+            ("train/chars_per_s", ev.chars_per_s),
+        ):
             self._writer.add_scalar(tag, value, ev.step)
 
     def evaluation(self, ev: EvalEvent) -> None:
