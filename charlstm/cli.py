@@ -22,7 +22,7 @@ import typer
 # typer vendors click and does not re-export its exception types
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
-from charlstm import __version__, ui
+from charlstm import __version__, events, ui
 from charlstm.errors import EXIT_CODES, UsageError, UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -323,7 +323,6 @@ def train(
     )
     if not main:  # process 0 reports for the job
         return
-    bpc = lambda nats: None if nats is None else nats / 0.6931471805599453  # noqa: E731 (nats per bit: ln 2)
     if json_out:
         print(
             json.dumps(
@@ -332,7 +331,7 @@ def train(
                     "steps": summary.steps,
                     "params": summary.params,
                     "final_val_loss": summary.final_val_loss,
-                    "final_val_bpc": bpc(summary.final_val_loss),
+                    "final_val_bpc": events.bits(summary.final_val_loss),
                     "best_val_loss": summary.best_val_loss,
                     "chars_per_s": summary.chars_per_s,
                     "seconds": summary.seconds,
@@ -352,7 +351,7 @@ def train(
             ("steps", summary.steps),
             ("params", f"{summary.params:,}"),
             ("final val loss (nats/char)", ui.fmt(summary.final_val_loss)),
-            ("final val bits/char", ui.fmt(bpc(summary.final_val_loss))),
+            ("final val bits/char", ui.fmt(events.bits(summary.final_val_loss))),
             ("best val loss (nats/char)", ui.fmt(summary.best_val_loss)),
             ("train chars/s (median)", f"{summary.chars_per_s:,.0f}"),
             ("wall time", f"{summary.seconds:.1f} s"),

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
+
+
+@overload
+def bits(nats: float) -> float: ...
+@overload
+def bits(nats: None) -> None: ...
+def bits(nats: float | None) -> float | None:
+    """A loss in nats (per character) in bits; None stays None."""
+    return None if nats is None else nats / math.log(2)
 
 
 @dataclass(frozen=True)
@@ -30,7 +39,7 @@ class EvalEvent:
 
     @property
     def bits_per_char(self) -> float:
-        return self.val_loss / math.log(2)
+        return bits(self.val_loss)
 
 
 Event = StepEvent | EvalEvent

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from charlstm.errors import RunError, UserError
+from charlstm.events import bits
 from charlstm.training import rundir
 
-LN2 = math.log(2)
 STATUSES = ("running", "finished", "interrupted", "failed")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"  # run.json's "created", in local time
 
@@ -101,10 +101,6 @@ class Curves:
     val_loss: list[float] = field(default_factory=list)
     val_minutes: list[float] = field(default_factory=list)
     total_steps: int = 0  # train.steps
-
-
-def bits(nats: float | None) -> float | None:
-    return None if nats is None else nats / LN2
 
 
 def checkpoint_steps(run: rundir.RunDir) -> list[int]:
@@ -297,7 +293,7 @@ def table_rows(summaries: Sequence[RunSummary]) -> tuple[list[str], list[list[st
     """The columns and formatted rows of `charlstm runs` (status last)."""
 
     def loss(nats: float | None) -> str:
-        return "—" if nats is None else f"{nats:.4f}/{nats / LN2:.3f}"
+        return "—" if nats is None else f"{nats:.4f}/{bits(nats):.3f}"
 
     columns = [
         "run",

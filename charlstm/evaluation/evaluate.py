@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from charlstm import events
 from charlstm.config import ModelConfig
 from charlstm.data import corpus
 from charlstm.data.corpus import Vocab
@@ -26,7 +27,7 @@ class EvalResult:
 
     @property
     def bits_per_char(self) -> float:
-        return self.nats_per_char / math.log(2)
+        return events.bits(self.nats_per_char)
 
     @property
     def perplexity(self) -> float:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import signal
 import time
 from dataclasses import dataclass
@@ -394,7 +393,3 @@ class _Agreed:
 def _sample(params: model.Params, cfg: Config, vocab: corpus.Vocab) -> str:
     opts = sampling.SampleOptions(length=cfg.train.sample_length, temperature=0.8, seed=cfg.train.seed)
     return sampling.sample_text(params, cfg.model, vocab, sampling.default_prompt(vocab), opts)[0]
-
-
-def bits(nats: float | None) -> float | None:
-    return None if nats is None else nats / math.log(2)
