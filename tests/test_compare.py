@@ -17,7 +17,7 @@ from helpers import assert_clean_error, assert_ok, run_cli
 from charlstm import config
 from charlstm.analysis import compare, plots
 from charlstm.data import corpus
-from charlstm.errors import UserError
+from charlstm.errors import ConfigError, UserError
 from charlstm.evaluation import longrange
 from charlstm.nn import model
 
@@ -86,6 +86,16 @@ def test_param_count_formula_matches_the_model(cell: str, layers: int, embed: in
     assert compare.model_param_count(cell, layers, 12, 17, embed) == model.param_count(params)
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize(("tie_embed", "layer_norm"), [(True, False), (False, True), (True, True)])
+def test_param_count_formula_with_tied_head_and_layer_norm(layers: int, tie_embed: bool, layer_norm: bool) -> None:
+    options = {"tie_embed": tie_embed, "layer_norm": layer_norm}
+    cfg = config.ModelConfig(cell="lstm", layers=layers, hidden=12, embed=12, **options)
+    params = model.init_params(cfg, 17, jax.random.PRNGKey(0))
+    count = compare.model_param_count("lstm", layers, 12, 17, 12, **options)
+    assert count == model.param_count(params)
+
+
 @pytest.mark.parametrize("vocab", [30, 40, 65, 100, 256])
 @pytest.mark.parametrize("hidden", [128, 256])
 def test_matched_parameter_counts(vocab: int, hidden: int) -> None:
@@ -129,6 +139,16 @@ def test_cell_config() -> None:
     assert (c.model.cell, c.model.hidden, c.optim.clip_norm) == ("rnn", 99, 0.0)
     assert c.train.eval_every == 2  # at least MIN_EVALS validation points
     assert compare.cell_config(cfg, compare.CellSpec("rnn", 99, 0)).optim.clip_norm == cfg.optim.clip_norm
+
+
+def test_cell_config_is_validated() -> None:
+    tied = config.load("compare-rnn", ["model.embed=64", "model.hidden=64", "model.tie_embed=true"])
+    c = compare.cell_config(tied, compare.CellSpec("gru", 99, 0))
+    assert (c.model.hidden, c.model.embed, c.model.tie_embed) == (99, 99, True)  # the tied embedding follows the width
+    normed = config.load("compare-rnn", ["model.cell=lstm", "model.layer_norm=true"])
+    assert compare.cell_config(normed, compare.CellSpec("lstm", 99, 0)).model.layer_norm
+    with pytest.raises(ConfigError, match="layer_norm"):
+        compare.cell_config(normed, compare.CellSpec("rnn", 99, 0))
 
 
 # --- a short run --------------------------------------------------------------------------------------------

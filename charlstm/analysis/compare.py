@@ -24,6 +24,7 @@ from typing import Protocol
 import jax
 import numpy as np
 
+from charlstm import config as config_lib
 from charlstm.analysis import gradflow
 from charlstm.config import Config
 from charlstm.data import batches, corpus, langcorpus
@@ -126,27 +127,54 @@ def parse_cells(text: str) -> tuple[str, ...]:
 
 
 def model_param_count(
-    cell: str, layers: int, hidden: int, vocab_size: int, embed: int = 0, learned_start: bool = True
+    cell: str,
+    layers: int,
+    hidden: int,
+    vocab_size: int,
+    embed: int = 0,
+    learned_start: bool = True,
+    *,
+    tie_embed: bool = False,
+    layer_norm: bool = False,
 ) -> int:
     """Parameters of the whole model (embedding, layers, head and start state), as `model.param_count` would
-    count them."""
-    first = cells.layer_param_count(cell, embed or vocab_size, hidden) + vocab_size * embed
-    rest = (layers - 1) * cells.layer_param_count(cell, hidden, hidden)
+    count them. A tied head reads the embedding table, which is then `hidden` wide; layer norm adds gains for
+    the gate pre-activations and the cell state's gain and shift to every layer."""
+    if tie_embed:
+        embed = hidden
+    norm = 2 * cells.GATES[cell] * hidden + 2 * hidden if layer_norm else 0
+    first = cells.layer_param_count(cell, embed or vocab_size, hidden) + norm + vocab_size * embed
+    rest = (layers - 1) * (cells.layer_param_count(cell, hidden, hidden) + norm)
     start = layers * len(model.state_names(cell)) * hidden if learned_start else 0
-    return first + rest + hidden * vocab_size + vocab_size + start
+    head = (0 if tie_embed else hidden * vocab_size) + vocab_size
+    return first + rest + head + start
 
 
-def match_hidden(cell: str, target: int, layers: int, vocab_size: int, embed: int = 0, max_hidden: int = 8192) -> int:
+def match_hidden(
+    cell: str,
+    target: int,
+    layers: int,
+    vocab_size: int,
+    embed: int = 0,
+    max_hidden: int = 8192,
+    *,
+    tie_embed: bool = False,
+    layer_norm: bool = False,
+) -> int:
     """The hidden width whose parameter count is closest to `target` (the count grows with the width)."""
+
+    def count(h: int) -> int:
+        return model_param_count(cell, layers, h, vocab_size, embed, tie_embed=tie_embed, layer_norm=layer_norm)
+
     lo, hi = 1, max_hidden
     while lo < hi:  # smallest width reaching the target
         mid = (lo + hi) // 2
-        if model_param_count(cell, layers, mid, vocab_size, embed) < target:
+        if count(mid) < target:
             lo = mid + 1
         else:
             hi = mid
     options = [h for h in (lo - 1, lo) if h >= 1]
-    return min(options, key=lambda h: abs(model_param_count(cell, layers, h, vocab_size, embed) - target))
+    return min(options, key=lambda h: abs(count(h) - target))
 
 
 def plan_cells(cfg: Config, names: tuple[str, ...], vocab_size: int, match: str = "params") -> list[CellSpec]:
@@ -154,28 +182,30 @@ def plan_cells(cfg: Config, names: tuple[str, ...], vocab_size: int, match: str 
     if match not in ("params", "hidden"):
         raise UsageError(f"invalid --match {match!r}", "use params or hidden")
     m = cfg.model
-    target = model_param_count(m.cell, m.layers, m.hidden, vocab_size, m.embed)
+    options = {"tie_embed": m.tie_embed, "layer_norm": m.layer_norm}
+    target = model_param_count(m.cell, m.layers, m.hidden, vocab_size, m.embed, **options)
     plan = []
     for name in names:
         h = (
             m.hidden
             if match == "hidden" or name == m.cell
-            else match_hidden(name, target, m.layers, vocab_size, m.embed)
+            else match_hidden(name, target, m.layers, vocab_size, m.embed, **options)
         )
-        plan.append(CellSpec(name, h, model_param_count(name, m.layers, h, vocab_size, m.embed)))
+        plan.append(CellSpec(name, h, model_param_count(name, m.layers, h, vocab_size, m.embed, **options)))
     return plan
 
 
 def cell_config(cfg: Config, spec: CellSpec, clip: bool = True) -> Config:
-    """The config one cell trains with: its cell and width, clipping as asked, enough validation points."""
-    eval_every = min(cfg.train.eval_every, max(1, cfg.train.steps // MIN_EVALS))
-    return cfg.model_copy(
-        update={
-            "model": cfg.model.model_copy(update={"cell": spec.cell, "hidden": spec.hidden}),
-            "optim": cfg.optim if clip else cfg.optim.model_copy(update={"clip_norm": 0.0}),
-            "train": cfg.train.model_copy(update={"eval_every": eval_every}),
-        }
-    )
+    """The config one cell trains with: its cell and width, clipping as asked, enough validation points.
+    Validated like any config (raises ConfigError), so a cell the config's options do not fit is refused."""
+    data = cfg.model_dump()
+    data["model"].update(cell=spec.cell, hidden=spec.hidden)
+    if cfg.model.tie_embed:  # the tied head reads the embedding table, as wide as the layer
+        data["model"]["embed"] = spec.hidden
+    if not clip:
+        data["optim"]["clip_norm"] = 0.0
+    data["train"]["eval_every"] = min(cfg.train.eval_every, max(1, cfg.train.steps // MIN_EVALS))
+    return config_lib.from_dict(data)
 
 
 # --- long-range setup ---------------------------------------------------------------------------------------
@@ -248,15 +278,16 @@ def run(
     plan = plan_cells(cfg, names, len(vocab), match)
     lr_setup, note = _longrange_setup(cfg, corpus_path, len(tr) + len(va), len(tr))
     pairs = promptcheck.pairs_for(corpus_path, vocab) if lr_setup and cfg.train.prompt_check else None
+    configs = [cell_config(cfg, spec, clip) for spec in plan]  # every cell's config checked before any trains
     gx, gy = _grad_windows(va, grad_k)
     curves: dict[str, Curves] = {}
     results = []
     reporter.start(plan, cfg.train.steps)
     try:
-        for spec in plan:
+        for spec, cell_cfg in zip(plan, configs):
             results.append(
                 _train_cell(
-                    cell_config(cfg, spec, clip),
+                    cell_cfg,
                     spec,
                     vocab,
                     tr,
