@@ -60,7 +60,7 @@ _CELL_NAMES = {"lstm": "an LSTM", "gru": "a GRU", "rnn": "a plain RNN"}
 def resolve_show(cell: str, show: str | None) -> str:
     """--show NAME -> the recorded quantity; names another cell type has get an error that says what to use."""
     if show is None:
-        return "c" if cell == "lstm" else "h"
+        return MEMORY[cell]
     name, table = show.strip().lower(), SHOW[cell]
     if name in table:
         return table[name]
@@ -506,7 +506,7 @@ def inspect_view(report: Report, run_label: str, display_chars: int, notes: Sequ
         f"{report.cell_type} {report.layers}x{report.hidden} · {len(report.units):,} characters read · "
         f"layer {report.layer + 1} · showing the {LONG_NAMES[report.quantity]}"
     )
-    shown = {report.quantity} | ({"h" if report.cell_type != "lstm" else "c"} if report.place_traces else set())
+    shown = {report.quantity} | ({MEMORY[report.cell_type]} if report.place_traces else set())
     for q in sorted(shown):
         if q in GATES[report.cell_type]:
             view.legends.append(
@@ -533,7 +533,7 @@ def inspect_view(report: Report, run_label: str, display_chars: int, notes: Sequ
         tracks = f" · tracks {s.prop} (r = {s.r:+.2f})" if s.prop is not None and s.r is not None else ""
         view.rows.append(row(f"layer {s.layer + 1} · cell {s.cell}", s.quantity, s.values))
         view.rows[-1].title += tracks
-    memory = "c" if report.cell_type == "lstm" else "h"
+    memory = MEMORY[report.cell_type]
     pm = report.places
     if pm is not None:
         above = [p for p in pm.cells if p.eta2 > pm.chance]
