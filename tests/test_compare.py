@@ -30,6 +30,7 @@ SMOKE = [
     "data.batch_size=4",
     "model.hidden=16",
     "optim.warmup_steps=1",
+    "train.patience=0",
 ]
 
 
@@ -294,3 +295,35 @@ def test_cli_compare_rnn(tmp_path: Path) -> None:
 
 def test_cli_compare_rnn_bad_cells(tmp_path: Path) -> None:
     assert_clean_error(run_cli(["compare-rnn", "--cells", "rnn,transformer"], cwd=tmp_path), "--cells", code=2)
+
+
+def test_plateau_counts_only_real_gains_in_loss_or_accuracy() -> None:
+    p = compare.Plateau(patience=2)
+    p.update(250, 1.0)
+    assert p.bad_evals == 0 and p.best == 1.0
+    p.update(500, 0.99)  # 1%: noise, not a gain (MIN_LOSS_GAIN is 2%)
+    assert p.bad_evals == 1 and p.best == 0.99
+    p.update(750, 0.97)  # 2% below the best so far: a gain
+    assert p.bad_evals == 0 and p.best_step == 750
+    p.accuracy = 0.5  # the first accuracy measured is a gain
+    p.update(1000, 0.97)
+    assert p.bad_evals == 0 and p.best_accuracy == 0.5
+    p.accuracy = 0.53  # under MIN_ACCURACY_GAIN
+    p.update(1250, 0.969)
+    assert p.bad_evals == 1 and not p.triggered
+    p.accuracy = 0.52
+    p.update(1500, 0.97)
+    assert p.triggered
+    assert not compare.Plateau(patience=0, bad_evals=5).triggered  # 0: never stops
+
+
+def test_a_cell_that_stopped_improving_stops_before_the_budget(tmp_path: Path) -> None:
+    text = write_plain_corpus(tmp_path / "p.txt")
+    cfg = config.load("compare-rnn", [*SMOKE, "train.steps=40", "optim.lr=1e-7", "train.patience=1"])
+    res = compare.run(cfg, text, ("rnn", "lstm"), grad_k=10)
+    for cell in res.cells:  # a learning rate this small changes nothing: the second evaluation stops it
+        assert cell.steps == 4 and cell.curves.val_steps == [2, 4] and cell.curves.steps[-1] == 4
+    cols, rows = compare.summary_rows(res)
+    assert rows[0][cols.index("steps")] == "4"
+    summary = json.loads((compare.write_outputs(res, tmp_path / "out", png=False)[-1]).read_text(encoding="utf-8"))
+    assert [c["steps"] for c in summary["cells"]] == [4, 4]

@@ -38,6 +38,33 @@ DEFAULT_CELLS: tuple[str, ...] = ("rnn", "lstm")
 GRAD_DISTANCE = 200  # K: how many steps back the gradient-distance profile reaches (covers the 200+ gap bucket)
 GRAD_BATCH = 16  # windows averaged in the profile
 MIN_EVALS = 4  # validation points per curve, at least (short --steps runs would otherwise get only one)
+# A cell has stopped improving (train.patience) once neither its validation loss falls by this share of its
+# best nor its long-range accuracy rises by this much: smaller changes are evaluation noise.
+MIN_LOSS_GAIN = 0.02
+MIN_ACCURACY_GAIN = 0.05
+
+
+@dataclass
+class Plateau(training.EarlyStopping):
+    """compare-rnn's stop: `patience` evaluations in a row with no real gain in the validation loss (by
+    MIN_LOSS_GAIN of the best) nor in the long-range accuracy (by MIN_ACCURACY_GAIN). Every cell trains until
+    it stops improving, capped at train.steps: a cell that learns slowly is not cut short, and one that has
+    settled (the RNN's accuracy never leaves chance) does not spend the rest of the budget proving it."""
+
+    accuracy: float = math.nan  # the long-range accuracy at the evaluation about to be counted (nan: unmeasured)
+    best_accuracy: float = -math.inf
+
+    def update(self, step: int, val_loss: float) -> None:
+        better_loss = self.best is None or val_loss < self.best * (1.0 - MIN_LOSS_GAIN)
+        better_accuracy = math.isfinite(self.accuracy) and self.accuracy > self.best_accuracy + MIN_ACCURACY_GAIN
+        if better_loss or better_accuracy:
+            self.best_step, self.bad_evals = step, 0
+        else:
+            self.bad_evals += 1
+        if self.best is None or val_loss < self.best:
+            self.best = val_loss
+        if math.isfinite(self.accuracy):
+            self.best_accuracy = max(self.best_accuracy, self.accuracy)
 
 
 @dataclass(frozen=True)
@@ -71,6 +98,7 @@ class CellResult:
     grad_final: np.ndarray  # the same after training (nan if training diverged before any evaluation)
     diverged: str | None = None  # why training stopped early, if it did
     prompt_check: promptcheck.PromptCheck | None = None  # on an annotated corpus, with train.prompt_check
+    steps: int = 0  # optimizer steps trained (fewer than train.steps when it stopped improving)
 
     @property
     def bits_per_char(self) -> float:
@@ -78,9 +106,13 @@ class CellResult:
 
     def accuracy_from(self, gap: int = 100) -> float:
         """Accuracy over all records with gap >= `gap` (count-weighted over the buckets starting there)."""
-        picked = [b for b, (lo, _) in zip(self.longrange or [], longrange.BUCKETS) if lo >= gap and b.count]
-        n = sum(b.count for b in picked)
-        return sum(b.accuracy * b.count for b in picked) / n if n else float("nan")
+        return _accuracy_from(self.longrange, gap)
+
+
+def _accuracy_from(buckets: list[longrange.BucketResult] | None, gap: int) -> float:
+    picked = [b for b, (lo, _) in zip(buckets or [], longrange.BUCKETS) if lo >= gap and b.count]
+    n = sum(b.count for b in picked)
+    return sum(b.accuracy * b.count for b in picked) / n if n else float("nan")
 
 
 @dataclass(frozen=True)
@@ -325,6 +357,8 @@ def _train_cell(
     grad_init = gradflow.model_profile(state.params, ccfg.model, gx, gy)
     cur = curves[spec.cell] = Curves()
     last_params: list[model.Params] = []
+    last_longrange: list[list[longrange.BucketResult] | None] = [None]
+    plateau = Plateau(ccfg.train.patience)
 
     def emit(ev: training.Event) -> None:
         if isinstance(ev, training.StepEvent):
@@ -336,13 +370,22 @@ def _train_cell(
             cur.val_steps.append(ev.step)
             cur.val_loss.append(ev.val_loss)
             last_params[:] = [ev.params]
+            if lr_setup and plateau.patience:  # the stop watches the accuracy too (fit updates it next)
+                last_longrange[0] = _longrange(ev.params, ccfg, vocab, lr_setup, longrange_records)
+                plateau.accuracy = _accuracy_from(last_longrange[0], 25)
         reporter.event(spec.cell, ev, curves)
 
     diverged = None
     tic = time.perf_counter()
     try:
         params: model.Params | None = training.fit(
-            ccfg, state, tr, va, emit=emit, newline=sampling.newline_id(vocab)
+            ccfg,
+            state,
+            tr,
+            va,
+            emit=emit,
+            newline=sampling.newline_id(vocab),
+            early=plateau if plateau.patience else None,
         ).params
     except training.NonFiniteError as err:
         diverged = str(err)
@@ -352,7 +395,16 @@ def _train_cell(
     jax.block_until_ready(params)
     nan_profile = np.full_like(grad_init, np.nan)
     grad_final = gradflow.model_profile(params, ccfg.model, gx, gy) if params is not None else nan_profile
-    lr_res = _longrange(params, ccfg, vocab, lr_setup, longrange_records) if params is not None and lr_setup else None
+    # Training ends right after an evaluation (fit evaluates its last step): that one's accuracy is final, unless
+    # it was measured on a weight average (optim.ema) rather than the parameters measured here.
+    reuse = last_longrange[0] is not None and not diverged and ccfg.optim.ema == 0
+    lr_res = (
+        last_longrange[0]
+        if reuse
+        else _longrange(params, ccfg, vocab, lr_setup, longrange_records)
+        if params is not None and lr_setup
+        else None
+    )
     check = (
         promptcheck.run(params, ccfg.model, vocab, pairs, seed=ccfg.train.seed)
         if params is not None and pairs
@@ -370,6 +422,7 @@ def _train_cell(
         grad_final,
         diverged,
         check,
+        cur.steps[-1] if cur.steps else 0,
     )
 
 
@@ -383,7 +436,7 @@ def _f(x: float, digits: int = 3) -> str:
 def summary_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
     """The per-cell table: size, validation loss, speed, time, accuracy at long gaps, and with a prompt check the
     worst place's share of right samples for "P" and for "I went to P"."""
-    cols = ["cell", "hidden", "params", "val loss", "bits/char", "chars/s", "time", "acc gap≥100"]
+    cols = ["cell", "hidden", "params", "steps", "val loss", "bits/char", "chars/s", "time", "acc gap≥100"]
     checked = any(r.prompt_check for r in result.cells)
     cols += ['worst "P"', 'worst "I went to P"'] if checked else []
     rows = []
@@ -392,6 +445,7 @@ def summary_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
             r.spec.cell,
             str(r.spec.hidden),
             f"{r.spec.params:,}",
+            f"{r.steps:,}",
             _f(r.val_loss, 4),
             _f(r.bits_per_char),
             f"{r.chars_per_s:,.0f}",
@@ -485,6 +539,7 @@ def write_outputs(result: CompareResult, out: Path, png: bool = True) -> list[Pa
                 "cell": r.spec.cell,
                 "hidden": r.spec.hidden,
                 "params": r.spec.params,
+                "steps": r.steps,
                 "val_loss": _num(r.val_loss),
                 "bits_per_char": _num(r.bits_per_char),
                 "chars_per_s": r.chars_per_s,
