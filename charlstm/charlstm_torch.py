@@ -40,7 +40,8 @@ from torch import nn
 
 LN_EPS = 1e-5  # charlstm's layer norm: (x - mean) / sqrt(var + 1e-5) over the last axis, no gain of its own
 
-State = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]  # noqa: UP007 (runs outside charlstm, on older Pythons); h [layers, batch, hidden]; (h, c) for an LSTM
+# h [layers, batch, hidden]; (h, c) for an LSTM. Union, not "|": this file runs outside charlstm, on older Pythons.
+State = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]  # noqa: UP007
 
 
 class LayerNormLSTM(nn.Module):

@@ -27,7 +27,8 @@ class _Section(BaseModel):
     @classmethod
     def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         # Lax mode reads true/yes/on as 1 for numbers (`--set train.steps=yes` would train one step).
-        if isinstance(value, bool) and cls.model_fields[info.field_name].annotation in (int, float):  # type: ignore[index]
+        annotation = cls.model_fields[info.field_name].annotation  # type: ignore[index]
+        if isinstance(value, bool) and annotation in (int, float):
             raise ValueError("input should be a number, not a boolean")
         return value
 

@@ -214,7 +214,10 @@ def test_loss_fn_value_and_gradient_match_reference_finite_differences(cell: str
     c64 = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), carry)
 
     with jax.enable_x64(True):
-        f = lambda p: training.loss_fn(p, jnp.asarray(ids), jnp.asarray(targets), c64, cfg, train=False, key=None)[0]  # noqa: E731
+
+        def f(p):
+            return training.loss_fn(p, jnp.asarray(ids), jnp.asarray(targets), c64, cfg, train=False, key=None)[0]
+
         loss, grads = jax.value_and_grad(f)(jax.tree_util.tree_map(jnp.asarray, p64))
         grads = jax.tree_util.tree_map(np.asarray, grads)
 

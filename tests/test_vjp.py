@@ -139,7 +139,10 @@ def test_train_step_gradient_uses_fused_layer_and_matches_plain(cell: str, monke
 
     def grad_with(layer):
         monkeypatch.setattr(layers, "fused_layer", layer)
-        loss = lambda p: training.loss_fn(p, ids[:, :-1], ids[:, 1:], carry, cfg, train=False, key=None)[0]  # noqa: E731
+
+        def loss(p):
+            return training.loss_fn(p, ids[:, :-1], ids[:, 1:], carry, cfg, train=False, key=None)[0]
+
         return jax.grad(loss)(params)
 
     fused_layer = layers.fused_layer

@@ -516,7 +516,8 @@ def write_outputs(result: CompareResult, out: Path, png: bool = True) -> list[Pa
     written = [out / "train.csv", out / "val.csv", out / "gradflow.csv"]
     if any(r.longrange for r in result.cells):
         lr_rows = [[r.spec.cell, b.label, b.count, b.accuracy, b.loss] for r in result.cells for b in r.longrange or []]
-        _write_csv(out / "longrange.csv", ["cell", "gap", "count", "accuracy", "loss"], lr_rows)  # type: ignore[arg-type]
+        header = ["cell", "gap", "count", "accuracy", "loss"]
+        _write_csv(out / "longrange.csv", header, lr_rows)  # type: ignore[arg-type]
         written.append(out / "longrange.csv")
     if any(r.prompt_check for r in result.cells):
         pc_rows = [
