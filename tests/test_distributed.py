@@ -8,6 +8,7 @@ in a different order).
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -159,7 +160,9 @@ def test_two_processes_give_the_losses_of_one(runs: Path, tmp_path: Path) -> Non
     assert_ok(p1)
     said = " ".join(p0.stderr.split())  # rich wraps long lines on a pipe
     assert "training summary" in said and "4 cpu device(s) in 2 processes" in said, describe(p0)
-    assert all(ln.startswith("[Gloo]") for ln in p1.stderr.splitlines()), describe(p1)  # only gloo's hellos
+    # Only gloo's hellos, which its threads may write interleaved ("[Gloo] Rank [Gloo] Rank 2 is ...").
+    hello = r"\[Gloo\]|Rank|\d+ is connected to \d+ peer ranks\. Expected number of connected peer ranks is : \d+"
+    assert not re.sub(hello, "", p1.stderr).strip(), describe(p1)
     assert p0.stdout == p1.stdout == ""
     _assert_same_losses(tmp_path / "two", runs / "ref")
     _assert_same_params(tmp_path / "two", runs / "ref")
