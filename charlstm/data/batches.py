@@ -84,14 +84,7 @@ def stream_batch(
 
 
 def random_batch(
-    ids: np.ndarray,
-    step: int,
-    batch_size: int,
-    seq_len: int,
-    seed: int,
-    rows: slice = slice(None),
-    line_restarts: float = 0.0,
-    newline: int = -1,
+    ids: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int, rows: slice = slice(None)
 ) -> Batch:
     """Batch number `step` of independent random windows; only `rows` of it (one process's share)."""
     # All starts are drawn, then sliced: every process sees the same global batch, whatever its share.
@@ -111,9 +104,11 @@ def get_batch(
     line_restarts: float = 0.0,
     newline: int = -1,
 ) -> Batch:
-    """Dispatch on the configured batching mode; `rows` picks one process's rows of the global batch."""
-    batch = stream_batch if mode == "stream" else random_batch
-    return batch(ids, step, batch_size, seq_len, seed, rows, line_restarts, newline)
+    """Dispatch on the configured batching mode; `rows` picks one process's rows of the global batch. Random
+    windows all start from the start state, so the line restarts concern streams only."""
+    if mode == "stream":
+        return stream_batch(ids, step, batch_size, seq_len, seed, rows, line_restarts, newline)
+    return random_batch(ids, step, batch_size, seq_len, seed, rows)
 
 
 def eval_batches(ids: np.ndarray, batch_size: int, seq_len: int, max_batches: int) -> list[Batch]:
