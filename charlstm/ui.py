@@ -217,16 +217,7 @@ class EncodeProgress:
             self.phase = phase
             label = self.LABELS.get(phase, phase)
             if self.console.is_terminal:
-                self.progress = Progress(
-                    TextColumn(f"[bold]{label}"),
-                    BarColumn(),
-                    DownloadColumn(),
-                    TransferSpeedColumn(),
-                    TimeRemainingColumn(),
-                    console=self.console,
-                    transient=True,
-                )
-                self.progress.start()
+                self.progress = _bytes_bar(f"[bold]{label}", self.console)
                 self.task = self.progress.add_task(label, total=total)
             elif phase == "encoding":
                 self.console.print(f"{label} ({total / 1e6:,.1f} MB) into the cache, once: later runs reuse it")
@@ -237,6 +228,21 @@ class EncodeProgress:
         if self.progress:
             self.progress.stop()
             self.progress = None
+
+
+def _bytes_bar(label: str, console: Console) -> Progress:
+    """A started, transient bar over bytes: done and total size, speed, time left."""
+    bar = Progress(
+        TextColumn(label),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    bar.start()
+    return bar
 
 
 class DownloadProgress:
@@ -252,16 +258,7 @@ class DownloadProgress:
         if not self.console.is_terminal:
             return
         if self.progress is None:
-            self.progress = Progress(
-                TextColumn(f"[bold]{escape(self.label)}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                console=self.console,
-                transient=True,
-            )
-            self.progress.start()
+            self.progress = _bytes_bar(f"[bold]{escape(self.label)}", self.console)
             self.task = self.progress.add_task(self.label, total=total)
         self.progress.update(self.task, completed=done, total=total)
 
