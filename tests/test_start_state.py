@@ -130,7 +130,7 @@ def test_every_reader_starts_from_the_start_state() -> None:
     assert training.evaluate(params, cfg, training.make_eval_step(cfg), val) == pytest.approx(want, rel=1e-5)
     # inspect: the recorded h equals a run from the start state
     (traces,) = inspection.record_traces(params, cfg, ids, ["h"])
-    _, _, rec = model.apply(params, jnp.asarray(ids[None]), model.start_carry(params, cfg, 1), cfg, record=("h",))
+    _, _, rec = model.apply_recording(params, jnp.asarray(ids[None]), model.start_carry(params, cfg, 1), cfg, ("h",))
     np.testing.assert_allclose(traces["h"], np.asarray(rec[0]["h"][0]), atol=1e-6)
     # sampling: greedy continuation equals argmax read off a per-character loop from the start state
     prompt = np.array([1, 2], np.int32)

@@ -1,7 +1,7 @@
 """`charlstm inspect`: run a trained network over a text, record its gates and states, and explain its cells.
 
 The network reads the text once (batch 1, from the zero state after a priming newline, as `sample` does),
-with `model.apply(..., record=...)` returning every layer's gates and states as [T, H] traces. From them:
+with `model.apply_recording` returning every layer's gates and states as [T, H] traces. From them:
 
 * property signals of the text, one number per character: inside quotes, inside brackets, distance since the
   last newline, distance since the last space, and inside a place -> language gap of the bundled corpus;
@@ -143,12 +143,12 @@ def encode(vocab: Vocab, text: str, skip_unknown: bool = False) -> Encoded:
 
 
 @functools.lru_cache(maxsize=1)
-def _apply() -> Any:
+def _apply_recording() -> Any:
     import jax
 
     from charlstm.nn import model
 
-    return jax.jit(model.apply, static_argnames=("cfg", "train", "record"))
+    return jax.jit(model.apply_recording, static_argnames=("cfg", "record"))
 
 
 def record_traces(
@@ -167,7 +167,7 @@ def record_traces(
     if prime >= 0 and (len(seq) == 0 or seq[0] != prime):
         seq = np.concatenate([[prime], seq]).astype(np.int32)
     skip = len(seq) - len(ids)
-    _, _, rec = _apply()(params, jnp.asarray(seq[None]), model.start_carry(params, cfg, 1), cfg, record=tuple(names))
+    _, _, rec = _apply_recording()(params, jnp.asarray(seq[None]), model.start_carry(params, cfg, 1), cfg, tuple(names))
     return [{k: np.asarray(v[0, skip:], np.float32) for k, v in layer.items()} for layer in rec]
 
 

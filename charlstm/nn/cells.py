@@ -21,6 +21,7 @@ dropout (Gal & Ghahramani, 2016) multiplies h by one fixed mask per sequence whe
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -29,8 +30,8 @@ import jax.numpy as jnp
 Params = dict[str, jax.Array]
 Carry = tuple[jax.Array, ...]
 
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-# What each step can report, for `inspect` and the gradient analysis; the layer normally returns only "h".
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # blocks of H columns in W_ih and W_hh
+# What a layer can record per step (`layers.scan_layer`'s `record`), for `inspect` and the gradient analysis.
 RECORDABLE = {"lstm": ("i", "f", "g", "o", "c", "h"), "gru": ("r", "z", "n", "h"), "rnn": ("h",)}
 
 
@@ -84,12 +85,13 @@ def project_input(cell: str, p: Params, x: jax.Array, compute_dtype: str = "floa
     layer-normalised LSTM normalises x W_ih here, outside the sequential loop.
     """
     b = input_bias(cell, p)
+    normalised = variant(cell, p) == "ln_lstm"
     if jnp.issubdtype(x.dtype, jnp.integer):
         # LN acts row by row, so for ids it can normalise the [V, G*H] table once instead of every [T, B] row.
-        table = layer_norm(p["W_ih"]) * p["g_ih"] if "g_ih" in p else p["W_ih"]
+        table = layer_norm(p["W_ih"]) * p["g_ih"] if normalised else p["W_ih"]
         return (table + b)[x]
     xw = matmul(x, p["W_ih"], compute_dtype, x.dtype)
-    if "g_ih" in p:
+    if normalised:
         xw = layer_norm(xw) * p["g_ih"]
     return xw + b
 
@@ -99,15 +101,21 @@ def input_bias(cell: str, p: Params) -> jax.Array:
     return p["b_ih"] if cell == "gru" else p["b"]
 
 
-def layer_norm(x: jax.Array, eps: float = 1e-5) -> jax.Array:
-    """Normalise the last axis to zero mean and unit variance (the gain and shift are the caller's)."""
+def normalise(x: jax.Array, eps: float = 1e-5) -> tuple[jax.Array, jax.Array]:
+    """x normalised over its last axis to zero mean and unit variance, and the reciprocal standard deviation
+    (which the hand-written backward pass needs)."""
     mu = x.mean(axis=-1, keepdims=True)
-    var = jnp.square(x - mu).mean(axis=-1, keepdims=True)
-    return (x - mu) * jax.lax.rsqrt(var + eps)
+    rs = jax.lax.rsqrt(jnp.square(x - mu).mean(axis=-1, keepdims=True) + eps)
+    return (x - mu) * rs, rs
 
 
-def _masked(h: jax.Array, h_mask: jax.Array | None) -> jax.Array:
-    # Variational recurrent dropout: only the copy of h that feeds W_hh is dropped, not the carried state.
+def layer_norm(x: jax.Array) -> jax.Array:
+    """Normalise the last axis to zero mean and unit variance (the gain and shift are the caller's)."""
+    return normalise(x)[0]
+
+
+def masked(h: jax.Array, h_mask: jax.Array | None) -> jax.Array:
+    """Variational recurrent dropout: only the copy of h that feeds W_hh is dropped, not the carried state."""
     return h if h_mask is None else h * h_mask
 
 
@@ -117,12 +125,15 @@ def recurrent(h: jax.Array, w: jax.Array) -> jax.Array:
     return jnp.dot(h.astype(w.dtype), w, preferred_element_type=h.dtype)
 
 
+# Each step returns the new carry and, by name, what it computed: the recordable quantities (RECORDABLE) and, for
+# the fused layers' backward pass (charlstm.nn.layers), a few intermediates.
+
+
 def lstm_step(
     p: Params, carry: Carry, xw: jax.Array, h_mask: jax.Array | None = None
 ) -> tuple[Carry, dict[str, jax.Array]]:
     h, c = carry
-    i, f, g, o = jnp.split(xw + recurrent(_masked(h, h_mask), p["W_hh"]), 4, axis=-1)
-    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+    i, f, g, o = lstm_gates(xw + recurrent(masked(h, h_mask), p["W_hh"]))
     c = f * c + i * g
     h = o * jnp.tanh(c)
     return (h, c), {"i": i, "f": f, "g": g, "o": o, "c": c, "h": h}
@@ -131,43 +142,67 @@ def lstm_step(
 def ln_lstm_step(
     p: Params, carry: Carry, xw: jax.Array, h_mask: jax.Array | None = None
 ) -> tuple[Carry, dict[str, jax.Array]]:
-    """The layer-normalised LSTM step; xw is already LN(x W_ih) * g_ih + b (see `project_input`)."""
+    """The layer-normalised LSTM step; xw is already LN(x W_ih) * g_ih + b (see `project_input`).
+
+    Also returns the normalised recurrent product n_a and cell state n_c with their reciprocal standard
+    deviations rs_a, rs_c, and t_u = tanh(n_c g_c + b_c).
+    """
     h, c = carry
-    hw = layer_norm(recurrent(_masked(h, h_mask), p["W_hh"])) * p["g_hh"]
-    i, f, g, o = jnp.split(xw + hw, 4, axis=-1)
-    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+    n_a, rs_a = normalise(recurrent(masked(h, h_mask), p["W_hh"]))
+    i, f, g, o = lstm_gates(xw + n_a * p["g_hh"])
     c = f * c + i * g
-    h = o * jnp.tanh(layer_norm(c) * p["g_c"] + p["b_c"])
-    return (h, c), {"i": i, "f": f, "g": g, "o": o, "c": c, "h": h}
+    n_c, rs_c = normalise(c)
+    t_u = jnp.tanh(n_c * p["g_c"] + p["b_c"])
+    h = o * t_u
+    out = {"i": i, "f": f, "g": g, "o": o, "c": c, "h": h}
+    return (h, c), {**out, "n_a": n_a, "rs_a": rs_a, "n_c": n_c, "rs_c": rs_c, "t_u": t_u}
+
+
+def lstm_gates(z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """The four gate blocks of the pre-activation z [..., 4H]: i, f, o through a sigmoid, g through tanh."""
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    return jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
 
 
 def gru_step(
     p: Params, carry: Carry, xw: jax.Array, h_mask: jax.Array | None = None
 ) -> tuple[Carry, dict[str, jax.Array]]:
+    """Also returns h_n = h W_hn + b_hn, which the reset gate scales."""
     (h,) = carry
     x_r, x_z, x_n = jnp.split(xw, 3, axis=-1)
-    h_r, h_z, h_n = jnp.split(recurrent(_masked(h, h_mask), p["W_hh"]) + p["b_hh"], 3, axis=-1)
+    h_r, h_z, h_n = jnp.split(recurrent(masked(h, h_mask), p["W_hh"]) + p["b_hh"], 3, axis=-1)
     r = jax.nn.sigmoid(x_r + h_r)  # reset gate: how much of the past feeds the candidate
     z = jax.nn.sigmoid(x_z + h_z)  # update gate: how much of the old state to keep
     n = jnp.tanh(x_n + r * h_n)
     h = (1.0 - z) * n + z * h
-    return (h,), {"r": r, "z": z, "n": n, "h": h}
+    return (h,), {"r": r, "z": z, "n": n, "h": h, "h_n": h_n}
 
 
 def rnn_step(
     p: Params, carry: Carry, xw: jax.Array, h_mask: jax.Array | None = None
 ) -> tuple[Carry, dict[str, jax.Array]]:
     (h,) = carry
-    h = jnp.tanh(xw + recurrent(_masked(h, h_mask), p["W_hh"]))
+    h = jnp.tanh(xw + recurrent(masked(h, h_mask), p["W_hh"]))
     return (h,), {"h": h}
 
 
-STEPS = {"lstm": lstm_step, "gru": gru_step, "rnn": rnn_step}
+STEPS = {"lstm": lstm_step, "ln_lstm": ln_lstm_step, "gru": gru_step, "rnn": rnn_step}
 
 
-def step_fn(cell: str, p: Params):
-    """The step function for a layer: its parameters say whether it is layer-normalised."""
-    return ln_lstm_step if "g_hh" in p else STEPS[cell]
+def variant(cell: str, p: Params) -> str:
+    """Which step a layer runs: its cell, or "ln_lstm" for an LSTM layer whose parameters hold the layer-norm
+    gains (`init_layer(..., layer_norm=True)`). The parameters alone say it, so a layer's weights are all a
+    function needs (a saved run, the tests' random layers); only the LSTM has a normalised variant."""
+    if "g_hh" not in p:
+        return cell
+    if cell != "lstm":
+        raise ValueError(f"a {cell} layer has layer-norm gains; only the LSTM has a layer-normalised variant")
+    return "ln_lstm"
+
+
+def step_fn(cell: str, p: Params) -> Callable[..., tuple[Carry, dict[str, jax.Array]]]:
+    """The step function of a layer (see `variant`)."""
+    return STEPS[variant(cell, p)]
 
 
 def matmul(a: jax.Array, b: jax.Array, compute_dtype: str, out: Any) -> jax.Array:

@@ -12,7 +12,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from charlstm.nn.cells import Carry, Params, lstm_step, matmul, recurrent, step_fn
+from charlstm.nn.cells import RECORDABLE, Carry, Params, masked, matmul, recurrent, step_fn, variant
 
 
 def scan_layer(
@@ -33,6 +33,9 @@ def scan_layer(
     `h_mask` [B, H] is a recurrent dropout mask (LSTM and RNN fused; GRU plain).
     `compute_dtype="bfloat16"` runs the recurrent matmul on bf16 inputs with fp32 accumulation.
     """
+    unknown = [name for name in record if name not in RECORDABLE[cell]]
+    if unknown:
+        raise ValueError(f"a {cell} layer cannot record {unknown}; it records {RECORDABLE[cell]}")
     if tuple(record) == ("h",) and (h_mask is None or cell != "gru"):
         return fused_layer(cell, p, xw, carry, compute_dtype=compute_dtype, h_mask=h_mask)
     return plain_scan_layer(cell, p, xw, carry, record, compute_dtype=compute_dtype, h_mask=h_mask)
@@ -48,7 +51,10 @@ def plain_scan_layer(
     compute_dtype: str = "float32",
     h_mask: jax.Array | None = None,
 ) -> tuple[dict[str, jax.Array], Carry]:
-    """`scan_layer` as one `lax.scan` of the step function, differentiated by JAX (the reference path)."""
+    """`scan_layer` as one `lax.scan` of the step function, differentiated by JAX (the reference path).
+
+    `record` may also name a step's intermediates (see the steps in `charlstm.nn.cells`): the fused layers save them.
+    """
     cell_step = step_fn(cell, p)
     p = _cast_recurrent(p, compute_dtype)
 
@@ -87,9 +93,10 @@ def fused_layer(
     h_mask: jax.Array | None = None,
 ) -> tuple[dict[str, jax.Array], Carry]:
     """`scan_layer(..., record=("h",))` with the custom VJP: returns ({"h": [T, B, H]}, final carry)."""
-    if cell == "lstm" and "g_hh" in p:
+    kind = variant(cell, p)
+    if kind == "ln_lstm":
         hs, carry = _ln_lstm_fused(compute_dtype, p["W_hh"], p["g_hh"], p["g_c"], p["b_c"], xw, carry, h_mask)
-    elif cell == "lstm":
+    elif kind == "lstm":
         hs, carry = _lstm_fused(compute_dtype, p["W_hh"], xw, carry, h_mask)
     elif cell == "gru":
         if h_mask is not None:
@@ -104,6 +111,11 @@ def _weight_grad(h_prev: jax.Array, dz: jax.Array, compute_dtype: str) -> jax.Ar
     """sum_t h_{t-1}^T dz_t as one [H, T*B] @ [T*B, G*H] matmul."""
     t, b, n = h_prev.shape
     return matmul(h_prev.reshape(t * b, n).T, dz.reshape(t * b, -1), compute_dtype, dz.dtype)
+
+
+def _transposed(w_hh: jax.Array, compute_dtype: str) -> jax.Array:
+    """W_hh^T for the backward loop, transposed and cast once."""
+    return w_hh.T.astype(compute_dtype if compute_dtype != "float32" else w_hh.dtype)
 
 
 def _recurrent_back(dz: jax.Array, w_t: jax.Array) -> jax.Array:
@@ -128,8 +140,19 @@ def _plain(
     return outs["h"], carry
 
 
-def _mask(h: jax.Array, h_mask: jax.Array | None) -> jax.Array:
-    return h if h_mask is None else h * h_mask
+def _saving(
+    cell: str,
+    compute_dtype: str,
+    p: Params,
+    xw: jax.Array,
+    carry: Carry,
+    saved: tuple[str, ...],
+    h_mask: jax.Array | None = None,
+) -> tuple[tuple[jax.Array, Carry], dict[str, jax.Array]]:
+    """The forward pass of a fused layer: the plain scan of the same step function, keeping `saved` ([T, B, ...]
+    each) for the backward pass. Returns ((h [T, B, H], final carry), saved)."""
+    outs, final = plain_scan_layer(cell, p, xw, carry, saved, compute_dtype=compute_dtype, h_mask=h_mask)
+    return (outs["h"], final), outs
 
 
 def _mask_ct(h_mask: jax.Array | None) -> jax.Array | None:
@@ -153,20 +176,14 @@ def _lstm_fused(
 
 
 def _lstm_fwd(compute_dtype: str, w_hh: jax.Array, xw: jax.Array, carry: Carry, h_mask: jax.Array | None) -> tuple:
-    p = _cast_recurrent({"W_hh": w_hh}, compute_dtype)
-
-    def step(carry: Carry, xw_t: jax.Array) -> tuple[Carry, tuple[jax.Array, ...]]:
-        carry, out = lstm_step(p, carry, xw_t, h_mask)
-        return carry, (out["i"], out["f"], out["g"], out["o"], out["c"], out["h"])
-
-    final, (i, f, g, o, c, h) = jax.lax.scan(step, carry, xw)
-    return (h, final), (w_hh, carry, h_mask, i, f, g, o, c, h)
+    out, s = _saving("lstm", compute_dtype, {"W_hh": w_hh}, xw, carry, ("i", "f", "g", "o", "c", "h"), h_mask)
+    return out, (w_hh, carry, h_mask, s["i"], s["f"], s["g"], s["o"], s["c"], s["h"])
 
 
 def _lstm_bwd(compute_dtype: str, res: tuple, cts: tuple) -> tuple:
     w_hh, (h0, c0), h_mask, i, f, g, o, c, h = res
     d_hs, (d_hT, d_cT) = cts
-    w_t = w_hh.T.astype(compute_dtype if compute_dtype != "float32" else w_hh.dtype)  # transposed once
+    w_t = _transposed(w_hh, compute_dtype)
 
     def step(carry: Carry, xs: tuple[jax.Array, ...]) -> tuple[Carry, jax.Array]:
         dh_next, dc_next = carry
@@ -178,10 +195,10 @@ def _lstm_bwd(compute_dtype: str, res: tuple, cts: tuple) -> tuple:
             [dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f), dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)],
             axis=-1,
         )
-        return (_mask(_recurrent_back(dz, w_t), h_mask), dc * f), dz
+        return (masked(_recurrent_back(dz, w_t), h_mask), dc * f), dz
 
     (dh0, dc0), dz = jax.lax.scan(step, (d_hT, d_cT), (d_hs, i, f, g, o, c, _shift(c0, c)), reverse=True)
-    d_w = _weight_grad(_mask(_shift(h0, h), h_mask), dz, compute_dtype)
+    d_w = _weight_grad(masked(_shift(h0, h), h_mask), dz, compute_dtype)
     return d_w, dz, (dh0, dc0), _mask_ct(h_mask)
 
 
@@ -189,7 +206,7 @@ _lstm_fused.defvjp(_lstm_fwd, _lstm_bwd)
 
 
 # Layer-normalised LSTM (see cells.ln_lstm_step): the residuals add the normalised recurrent product n_a and
-# cell state n_c with their reciprocal standard deviations, and tanh of the normalised cell.
+# cell state n_c with their reciprocal standard deviations, and t_u, tanh of the normalised cell.
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -207,12 +224,6 @@ def _ln_lstm_fused(
     return _plain("lstm", compute_dtype, p, xw, carry, h_mask)
 
 
-def _normalised(x: jax.Array, eps: float = 1e-5) -> tuple[jax.Array, jax.Array]:
-    mu = x.mean(axis=-1, keepdims=True)
-    rs = jax.lax.rsqrt(jnp.square(x - mu).mean(axis=-1, keepdims=True) + eps)
-    return (x - mu) * rs, rs
-
-
 def _ln_lstm_fwd(
     compute_dtype: str,
     w_hh: jax.Array,
@@ -223,27 +234,16 @@ def _ln_lstm_fwd(
     carry: Carry,
     h_mask: jax.Array | None,
 ) -> tuple:
-    w = _cast_recurrent({"W_hh": w_hh}, compute_dtype)["W_hh"]
-
-    def step(carry: Carry, xw_t: jax.Array) -> tuple[Carry, tuple[jax.Array, ...]]:
-        h, c = carry  # the same equations as cells.ln_lstm_step, keeping what the backward pass needs
-        n_a, rs_a = _normalised(recurrent(_mask(h, h_mask), w))
-        i, f, g, o = jnp.split(xw_t + n_a * g_hh, 4, axis=-1)
-        i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
-        c = f * c + i * g
-        n_c, rs_c = _normalised(c)
-        t_u = jnp.tanh(n_c * g_c + b_c)
-        h = o * t_u
-        return (h, c), (i, f, g, o, c, n_a, rs_a, n_c, rs_c, t_u, h)
-
-    final, saved = jax.lax.scan(step, carry, xw)
-    return (saved[-1], final), (w_hh, g_hh, g_c, carry, h_mask, saved)
+    p = {"W_hh": w_hh, "g_hh": g_hh, "g_c": g_c, "b_c": b_c}
+    names = ("i", "f", "g", "o", "c", "n_a", "rs_a", "n_c", "rs_c", "t_u", "h")
+    out, s = _saving("lstm", compute_dtype, p, xw, carry, names, h_mask)
+    return out, (w_hh, g_hh, g_c, carry, h_mask, tuple(s[k] for k in names))
 
 
 def _ln_lstm_bwd(compute_dtype: str, res: tuple, cts: tuple) -> tuple:
     w_hh, g_hh, g_c, (h0, c0), h_mask, (i, f, g, o, c, n_a, rs_a, n_c, rs_c, t_u, h) = res
     d_hs, (d_hT, d_cT) = cts
-    w_t = w_hh.T.astype(compute_dtype if compute_dtype != "float32" else w_hh.dtype)
+    w_t = _transposed(w_hh, compute_dtype)
 
     def step(carry: Carry, xs: tuple[jax.Array, ...]) -> tuple[Carry, tuple[jax.Array, ...]]:
         dh_next, dc_next = carry
@@ -256,11 +256,11 @@ def _ln_lstm_bwd(compute_dtype: str, res: tuple, cts: tuple) -> tuple:
             axis=-1,
         )
         da = _ln_back(dz * g_hh, n_a, rs_a)  # gradient of the raw recurrent product (h m) W_hh
-        return (_mask(_recurrent_back(da, w_t), h_mask), dc * f), (dz, da, du)
+        return (masked(_recurrent_back(da, w_t), h_mask), dc * f), (dz, da, du)
 
     xs = (d_hs, i, f, g, o, _shift(c0, c), n_a, rs_a, n_c, rs_c, t_u)
     (dh0, dc0), (dz, da, du) = jax.lax.scan(step, (d_hT, d_cT), xs, reverse=True)
-    d_w = _weight_grad(_mask(_shift(h0, h), h_mask), da, compute_dtype)
+    d_w = _weight_grad(masked(_shift(h0, h), h_mask), da, compute_dtype)
     d_g_hh = (dz * n_a).sum(axis=(0, 1))
     d_g_c, d_b_c = (du * n_c).sum(axis=(0, 1)), du.sum(axis=(0, 1))
     return d_w, d_g_hh, d_g_c, d_b_c, dz, (dh0, dc0), _mask_ct(h_mask)
@@ -280,26 +280,14 @@ def _gru_fused(
 
 
 def _gru_fwd(compute_dtype: str, w_hh: jax.Array, b_hh: jax.Array, xw: jax.Array, carry: Carry) -> tuple:
-    w = w_hh.astype(compute_dtype) if compute_dtype != "float32" else w_hh
-
-    def step(carry: Carry, xw_t: jax.Array) -> tuple[Carry, tuple[jax.Array, ...]]:
-        (h,) = carry  # the same equations as gru_step, also keeping h W_hn + b_hn for the backward pass
-        x_r, x_z, x_n = jnp.split(xw_t, 3, axis=-1)
-        h_r, h_z, h_n = jnp.split(recurrent(h, w) + b_hh, 3, axis=-1)
-        r = jax.nn.sigmoid(x_r + h_r)
-        z = jax.nn.sigmoid(x_z + h_z)
-        n = jnp.tanh(x_n + r * h_n)
-        h = (1.0 - z) * n + z * h
-        return (h,), (r, z, n, h_n, h)
-
-    final, (r, z, n, h_n, h) = jax.lax.scan(step, carry, xw)
-    return (h, final), (w_hh, carry[0], r, z, n, h_n, h)
+    out, s = _saving("gru", compute_dtype, {"W_hh": w_hh, "b_hh": b_hh}, xw, carry, ("r", "z", "n", "h_n", "h"))
+    return out, (w_hh, carry[0], s["r"], s["z"], s["n"], s["h_n"], s["h"])
 
 
 def _gru_bwd(compute_dtype: str, res: tuple, cts: tuple) -> tuple:
     w_hh, h0, r, z, n, h_n, h = res
     d_hs, (d_hT,) = cts
-    w_t = w_hh.T.astype(compute_dtype if compute_dtype != "float32" else w_hh.dtype)
+    w_t = _transposed(w_hh, compute_dtype)
     hidden = h0.shape[-1]
 
     def step(dh_next: jax.Array, xs: tuple[jax.Array, ...]) -> tuple[jax.Array, jax.Array]:
@@ -338,15 +326,15 @@ def _rnn_fwd(compute_dtype: str, w_hh: jax.Array, xw: jax.Array, carry: Carry, h
 def _rnn_bwd(compute_dtype: str, res: tuple, cts: tuple) -> tuple:
     w_hh, h0, h_mask, h = res
     d_hs, (d_hT,) = cts
-    w_t = w_hh.T.astype(compute_dtype if compute_dtype != "float32" else w_hh.dtype)
+    w_t = _transposed(w_hh, compute_dtype)
 
     def step(dh_next: jax.Array, xs: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
         dh_out, h_t = xs
         da = (dh_out + dh_next) * (1.0 - h_t * h_t)
-        return _mask(recurrent(da, w_t), h_mask), da
+        return masked(recurrent(da, w_t), h_mask), da
 
     dh0, da = jax.lax.scan(step, d_hT, (d_hs, h), reverse=True)
-    return _weight_grad(_mask(_shift(h0, h), h_mask), da, compute_dtype), da, (dh0,), _mask_ct(h_mask)
+    return _weight_grad(masked(_shift(h0, h), h_mask), da, compute_dtype), da, (dh0,), _mask_ct(h_mask)
 
 
 _rnn_fused.defvjp(_rnn_fwd, _rnn_bwd)

@@ -133,6 +133,63 @@ def _dropout(x: jax.Array, rate: jax.Array | float, key: jax.Array) -> jax.Array
     return jnp.where(keep, x / (1.0 - rate), 0.0)
 
 
+class Dropout:
+    """The four dropout kinds of one training forward pass, at `cfg`'s rates times `scale`, one key per layer.
+
+    - `cfg.dropout` drops each layer's output h, i.e. between layers and before the head (`outputs`);
+    - `cfg.recurrent_dropout` drops h where it enters W_hh, one mask per sequence for the whole window
+      (variational, Gal & Ghahramani; `recurrent_mask`);
+    - `cfg.weight_drop` drops recurrent weights (DropConnect on W_hh, as in AWD-LSTM), one mask for the whole
+      batch and window (`weights`);
+    - `cfg.input_dropout` hides input characters: their embedding (or one-hot vector) becomes zero, so layer 0
+      sees only its bias (AWD-LSTM's embedding dropout applied per position; `inputs`).
+    Each kind draws from its own stream of the layer's key, so turning one on leaves the others' masks alone.
+    A kind whose rate is 0, or every kind outside training, is the identity.
+    """
+
+    def __init__(
+        self, cfg: ModelConfig, train: bool = False, key: jax.Array | None = None, scale: jax.Array | float = 1.0
+    ) -> None:
+        rates = (cfg.dropout, cfg.recurrent_dropout, cfg.weight_drop, cfg.input_dropout)
+        on = train and any(r > 0.0 for r in rates)
+        if on and key is None:
+            raise ValueError("training with dropout needs a random key")
+        self.cfg, self.scale = cfg, scale
+        self.keys = jax.random.split(key, cfg.layers) if on else None
+
+    def _on(self, rate: float) -> bool:
+        return self.keys is not None and rate > 0.0
+
+    def inputs(self, n: int, p: cells.Params, ids: jax.Array, xw: jax.Array) -> jax.Array:
+        """Layer n's projected input xw with hidden characters' rows replaced by the bias alone (layer 0 only)."""
+        if n > 0 or not self._on(self.cfg.input_dropout):
+            return xw
+        key = jax.random.fold_in(self.keys[n], 3)
+        hidden = jax.random.bernoulli(key, self.cfg.input_dropout * self.scale, ids.shape)
+        return jnp.where(hidden[..., None], cells.input_bias(self.cfg.cell, p), xw)
+
+    def weights(self, n: int, p: cells.Params) -> cells.Params:
+        """Layer n's parameters with W_hh dropped; outside the sequential loop, the gradient reaches W_hh
+        through the mask."""
+        if not self._on(self.cfg.weight_drop):
+            return p
+        key = jax.random.fold_in(self.keys[n], 2)
+        return {**p, "W_hh": _dropout(p["W_hh"], self.cfg.weight_drop * self.scale, key)}
+
+    def recurrent_mask(self, n: int, batch: int) -> jax.Array | None:
+        """Layer n's [B, H] mask on the h that feeds W_hh, or None."""
+        if not self._on(self.cfg.recurrent_dropout):
+            return None
+        ones = jnp.ones((batch, self.cfg.hidden))
+        return _dropout(ones, self.cfg.recurrent_dropout * self.scale, jax.random.fold_in(self.keys[n], 1))
+
+    def outputs(self, n: int, h: jax.Array) -> jax.Array:
+        """Layer n's output sequence h [T, B, H], dropped."""
+        if not self._on(self.cfg.dropout):
+            return h
+        return _dropout(h, self.cfg.dropout * self.scale, self.keys[n])
+
+
 def apply(
     params: Params,
     x: jax.Array,
@@ -141,47 +198,40 @@ def apply(
     *,
     train: bool = False,
     key: jax.Array | None = None,
-    record: tuple[str, ...] = (),
     dropout_scale: jax.Array | float = 1.0,
-) -> tuple[jax.Array, Carry] | tuple[jax.Array, Carry, list[dict[str, jax.Array]]]:
+) -> tuple[jax.Array, Carry]:
     """Logits [B, T, V] for character ids x [B, T], starting from `carry`; returns the final carry too.
 
-    With `train=True` (needs `key`): `cfg.dropout` drops each layer's output, i.e. between layers and before
-    the head; `cfg.recurrent_dropout` drops h where it enters W_hh, with one mask per sequence for the whole
-    window (variational); `cfg.weight_drop` drops recurrent weights (DropConnect on W_hh, as in AWD-LSTM), one
-    mask for the whole batch and window; `cfg.input_dropout` hides input characters (their embedding, or
-    one-hot vector, becomes zero, so layer 0 sees only its bias: AWD-LSTM's embedding dropout applied per
-    position). `dropout_scale` multiplies all four rates (the training loop passes `dropout_ramp_scale`).
-    With `record`, also return per layer the requested step quantities (e.g. gates) as [B, T, H] arrays.
+    With `train=True` (needs `key` when a dropout rate is set) the `Dropout` kinds act; `dropout_scale`
+    multiplies all four rates (the training loop passes `dropout_ramp_scale`).
     """
-    use_dropout = train and cfg.dropout > 0.0
-    use_recurrent = train and cfg.recurrent_dropout > 0.0
-    use_weight_drop = train and cfg.weight_drop > 0.0
-    use_input = train and cfg.input_dropout > 0.0
-    any_dropout = use_dropout or use_recurrent or use_weight_drop or use_input
-    keys = jax.random.split(key, cfg.layers) if any_dropout else [None] * cfg.layers
+    drop = Dropout(cfg, train, key, dropout_scale)
+    logits, carry, _ = _forward(params, x, carry, cfg, drop, ())
+    return logits, carry
+
+
+def apply_recording(
+    params: Params, x: jax.Array, carry: Carry, cfg: ModelConfig, record: tuple[str, ...]
+) -> tuple[jax.Array, Carry, list[dict[str, jax.Array]]]:
+    """`apply` (no dropout) that also returns, per layer, the step quantities named in `record` (e.g. gates,
+    see `cells.RECORDABLE`) as [B, T, H] arrays."""
+    return _forward(params, x, carry, cfg, Dropout(cfg), record)
+
+
+def _forward(
+    params: Params, x: jax.Array, carry: Carry, cfg: ModelConfig, drop: Dropout, record: tuple[str, ...]
+) -> tuple[jax.Array, Carry, list[dict[str, jax.Array]]]:
+    """The layers, then the head."""
     inp = x.T  # [T, B] ids
+    want = tuple(dict.fromkeys(("h", *record)))
     new_carry, recorded = [], []
-    want = tuple(dict.fromkeys(("h",) + record))
-    for n, (c, k) in enumerate(zip(carry, keys)):
-        p = layer_params(params, n)
-        xw = cells.project_input(cfg.cell, p, inp, cfg.compute_dtype)
-        if n == 0 and use_input:  # a hidden character's table row is zero, leaving the bias (its own stream)
-            rate = cfg.input_dropout * dropout_scale
-            hidden_char = jax.random.bernoulli(jax.random.fold_in(k, 3), rate, inp.shape)
-            xw = jnp.where(hidden_char[..., None], cells.input_bias(cfg.cell, p), xw)
-        if use_weight_drop:  # outside the sequential loop: the gradient reaches W_hh through the mask
-            p = {**p, "W_hh": _dropout(p["W_hh"], cfg.weight_drop * dropout_scale, jax.random.fold_in(k, 2))}
-        h_mask = None
-        if use_recurrent:  # its own stream, so the output-dropout masks are the same with or without it
-            rate = cfg.recurrent_dropout * dropout_scale
-            h_mask = _dropout(jnp.ones((x.shape[0], cfg.hidden)), rate, jax.random.fold_in(k, 1))
+    for n, c in enumerate(carry):
+        p = drop.weights(n, layer_params(params, n))
+        xw = drop.inputs(n, p, inp, cells.project_input(cfg.cell, p, inp, cfg.compute_dtype))
+        h_mask = drop.recurrent_mask(n, x.shape[0])
         outs, c = layers.scan_layer(cfg.cell, p, xw, c, record=want, compute_dtype=cfg.compute_dtype, h_mask=h_mask)
         new_carry.append(c)
         recorded.append({name: jnp.swapaxes(outs[name], 0, 1) for name in record})
-        inp = _dropout(outs["h"], cfg.dropout * dropout_scale, k) if use_dropout else outs["h"]
+        inp = drop.outputs(n, outs["h"])
     logits = cells.matmul(inp, head_weight(params), cfg.compute_dtype, inp.dtype) + params["head"]["b"]  # [T, B, V]
-    logits = jnp.swapaxes(logits, 0, 1)
-    if record:
-        return logits, tuple(new_carry), recorded
-    return logits, tuple(new_carry)
+    return jnp.swapaxes(logits, 0, 1), tuple(new_carry), recorded

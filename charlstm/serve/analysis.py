@@ -51,14 +51,14 @@ def bucket(n: int) -> int:
 
 @functools.lru_cache(maxsize=1)
 def _forward() -> Any:
-    """model.apply over one sequence from the start state, recording `names`; with the top-k next characters."""
+    """model.apply_recording over one sequence from the start state, recording `names`; with the top-k next characters."""
     import jax
     import jax.numpy as jnp
 
     from charlstm.nn import model
 
     def forward(params: Any, ids: Any, cfg: Any, names: tuple[str, ...], k: int) -> tuple[Any, Any, Any]:
-        logits, _, rec = model.apply(params, ids[None], model.start_carry(params, cfg, 1), cfg, record=names)
+        logits, _, rec = model.apply_recording(params, ids[None], model.start_carry(params, cfg, 1), cfg, names)
         probs, top = jax.lax.top_k(jax.nn.softmax(logits[0].astype(jnp.float32), axis=-1), k)
         return [{name: v[0] for name, v in layer.items()} for layer in rec], probs, top
 
