@@ -51,7 +51,7 @@ def bucket(n: int) -> int:
 
 @functools.lru_cache(maxsize=1)
 def _forward() -> Any:
-    """model.apply_recording over one sequence from the start state, recording `names`; with the top-k next characters."""
+    """`model.apply_recording` over one sequence from the start state, with the top-k next characters."""
     import jax
     import jax.numpy as jnp
 
