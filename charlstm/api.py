@@ -394,7 +394,7 @@ def run_training(
     runs_dir: str | os.PathLike[str] = "runs",
     name: str | None = None,
     resume: rundir.RunDir | None = None,
-    reporter: runner.Reporter | None = None,
+    reporter: runner.TrainReporter | None = None,
     init_from: str | os.PathLike[str] | None = None,
     checkpoint: str | int = "latest",
     extend_vocab: bool = False,
@@ -403,7 +403,7 @@ def run_training(
 
     `init_from`: start from that run's `checkpoint` (fine-tuning; `cfg` from `training_config(init_from=...)`),
     with `extend_vocab` growing the vocabulary for characters the run does not know. `reporter` sees every
-    event (see `runner.Reporter`; `ui.TrainingDisplay` is the live display); it may also have an
+    event (see `runner.TrainReporter`; `ui.TrainingDisplay` is the live display); it may also have an
     `encoding(phase, done, total)` method for the progress of encoding a large corpus.
     """
     which = parse_checkpoint(checkpoint)
@@ -453,7 +453,7 @@ def train(
     Ctrl-C stops after the current step and saves a checkpoint, then raises `runner.Interrupted`.
     """
     cfg, run = training_config(config, overrides, resume=resume, runs_dir=runs_dir, init_from=init_from)
-    reporter: runner.Reporter
+    reporter: runner.TrainReporter
     if progress:
         from charlstm import ui
 

@@ -1,6 +1,6 @@
 """Driving one training run: corpus -> run directory -> training loop, with metrics, checkpoints and signals.
 
-`train_run` is what `charlstm train` calls. It reports through a `Reporter` (the live display in `ui`, or
+`train_run` is what `charlstm train` calls. It reports through a `TrainReporter` (the live display in `ui`, or
 anything with the same methods), so it can run headless in tests and in `compare-rnn`.
 """
 
@@ -26,7 +26,7 @@ from charlstm.training import checkpoint, distributed, finetune, rundir, tensorb
 from charlstm.training import loop as training
 
 
-class Reporter(Protocol):
+class TrainReporter(Protocol):
     def start(self, info: dict[str, object]) -> None: ...
     def event(self, ev: training.Event) -> None: ...
     def sample(self, step: int, text: str) -> None: ...
@@ -86,6 +86,42 @@ class _StopFlag:
             signal.signal(s, h)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class _Corpus:
+    """The prepared corpus of a run, the same in every process."""
+
+    path: Path
+    vocab: corpus.Vocab
+    train_ids: np.ndarray
+    val_ids: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every step of training a locked run directory reads."""
+
+    cfg: Config
+    run: rundir.RunDir
+    ckpt: checkpoint.Checkpointer
+    layout: distributed.Layout
+    reporter: TrainReporter
+    resuming: bool  # continuing an existing run directory (--resume)
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """How the loop ended: the final state (saved), the seconds it took and the signal that stopped it (0: none)."""
+
+    state: training.TrainState
+    seconds: float
+    signum: int
+    stopped_early: bool
+
+    @property
+    def step(self) -> int:
+        return int(self.state.step)
+
+
 def prepare_data(
     cfg: Config, corpus_path: Path, vocab: corpus.Vocab | None = None, progress: encoded.Progress | None = None
 ) -> tuple[corpus.Vocab, np.ndarray, np.ndarray]:
@@ -102,7 +138,7 @@ def prepare_data(
 def train_run(
     cfg: Config,
     corpus_arg: str | Path | None,
-    reporter: Reporter,
+    reporter: TrainReporter,
     *,
     name: str | None = None,
     runs_dir: Path = Path("runs"),
@@ -119,6 +155,34 @@ def train_run(
     """
     if cfg.train.tensorboard:
         tensorboard.check_available()
+    layout = _devices(cfg)
+    progress = progress if layout.is_main else None
+    if resume is not None:
+        run = resume
+        data, source = _reread(cfg, run, corpus_arg, progress)
+    else:
+        data, source, info = _prepare_new(cfg, corpus_arg, progress, init)
+        run = _create_run_dir(cfg, data, info, name, runs_dir, layout.is_main)
+    distributed.check_same(
+        f"{data.vocab.to_json()} {len(data.train_ids)} {len(data.val_ids)}",
+        "corpus (vocabulary or length)",
+        "give every process the same file (a shared file system or identical copies)",
+    )
+
+    lock: contextlib.AbstractContextManager[object] = rundir.Lock(run) if layout.is_main else contextlib.nullcontext()
+    distributed.together(lock.__enter__, "locking the run directory")
+    try:
+        ckpt = checkpoint.Checkpointer(run, cfg, data.vocab)
+        try:
+            return _train_locked(_Job(cfg, run, ckpt, layout, reporter, resuming=resume is not None), data, source)
+        finally:
+            ckpt.close()
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _devices(cfg: Config) -> distributed.Layout:
+    """The device mesh of `dist.devices`, checked to have the same size in every process."""
     layout = distributed.together(
         lambda: distributed.make_layout(cfg.dist.devices, cfg.data.batch_size), "setting up devices"
     )
@@ -127,59 +191,57 @@ def train_run(
         "number of devices (dist.devices)",
         "give every process the same number of devices, e.g. with --set dist.devices=N",
     )
-    main = layout.is_main
-    progress = progress if main else None
-    if resume is not None:
-        run = resume
-        corpus_path = corpus.resolve(corpus_arg) if corpus_arg else Path(str(run.read_info().get("corpus", "")))
-        vocab, tr, va = distributed.together(
-            lambda: prepare_data(cfg, corpus_path, run.read_vocab(), progress), "reading the corpus"
-        )
-        source = None
-        info = run.read_info()
-        if "init_from" in info and not checkpoint.steps(run):  # a fine-tuning run stopped before its first save
-            again = finetune.Init(rundir.RunDir(Path(info["init_from"])), str(info["init_step"]))
-            source = distributed.together(lambda: finetune.load(again, cfg, vocab), "loading the weights to start from")
-    else:
-        corpus_path = corpus.resolve(corpus_arg)
-        vocab, tr, va = distributed.together(
-            lambda: prepare_data(cfg, corpus_path, None, progress), "reading the corpus"
-        )
-        source, info = None, {}
-        if init is not None:  # before the run directory exists: a bad source leaves nothing behind
-            vocab, tr, va = distributed.together(
-                lambda: finetune.adopt_vocab(init, vocab, tr, va, corpus_path), "matching the vocabularies"
-            )
-            source = distributed.together(lambda: finetune.load(init, cfg, vocab), "loading the weights to start from")
-            info = {"init_from": str(init.run.path.resolve()), "init_step": source.step}
-        # The default name has the clock in it: process 0's name is the run's name.
-        run_name = distributed.broadcast_text(name or rundir.default_name(corpus_path, cfg.model.cell))
-        run = distributed.together(
-            lambda: (
-                rundir.create(runs_dir, run_name, cfg, vocab, corpus_path, info)
-                if main
-                else rundir.RunDir(runs_dir / run_name)
-            ),
-            "creating the run directory",
-        )
-    distributed.check_same(
-        f"{vocab.to_json()} {len(tr)} {len(va)}",
-        "corpus (vocabulary or length)",
-        "give every process the same file (a shared file system or identical copies)",
-    )
+    return layout
 
-    lock: contextlib.AbstractContextManager[object] = rundir.Lock(run) if main else contextlib.nullcontext()
-    distributed.together(lock.__enter__, "locking the run directory")
-    try:
-        ckpt = checkpoint.Checkpointer(run, cfg, vocab)
-        try:
-            return _train_locked(
-                cfg, run, ckpt, vocab, tr, va, corpus_path, reporter, layout, resuming=resume is not None, source=source
-            )
-        finally:
-            ckpt.close()
-    finally:
-        lock.__exit__(None, None, None)
+
+def _reread(
+    cfg: Config, run: rundir.RunDir, corpus_arg: str | Path | None, progress: encoded.Progress | None
+) -> tuple[_Corpus, finetune.Source | None]:
+    """A resumed run's corpus (its own unless `corpus_arg`) in its vocabulary, and the weights to start from
+    when it is a fine-tuning run stopped before its first save."""
+    path = corpus.resolve(corpus_arg) if corpus_arg else Path(str(run.read_info().get("corpus", "")))
+    vocab, tr, va = distributed.together(
+        lambda: prepare_data(cfg, path, run.read_vocab(), progress), "reading the corpus"
+    )
+    source = None
+    info = run.read_info()
+    if "init_from" in info and not checkpoint.steps(run):
+        again = finetune.Init(rundir.RunDir(Path(info["init_from"])), str(info["init_step"]))
+        source = distributed.together(lambda: finetune.load(again, cfg, vocab), "loading the weights to start from")
+    return _Corpus(path, vocab, tr, va), source
+
+
+def _prepare_new(
+    cfg: Config, corpus_arg: str | Path | None, progress: encoded.Progress | None, init: finetune.Init | None
+) -> tuple[_Corpus, finetune.Source | None, dict[str, object]]:
+    """A new run's corpus, the weights to start from with `init`, and what its info file records about them."""
+    path = corpus.resolve(corpus_arg)
+    vocab, tr, va = distributed.together(lambda: prepare_data(cfg, path, None, progress), "reading the corpus")
+    if init is None:
+        return _Corpus(path, vocab, tr, va), None, {}
+    # Before the run directory exists: a bad source leaves nothing behind.
+    vocab, tr, va = distributed.together(
+        lambda: finetune.adopt_vocab(init, vocab, tr, va, path), "matching the vocabularies"
+    )
+    source = distributed.together(lambda: finetune.load(init, cfg, vocab), "loading the weights to start from")
+    info: dict[str, object] = {"init_from": str(init.run.path.resolve()), "init_step": source.step}
+    return _Corpus(path, vocab, tr, va), source, info
+
+
+def _create_run_dir(
+    cfg: Config, data: _Corpus, info: dict[str, object], name: str | None, runs_dir: Path, main: bool
+) -> rundir.RunDir:
+    """Process 0 creates the run directory; the others use the same path."""
+    # The default name has the clock in it: process 0's name is the run's name.
+    run_name = distributed.broadcast_text(name or rundir.default_name(data.path, cfg.model.cell))
+    return distributed.together(
+        lambda: (
+            rundir.create(runs_dir, run_name, cfg, data.vocab, data.path, info)
+            if main
+            else rundir.RunDir(runs_dir / run_name)
+        ),
+        "creating the run directory",
+    )
 
 
 class _NoLog:
@@ -189,157 +251,215 @@ class _NoLog:
     def close(self) -> None: ...
 
 
-def _train_locked(
-    cfg: Config,
-    run: rundir.RunDir,
-    ckpt: checkpoint.Checkpointer,
-    vocab: corpus.Vocab,
-    tr: np.ndarray,
-    va: np.ndarray,
-    corpus_path: Path,
-    reporter: Reporter,
-    layout: distributed.Layout,
-    *,
-    resuming: bool,
-    source: finetune.Source | None = None,
-) -> Summary:
-    main = layout.is_main
-    if resuming and checkpoint.steps(run):
-        restored = checkpoint.restore(run, "latest", cfg=cfg, warn=reporter.message, layout=layout)
-        state, best = restored.state, restored.val_loss
-        reporter.message(f"resuming {run.path} from step {restored.step}")
-    else:
-        params = None if source is None else source.params
-        state, best = training.place_state(training.init_state(cfg, len(vocab), params), layout), None
+def _train_locked(job: _Job, data: _Corpus, source: finetune.Source | None) -> Summary:
+    """Train the locked run from its start state to `train.steps`, a signal or an early stop, and summarise it."""
+    state, best = _start_state(job, len(data.vocab), source)
     start_step = int(state.step)
-    if resuming and start_step >= cfg.train.steps:
+    early = _check_can_continue(job, start_step)
+    if job.resuming and job.layout.is_main:
+        job.run.write_config(job.cfg)  # e.g. a new train.steps, so the next --resume continues toward it
+    recorder = _RunRecorder(job, data.vocab, start_step, best)
+    n_params = model.param_count(state.params)
+    job.reporter.start(_start_info(job, data, n_params, start_step))
+    try:
+        ending = _fit_and_save(job, data, state, early, recorder)
+    finally:
+        recorder.close()
+    if ending.signum:
+        raise Interrupted(ending.signum, job.run.path, ending.step, distributed.process_count())
+    return _summary(job, data, ending, recorder, n_params)
+
+
+def _start_state(
+    job: _Job, vocab_size: int, source: finetune.Source | None
+) -> tuple[training.TrainState, float | None]:
+    """The state to train from and its best validation loss so far: the latest checkpoint of a resumed run that
+    has one, else fresh (with `source`'s weights when fine-tuning)."""
+    if job.resuming and checkpoint.steps(job.run):
+        restored = checkpoint.restore(job.run, "latest", cfg=job.cfg, warn=job.reporter.message, layout=job.layout)
+        job.reporter.message(f"resuming {job.run.path} from step {restored.step}")
+        return restored.state, restored.val_loss
+    params = None if source is None else source.params
+    return training.place_state(training.init_state(job.cfg, vocab_size, params), job.layout), None
+
+
+def _check_can_continue(job: _Job, start_step: int) -> training.EarlyStopping:
+    """`train.patience`'s state at `start_step`; a RunError if a resumed run already reached `train.steps` or
+    was stopped early."""
+    cfg, run = job.cfg, job.run
+    if job.resuming and start_step >= cfg.train.steps:
         raise RunError(
             f"run {run.path} already reached step {start_step} of {cfg.train.steps}",
             "pass --steps N with a larger N to train further",
         )
-    early = _early_stopping(cfg, run, start_step, main)
+    early = _early_stopping(cfg, run, start_step, job.layout.is_main)
     if early.triggered:
         raise RunError(
             f"run {run.path} stopped early at step {start_step}: {early.bad_evals} evaluations without "
             f"a better validation loss (train.patience={cfg.train.patience})",
             "pass --set train.patience=N with a larger N (0: off) to train further",
         )
-    if resuming and main:
-        run.write_config(cfg)  # e.g. a new train.steps, so the next --resume continues toward it
-    metrics = rundir.MetricsLog(run.metrics_file, resume_step=start_step) if main else _NoLog()
-    events = tensorboard.EventLog(run.tensorboard, start_step) if cfg.train.tensorboard and main else None
-    n_params = model.param_count(state.params)
-    reporter.start(
-        {
-            "run": str(run.path),
-            "corpus": str(corpus_path),
-            "params": n_params,
-            "vocab": len(vocab),
-            "train_chars": len(tr),
-            "val_chars": len(va),
-            "start_step": start_step,
-            "steps": cfg.train.steps,
-            "cell": cfg.model.cell,
-            "layers": cfg.model.layers,
-            "hidden": cfg.model.hidden,
-            "devices": distributed.describe(layout) if layout.n_devices > 1 or distributed.process_count() > 1 else "",
-        }
-    )
-    final_val: float | None = None
-    speed: list[float] = []
+    return early
 
-    def emit(ev: training.Event) -> None:
-        nonlocal final_val, best
-        reporter.event(ev)
+
+def _start_info(job: _Job, data: _Corpus, n_params: int, start_step: int) -> dict[str, object]:
+    """What `TrainReporter.start` shows about the run."""
+    cfg, layout = job.cfg, job.layout
+    return {
+        "run": str(job.run.path),
+        "corpus": str(data.path),
+        "params": n_params,
+        "vocab": len(data.vocab),
+        "train_chars": len(data.train_ids),
+        "val_chars": len(data.val_ids),
+        "start_step": start_step,
+        "steps": cfg.train.steps,
+        "cell": cfg.model.cell,
+        "layers": cfg.model.layers,
+        "hidden": cfg.model.hidden,
+        "devices": distributed.describe(layout) if layout.n_devices > 1 or distributed.process_count() > 1 else "",
+    }
+
+
+class _RunRecorder:
+    """The run's bookkeeping, called with every event of the loop.
+
+    It passes each event to the reporter and writes the metrics rows, tensorboard events and samples (process 0
+    alone), and keeps the speeds and the final and best validation losses for the summary.
+    """
+
+    def __init__(self, job: _Job, vocab: corpus.Vocab, start_step: int, best: float | None) -> None:
+        self.cfg, self.reporter, self.vocab, self.main = job.cfg, job.reporter, vocab, job.layout.is_main
+        self.metrics: rundir.MetricsLog | _NoLog = (
+            rundir.MetricsLog(job.run.metrics_file, resume_step=start_step) if self.main else _NoLog()
+        )
+        self.events: tensorboard.EventLog | None = (
+            tensorboard.EventLog(job.run.tensorboard, start_step) if job.cfg.train.tensorboard and self.main else None
+        )
+        self.speeds: list[float] = []  # chars/s of every step
+        self.final_val: float | None = None
+        self.best: float | None = best
+
+    def __call__(self, ev: training.Event) -> None:
+        self.reporter.event(ev)
         if isinstance(ev, training.StepEvent):
-            speed.append(ev.chars_per_s)
-            if ev.step % cfg.train.log_every == 0 or ev.skipped:
-                metrics.write(
-                    {
-                        "step": ev.step,
-                        "loss": ev.loss,
-                        "grad_norm": ev.grad_norm,
-                        "lr": ev.lr,
-                        "chars_per_s": round(ev.chars_per_s),
-                        "skipped": ev.skipped,
-                        "time": time.time(),
-                    }
-                )
-                if events is not None:
-                    events.step(ev)
+            self._step(ev)
         else:
-            final_val = ev.val_loss
-            best = ev.val_loss if best is None or ev.val_loss < best else best
-            raw = {} if ev.raw_val_loss is None else {"raw_val_loss": ev.raw_val_loss}
-            metrics.write(
-                {"step": ev.step, "val_loss": ev.val_loss, "val_bpc": ev.bits_per_char, **raw, "time": time.time()}
-            )
-            if events is not None:
-                events.evaluation(ev)
-            if cfg.train.sample_length > 0 and main:  # sampled from a host copy: process 0 alone, no collectives
-                text = _sample(distributed.to_host(ev.params), cfg, vocab)
-                reporter.sample(ev.step, text)
-                if events is not None:
-                    events.sample(ev.step, text)
+            self._evaluation(ev)
 
+    def _step(self, ev: training.StepEvent) -> None:
+        self.speeds.append(ev.chars_per_s)
+        if ev.step % self.cfg.train.log_every == 0 or ev.skipped:
+            self.metrics.write(
+                {
+                    "step": ev.step,
+                    "loss": ev.loss,
+                    "grad_norm": ev.grad_norm,
+                    "lr": ev.lr,
+                    "chars_per_s": round(ev.chars_per_s),
+                    "skipped": ev.skipped,
+                    "time": time.time(),
+                }
+            )
+            if self.events is not None:
+                self.events.step(ev)
+
+    def _evaluation(self, ev: training.EvalEvent) -> None:
+        self.final_val = ev.val_loss
+        self.best = ev.val_loss if self.best is None or ev.val_loss < self.best else self.best
+        raw = {} if ev.raw_val_loss is None else {"raw_val_loss": ev.raw_val_loss}
+        self.metrics.write(
+            {"step": ev.step, "val_loss": ev.val_loss, "val_bpc": ev.bits_per_char, **raw, "time": time.time()}
+        )
+        if self.events is not None:
+            self.events.evaluation(ev)
+        if self.cfg.train.sample_length > 0 and self.main:  # sampled from a host copy: process 0 alone, no collectives
+            text = _sample(distributed.to_host(ev.params), self.cfg, self.vocab)
+            self.reporter.sample(ev.step, text)
+            if self.events is not None:
+                self.events.sample(ev.step, text)
+
+    def record_early_stop(self, step: int, early: training.EarlyStopping) -> None:
+        """The last metrics row says why the run ended before train.steps (`charlstm runs` reads it)."""
+        self.metrics.write(
+            {
+                "step": step,
+                "stopped_early": True,
+                "patience": self.cfg.train.patience,
+                "best_step": early.best_step,
+                "time": time.time(),
+            }
+        )
+        self.reporter.message(
+            f"stopped early at step {step}: no better validation loss in {early.bad_evals} "
+            f"evaluations; the best ({early.best:.4f} nats/char at step {early.best_step}) "
+            "is kept as --checkpoint best"
+        )
+
+    def chars_per_s(self) -> float:
+        """The median speed; step 0 compiles, so it is left out when there are others."""
+        speeds = self.speeds
+        return float(np.median(speeds[1:])) if len(speeds) > 1 else (speeds[0] if speeds else 0.0)
+
+    def close(self) -> None:
+        self.metrics.close()
+        if self.events is not None:
+            self.events.close()
+
+
+def _fit_and_save(
+    job: _Job, data: _Corpus, state: training.TrainState, early: training.EarlyStopping, recorder: _RunRecorder
+) -> _Ending:
+    """Run the loop with SIGINT/SIGTERM asking it to stop, then save the final state, also after a signal."""
     tic = time.perf_counter()
-    try:
-        with _StopFlag() as flag:
-            stop = _Agreed(flag)
-            try:
-                state = training.fit(
-                    cfg,
-                    state,
-                    tr,
-                    va,
-                    emit=emit,
-                    save=ckpt.save,
-                    should_stop=stop,
-                    layout=layout,
-                    newline=sampling.newline_id(vocab),
-                    early=early,
-                )
-            except training.NonFiniteError as err:
-                ckpt.wait()
-                raise RunError(
-                    str(err), "lower optim.lr or set optim.clip_norm; the last good checkpoint is intact"
-                ) from None
-            finally:
-                reporter.stop()
-            stop.signum = distributed.agree_max(flag.signum)  # a signal during the last steps counts too
-            seconds = time.perf_counter() - tic
-            step = int(state.step)
-            # An interrupted run has no validation loss for this step: don't let it compete for "best".
-            ckpt.save(state, None if stop.signum else final_val)
-            ckpt.wait()
-            stopped_early = early.triggered and not stop.signum and step < cfg.train.steps
-            if stopped_early:
-                # The last metric row says why the run ended before train.steps (`charlstm runs` reads it).
-                metrics.write(
-                    {
-                        "step": step,
-                        "stopped_early": True,
-                        "patience": cfg.train.patience,
-                        "best_step": early.best_step,
-                        "time": time.time(),
-                    }
-                )
-                reporter.message(
-                    f"stopped early at step {step}: no better validation loss in {early.bad_evals} "
-                    f"evaluations; the best ({early.best:.4f} nats/char at step {early.best_step}) "
-                    "is kept as --checkpoint best"
-                )
-    finally:
-        metrics.close()
-        if events is not None:
-            events.close()
-    if stop.signum:
-        raise Interrupted(stop.signum, run.path, step, distributed.process_count())
-    # Step 0 compiles; leave it out of the speed figure.
-    cps = float(np.median(speed[1:])) if len(speed) > 1 else (speed[0] if speed else 0.0)
-    check = _prompt_check(cfg, training.weights(state), vocab, corpus_path, run) if main else None
+    with _StopFlag() as flag:
+        stop = _Agreed(flag)
+        try:
+            state = training.fit(
+                job.cfg,
+                state,
+                data.train_ids,
+                data.val_ids,
+                emit=recorder,
+                save=job.ckpt.save,
+                should_stop=stop,
+                layout=job.layout,
+                newline=sampling.newline_id(data.vocab),
+                early=early,
+            )
+        except training.NonFiniteError as err:
+            job.ckpt.wait()
+            raise RunError(
+                str(err), "lower optim.lr or set optim.clip_norm; the last good checkpoint is intact"
+            ) from None
+        finally:
+            job.reporter.stop()
+        signum = distributed.agree_max(flag.signum)  # a signal during the last steps counts too
+        seconds = time.perf_counter() - tic
+        # An interrupted run has no validation loss for this step: don't let it compete for "best".
+        job.ckpt.save(state, None if signum else recorder.final_val)
+        job.ckpt.wait()
+        stopped_early = early.triggered and not signum and int(state.step) < job.cfg.train.steps
+        if stopped_early:
+            recorder.record_early_stop(int(state.step), early)
+    return _Ending(state, seconds, signum, stopped_early)
+
+
+def _summary(job: _Job, data: _Corpus, ending: _Ending, recorder: _RunRecorder, n_params: int) -> Summary:
+    """The summary of a run that was not interrupted, with the prompt check of its final weights (process 0)."""
+    cps = recorder.chars_per_s()
+    main = job.layout.is_main
+    check = _prompt_check(job.cfg, training.weights(ending.state), data.vocab, data.path, job.run) if main else None
     return Summary(
-        run.path, step, final_val, best, n_params, seconds, cps, prompt_check=check, stopped_early=stopped_early
+        job.run.path,
+        ending.step,
+        recorder.final_val,
+        recorder.best,
+        n_params,
+        ending.seconds,
+        cps,
+        prompt_check=check,
+        stopped_early=ending.stopped_early,
     )
 
 
