@@ -12,8 +12,6 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import Protocol
 
 import numpy as np
 
@@ -22,16 +20,9 @@ from charlstm.data import corpus, encoded
 from charlstm.errors import RunError, UserError
 from charlstm.evaluation import promptcheck
 from charlstm.nn import model, sampling
-from charlstm.training import checkpoint, distributed, finetune, rundir, tensorboard
+from charlstm.training import checkpoint, distributed, finetune, rundir, signals, tensorboard
 from charlstm.training import loop as training
-
-
-class TrainReporter(Protocol):
-    def start(self, info: dict[str, object]) -> None: ...
-    def event(self, ev: training.Event) -> None: ...
-    def sample(self, step: int, text: str) -> None: ...
-    def message(self, text: str) -> None: ...
-    def stop(self) -> None: ...
+from charlstm.training.recorder import Recorder, TrainReporter
 
 
 @dataclass(frozen=True)
@@ -59,31 +50,6 @@ class Interrupted(UserError):
             f"resume with: charlstm train --resume {run}{more}",
         )
         self.exit_code = 128 + signum
-
-
-class _StopFlag:
-    """First SIGINT/SIGTERM asks the loop to stop after its step (and save); a second SIGINT exits at once."""
-
-    def __init__(self) -> None:
-        self.signum = 0
-        self._old: dict[int, object] = {}
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum:
-            raise KeyboardInterrupt  # second press: leave now; complete checkpoints are never touched
-        self.signum = signum
-
-    def __enter__(self) -> _StopFlag:
-        for s in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[s] = signal.signal(s, self._handle)
-            except ValueError:  # not the main thread: no signal handling
-                pass
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -244,13 +210,6 @@ def _create_run_dir(
     )
 
 
-class _NoLog:
-    """The metrics log of processes other than 0: they train, but process 0 alone writes."""
-
-    def write(self, record: dict[str, object]) -> None: ...
-    def close(self) -> None: ...
-
-
 def _train_locked(job: _Job, data: _Corpus, source: finetune.Source | None) -> Summary:
     """Train the locked run from its start state to `train.steps`, a signal or an early stop, and summarise it."""
     state, best = _start_state(job, len(data.vocab), source)
@@ -258,7 +217,9 @@ def _train_locked(job: _Job, data: _Corpus, source: finetune.Source | None) -> S
     early = _check_can_continue(job, start_step)
     if job.resuming and job.layout.is_main:
         job.run.write_config(job.cfg)  # e.g. a new train.steps, so the next --resume continues toward it
-    recorder = _RunRecorder(job, data.vocab, start_step, best)
+    recorder = Recorder(
+        job.cfg, job.run, job.reporter, data.vocab, main=job.layout.is_main, start_step=start_step, best=best
+    )
     n_params = model.param_count(state.params)
     job.reporter.start(_start_info(job, data, n_params, start_step))
     try:
@@ -321,99 +282,13 @@ def _start_info(job: _Job, data: _Corpus, n_params: int, start_step: int) -> dic
     }
 
 
-class _RunRecorder:
-    """The run's bookkeeping, called with every event of the loop.
-
-    It passes each event to the reporter and writes the metrics rows, tensorboard events and samples (process 0
-    alone), and keeps the speeds and the final and best validation losses for the summary.
-    """
-
-    def __init__(self, job: _Job, vocab: corpus.Vocab, start_step: int, best: float | None) -> None:
-        self.cfg, self.reporter, self.vocab, self.main = job.cfg, job.reporter, vocab, job.layout.is_main
-        self.metrics: rundir.MetricsLog | _NoLog = (
-            rundir.MetricsLog(job.run.metrics_file, resume_step=start_step) if self.main else _NoLog()
-        )
-        self.events: tensorboard.EventLog | None = (
-            tensorboard.EventLog(job.run.tensorboard, start_step) if job.cfg.train.tensorboard and self.main else None
-        )
-        self.speeds: list[float] = []  # chars/s of every step
-        self.final_val: float | None = None
-        self.best: float | None = best
-
-    def __call__(self, ev: training.Event) -> None:
-        self.reporter.event(ev)
-        if isinstance(ev, training.StepEvent):
-            self._step(ev)
-        else:
-            self._evaluation(ev)
-
-    def _step(self, ev: training.StepEvent) -> None:
-        self.speeds.append(ev.chars_per_s)
-        if ev.step % self.cfg.train.log_every == 0 or ev.skipped:
-            self.metrics.write(
-                {
-                    "step": ev.step,
-                    "loss": ev.loss,
-                    "grad_norm": ev.grad_norm,
-                    "lr": ev.lr,
-                    "chars_per_s": round(ev.chars_per_s),
-                    "skipped": ev.skipped,
-                    "time": time.time(),
-                }
-            )
-            if self.events is not None:
-                self.events.step(ev)
-
-    def _evaluation(self, ev: training.EvalEvent) -> None:
-        self.final_val = ev.val_loss
-        self.best = ev.val_loss if self.best is None or ev.val_loss < self.best else self.best
-        raw = {} if ev.raw_val_loss is None else {"raw_val_loss": ev.raw_val_loss}
-        self.metrics.write(
-            {"step": ev.step, "val_loss": ev.val_loss, "val_bpc": ev.bits_per_char, **raw, "time": time.time()}
-        )
-        if self.events is not None:
-            self.events.evaluation(ev)
-        if self.cfg.train.sample_length > 0 and self.main:  # sampled from a host copy: process 0 alone, no collectives
-            text = _sample(distributed.to_host(ev.params), self.cfg, self.vocab)
-            self.reporter.sample(ev.step, text)
-            if self.events is not None:
-                self.events.sample(ev.step, text)
-
-    def record_early_stop(self, step: int, early: training.EarlyStopping) -> None:
-        """The last metrics row says why the run ended before train.steps (`charlstm runs` reads it)."""
-        self.metrics.write(
-            {
-                "step": step,
-                "stopped_early": True,
-                "patience": self.cfg.train.patience,
-                "best_step": early.best_step,
-                "time": time.time(),
-            }
-        )
-        self.reporter.message(
-            f"stopped early at step {step}: no better validation loss in {early.bad_evals} "
-            f"evaluations; the best ({early.best:.4f} nats/char at step {early.best_step}) "
-            "is kept as --checkpoint best"
-        )
-
-    def chars_per_s(self) -> float:
-        """The median speed; step 0 compiles, so it is left out when there are others."""
-        speeds = self.speeds
-        return float(np.median(speeds[1:])) if len(speeds) > 1 else (speeds[0] if speeds else 0.0)
-
-    def close(self) -> None:
-        self.metrics.close()
-        if self.events is not None:
-            self.events.close()
-
-
 def _fit_and_save(
-    job: _Job, data: _Corpus, state: training.TrainState, early: training.EarlyStopping, recorder: _RunRecorder
+    job: _Job, data: _Corpus, state: training.TrainState, early: training.EarlyStopping, recorder: Recorder
 ) -> _Ending:
     """Run the loop with SIGINT/SIGTERM asking it to stop, then save the final state, also after a signal."""
     tic = time.perf_counter()
-    with _StopFlag() as flag:
-        stop = _Agreed(flag)
+    with signals.StopFlag() as flag:
+        stop = signals.AgreedStop(flag)
         try:
             state = training.fit(
                 job.cfg,
@@ -445,7 +320,7 @@ def _fit_and_save(
     return _Ending(state, seconds, signum, stopped_early)
 
 
-def _summary(job: _Job, data: _Corpus, ending: _Ending, recorder: _RunRecorder, n_params: int) -> Summary:
+def _summary(job: _Job, data: _Corpus, ending: _Ending, recorder: Recorder, n_params: int) -> Summary:
     """The summary of a run that was not interrupted, with the prompt check of its final weights (process 0)."""
     cps = recorder.chars_per_s()
     main = job.layout.is_main
@@ -491,25 +366,3 @@ def _prompt_check(
     check = promptcheck.run(distributed.to_host(params), cfg.model, vocab, pairs, seed=cfg.train.seed)
     rundir.write_json(run.prompt_check_file, check.to_json())
     return check
-
-
-class _Agreed:
-    """`should_stop` for the loop: the signal seen by any process, agreed on by all of them.
-
-    Every process must stop after the same step (the final save is collective). With several processes the
-    flags are exchanged every `every` steps, which bounds the cost of the exchange; alone, every step.
-    """
-
-    def __init__(self, flag: _StopFlag, every: int = 5) -> None:
-        self.flag, self.every, self.calls, self.signum = flag, every if distributed.process_count() > 1 else 1, 0, 0
-
-    def __call__(self) -> bool:
-        self.calls += 1
-        if self.calls % self.every == 0:
-            self.signum = distributed.agree_max(self.flag.signum)
-        return self.signum != 0
-
-
-def _sample(params: model.Params, cfg: Config, vocab: corpus.Vocab) -> str:
-    opts = sampling.SampleOptions(length=cfg.train.sample_length, temperature=0.8, seed=cfg.train.seed)
-    return sampling.sample_text(params, cfg.model, vocab, sampling.default_prompt(vocab), opts)[0]
