@@ -2,7 +2,7 @@
 
 Recipe (the usual char-rnn setup): nn.Embedding -> 2 x 256 nn.LSTM -> nn.Linear, Adam lr 2e-3, global-norm clip
 5, batch 64, windows of 100 drawn at random (zero state each), no dropout. At each evaluation step the torch
-weights are copied into charlstm's parameter layout and scored by `charlstm.training.loop.evaluate` on the same
+weights are copied into charlstm's parameter layout and scored by `charlstm.training.loop.validation_loss` on the same
 validation split (the last 10%), so both recipes are judged by exactly the same code.
 
     pip install -e ".[bench]"
@@ -104,7 +104,7 @@ def main() -> None:
         opt.step()
         train_s += time.perf_counter() - t0
         if step + 1 in wanted:
-            val_loss = training.evaluate(to_charlstm(net), cfg.model, eval_step, val)
+            val_loss = training.validation_loss(to_charlstm(net), cfg.model, eval_step, val)
             row = {
                 "step": step + 1,
                 "train_loss": round(loss.item(), 4),

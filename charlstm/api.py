@@ -34,7 +34,7 @@ from charlstm.training import rundir
 if TYPE_CHECKING:  # these import JAX
     import numpy as np
 
-    from charlstm.evaluation import evaluate
+    from charlstm.evaluation import scoring
     from charlstm.nn import sampling
     from charlstm.training import checkpoint, runner
 
@@ -204,7 +204,7 @@ class Model:
 
     # --- scoring and export -------------------------------------------------------------------------------
 
-    def score(self, text_or_path: str | os.PathLike[str], *, skip_unknown: bool = False) -> evaluate.EvalResult:
+    def score(self, text_or_path: str | os.PathLike[str], *, skip_unknown: bool = False) -> scoring.EvalResult:
         """The model's loss on a text, read as one stream with the state carried through it.
 
         A `str` is the text itself (one that names an existing file is refused as a likely mistake); a path
@@ -212,11 +212,11 @@ class Model:
         has `nats_per_char`, `bits_per_char`, `perplexity`, `chars_scored` and `unknown_skipped` (characters
         outside the vocabulary, an error unless `skip_unknown`).
         """
-        from charlstm.evaluation import evaluate
+        from charlstm.evaluation import scoring
 
         model_cfg = self.config.model
         if isinstance(text_or_path, os.PathLike):
-            return evaluate.evaluate_file(self.params, model_cfg, self.vocab, Path(text_or_path), skip_unknown)
+            return scoring.score_file(self.params, model_cfg, self.vocab, Path(text_or_path), skip_unknown)
         if not isinstance(text_or_path, str):
             raise UsageError(
                 f"score() takes a str (the text) or a path, not {type(text_or_path).__name__}",
@@ -228,8 +228,7 @@ class Model:
                 f"score() got the str {text_or_path!r}, which names a file",
                 f"pass pathlib.Path({text_or_path!r}) to score the file",
             )
-        ids, unknown = evaluate.encode_data(text_or_path.encode("utf-8"), self.vocab, skip_unknown)
-        return evaluate.EvalResult(evaluate.score(self.params, model_cfg, ids), len(ids) - 1, unknown)
+        return scoring.score_text(self.params, model_cfg, self.vocab, text_or_path, skip_unknown)
 
     def export(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         """Write the weights in PyTorch's layout and names; returns the arrays written, by name.

@@ -1,7 +1,7 @@
 """What the training loop reports: one event per step and one per validation pass.
 
-Kept apart from `train` (which needs JAX and optax) so that the display code and the command line can name
-these types without starting JAX.
+Kept apart from `charlstm.training.loop` (which needs JAX and optax) so that the display code and the command
+line can name these types without starting JAX.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Early stopping (`train.patience`): a run stops after that many evaluations without a better validation loss,
 keeps its best checkpoint, says so in its summary and its metrics, and a resumed run counts on from its history.
 
-The validation losses are scripted (training.evaluate is replaced), so when the run stops does not depend on
+The validation losses are scripted (training.validation_loss is replaced), so when the run stops does not depend on
 how well a tiny model happens to learn."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ OVERRIDES = {
 @pytest.fixture
 def scripted_val(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     losses = iter(SCRIPTED)
-    monkeypatch.setattr(training, "evaluate", lambda *args, **kwargs: next(losses))
+    monkeypatch.setattr(training, "validation_loss", lambda *args, **kwargs: next(losses))
     yield
 
 

@@ -95,8 +95,10 @@ def test_training_evaluates_the_average_and_checkpoints_it(ema_run: tuple[rundir
     _, _, va = runner.prepare_data(cfg, CORPUS, restored.vocab)
     val = batches.eval_batches(va, cfg.data.batch_size, cfg.data.seq_len, cfg.train.eval_batches)
     eval_step = training.make_eval_step(cfg.model)
-    assert training.evaluate(avg, cfg.model, eval_step, val) == pytest.approx(evals[-1]["val_loss"], rel=1e-6)
-    assert training.evaluate(raw, cfg.model, eval_step, val) == pytest.approx(evals[-1]["raw_val_loss"], rel=1e-6)
+    assert training.validation_loss(avg, cfg.model, eval_step, val) == pytest.approx(evals[-1]["val_loss"], rel=1e-6)
+    assert training.validation_loss(raw, cfg.model, eval_step, val) == pytest.approx(
+        evals[-1]["raw_val_loss"], rel=1e-6
+    )
     assert summary.final_val_loss == evals[-1]["val_loss"]
 
 

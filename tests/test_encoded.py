@@ -80,7 +80,7 @@ def test_random_text_random_chunks(tmp_path: Path) -> None:
         text = "".join(rng.choice(alphabet, size=int(rng.integers(1, 400))).tolist())
         path = write(tmp_path, text, f"r{trial}.txt")
         for chunk in rng.integers(1, 40, size=3).tolist():
-            vocab, n = encoded.encode_file(path, tmp_path / "ids.bin", "utf-8", chunk_bytes=chunk)
+            vocab, n = encoded.encode_to_disk(path, tmp_path / "ids.bin", "utf-8", chunk_bytes=chunk)
             ids = np.fromfile(tmp_path / "ids.bin", dtype=vocab.dtype)
             assert n == len(text) and vocab.decode(ids) == text, (trial, chunk)
 
@@ -91,7 +91,7 @@ def test_ids_widen_when_the_vocabulary_outgrows_a_byte(tmp_path: Path, n_symbols
     points = [p for p in range(0x4E00, 0x4E00 + n_symbols + 2048) if not 0xD800 <= p < 0xE000][: n_symbols - 3]
     text = "abc" * 500 + "".join(map(chr, points)) + "cab"
     path = write(tmp_path, text)
-    vocab, n = encoded.encode_file(path, tmp_path / "ids.bin", "utf-8", chunk_bytes=999)
+    vocab, n = encoded.encode_to_disk(path, tmp_path / "ids.bin", "utf-8", chunk_bytes=999)
     assert len(vocab) == n_symbols and np.dtype(vocab.dtype) == np.dtype(dtype)
     assert vocab.decode(np.fromfile(tmp_path / "ids.bin", dtype=vocab.dtype)) == text
 
@@ -248,7 +248,7 @@ def test_size_threshold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert not encoded.use_cache(small)  # default: 32 MB
     monkeypatch.setenv("CHARLSTM_CACHE_MIN_MB", "0")
     assert encoded.use_cache(small)
-    vocab, ids = encoded.load_corpus(small)
+    vocab, ids = encoded.load_any_size(small)
     assert isinstance(ids, np.memmap) and vocab.decode(ids) == MIXED
     monkeypatch.setenv("CHARLSTM_CACHE_MIN_MB", "lots")
     with pytest.raises(CorpusError, match="CHARLSTM_CACHE_MIN_MB"):

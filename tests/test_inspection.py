@@ -73,7 +73,7 @@ def test_analyse_shows_reference_values_and_saturation(cell: str, show: str | No
         np.testing.assert_allclose(s.values, primed[0][name][0, 1:, s.cell], rtol=0, atol=ATOL)
     assert not np.allclose(want[0][name][0], primed[0][name][0, 1:])  # the priming newline matters
     assert len(report.units) == len(TEXT)
-    gates = inspection.GATES[cell]
+    gates = inspection.SIGMOID_GATES[cell]
     assert [[g.gate for g in layer] for layer in report.saturation] == ([list(gates)] * 2 if gates else [])
     for k, layer in enumerate(report.saturation):
         for g in layer:
@@ -213,7 +213,8 @@ def test_place_memory_finds_a_planted_cell() -> None:
 def test_eta_squared_matches_definition() -> None:
     rng = np.random.default_rng(2)
     x, g = rng.normal(size=(50, 3)), rng.integers(0, 4, 50)
-    eta = inspection.eta_squared(x, g, 4)
+    sums, counts = inspection.group_sums(x, g, 4)
+    eta = inspection.eta_squared(sums, counts, (x**2).sum(axis=0), np.arange(4), 4)
     for j in range(3):
         between = sum((g == k).sum() * (x[g == k, j].mean() - x[:, j].mean()) ** 2 for k in range(4) if (g == k).any())
         assert eta[j] == pytest.approx(between / ((x[:, j] - x[:, j].mean()) ** 2).sum())
@@ -254,7 +255,7 @@ def test_wrapping_never_exceeds_the_width(seed: int) -> None:
     for width in (2, 3, 5, 8, 13, 40, 79):
         lines = heatmap.wrap(units, width)
         assert [u for line in lines for u in line] == units  # nothing dropped, nothing reordered
-        assert all(heatmap.line_width(line) <= width for line in lines)
+        assert all(sum(heatmap.width_of(g) for g, _ in line) <= width for line in lines)
         assert all(u[0] != heatmap.NEWLINE_GLYPH for line in lines for u in line[:-1])  # a newline ends its line
         row = heatmap.Row("t", units, heatmap.Scale(0, 200, 430))
         console = Console(width=width, record=True, color_system="truecolor", force_terminal=True)

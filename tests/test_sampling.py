@@ -88,7 +88,7 @@ def test_newline_priming_changes_only_the_context() -> None:
 
 
 def test_prompt_checks() -> None:
-    with pytest.raises(UserError, match="not in the model's vocabulary: 'z'"):
+    with pytest.raises(UserError, match="not in the run's vocabulary: 'z'"):
         sampling.encode_prompt(VOCAB, "abz")
     assert VOCAB.decode(sampling.encode_prompt(VOCAB, "azb", skip_unknown=True)) == "ab"
     with pytest.raises(UserError, match="empty"):

@@ -22,7 +22,7 @@ from charlstm.analysis import inspection
 from charlstm.config import Config, ModelConfig
 from charlstm.data import batches
 from charlstm.data.corpus import Vocab
-from charlstm.evaluation import evaluate, longrange
+from charlstm.evaluation import longrange, scoring
 from charlstm.nn import model, sampling
 from charlstm.training import checkpoint, rundir
 from charlstm.training import loop as training
@@ -124,10 +124,10 @@ def test_every_reader_starts_from_the_start_state() -> None:
     assert not np.allclose(np.asarray(from_start), np.asarray(from_zero), atol=1e-3)  # the test can tell them apart
     want = float(optax.softmax_cross_entropy_with_integer_labels(from_start[0, :-1], jnp.asarray(ids[1:])).mean())
     # eval: one stream, in chunks
-    assert evaluate.score(params, cfg, ids, chunk=16) == pytest.approx(want, rel=1e-5)
+    assert scoring.score(params, cfg, ids, chunk=16) == pytest.approx(want, rel=1e-5)
     # validation during training
     val = batches.eval_batches(ids, 1, len(ids) - 1, 1)
-    assert training.evaluate(params, cfg, training.make_eval_step(cfg), val) == pytest.approx(want, rel=1e-5)
+    assert training.validation_loss(params, cfg, training.make_eval_step(cfg), val) == pytest.approx(want, rel=1e-5)
     # inspect: the recorded h equals a run from the start state
     (traces,) = inspection.record_traces(params, cfg, ids, ["h"])
     _, _, rec = model.apply_recording(params, jnp.asarray(ids[None]), model.start_carry(params, cfg, 1), cfg, ("h",))

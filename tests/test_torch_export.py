@@ -25,9 +25,10 @@ from safetensors.numpy import load_file
 
 from charlstm import api
 from charlstm.config import Config
+from charlstm.data import corpus
 from charlstm.data.corpus import Vocab
 from charlstm.errors import UsageError
-from charlstm.evaluation import evaluate
+from charlstm.evaluation import scoring
 from charlstm.nn import export, model, sampling
 
 # A text with non-ASCII characters; every kind below is scored on it.
@@ -95,8 +96,8 @@ def test_exported_model_scores_as_charlstm_eval_and_samples(kind: str, tmp_path:
     written = export.export_dir(params, cfg, vocab, tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(export.TORCH_FILES)  # no temporary files
 
-    ids, _ = evaluate.encode_data(TEXT.encode("utf-8"), vocab, skip_unknown=False)  # as `charlstm eval` reads a file
-    want = evaluate.score(params, cfg.model, ids)
+    ids, _ = corpus.known_ids(vocab, corpus.to_points(TEXT.encode("utf-8"), vocab.encoding))  # as `eval` reads a file
+    want = scoring.score(params, cfg.model, ids)
 
     net = load_module(tmp_path / "out").load(tmp_path / "out")
     assert set(net.state_dict()) == set(written)  # strict: every tensor has a place, every parameter a tensor

@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from charlstm import config as config_lib
+from charlstm import events
 from charlstm.analysis import gradflow
 from charlstm.config import Config
 from charlstm.data import batches, corpus, langcorpus
@@ -102,7 +103,7 @@ class CellResult:
 
     @property
     def bits_per_char(self) -> float:
-        return self.val_loss / math.log(2)
+        return events.bits(self.val_loss)
 
     def accuracy_from(self, gap: int = 100) -> float:
         """Accuracy over all records with gap >= `gap` (count-weighted over the buckets starting there)."""
@@ -126,7 +127,7 @@ class CompareResult:
     longrange_note: str | None  # why long-range accuracy was skipped, if it was
 
 
-class Reporter(Protocol):
+class CompareReporter(Protocol):
     """What `run` tells its display: the plan, every training event with all curves so far, messages."""
 
     def start(self, plan: list[CellSpec], steps: int) -> None: ...
@@ -276,7 +277,9 @@ def _longrange(
     params: model.Params, cfg: Config, vocab: corpus.Vocab, lr: _LongRange, max_records: int
 ) -> list[longrange.BucketResult] | None:
     try:
-        res = longrange.evaluate(params, cfg.model, vocab, lr.text, lr.gaps, start=lr.start, max_records=max_records)
+        res = longrange.accuracy_by_gap(
+            params, cfg.model, vocab, lr.text, lr.gaps, start=lr.start, max_records=max_records
+        )
     except ValueError:  # the vocabulary lacks characters of the annotated text
         return None
     return res or None
@@ -299,7 +302,7 @@ def run(
     *,
     match: str = "params",
     clip: bool = True,
-    reporter: Reporter | None = None,
+    reporter: CompareReporter | None = None,
     grad_k: int = GRAD_DISTANCE,
     longrange_records: int = 600,
 ) -> CompareResult:
@@ -345,7 +348,7 @@ def _train_cell(
     tr: np.ndarray,
     va: np.ndarray,
     curves: dict[str, Curves],
-    reporter: Reporter,
+    reporter: CompareReporter,
     gx: np.ndarray,
     gy: np.ndarray,
     lr_setup: _LongRange | None,

@@ -175,10 +175,6 @@ def wrap(units: Sequence[Unit], width: int) -> list[list[Unit]]:
     return lines
 
 
-def line_width(line: Sequence[Unit]) -> int:
-    return sum(width_of(g) for g, _ in line)
-
-
 # --- terminal ----------------------------------------------------------------------------------------------
 
 

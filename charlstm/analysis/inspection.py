@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from charlstm.analysis import heatmap
-from charlstm.data import langcorpus
+from charlstm.data import corpus, langcorpus
 from charlstm.data.corpus import Vocab
 from charlstm.errors import UsageError, UserError
 
@@ -44,7 +44,7 @@ SHOW = {
     "gru": {"update": "z", "reset": "r", "hidden": "h"},
     "rnn": {"hidden": "h"},
 }
-GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn": ()}
+SIGMOID_GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z"), "rnn": ()}
 MEMORY = {"lstm": "c", "gru": "h", "rnn": "h"}  # the state that carries information across time
 SATURATED = (0.1, 0.9)
 PROPERTIES = (
@@ -122,24 +122,14 @@ class Encoded:
 
 def encode(vocab: Vocab, text: str, skip_unknown: bool = False) -> Encoded:
     """Text -> step ids; for a bytes run a multi-byte character shows the value after its last byte."""
-    raw = vocab.encode(text)
-    if (raw < 0).any():
-        symbols = list(text) if vocab.encoding == "utf-8" else [chr(b) for b in text.encode("utf-8")]
-        unknown = "".join(sorted({s for s, i in zip(symbols, raw) if i < 0}))
-        if not skip_unknown:
-            raise UsageError(
-                f"characters not in the run's vocabulary: {unknown!r}", "remove them or pass --skip-unknown"
-            )
-    ids = raw[raw >= 0].astype(np.int32)
-    if len(ids) == 0:
-        raise UsageError("no character of the text is in the run's vocabulary", "use characters from the training text")
+    ids, dropped = corpus.encode_text(vocab, text, skip_unknown=skip_unknown)
     steps = "".join(vocab.symbol(int(i)) for i in ids)
     if vocab.encoding == "utf-8":
         units = [(heatmap.glyph(ch), t) for t, ch in enumerate(steps)]
     else:
         dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
         units = [(heatmap.glyph(ch), t) for t, b in enumerate(steps.encode("latin-1")) for ch in dec.decode(bytes([b]))]
-    return Encoded(ids, steps, units, int((raw < 0).sum()))
+    return Encoded(ids, steps, units, dropped)
 
 
 @functools.lru_cache(maxsize=1)
@@ -329,21 +319,20 @@ class PlaceMemory:
     places: int
 
 
-def eta_squared(values: np.ndarray, group: np.ndarray, k: int) -> np.ndarray:
-    """Correlation ratio per column of values [N, H] grouped by `group` [N] in 0..k-1: the between-group sum
-    of squares over the total (0: the group explains nothing, 1: everything); a constant column gives 0."""
-    sums, counts = _by_paragraph(values, group, k)
-    return _eta_from_sums(sums, counts, (values.astype(np.float64) ** 2).sum(axis=0), np.arange(k), k)
-
-
-def _by_paragraph(x: np.ndarray, paragraph: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-paragraph sums [P, H] and counts [P]: shuffling places only regroups these, so each shuffle is cheap."""
+def group_sums(x: np.ndarray, group: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group sums [n, H] of the rows of x [N, H] and counts [n], for groups 0..n-1 (`group` [N])."""
     sums = np.zeros((n, x.shape[1]))
-    np.add.at(sums, paragraph, x)
-    return sums, np.bincount(paragraph, minlength=n).astype(np.float64)
+    np.add.at(sums, group, x)
+    return sums, np.bincount(group, minlength=n).astype(np.float64)
 
 
-def _eta_from_sums(sums: np.ndarray, counts: np.ndarray, sq: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+def eta_squared(sums: np.ndarray, counts: np.ndarray, sq: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Correlation ratio per column, from `group_sums` of the values, their column sums of squares `sq`, and
+    `labels` putting each group in one of k classes: the between-class sum of squares over the total (0: the
+    class explains nothing, 1: everything; a constant column gives 0).
+
+    Shuffling classes across groups only relabels the groups, so each shuffle costs a [k, n] @ [n, H] product.
+    """
     g = np.zeros((k, len(labels)))
     g[labels, np.arange(len(labels))] = 1.0
     gs, gn, n = g @ sums, g @ counts, counts.sum()
@@ -356,11 +345,11 @@ def _eta_from_sums(sums: np.ndarray, counts: np.ndarray, sq: np.ndarray, labels:
 def _with_chance(
     x: np.ndarray, paragraph: np.ndarray, labels: np.ndarray, k: int, shuffles: int, seed: int
 ) -> tuple[np.ndarray, float]:
-    sums, counts = _by_paragraph(x, paragraph, len(labels))
+    sums, counts = group_sums(x, paragraph, len(labels))
     sq = (x * x).sum(axis=0)
     rng = np.random.default_rng(seed)
-    null = [_eta_from_sums(sums, counts, sq, rng.permutation(labels), k).max() for _ in range(shuffles)]
-    return _eta_from_sums(sums, counts, sq, labels, k), float(np.percentile(null, 95))
+    null = [eta_squared(sums, counts, sq, rng.permutation(labels), k).max() for _ in range(shuffles)]
+    return eta_squared(sums, counts, sq, labels, k), float(np.percentile(null, 95))
 
 
 def place_memory(
@@ -388,7 +377,7 @@ def place_memory(
     paragraph = np.concatenate([np.full(s.end - s.start, j) for j, s in enumerate(spans)])
     distance = np.concatenate([s.end - np.arange(s.start, s.end) for s in spans])
     raw = np.concatenate([st[pos] for st in states], axis=1).astype(np.float64)  # [N, layers * H]
-    sums, counts = _by_paragraph(raw, distance, int(distance.max()) + 1)
+    sums, counts = group_sums(raw, distance, int(distance.max()) + 1)
     x = raw - (sums / np.maximum(counts, 1)[:, None])[distance]  # the input-driven part removed
     eta, chance = _with_chance(x, paragraph, labels, k, shuffles, seed)
     ends = [j for j, s in enumerate(spans) if s.language]
@@ -396,7 +385,7 @@ def place_memory(
     if len({labels[j] for j in ends}) >= 2 and len(ends) > len({labels[j] for j in ends}):
         end_x = np.concatenate([st[[spans[j].end - 1 for j in ends]] for st in states], axis=1).astype(np.float64)
         eta_end, chance_end = _with_chance(end_x, np.arange(len(ends)), labels[ends], k, shuffles, seed)
-    place_sums, place_n = _by_paragraph(raw, labels[paragraph], k)
+    place_sums, place_n = group_sums(raw, labels[paragraph], k)
     means = place_sums / np.maximum(place_n, 1)[:, None]
     hidden = states[0].shape[1]
     cells = [
@@ -466,7 +455,7 @@ def analyse(
     if top is not None and top < 1:
         raise UsageError(f"--top must be at least 1 (got {top})", "e.g. --top 5")
     enc = encode(vocab, text, skip_unknown)
-    names = tuple(dict.fromkeys(GATES[cfg.cell] + (MEMORY[cfg.cell], quantity)))
+    names = tuple(dict.fromkeys(SIGMOID_GATES[cfg.cell] + (MEMORY[cfg.cell], quantity)))
     prime = vocab.symbols.index(ord("\n")) if ord("\n") in vocab.symbols else -1
     traces = record_traces(params, cfg, enc.ids, names, prime)
     lyr = cfg.layers - 1 if layer is None else layer - 1
@@ -483,7 +472,7 @@ def analyse(
         if not picks:
             notes.append("no property varies over this text: showing the first cells; pass longer text or --cell N")
             selected = [Selected(lyr, c, quantity, x[:, c]) for c in range(min(top or 5, cfg.hidden))]
-    sat = [saturation({g: tr[g] for g in GATES[cfg.cell]}) for tr in traces] if GATES[cfg.cell] else []
+    sat = [saturation({g: tr[g] for g in SIGMOID_GATES[cfg.cell]}) for tr in traces] if SIGMOID_GATES[cfg.cell] else []
     places = place_memory([tr[MEMORY[cfg.cell]] for tr in traces], spans)
     if places is None and spans:
         notes.append(
@@ -508,7 +497,7 @@ def inspect_view(report: Report, run_label: str, display_chars: int, notes: Sequ
     )
     shown = {report.quantity} | ({MEMORY[report.cell_type]} if report.place_traces else set())
     for q in sorted(shown):
-        if q in GATES[report.cell_type]:
+        if q in SIGMOID_GATES[report.cell_type]:
             view.legends.append(
                 ("0 shut", "1 open", f"{LONG_NAMES[q]}: diverging around 0.5 (white), the same scale for every line")
             )
@@ -526,7 +515,9 @@ def inspect_view(report: Report, run_label: str, display_chars: int, notes: Sequ
         cut = [(g, float(values[t])) for g, t in units]
         vals = [v for _, v in cut] or [0.0]
         m = max(abs(v) for v in vals) or 1.0  # the displayed stretch uses the whole colour range
-        scale = heatmap.Scale(0.0, 0.5, 1.0, q) if q in GATES[report.cell_type] else heatmap.Scale(-m, 0.0, m, q)
+        scale = (
+            heatmap.Scale(0.0, 0.5, 1.0, q) if q in SIGMOID_GATES[report.cell_type] else heatmap.Scale(-m, 0.0, m, q)
+        )
         return heatmap.Row(f"{title} · {q} from {min(vals):+.2f} to {max(vals):+.2f}", cut, scale)
 
     for s in report.selected:

@@ -353,7 +353,7 @@ def follow(
 class LiveDisplay:
     """While cells train: a live loss chart on a terminal; plain progress lines otherwise; nothing if quiet.
 
-    Implements `compare.Reporter`. Redraws are throttled (a chart takes ~20 ms, a step ~100 ms). Without
+    Implements `compare.CompareReporter`. Redraws are throttled (a chart takes ~20 ms, a step ~100 ms). Without
     `color` the chart tells the cells apart by letters.
     """
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from charlstm import resources
 from charlstm.data import download
-from charlstm.errors import CorpusError
+from charlstm.errors import CorpusError, UsageError, UserError
 
 CORPORA_DIR = resources.data_dir("corpora")
 DEFAULT_CORPUS = CORPORA_DIR / "languages.txt"
@@ -116,7 +116,7 @@ def read_bytes(path: Path) -> bytes:
 
 
 def load_corpus(path: Path, encoding: Encoding = "utf-8", vocab: Vocab | None = None) -> tuple[Vocab, np.ndarray]:
-    """Read a file into (vocab, ids). With `vocab` given, encode with it and reject unknown symbols."""
+    """Read a file into (vocab, ids) in memory. With `vocab` given, encode with it and reject unknown symbols."""
     data = read_bytes(path)
     if not data:
         raise CorpusError(f"corpus is empty: {path}", "pass a file with text in it")
@@ -124,16 +124,59 @@ def load_corpus(path: Path, encoding: Encoding = "utf-8", vocab: Vocab | None = 
         raise CorpusError(
             f"corpus looks binary (contains NUL bytes): {path}", "pass --encoding bytes to train on it anyway"
         )
+    if vocab is not None:  # a resumed run's: the file must not bring new symbols
+        ids, _ = known_ids(
+            vocab,
+            to_points(data, encoding),
+            source=str(path),
+            error=CorpusError,
+            hint="train on a corpus that has them",
+        )
+        return vocab, ids.astype(vocab.dtype)
     points = to_points(data, encoding)
     del data
-    vocab = vocab or build_vocab(points, encoding)
+    vocab = build_vocab(points, encoding)
+    return vocab, vocab.encode_points(points).astype(vocab.dtype)
+
+
+def encode_text(
+    vocab: Vocab,
+    text: str,
+    *,
+    source: str = "the text",
+    skip_unknown: bool = False,
+    error: type[UserError] = UsageError,
+    hint: str = "remove them or pass --skip-unknown",
+) -> tuple[np.ndarray, int]:
+    """`known_ids` of a string (a prompt, a text to inspect or score)."""
+    points = to_points(text.encode("utf-8"), vocab.encoding)
+    return known_ids(vocab, points, source=source, skip_unknown=skip_unknown, error=error, hint=hint)
+
+
+def known_ids(
+    vocab: Vocab,
+    points: np.ndarray,
+    *,
+    source: str = "the text",
+    skip_unknown: bool = False,
+    error: type[UserError] = UsageError,
+    hint: str = "remove them or pass --skip-unknown",
+) -> tuple[np.ndarray, int]:
+    """The int32 ids of `points` (from `to_points`) and how many symbols the vocabulary lacks.
+
+    A symbol the vocabulary lacks is an `error` naming up to ten of them, with `hint` saying how to fix it; with
+    `skip_unknown` it is dropped and counted instead. Nothing left to encode is an error either way.
+    """
     ids = vocab.encode_points(points)
-    if (ids < 0).any():
-        raise CorpusError(
-            f"{path} has symbols not in the run's vocabulary: {unknown_examples(points, ids, encoding)!r}",
-            "train on a corpus that has them",
-        )
-    return vocab, ids.astype(vocab.dtype)
+    unknown = ids < 0
+    n = int(unknown.sum())
+    if n and not skip_unknown:
+        shown = unknown_examples(points, ids, vocab.encoding)
+        noun = "character" if n == 1 else "characters"
+        raise error(f"{source} has {n:,} {noun} not in the run's vocabulary: {shown!r}", hint)
+    if n == len(ids):
+        raise error(f"no character of {source} is in the run's vocabulary", "use characters from the training text")
+    return ids[~unknown].astype(np.int32), n
 
 
 def unknown_examples(points: np.ndarray, ids: np.ndarray, encoding: Encoding, limit: int = 10) -> str:

@@ -28,7 +28,7 @@ import numpy as np
 
 from charlstm.data import corpus, download
 from charlstm.data.corpus import Encoding, Vocab
-from charlstm.data.stream_encode import CHUNK_BYTES, Progress, content_hash, encode_file, open_corpus
+from charlstm.data.stream_encode import CHUNK_BYTES, Progress, content_hash, encode_to_disk, open_corpus
 from charlstm.errors import CorpusError
 
 __all__ = [
@@ -37,9 +37,9 @@ __all__ = [
     "Progress",
     "cache_root",
     "content_hash",
-    "encode_file",
+    "encode_to_disk",
     "load",
-    "load_corpus",
+    "load_any_size",
     "min_bytes",
     "use_cache",
 ]
@@ -223,7 +223,7 @@ def _build_entry(
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     try:
         tic = time.perf_counter()
-        vocab, n = encode_file(src, tmp / "ids.bin", encoding, progress, chunk_bytes)
+        vocab, n = encode_to_disk(src, tmp / "ids.bin", encoding, progress, chunk_bytes)
         _write_json(
             tmp / "meta.json",
             {
@@ -283,10 +283,10 @@ def _under_vocab(path: Path, entry: Path, own: Vocab, ids: np.ndarray, vocab: Vo
     return np.memmap(target, dtype=dtype, mode="r", shape=(len(ids),))
 
 
-def load_corpus(
+def load_any_size(
     path: Path, encoding: Encoding = "utf-8", vocab: Vocab | None = None, progress: Progress | None = None
 ) -> tuple[Vocab, np.ndarray]:
-    """`corpus.load_corpus`, through the cache for files of at least `min_bytes()` (same results)."""
+    """`corpus.load_corpus` for a file of any size: through the cache from `min_bytes()` up (same results)."""
     if use_cache(path):
         enc = load(path, encoding, vocab, progress)
         return enc.vocab, enc.ids

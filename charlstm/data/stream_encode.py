@@ -143,7 +143,7 @@ class _Numbering:
         return ids.astype(dtype).tobytes()
 
 
-def encode_file(
+def encode_to_disk(
     src: Path, dst: Path, encoding: Encoding, progress: Progress | None = None, chunk_bytes: int = CHUNK_BYTES
 ) -> tuple[Vocab, int]:
     """Stream `src` into an id file `dst` under the corpus's own (sorted) vocabulary; returns (vocab, length).

@@ -98,7 +98,7 @@ def _candidate_nll(
     return nll.sum(axis=1).reshape(-1, n_cand)
 
 
-def evaluate(
+def accuracy_by_gap(
     params: model.Params,
     cfg: ModelConfig,
     vocab: Vocab,

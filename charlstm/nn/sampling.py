@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from charlstm.config import ModelConfig
+from charlstm.data import corpus
 from charlstm.data.corpus import Vocab
 from charlstm.errors import UsageError
 from charlstm.nn import model
@@ -126,24 +127,7 @@ def encode_prompt(vocab: Vocab, prompt: str, skip_unknown: bool = False) -> np.n
     """Prompt -> ids; characters outside the vocabulary are an error (or dropped with `skip_unknown`)."""
     if prompt == "":
         raise UsageError("the prompt is empty", "pass at least one character with --prompt, or omit --prompt")
-    ids = vocab.encode(prompt)
-    if (ids < 0).any():
-        unknown = sorted({ch for ch, i in zip(_symbols(prompt, vocab), ids) if i < 0})
-        if not skip_unknown:
-            raise UsageError(
-                f"prompt characters not in the model's vocabulary: {''.join(unknown)!r}",
-                "remove them or pass --skip-unknown",
-            )
-        ids = ids[ids >= 0]
-        if len(ids) == 0:
-            raise UsageError(
-                "no prompt character is in the model's vocabulary", "use characters from the training text"
-            )
-    return ids.astype(np.int32)
-
-
-def _symbols(prompt: str, vocab: Vocab) -> list[str]:
-    return list(prompt) if vocab.encoding == "utf-8" else [chr(b) for b in prompt.encode("utf-8")]
+    return corpus.encode_text(vocab, prompt, source="the prompt", skip_unknown=skip_unknown)[0]
 
 
 def newline_id(vocab: Vocab) -> int:

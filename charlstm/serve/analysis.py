@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from charlstm.analysis import inspection
+from charlstm.data import corpus
 from charlstm.errors import UsageError
 from charlstm.evaluation import longrange
 from charlstm.training import rundir
@@ -96,12 +97,7 @@ class Analyzer:
                 f"the text has {len(text):,} characters, more than {MAX_CHARS:,}",
                 f"send at most {MAX_CHARS:,} characters",
             )
-        ids = self.vocab.encode(text)
-        if (ids < 0).any():
-            symbols = list(text) if self.vocab.encoding == "utf-8" else [chr(b) for b in text.encode("utf-8")]
-            unknown = "".join(sorted({s for s, i in zip(symbols, ids) if i < 0}))
-            raise UsageError(f"characters not in the run's vocabulary: {unknown!r}", "remove them")
-        return ids.astype(np.int32)
+        return corpus.encode_text(self.vocab, text, hint="remove them")[0]
 
     def check_layer(self, layer: object) -> int:
         """A 1-based layer number (None: the last layer, as inspect) -> the 0-based index."""

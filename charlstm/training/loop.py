@@ -248,7 +248,7 @@ def make_eval_step(cfg: ModelConfig) -> Callable[..., tuple[jax.Array, model.Car
     return jax.jit(step)
 
 
-def evaluate(
+def validation_loss(
     params: model.Params, cfg: ModelConfig, eval_step: Callable, val: list[batches.Batch], layout: Layout | None = None
 ) -> float:
     """Mean validation loss in nats per character, state carried through the validation streams."""
@@ -328,8 +328,8 @@ def fit(
         done = step + 1
         if done % t.eval_every == 0 or done == t.steps:
             used = weights(state)
-            last_val = evaluate(used, cfg.model, eval_step, val, layout)
-            raw = evaluate(state.params, cfg.model, eval_step, val, layout) if used is not state.params else None
+            last_val = validation_loss(used, cfg.model, eval_step, val, layout)
+            raw = validation_loss(state.params, cfg.model, eval_step, val, layout) if used is not state.params else None
             emit(EvalEvent(done, last_val, used, raw))
             if early is not None:
                 early.update(done, last_val)

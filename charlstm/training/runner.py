@@ -95,7 +95,7 @@ def prepare_data(
 
     Large files go through the encoded cache and come back memory-mapped (see `encoded`).
     """
-    vocab, ids = encoded.load_corpus(corpus_path, cfg.data.encoding, vocab, progress)
+    vocab, ids = encoded.load_any_size(corpus_path, cfg.data.encoding, vocab, progress)
     tr, va = corpus.split(ids, cfg.data.val_fraction)
     corpus.check_size(len(tr), len(va), cfg.data.batch_size, cfg.data.seq_len, cfg.data.val_fraction)
     return vocab, tr, va

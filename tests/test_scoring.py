@@ -13,7 +13,7 @@ import pytest
 from charlstm import config
 from charlstm.data.corpus import Vocab
 from charlstm.errors import CorpusError
-from charlstm.evaluation import evaluate
+from charlstm.evaluation import scoring
 from charlstm.nn import model
 
 VOCAB = Vocab("utf-8", tuple(sorted(ord(c) for c in "abcde \n")))
@@ -26,7 +26,7 @@ def test_chunked_score_equals_one_pass(chunk: int) -> None:
     ids = np.random.default_rng(0).integers(0, len(VOCAB), size=53).astype(np.int32)
     logits, _ = model.apply(params, jnp.asarray(ids[:-1])[None], model.zeros_carry(cfg, 1), cfg)
     want = float(optax.softmax_cross_entropy_with_integer_labels(logits[0], jnp.asarray(ids[1:])).mean())
-    assert evaluate.score(params, cfg, ids, chunk=chunk) == pytest.approx(want, rel=1e-5)
+    assert scoring.score(params, cfg, ids, chunk=chunk) == pytest.approx(want, rel=1e-5)
 
 
 def test_unknown_characters_error_or_are_counted(tmp_path: Path) -> None:
@@ -34,8 +34,8 @@ def test_unknown_characters_error_or_are_counted(tmp_path: Path) -> None:
     params = model.init_params(cfg, len(VOCAB), jax.random.PRNGKey(0))
     f = tmp_path / "t.txt"
     f.write_text("abc xyz dea\n", encoding="utf-8")
-    with pytest.raises(CorpusError, match="3 characters the model never saw"):
-        evaluate.evaluate_file(params, cfg, VOCAB, f)
-    res = evaluate.evaluate_file(params, cfg, VOCAB, f, skip_unknown=True)
+    with pytest.raises(CorpusError, match="3 characters not in the run's vocabulary"):
+        scoring.score_file(params, cfg, VOCAB, f)
+    res = scoring.score_file(params, cfg, VOCAB, f, skip_unknown=True)
     assert res.unknown_skipped == 3 and res.chars_scored == len("abc  dea\n") - 1
     assert res.bits_per_char == pytest.approx(res.nats_per_char / np.log(2))

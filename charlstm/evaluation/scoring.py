@@ -34,28 +34,6 @@ class EvalResult:
         return math.exp(self.nats_per_char)
 
 
-def encode_file(path: Path, vocab: Vocab, skip_unknown: bool) -> tuple[np.ndarray, int]:
-    """Ids of a file under a run's vocabulary; unknown symbols are an error or (skip_unknown) dropped and counted."""
-    return encode_data(corpus.read_bytes(path), vocab, skip_unknown, str(path))
-
-
-def encode_data(data: bytes, vocab: Vocab, skip_unknown: bool, source: str = "the text") -> tuple[np.ndarray, int]:
-    """`encode_file` for bytes already read (`source` names them in errors)."""
-    points = corpus.to_points(data, vocab.encoding)
-    ids = vocab.encode_points(points)
-    unknown = int((ids < 0).sum())
-    if unknown and not skip_unknown:
-        shown = corpus.unknown_examples(points, ids, vocab.encoding)
-        raise CorpusError(
-            f"{source} has {unknown:,} characters the model never saw, e.g. {shown!r}",
-            "pass --skip-unknown to drop and count them",
-        )
-    ids = ids[ids >= 0]
-    if len(ids) < 2:
-        raise CorpusError(f"{source} has fewer than 2 scorable characters", "pass a longer text")
-    return ids.astype(np.int32), unknown
-
-
 def score(params: model.Params, cfg: ModelConfig, ids: np.ndarray, chunk: int = 1024) -> float:
     """Mean next-character loss (nats) over `ids` as one stream (batch 1), in chunks with the state carried.
 
@@ -83,9 +61,41 @@ def score(params: model.Params, cfg: ModelConfig, ids: np.ndarray, chunk: int = 
     return float(total) / n
 
 
-def evaluate_file(
+def score_file(
     params: model.Params, cfg: ModelConfig, vocab: Vocab, path: Path, skip_unknown: bool = False, chunk: int = 1024
 ) -> EvalResult:
     """Score a text file with a trained model."""
-    ids, unknown = encode_file(path, vocab, skip_unknown)
+    return score_points(
+        params, cfg, vocab, corpus.to_points(corpus.read_bytes(path), vocab.encoding), str(path), skip_unknown, chunk
+    )
+
+
+def score_text(
+    params: model.Params, cfg: ModelConfig, vocab: Vocab, text: str, skip_unknown: bool = False, chunk: int = 1024
+) -> EvalResult:
+    """Score a string with a trained model."""
+    points = corpus.to_points(text.encode("utf-8"), vocab.encoding)
+    return score_points(params, cfg, vocab, points, "the text", skip_unknown, chunk)
+
+
+def score_points(
+    params: model.Params,
+    cfg: ModelConfig,
+    vocab: Vocab,
+    points: np.ndarray,
+    source: str,
+    skip_unknown: bool = False,
+    chunk: int = 1024,
+) -> EvalResult:
+    """Score symbols (`corpus.to_points`); unknown ones are a CorpusError, or dropped and counted (`skip_unknown`)."""
+    ids, unknown = corpus.known_ids(
+        vocab,
+        points,
+        source=source,
+        skip_unknown=skip_unknown,
+        error=CorpusError,
+        hint="pass --skip-unknown to drop and count them",
+    )
+    if len(ids) < 2:
+        raise CorpusError(f"{source} has fewer than 2 scorable characters", "pass a longer text")
     return EvalResult(score(params, cfg, ids, chunk), len(ids) - 1, unknown)
