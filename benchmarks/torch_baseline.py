@@ -23,7 +23,7 @@ from torch import nn
 
 from charlstm import config
 from charlstm.data import batches, corpus
-from charlstm.training import loop as training
+from charlstm.training import loop
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 
@@ -86,7 +86,7 @@ def main() -> None:
     vocab, ids = corpus.load_corpus(CORPUS)
     tr, va = corpus.split(ids, cfg.data.val_fraction)
     val = batches.eval_batches(va, cfg.data.batch_size, cfg.data.seq_len, cfg.train.eval_batches)
-    eval_step = training.make_eval_step(cfg.model)
+    eval_step = loop.make_eval_step(cfg.model)
     net = Net(len(vocab), args.embed, args.hidden, args.layers)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     wanted = {int(s) for s in args.eval.split(",")}
@@ -104,7 +104,7 @@ def main() -> None:
         opt.step()
         train_s += time.perf_counter() - t0
         if step + 1 in wanted:
-            val_loss = training.validation_loss(to_charlstm(net), cfg.model, eval_step, val)
+            val_loss = loop.validation_loss(to_charlstm(net), cfg.model, eval_step, val)
             row = {
                 "step": step + 1,
                 "train_loss": round(loss.item(), 4),

@@ -13,8 +13,7 @@ import pytest
 
 from charlstm import config
 from charlstm.errors import RunError
-from charlstm.training import checkpoint, rundir, runner
-from charlstm.training import loop as training
+from charlstm.training import checkpoint, loop, rundir, runner
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "languages.txt"
 TINY = ["train.steps=24", "train.eval_every=8", "checkpoint.every=8", "checkpoint.keep=2", "train.sample_length=0"]
@@ -24,7 +23,7 @@ class Silent:
     """A reporter that records events and can send itself a signal at a chosen step."""
 
     def __init__(self, interrupt_at: int | None = None, signum: int = signal.SIGINT) -> None:
-        self.events: list[training.Event] = []
+        self.events: list[loop.Event] = []
         self.messages: list[str] = []
         self.interrupt_at, self.signum = interrupt_at, signum
 
@@ -35,9 +34,9 @@ class Silent:
     def message(self, text: str) -> None:
         self.messages.append(text)
 
-    def event(self, ev: training.Event) -> None:
+    def event(self, ev: loop.Event) -> None:
         self.events.append(ev)
-        if isinstance(ev, training.StepEvent) and ev.step == self.interrupt_at:
+        if isinstance(ev, loop.StepEvent) and ev.step == self.interrupt_at:
             os.kill(os.getpid(), self.signum)
 
 

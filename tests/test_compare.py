@@ -247,13 +247,13 @@ def test_divergence_is_reported_and_measured_at_the_last_evaluation(
     parameters instead of failing."""
 
     def exploding_fit(cfg, state, tr, va, *, emit, **kw):
-        emit(compare.training.StepEvent(1, 3.0, 1e3, 1e-3, 1e5, skipped=False))
-        emit(compare.training.EvalEvent(1, 3.0, state.params))
-        raise compare.training.NonFiniteError(
+        emit(compare.loop.StepEvent(1, 3.0, 1e3, 1e-3, 1e5, skipped=False))
+        emit(compare.loop.EvalEvent(1, 3.0, state.params))
+        raise compare.loop.NonFiniteError(
             "10 consecutive steps had a non-finite loss or gradient (last at step 11)"
         )
 
-    monkeypatch.setattr(compare.training, "fit", exploding_fit)
+    monkeypatch.setattr(compare.loop, "fit", exploding_fit)
     messages: list[str] = []
     reporter = compare.NullReporter()
     reporter.message = messages.append  # type: ignore[method-assign]

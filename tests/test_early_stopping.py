@@ -1,7 +1,7 @@
 """Early stopping (`train.patience`): a run stops after that many evaluations without a better validation loss,
 keeps its best checkpoint, says so in its summary and its metrics, and a resumed run counts on from its history.
 
-The validation losses are scripted (training.validation_loss is replaced), so when the run stops does not depend on
+The validation losses are scripted (loop.validation_loss is replaced), so when the run stops does not depend on
 how well a tiny model happens to learn."""
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import pytest
 import charlstm
 from charlstm.analysis import runs
 from charlstm.errors import RunError
-from charlstm.training import checkpoint, rundir
-from charlstm.training import loop as training
+from charlstm.training import checkpoint, loop, rundir
 
 # Evaluations every 2 steps: the best is the 2nd (step 4), then two worse ones stop a run with patience 2.
 SCRIPTED = [3.0, 2.5, 2.6, 2.7, 2.8, 2.3, 2.2, 2.1, 2.0, 1.9]
@@ -33,18 +32,18 @@ OVERRIDES = {
 @pytest.fixture
 def scripted_val(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     losses = iter(SCRIPTED)
-    monkeypatch.setattr(training, "validation_loss", lambda *args, **kwargs: next(losses))
+    monkeypatch.setattr(loop, "validation_loss", lambda *args, **kwargs: next(losses))
     yield
 
 
 def test_history_counts_evaluations_since_the_best() -> None:
-    early = training.EarlyStopping.from_history(2, [(2, 3.0), (4, 2.5), (6, 2.6)])
+    early = loop.EarlyStopping.from_history(2, [(2, 3.0), (4, 2.5), (6, 2.6)])
     assert (early.best, early.best_step, early.bad_evals, early.triggered) == (2.5, 4, 1, False)
     early.update(8, float("nan"))  # no improvement
     assert early.triggered
     early.update(10, 2.0)
     assert not early.triggered and early.best_step == 10
-    assert not training.EarlyStopping.from_history(0, [(2, 1.0), (4, 2.0), (6, 3.0)]).triggered  # 0: off
+    assert not loop.EarlyStopping.from_history(0, [(2, 1.0), (4, 2.0), (6, 3.0)]).triggered  # 0: off
 
 
 def test_patience_stops_keeps_the_best_and_resumes(tmp_path: Path, scripted_val: None) -> None:

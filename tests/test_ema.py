@@ -13,8 +13,7 @@ import pytest
 from charlstm import config
 from charlstm.data import batches
 from charlstm.errors import RunError
-from charlstm.training import checkpoint, rundir, runner
-from charlstm.training import loop as training
+from charlstm.training import checkpoint, loop, rundir, runner
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "languages.txt"
 TINY = [
@@ -32,7 +31,7 @@ class Quiet:
     def sample(self, step: int, text: str) -> None: ...
     def stop(self) -> None: ...
     def message(self, text: str) -> None: ...
-    def event(self, ev: training.Event) -> None: ...
+    def event(self, ev: loop.Event) -> None: ...
 
 
 def _cfg(*extra: str) -> config.Config:
@@ -43,7 +42,7 @@ def test_average_matches_a_numpy_running_average() -> None:
     decay = 0.9
     rng = np.random.default_rng(0)
     p = {"w": rng.normal(size=(3, 2)).astype(np.float32), "b": rng.normal(size=2).astype(np.float32)}
-    tx = training.average_params(decay)
+    tx = loop.average_params(decay)
     state = tx.init(jax.tree_util.tree_map(jnp.asarray, p))
     ref = {k: v.copy() for k, v in p.items()}
     cur = {k: v.copy() for k, v in p.items()}
@@ -62,11 +61,11 @@ def test_average_matches_a_numpy_running_average() -> None:
 def test_off_by_default_and_optimizer_unchanged_without_it() -> None:
     cfg = config.load("tiny", ["train.steps=4"])
     assert cfg.optim.ema == 0.0
-    state = training.init_state(cfg, 5)
-    assert training.weights(state) is state.params
+    state = loop.init_state(cfg, 5)
+    assert loop.weights(state) is state.params
     assert not any(
-        isinstance(n, training.AverageState)
-        for n in jax.tree_util.tree_leaves(state.opt_state, is_leaf=lambda n: isinstance(n, training.AverageState))
+        isinstance(n, loop.AverageState)
+        for n in jax.tree_util.tree_leaves(state.opt_state, is_leaf=lambda n: isinstance(n, loop.AverageState))
     )
 
 
@@ -94,11 +93,9 @@ def test_training_evaluates_the_average_and_checkpoints_it(ema_run: tuple[rundir
     cfg = restored.config
     _, _, va = runner.prepare_data(cfg, CORPUS, restored.vocab)
     val = batches.eval_batches(va, cfg.data.batch_size, cfg.data.seq_len, cfg.train.eval_batches)
-    eval_step = training.make_eval_step(cfg.model)
-    assert training.validation_loss(avg, cfg.model, eval_step, val) == pytest.approx(evals[-1]["val_loss"], rel=1e-6)
-    assert training.validation_loss(raw, cfg.model, eval_step, val) == pytest.approx(
-        evals[-1]["raw_val_loss"], rel=1e-6
-    )
+    eval_step = loop.make_eval_step(cfg.model)
+    assert loop.validation_loss(avg, cfg.model, eval_step, val) == pytest.approx(evals[-1]["val_loss"], rel=1e-6)
+    assert loop.validation_loss(raw, cfg.model, eval_step, val) == pytest.approx(evals[-1]["raw_val_loss"], rel=1e-6)
     assert summary.final_val_loss == evals[-1]["val_loss"]
 
 
@@ -124,13 +121,13 @@ def test_turning_the_average_on_or_off_for_a_saved_run_is_a_clear_error(
 
 def test_non_finite_steps_leave_the_average_alone() -> None:
     cfg = _cfg()
-    state = training.init_state(cfg, 7)
-    step = training.make_train_step(cfg)
+    state = loop.init_state(cfg, 7)
+    step = loop.make_train_step(cfg)
     x = jnp.zeros((cfg.data.batch_size, cfg.data.seq_len), jnp.int32)
     state, _ = step(state, x, x, jnp.zeros(len(x), bool))
-    before = jax.tree_util.tree_map(np.asarray, training.weights(state))
+    before = jax.tree_util.tree_map(np.asarray, loop.weights(state))
     poisoned = state._replace(params=jax.tree_util.tree_map(lambda p: p * jnp.nan, state.params))
     after, m = step(poisoned, x, x, jnp.zeros(len(x), bool))
     assert not bool(m["ok"])
-    for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(training.weights(after))):
+    for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(loop.weights(after))):
         np.testing.assert_array_equal(a, np.asarray(b))

@@ -17,8 +17,7 @@ import pytest
 
 from charlstm import config
 from charlstm.errors import RunError
-from charlstm.training import checkpoint, rundir, runner
-from charlstm.training import loop as training
+from charlstm.training import checkpoint, loop, rundir, runner
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "languages.txt"
 LONG = [
@@ -126,7 +125,7 @@ def test_kill_9_repeatedly_then_resume_equals_uninterrupted(tmp_path: Path) -> N
 
 class _Quiet:
     def start(self, info: dict) -> None: ...
-    def event(self, ev: training.Event) -> None: ...
+    def event(self, ev: loop.Event) -> None: ...
     def sample(self, step: int, text: str) -> None: ...
     def message(self, text: str) -> None: ...
     def stop(self) -> None: ...
@@ -141,17 +140,17 @@ def test_non_finite_steps_are_skipped_then_training_stops(tmp_path: Path, monkey
     before = checkpoint.restore(run)
     assert before.step == 10
 
-    healthy = training.loss_fn
+    healthy = loop.loss_fn
 
     def poisoned(*args, **kwargs):  # type: ignore[no-untyped-def]
         loss, carry = healthy(*args, **kwargs)
         return loss * jnp.nan, carry
 
-    monkeypatch.setattr(training, "loss_fn", poisoned)
-    events: list[training.Event] = []
+    monkeypatch.setattr(loop, "loss_fn", poisoned)
+    events: list[loop.Event] = []
 
     class Record(_Quiet):
-        def event(self, ev: training.Event) -> None:
+        def event(self, ev: loop.Event) -> None:
             events.append(ev)
 
     longer = config.load(run.config_file, ["train.steps=20"])
@@ -167,13 +166,13 @@ def test_non_finite_steps_are_skipped_then_training_stops(tmp_path: Path, monkey
 
 def test_skipped_step_leaves_params_and_optimizer_state_unchanged() -> None:
     cfg = config.load("tiny", ["data.batch_size=2", "data.seq_len=4"])
-    state = training.init_state(cfg, 5)
+    state = loop.init_state(cfg, 5)
     # One NaN weight makes the loss and every gradient non-finite.
     head = {**state.params["head"], "W": state.params["head"]["W"].at[0, 0].set(jnp.nan)}
     bad = state._replace(params={**state.params, "head": head})
     before = [np.asarray(a).copy() for a in jax.tree_util.tree_leaves((bad.params, bad.opt_state))]
     x = np.zeros((2, 4), np.int32)
-    new, m = training.make_train_step(cfg)(bad, x, x, jnp.ones(len(x), bool))
+    new, m = loop.make_train_step(cfg)(bad, x, x, jnp.ones(len(x), bool))
     assert not bool(m["ok"]) and int(new.step) == 1
     after = jax.tree_util.tree_leaves((new.params, new.opt_state))
     for a, b in zip(before, after):

@@ -17,8 +17,7 @@ from charlstm import api, config
 from charlstm.data.corpus import Vocab
 from charlstm.errors import CorpusError, UsageError
 from charlstm.nn import model
-from charlstm.training import finetune, rundir
-from charlstm.training import loop as training
+from charlstm.training import finetune, loop, rundir
 
 # The source run's hidden size differs from tiny.yaml's, to show the model section comes from the run.
 SOURCE = {
@@ -87,7 +86,7 @@ def test_extended_rows_are_the_old_ones_or_fresh(embed: int, tie: bool) -> None:
     old = Vocab("utf-8", tuple(ord(c) for c in "\n ab"))
     new = Vocab("utf-8", tuple(ord(c) for c in "\n !ab\u00e9"))  # "!" sorts between " " and "a": ids move
     trained = jax.device_get(model.init_params(cfg.model, len(old), jax.random.PRNGKey(7)))
-    fresh = jax.device_get(training.initial_params(cfg, len(new)))
+    fresh = jax.device_get(loop.initial_params(cfg, len(new)))
     out = finetune._extend(trained, old, new, fresh, cfg)
     assert jax.tree_util.tree_structure(out) == jax.tree_util.tree_structure(fresh)
     tables = [("head.b", lambda p: p["head"]["b"], 0)]  # (name, getter, vocabulary axis)

@@ -12,7 +12,7 @@ import reference as ref
 from charlstm import config
 from charlstm.errors import ConfigError, UserError
 from charlstm.nn import cells, export, layers, model
-from charlstm.training import loop as training
+from charlstm.training import loop
 
 T, B, H, N_IN = 6, 3, 4, 5
 
@@ -169,9 +169,7 @@ def test_weight_drop_zeroes_recurrent_weights_in_training_only(layer_norm: bool)
     )
 
     def grads(c: config.Config) -> list[np.ndarray]:
-        g = jax.grad(lambda q: training.loss_fn(q, x, x, carry, c.model, train=True, key=jax.random.PRNGKey(4))[0])(
-            params
-        )
+        g = jax.grad(lambda q: loop.loss_fn(q, x, x, carry, c.model, train=True, key=jax.random.PRNGKey(4))[0])(params)
         return [np.asarray(layer["W_hh"]) for layer in g["layers"]]
 
     for g_drop, g_plain in zip(grads(cfg), grads(plain_cfg)):
@@ -207,11 +205,11 @@ def test_dropout_ramp_scales_every_rate_from_zero() -> None:
     assert not np.allclose(apply(cfg, train=True, key=key, dropout_scale=0.5), apply(cfg, train=True, key=key))
 
     # In the training loop the ramp follows the optimizer step: step 0 trains the undropped network.
-    state = training.init_state(cfg, 7)
-    clean = training.loss_fn(state.params, x, x, state.carry, cfg.model, train=False, key=None)[0]
-    _, metrics = training.make_train_step(cfg)(state, x, x, jnp.ones(len(x), bool))  # donates `state`
+    state = loop.init_state(cfg, 7)
+    clean = loop.loss_fn(state.params, x, x, state.carry, cfg.model, train=False, key=None)[0]
+    _, metrics = loop.make_train_step(cfg)(state, x, x, jnp.ones(len(x), bool))  # donates `state`
     np.testing.assert_allclose(float(metrics["loss"]), float(clean), rtol=1e-6)
-    _, metrics = training.make_train_step(half)(training.init_state(half, 7), x, x, jnp.ones(len(x), bool))
+    _, metrics = loop.make_train_step(half)(loop.init_state(half, 7), x, x, jnp.ones(len(x), bool))
     assert abs(float(metrics["loss"]) - float(clean)) > 1e-4  # without a ramp step 0 is dropped
 
 
@@ -269,7 +267,7 @@ def test_tied_head_reads_the_embedding_and_trains_it_through_both_paths() -> Non
     x = jnp.asarray(np.random.default_rng(4).integers(0, 3, (4, 6)))  # ids 3..6 never read as inputs
     y = jnp.full((4, 6), 5)
     grads = jax.grad(
-        lambda q: training.loss_fn(q, x, y, model.zeros_carry(cfg.model, 4), cfg.model, train=False, key=None)[0]
+        lambda q: loop.loss_fn(q, x, y, model.zeros_carry(cfg.model, 4), cfg.model, train=False, key=None)[0]
     )(params)
     g = np.asarray(grads["embed"])
     assert np.abs(g[5]).max() > 0  # only the head reaches row 5 (a target, never an input)
@@ -279,8 +277,8 @@ def test_tied_head_reads_the_embedding_and_trains_it_through_both_paths() -> Non
 
 def test_layer_norm_model_trains_and_refuses_torch_export() -> None:
     cfg = _cfg("model.layer_norm=true", "optim.lr=0.02")
-    state = training.init_state(cfg, 7)
-    step = training.make_train_step(cfg)
+    state = loop.init_state(cfg, 7)
+    step = loop.make_train_step(cfg)
     x = jnp.asarray(np.random.default_rng(5).integers(0, 7, (4, 6)))
     losses = []
     for _ in range(cfg.train.steps):

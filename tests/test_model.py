@@ -10,12 +10,12 @@ import reference as ref
 
 from charlstm.config import ModelConfig
 from charlstm.nn import cells, model
-from charlstm.training import loop as training
+from charlstm.training import loop
 
 CELLS = ("lstm", "gru", "rnn")
 B, T, H, V = 3, 6, 5, 7
 ATOL = 1e-5
-# Jitted as in training (training.make_train_step / make_eval_step); eager `lax.scan` would recompile every call.
+# Jitted as in training (loop.make_train_step / make_eval_step); eager `lax.scan` would recompile every call.
 apply = jax.jit(model.apply, static_argnames=("cfg", "train"))
 apply_recording = jax.jit(model.apply_recording, static_argnames=("cfg", "record"))
 
@@ -217,7 +217,7 @@ def test_loss_fn_value_and_gradient_match_reference_finite_differences(cell: str
     with jax.enable_x64(True):
 
         def f(p):
-            return training.loss_fn(p, jnp.asarray(ids), jnp.asarray(targets), c64, cfg, train=False, key=None)[0]
+            return loop.loss_fn(p, jnp.asarray(ids), jnp.asarray(targets), c64, cfg, train=False, key=None)[0]
 
         loss, grads = jax.value_and_grad(f)(jax.tree_util.tree_map(jnp.asarray, p64))
         grads = jax.tree_util.tree_map(np.asarray, grads)
@@ -260,7 +260,7 @@ def test_loss_fn_is_mean_cross_entropy_in_nats() -> None:
     cfg, params = make("gru", seed=19)
     ids, targets = random_ids(20), random_ids(21)
     carry = model.zeros_carry(cfg, B)
-    loss, final = training.loss_fn(params, jnp.asarray(ids), jnp.asarray(targets), carry, cfg, train=False, key=None)
+    loss, final = loop.loss_fn(params, jnp.asarray(ids), jnp.asarray(targets), carry, cfg, train=False, key=None)
     ref_logits, ref_final, _ = reference(params, cfg, ids)
     assert float(loss) == pytest.approx(ref.cross_entropy(ref_logits, targets), abs=1e-5)
     assert_model_carry_close(final, ref_final)

@@ -24,8 +24,7 @@ from charlstm.data import batches
 from charlstm.data.corpus import Vocab
 from charlstm.evaluation import longrange, scoring
 from charlstm.nn import model, sampling
-from charlstm.training import checkpoint, rundir
-from charlstm.training import loop as training
+from charlstm.training import checkpoint, loop, rundir
 
 B, T, H, V = 3, 7, 6, 5
 VOCAB = Vocab(encoding="utf-8", symbols=tuple(ord(c) for c in "\nabcd"))
@@ -105,8 +104,8 @@ def loss_no_reset(p: model.Params, cfg: ModelConfig, x: jax.Array, y: jax.Array,
 
 def test_train_step_moves_the_start_state_only_when_streams_restart() -> None:
     cfg = config.load("tiny", ["model.hidden=8", "data.batch_size=4", "data.seq_len=6", "optim.warmup_steps=0"])
-    state = training.init_state(cfg, V)
-    step = training.make_train_step(cfg)
+    state = loop.init_state(cfg, V)
+    step = loop.make_train_step(cfg)
     ids = jnp.asarray(_ids(batch=4, length=7))
     x, y = ids[:, :-1], ids[:, 1:]
     before = np.asarray(state.params["start"][0]["h"])
@@ -127,7 +126,7 @@ def test_every_reader_starts_from_the_start_state() -> None:
     assert scoring.score(params, cfg, ids, chunk=16) == pytest.approx(want, rel=1e-5)
     # validation during training
     val = batches.eval_batches(ids, 1, len(ids) - 1, 1)
-    assert training.validation_loss(params, cfg, training.make_eval_step(cfg), val) == pytest.approx(want, rel=1e-5)
+    assert loop.validation_loss(params, cfg, loop.make_eval_step(cfg), val) == pytest.approx(want, rel=1e-5)
     # inspect: the recorded h equals a run from the start state
     (traces,) = inspection.record_traces(params, cfg, ids, ["h"])
     _, _, rec = model.apply_recording(params, jnp.asarray(ids[None]), model.start_carry(params, cfg, 1), cfg, ("h",))

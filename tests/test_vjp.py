@@ -15,7 +15,7 @@ import pytest
 
 from charlstm.config import Config, ModelConfig
 from charlstm.nn import cells, layers, model
-from charlstm.training import loop as training
+from charlstm.training import loop
 
 CELLS = ("lstm", "gru", "rnn")
 T, B, H = 7, 3, 5
@@ -141,7 +141,7 @@ def test_train_step_gradient_uses_fused_layer_and_matches_plain(cell: str, monke
         monkeypatch.setattr(layers, "fused_layer", layer)
 
         def loss(p):
-            return training.loss_fn(p, ids[:, :-1], ids[:, 1:], carry, cfg, train=False, key=None)[0]
+            return loop.loss_fn(p, ids[:, :-1], ids[:, 1:], carry, cfg, train=False, key=None)[0]
 
         return jax.grad(loss)(params)
 
@@ -158,9 +158,9 @@ def test_bfloat16_config_trains_one_step() -> None:
     cfg = Config.model_validate(
         {"model": {"hidden": 8, "layers": 2, "compute_dtype": "bfloat16"}, "data": {"seq_len": 6, "batch_size": 2}}
     )
-    state = training.init_state(cfg, 9)
+    state = loop.init_state(cfg, 9)
     ids = np.random.default_rng(0).integers(0, 9, (2, 7)).astype(np.int32)
-    state, m = training.make_train_step(cfg)(state, ids[:, :-1], ids[:, 1:], jnp.zeros(len(ids), bool))
+    state, m = loop.make_train_step(cfg)(state, ids[:, :-1], ids[:, 1:], jnp.zeros(len(ids), bool))
     assert bool(m["ok"]) and np.isfinite(float(m["loss"]))
     assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves(state.params))  # fp32 master weights
 

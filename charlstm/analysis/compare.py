@@ -1,6 +1,6 @@
 """`charlstm compare-rnn`: train an RNN, an LSTM (and a GRU) on the same data and measure why the LSTM wins.
 
-Every cell is trained in-process by `training.fit` with the same seed, batches and step budget, one after the
+Every cell is trained in-process by `loop.fit` with the same seed, batches and step budget, one after the
 other, reporting through one events callback. For each cell the run collects the loss and gradient-norm
 curves, the language-word accuracy by gap (`longrange`, on the validation split of an annotated corpus) and
 the gradient-distance profile (`gradflow`) at initialisation and after training.
@@ -32,8 +32,7 @@ from charlstm.data import batches, corpus, langcorpus
 from charlstm.errors import UsageError
 from charlstm.evaluation import longrange, promptcheck
 from charlstm.nn import cells, model, sampling
-from charlstm.training import loop as training
-from charlstm.training import runner
+from charlstm.training import loop, runner
 
 DEFAULT_CELLS: tuple[str, ...] = ("rnn", "lstm")
 GRAD_DISTANCE = 200  # K: how many steps back the gradient-distance profile reaches (covers the 200+ gap bucket)
@@ -46,7 +45,7 @@ MIN_ACCURACY_GAIN = 0.05
 
 
 @dataclass
-class Plateau(training.EarlyStopping):
+class Plateau(loop.EarlyStopping):
     """compare-rnn's stop: `patience` evaluations in a row with no real gain in the validation loss (by
     MIN_LOSS_GAIN of the best) nor in the long-range accuracy (by MIN_ACCURACY_GAIN). Every cell trains until
     it stops improving, capped at train.steps: a cell that learns slowly is not cut short, and one that has
@@ -131,7 +130,7 @@ class CompareReporter(Protocol):
     """What `run` tells its display: the plan, every training event with all curves so far, messages."""
 
     def start(self, plan: list[CellSpec], steps: int) -> None: ...
-    def event(self, cell: str, ev: training.Event, curves: Mapping[str, Curves]) -> None: ...
+    def event(self, cell: str, ev: loop.Event, curves: Mapping[str, Curves]) -> None: ...
     def message(self, text: str) -> None: ...
     def stop(self) -> None: ...
 
@@ -140,7 +139,7 @@ class NullReporter:
     """Reports nothing (tests, --quiet)."""
 
     def start(self, plan: list[CellSpec], steps: int) -> None: ...
-    def event(self, cell: str, ev: training.Event, curves: Mapping[str, Curves]) -> None: ...
+    def event(self, cell: str, ev: loop.Event, curves: Mapping[str, Curves]) -> None: ...
     def message(self, text: str) -> None: ...
     def stop(self) -> None: ...
 
@@ -355,7 +354,7 @@ def _train_cell(
     longrange_records: int,
     pairs: list[tuple[str, str]] | None = None,
 ) -> CellResult:
-    state = training.init_state(ccfg, len(vocab))
+    state = loop.init_state(ccfg, len(vocab))
     # Measured before fit: its jitted step donates the state's buffers.
     grad_init = gradflow.model_profile(state.params, ccfg.model, gx, gy)
     cur = curves[spec.cell] = Curves()
@@ -363,8 +362,8 @@ def _train_cell(
     last_longrange: list[list[longrange.BucketResult] | None] = [None]
     plateau = Plateau(ccfg.train.patience)
 
-    def emit(ev: training.Event) -> None:
-        if isinstance(ev, training.StepEvent):
+    def emit(ev: loop.Event) -> None:
+        if isinstance(ev, loop.StepEvent):
             cur.steps.append(ev.step)
             cur.loss.append(ev.loss)
             cur.grad_norm.append(ev.grad_norm)
@@ -381,7 +380,7 @@ def _train_cell(
     diverged = None
     tic = time.perf_counter()
     try:
-        params: model.Params | None = training.fit(
+        params: model.Params | None = loop.fit(
             ccfg,
             state,
             tr,
@@ -390,7 +389,7 @@ def _train_cell(
             newline=sampling.newline_id(vocab),
             early=plateau if plateau.patience else None,
         ).params
-    except training.NonFiniteError as err:
+    except loop.NonFiniteError as err:
         diverged = str(err)
         reporter.message(f"{spec.cell}: {err}; measuring the last evaluated parameters")
         params = last_params[0] if last_params else None

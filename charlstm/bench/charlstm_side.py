@@ -12,7 +12,7 @@ import numpy as np
 from charlstm.bench import probes
 from charlstm.config import Config
 from charlstm.nn import sampling
-from charlstm.training import loop as training
+from charlstm.training import loop
 
 SAMPLE_B1_CHARS = 512  # characters generated per round at batch 1 (one compiled chunk of 512)
 SAMPLE_B64_CHARS = 256  # characters per stream per round at batch 64
@@ -31,9 +31,9 @@ class CharlstmSide:
     def __init__(self, cfg: Config, vocab_size: int) -> None:
         self.cfg = cfg
         ids, self.x, self.y, self.reset = step_inputs(cfg, vocab_size)
-        self.state = training.init_state(cfg, vocab_size)
+        self.state = loop.init_state(cfg, vocab_size)
         self.params0 = jax.tree_util.tree_map(jnp.copy, self.state.params)  # the train step donates the state
-        self.step = training.make_train_step(cfg).lower(self.state, self.x, self.y, self.reset).compile()
+        self.step = loop.make_train_step(cfg).lower(self.state, self.x, self.y, self.reset).compile()
         mem = self.step.memory_analysis()
         self.temp_mb = float(getattr(mem, "temp_size_in_bytes", 0) or 0) / 2**20
         self.first_loss = self.train(1)[1]

@@ -24,7 +24,7 @@ from charlstm import config as config_lib
 from charlstm.bench.charlstm_side import SAMPLE_B1_CHARS, step_inputs
 from charlstm.config import Config
 from charlstm.nn import model, sampling
-from charlstm.training import loop as training
+from charlstm.training import loop
 
 # What a fresh process runs: the clock starts before anything is imported.
 PROBE_CODE = "import time; t0 = time.perf_counter(); from charlstm.bench import startup; startup.startup_probe(t0)"
@@ -50,9 +50,9 @@ def startup_probe(t0: float) -> None:
     np.asarray(next(sampling.generate(params, cfg.model, np.zeros(1, np.int32), opts)))
     first_char_s = time.perf_counter() - t0
     _, x, y, reset = step_inputs(cfg, vocab_size)
-    state = training.init_state(cfg, vocab_size)
+    state = loop.init_state(cfg, vocab_size)
     tic, cpu = time.perf_counter(), time.process_time()
-    training.make_train_step(cfg).lower(state, x, y, reset).compile()
+    loop.make_train_step(cfg).lower(state, x, y, reset).compile()
     print(json.dumps(dataclasses.asdict(Startup(first_char_s, time.perf_counter() - tic, time.process_time() - cpu))))
 
 

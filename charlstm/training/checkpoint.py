@@ -23,8 +23,7 @@ from charlstm.config import Config
 from charlstm.data.corpus import Vocab
 from charlstm.errors import RunError
 from charlstm.nn import model
-from charlstm.training import loop as training
-from charlstm.training import rundir
+from charlstm.training import loop, rundir
 from charlstm.training.distributed import Layout
 from charlstm.training.rundir import RunDir
 
@@ -60,7 +59,7 @@ def _abstract_state(cfg: Config, vocab_size: int, layout: Layout | None = None) 
     saved from 4 devices restores onto 1 and vice versa. Without a layout, everything goes to this process's
     first device (the reading commands: sample, eval, export, inspect).
     """
-    shapes = jax.eval_shape(lambda: training.init_state(cfg, vocab_size))
+    shapes = jax.eval_shape(lambda: loop.init_state(cfg, vocab_size))
     if layout is None:
         one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one), shapes)
@@ -68,7 +67,7 @@ def _abstract_state(cfg: Config, vocab_size: int, layout: Layout | None = None) 
     def attach(sharding: Any, subtree: Any) -> Any:
         return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), subtree)
 
-    return jax.tree_util.tree_map(attach, training.state_shardings(layout), shapes)
+    return jax.tree_util.tree_map(attach, loop.state_shardings(layout), shapes)
 
 
 class Checkpointer:
@@ -81,7 +80,7 @@ class Checkpointer:
         except OSError as err:
             raise RunError(f"cannot create {run.checkpoints}: {err}", "check permissions and free space") from None
 
-    def save(self, state: training.TrainState, val_loss: float | None) -> None:
+    def save(self, state: loop.TrainState, val_loss: float | None) -> None:
         """Start saving `state` (async); a no-op if this step is already saved."""
         step = int(state.step)
         if step in self.manager.all_steps():
@@ -118,14 +117,14 @@ class Checkpointer:
 class Restored:
     config: Config
     vocab: Vocab
-    state: training.TrainState
+    state: loop.TrainState
     step: int
     val_loss: float | None
 
     @property
     def params(self) -> model.Params:
         """The parameters to use: the weight average when the run kept one (optim.ema), else the raw ones."""
-        return training.weights(self.state)
+        return loop.weights(self.state)
 
 
 def steps(run: RunDir) -> list[int]:
@@ -194,7 +193,7 @@ def restore(
                 )
                 warn(f"checkpoint {step} of {run.path} is damaged ({err.__class__.__name__}); {more}")
                 continue
-            return Restored(cfg, vocab, training.TrainState(**restored), step, meta.get("val_loss"))
+            return Restored(cfg, vocab, loop.TrainState(**restored), step, meta.get("val_loss"))
     finally:
         mngr.close()
     raise RunError(

@@ -20,8 +20,7 @@ from charlstm.config import Config
 from charlstm.data.corpus import Vocab
 from charlstm.errors import CorpusError
 from charlstm.nn import model
-from charlstm.training import checkpoint
-from charlstm.training import loop as training
+from charlstm.training import checkpoint, loop
 from charlstm.training.rundir import RunDir
 
 
@@ -75,7 +74,7 @@ def load(init: Init, cfg: Config, vocab: Vocab) -> Source:
     restored = checkpoint.restore(init.run, int(init.which) if init.which.isdigit() else init.which)
     params = jax.device_get(restored.params)
     if restored.vocab != vocab:
-        params = _extend(params, restored.vocab, vocab, jax.device_get(training.initial_params(cfg, len(vocab))), cfg)
+        params = _extend(params, restored.vocab, vocab, jax.device_get(loop.initial_params(cfg, len(vocab))), cfg)
     return Source(jax.tree_util.tree_map(np.asarray, params), restored.step)
 
 

@@ -11,13 +11,12 @@ import numpy as np
 from charlstm.config import Config
 from charlstm.data import corpus
 from charlstm.nn import model, sampling
-from charlstm.training import distributed, rundir, tensorboard
-from charlstm.training import loop as training
+from charlstm.training import distributed, loop, rundir, tensorboard
 
 
 class TrainReporter(Protocol):
     def start(self, info: dict[str, object]) -> None: ...
-    def event(self, ev: training.Event) -> None: ...
+    def event(self, ev: loop.Event) -> None: ...
     def sample(self, step: int, text: str) -> None: ...
     def message(self, text: str) -> None: ...
     def stop(self) -> None: ...
@@ -59,14 +58,14 @@ class Recorder:
         self.final_val: float | None = None
         self.best: float | None = best
 
-    def __call__(self, ev: training.Event) -> None:
+    def __call__(self, ev: loop.Event) -> None:
         self.reporter.event(ev)
-        if isinstance(ev, training.StepEvent):
+        if isinstance(ev, loop.StepEvent):
             self._step(ev)
         else:
             self._evaluation(ev)
 
-    def _step(self, ev: training.StepEvent) -> None:
+    def _step(self, ev: loop.StepEvent) -> None:
         self.speeds.append(ev.chars_per_s)
         if ev.step % self.cfg.train.log_every == 0 or ev.skipped:
             self.metrics.write(
@@ -83,7 +82,7 @@ class Recorder:
             if self.events is not None:
                 self.events.step(ev)
 
-    def _evaluation(self, ev: training.EvalEvent) -> None:
+    def _evaluation(self, ev: loop.EvalEvent) -> None:
         self.final_val = ev.val_loss
         self.best = ev.val_loss if self.best is None or ev.val_loss < self.best else self.best
         raw = {} if ev.raw_val_loss is None else {"raw_val_loss": ev.raw_val_loss}
@@ -98,7 +97,7 @@ class Recorder:
             if self.events is not None:
                 self.events.sample(ev.step, text)
 
-    def record_early_stop(self, step: int, early: training.EarlyStopping) -> None:
+    def record_early_stop(self, step: int, early: loop.EarlyStopping) -> None:
         """The last metrics row says why the run ended before train.steps (`charlstm runs` reads it)."""
         self.metrics.write(
             {

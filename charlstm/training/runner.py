@@ -20,8 +20,7 @@ from charlstm.data import corpus, encoded
 from charlstm.errors import RunError, UserError
 from charlstm.evaluation import promptcheck
 from charlstm.nn import model, sampling
-from charlstm.training import checkpoint, distributed, finetune, rundir, signals, tensorboard
-from charlstm.training import loop as training
+from charlstm.training import checkpoint, distributed, finetune, loop, rundir, signals, tensorboard
 from charlstm.training.recorder import Recorder, TrainReporter
 
 
@@ -78,7 +77,7 @@ class _Job:
 class _Ending:
     """How the loop ended: the final state (saved), the seconds it took and the signal that stopped it (0: none)."""
 
-    state: training.TrainState
+    state: loop.TrainState
     seconds: float
     signum: int
     stopped_early: bool
@@ -231,9 +230,7 @@ def _train_locked(job: _Job, data: _Corpus, source: finetune.Source | None) -> S
     return _summary(job, data, ending, recorder, n_params)
 
 
-def _start_state(
-    job: _Job, vocab_size: int, source: finetune.Source | None
-) -> tuple[training.TrainState, float | None]:
+def _start_state(job: _Job, vocab_size: int, source: finetune.Source | None) -> tuple[loop.TrainState, float | None]:
     """The state to train from and its best validation loss so far: the latest checkpoint of a resumed run that
     has one, else fresh (with `source`'s weights when fine-tuning)."""
     if job.resuming and checkpoint.steps(job.run):
@@ -241,10 +238,10 @@ def _start_state(
         job.reporter.message(f"resuming {job.run.path} from step {restored.step}")
         return restored.state, restored.val_loss
     params = None if source is None else source.params
-    return training.place_state(training.init_state(job.cfg, vocab_size, params), job.layout), None
+    return loop.place_state(loop.init_state(job.cfg, vocab_size, params), job.layout), None
 
 
-def _check_can_continue(job: _Job, start_step: int) -> training.EarlyStopping:
+def _check_can_continue(job: _Job, start_step: int) -> loop.EarlyStopping:
     """`train.patience`'s state at `start_step`; a RunError if a resumed run already reached `train.steps` or
     was stopped early."""
     cfg, run = job.cfg, job.run
@@ -283,14 +280,14 @@ def _start_info(job: _Job, data: _Corpus, n_params: int, start_step: int) -> dic
 
 
 def _fit_and_save(
-    job: _Job, data: _Corpus, state: training.TrainState, early: training.EarlyStopping, recorder: Recorder
+    job: _Job, data: _Corpus, state: loop.TrainState, early: loop.EarlyStopping, recorder: Recorder
 ) -> _Ending:
     """Run the loop with SIGINT/SIGTERM asking it to stop, then save the final state, also after a signal."""
     tic = time.perf_counter()
     with signals.StopFlag() as flag:
         stop = signals.AgreedStop(flag)
         try:
-            state = training.fit(
+            state = loop.fit(
                 job.cfg,
                 state,
                 data.train_ids,
@@ -302,7 +299,7 @@ def _fit_and_save(
                 newline=sampling.newline_id(data.vocab),
                 early=early,
             )
-        except training.NonFiniteError as err:
+        except loop.NonFiniteError as err:
             job.ckpt.wait()
             raise RunError(
                 str(err), "lower optim.lr or set optim.clip_norm; the last good checkpoint is intact"
@@ -324,7 +321,7 @@ def _summary(job: _Job, data: _Corpus, ending: _Ending, recorder: Recorder, n_pa
     """The summary of a run that was not interrupted, with the prompt check of its final weights (process 0)."""
     cps = recorder.chars_per_s()
     main = job.layout.is_main
-    check = _prompt_check(job.cfg, training.weights(ending.state), data.vocab, data.path, job.run) if main else None
+    check = _prompt_check(job.cfg, loop.weights(ending.state), data.vocab, data.path, job.run) if main else None
     return Summary(
         job.run.path,
         ending.step,
@@ -338,11 +335,11 @@ def _summary(job: _Job, data: _Corpus, ending: _Ending, recorder: Recorder, n_pa
     )
 
 
-def _early_stopping(cfg: Config, run: rundir.RunDir, start_step: int, main: bool) -> training.EarlyStopping:
+def _early_stopping(cfg: Config, run: rundir.RunDir, start_step: int, main: bool) -> loop.EarlyStopping:
     """`train.patience`'s state at `start_step`: rebuilt from the validation losses of metrics.jsonl (process
     0's, sent to every process so that all of them stop after the same step)."""
     if start_step == 0 or cfg.train.patience == 0:
-        return training.EarlyStopping(cfg.train.patience)
+        return loop.EarlyStopping(cfg.train.patience)
     history = []
     if main:
         history = [
@@ -350,7 +347,7 @@ def _early_stopping(cfg: Config, run: rundir.RunDir, start_step: int, main: bool
             for r in rundir.read_metrics(run.metrics_file)
             if "val_loss" in r and int(r.get("step", 0)) <= start_step
         ]
-    early = training.EarlyStopping.from_history(cfg.train.patience, history)
+    early = loop.EarlyStopping.from_history(cfg.train.patience, history)
     state = distributed.broadcast_text(json.dumps([early.best, early.best_step, early.bad_evals]))
     early.best, early.best_step, early.bad_evals = json.loads(state)
     return early
