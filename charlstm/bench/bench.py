@@ -16,6 +16,7 @@ timings into the figures of a `BenchResult`, and lays those out for the terminal
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import platform
 import resource
@@ -150,11 +151,8 @@ def peak_rss_mb() -> float:
 
 
 def torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether PyTorch is installed, found without importing it (its libraries would count in the peak memory)."""
+    return importlib.util.find_spec("torch") is not None
 
 
 def run(
@@ -184,8 +182,10 @@ def run(
     rss = peak_rss_mb()  # before PyTorch adds its own libraries and buffers
     theirs = None
     if vs_torch:
-        from charlstm.bench.torch_side import TorchSide
-
+        try:
+            from charlstm.bench.torch_side import TorchSide
+        except ImportError as err:
+            raise UserError(f"--vs-torch: PyTorch is installed but does not import ({err})", TORCH_HINT) from None
         log("building the PyTorch model with the same weights")
         theirs = TorchSide(cfg, vocab_size, ours.params0, np.asarray(ours.x), np.asarray(ours.y))
 
