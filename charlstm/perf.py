@@ -1,32 +1,28 @@
 """Process-level settings, applied once at start-up before JAX creates a backend or allocates anything.
 
 glibc's malloc hands large blocks back to the kernel as soon as they are freed: blocks above the mmap
-threshold (at most 32 MiB) get their own mapping, unmapped on free, and free memory at the top of the heap
-beyond the trim threshold is released. XLA allocates a step's temporary buffers (activations saved for the
-backward pass, gradients) as large blocks and frees them when the step ends, so every step paid again for
-page faults and zeroing of memory it had just returned: in a profile of a 2x128 LSTM step, the first
-writes into fresh buffers (copies, broadcasts) took a third of the step. Serving every block from the heap
-(no mmap) and not trimming it keeps that memory in the process, already faulted in, for the next step. The
-cost is that the process keeps its peak heap until it exits, which a training or sampling run does anyway.
+threshold get their own mapping, unmapped on free, and free memory at the top of the heap beyond the trim
+threshold is released. XLA allocates a step's temporary buffers (activations saved for the backward pass,
+gradients) as large blocks and frees them when the step ends, so every step would pay again for page faults
+and zeroing of memory it had just returned. Serving every block from the heap (no mmap) and not trimming it
+keeps that memory in the process, already faulted in, for the next step; the process keeps its peak heap
+until it exits, which a training or sampling run does anyway.
 
-That holds only in glibc's main arena. XLA allocates a step's buffers from its worker threads, which glibc
-serves from per-thread arenas whose heaps are at most 64 MiB: a larger block (the 2x256 model's 193 MiB of
-step temporaries) is mmapped whatever M_MMAP_MAX says, and unmapped when freed, so every step faulted in all
-of it again (55,000 minor page faults per step, measured). One arena (M_ARENA_MAX 1) sends every thread to
-the main heap, where the settings above hold: 0 page faults per step and a 1.3x faster 2x256 step.
+That holds only in glibc's main arena: XLA's worker threads get per-thread arenas whose heaps are capped at
+64 MiB, and a larger block is mmapped there whatever M_MMAP_MAX says. One arena (M_ARENA_MAX 1) sends every
+thread to the main heap, where the settings above hold. The measurements are in docs/performance.md.
 
 Set CHARLSTM_MALLOC_TUNING=0 to skip it (e.g. to measure the difference). A no-op off glibc.
 
-Every process that samples or trains compiles its programs with XLA first: on two CPU cores, 0.8 s for the
-tiny config's sampler and seconds for a training step, paid again by every `charlstm sample`. `compile_cache`
-points JAX's persistent compilation cache at $CHARLSTM_CACHE/xla, so a later process with the same model and
-options loads the compiled programs from disk instead (CHARLSTM_CACHE set to the empty string turns it off).
+Every process that samples or trains compiles its programs with XLA first, seconds for a training step,
+paid again by every `charlstm sample`. `compile_cache` points JAX's persistent compilation cache at
+$CHARLSTM_CACHE/xla, so a later process with the same model and options loads the compiled programs from
+disk instead (CHARLSTM_CACHE set to the empty string turns it off).
 
-On a GPU, XLA is not deterministic by default: the embedding's gradient is a scatter-add done with atomics,
-and the autotuner may choose different kernels in each process. Two identical 150-step runs on an H100
-ended apart (train loss 1.9478 vs 1.9528 at step 120, val 1.8933 vs 1.8896 at step 150). `deterministic_gpu`
-asks XLA for run-to-run identical results, so the same seed and config give the same numbers there as on a
-CPU (measured: identical in every logged number), at a cost in speed (docs/performance.md).
+On a GPU, XLA is not deterministic by default (the embedding's gradient is a scatter-add done with atomics,
+and the autotuner may choose different kernels in each process). `deterministic_gpu` asks XLA for
+run-to-run identical results, so the same seed and config give the same numbers there as on a CPU, at a
+cost in speed (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -109,8 +105,8 @@ def compile_cache() -> Path | None:
     Works before or after JAX is imported: without JAX it sets the environment variables JAX reads when it
     starts (so the command line stays JAX-free until a command needs it), with JAX it updates the config. A
     cache directory the user chose for JAX (JAX_COMPILATION_CACHE_DIR or jax.config) is left as it is.
-    Every program is cached whatever its compile time: on a CPU even a small one takes 10-100 ms to compile
-    and a few ms to read back. The cache keeps at most 1 GiB, dropping the least recently used programs.
+    Every program is cached whatever its compile time: on a CPU even a small one costs more to compile than
+    to read back. The cache keeps at most 1 GiB, dropping the least recently used programs.
     """
     path = compile_cache_dir()
     if path is None:

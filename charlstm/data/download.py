@@ -64,7 +64,7 @@ def get(
 
     An already cached file whose checksum matches is not fetched again.
     """
-    import urllib.error  # here, not at the top: `cache_dir` is read at every start-up, urllib costs 40 ms
+    import urllib.error  # here, not at the top: `cache_dir` is read at every start-up, and urllib is slow to import
     import urllib.request
 
     if name not in REGISTRY:

@@ -11,27 +11,16 @@ word is to remember the place across the gap (16 to 208 characters, in steps of 
 The filler is deliberately low-entropy: with varied filler neither model learns
 the dependency, with fixed filler an LSTM does and a tanh RNN does not.
 
-What decides whether (and when) a 1 x 128 LSTM learns the dependency is the short
-end of the gap range, measured with 1500-step runs of ``configs/compare-rnn.yaml``:
+What decides whether (and when) a small LSTM learns the dependency is the short end of
+the gap range, hence the rules below (the measurements are in docs/corpus.md):
 
-- Paragraphs must reach down to a short gap (16 characters: "I went to Jammu. I
-  don't speak Kashmiri."). With the shortest paragraph gap at 26-40 characters (the
-  essay's "Jammu is a beautiful place." opening: 37; "Jammu is lovely.": 26; "I went
-  to Jammu. It is lovely." before the filler: 30) the LSTM had learned little or
-  nothing by step 1500 (accuracy 0.07-0.21 at gaps over 25, five variants); with the
-  16-character gap it had learned the dependency (0.6-1.0) by then in every run. The
-  model learns to hold the place over a short gap first, then stretches it to long ones.
-- Each sentence shape needs its own short end: association lines with 15-27
-  character gaps were learned but did not carry over to paragraphs of another shape,
-  and a second, longer closing ("... because I don't understand the Kashmiri
-  language.", gaps from 57) was not learned while the short one was; with two
-  openings half and half ("I went to Jammu." and "Jammu is a beautiful place.")
-  neither was learned by step 1500. Hence one opening, one filler sentence and one
-  closing.
-- A quarter of the paragraphs are short (0-2 fillers): with the filler count uniform
-  over 0-16 the dependency was learned at ~1250 steps (one seed), with this skew at
-  500-1000 (three seeds). The same skew helped the essay's opening too, but not
-  reliably (accuracy 0.83, 0.50 and 0.09 at step 1500 in three variants).
+- Paragraphs reach down to a short gap (16 characters: "I went to Jammu. I don't
+  speak Kashmiri."): the model learns to hold the place over a short gap first, then
+  stretches it to long ones.
+- One opening, one filler sentence and one closing: each sentence shape needs its own
+  short end, and what is learned on one shape does not carry over to another.
+- A quarter of the paragraphs are short (0-2 fillers), which brings the dependency
+  earlier than a filler count uniform over 0-16.
 
 About 30% of lines are short associations ("Bengali is spoken in West
 Bengal.", "People in Kerala speak Malayalam.", and, drawn three times as often,
@@ -123,9 +112,8 @@ ASSOCIATIONS: tuple[str, ...] = (
     "{l} is spoken in {p}.",
     PLACE_LINE,
 )
-# The place line is drawn three times as often as each other form: at one line in 117 per place a 1 x 128
-# LSTM learned its place -> language link for some places only (one seed of three named Kashmiri for 19 of 20
-# Karnataka prompts), while every paragraph form, 70% of the lines, was right for every place.
+# The place line is drawn three times as often as each other form: as rare as the others, it was learned for
+# some places only (docs/corpus.md, "Sampling from a line start").
 _ASSOCIATION_WEIGHTS = (1, 1, 3)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from charlstm.data.corpus import Encoding, Vocab, open_corpus
 from charlstm.errors import CorpusError
 
-CHUNK_BYTES = 4 << 20  # measured: 16 MiB chunks were no faster and took 2-3x the memory
+CHUNK_BYTES = 4 << 20  # larger chunks were no faster and took more memory (docs/performance.md)
 N_POINTS = {"utf-8": 0x110000, "bytes": 256}
 
 # (phase, bytes done, bytes total); phases: "hashing", "encoding", "ordering", then "done" or "reused".

@@ -210,7 +210,7 @@ def matmul(a: jax.Array, b: jax.Array, compute_dtype: str, out: Any) -> jax.Arra
 
     a is [..., K], b is [K, N]. In bfloat16 the two backward products run on bfloat16 inputs as well (fp32
     accumulation, as mixed-precision autocast does): left to autodiff, the fp32 cotangent would turn both into
-    fp32 matmuls, measured 1.4x slower on the 2 x 512 model's layer-1 input projection.
+    slower fp32 matmuls (docs/performance.md).
     """
     if compute_dtype == "float32":
         return jnp.dot(a, b, preferred_element_type=out)

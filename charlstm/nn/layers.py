@@ -120,7 +120,7 @@ def _transposed(w_hh: jax.Array, compute_dtype: str) -> jax.Array:
 
 def _recurrent_back(dz: jax.Array, w_t: jax.Array) -> jax.Array:
     """dz @ W_hh^T with W_hh^T [G*H, H] in the backward loop. In bfloat16 it is summed over the G gate blocks:
-    XLA:CPU's bf16 dot with a G*H-long contraction ran 1.7x slower at H=512 (B=64) than G H-long ones."""
+    XLA:CPU's bf16 dot is slower with one G*H-long contraction than with G H-long ones (docs/performance.md)."""
     n_gates = w_t.shape[0] // w_t.shape[1]
     if w_t.dtype != jnp.bfloat16 or n_gates == 1:
         return recurrent(dz, w_t)

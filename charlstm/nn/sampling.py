@@ -35,9 +35,8 @@ class SampleOptions:
     greedy: bool = False
     seed: int = 0
     num_samples: int = 1
-    # Characters per compiled call, the streaming granularity. Each call costs ~0.3 ms of dispatch, noise
-    # drawing and loop-invariant work: 512 instead of 128 made batch-1 sampling of a 2 x 128 model 1.10x faster;
-    # a chunk of 512 takes ~5 ms (2 x 128) to ~50 ms (2 x 512) on two CPU cores.
+    # Characters per compiled call, the streaming granularity: long enough to amortise each call's fixed cost,
+    # short enough to stream (docs/performance.md).
     chunk: int = 512
     newline_id: int = -1  # if >= 0, read before the prompt so that it starts a fresh line of text
 
