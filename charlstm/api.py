@@ -17,19 +17,19 @@ call that needs it, not by `import charlstm`.
 from __future__ import annotations
 
 import codecs
-import json
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from charlstm import config as config_lib
 from charlstm import perf
 from charlstm.config import Config
 from charlstm.data.corpus import Vocab
 from charlstm.errors import UsageError
 from charlstm.training import rundir
+from charlstm.training.configure import Overrides
+from charlstm.training.configure import training_config as training_config  # part of the API: train's first half
 
 if TYPE_CHECKING:  # these import JAX
     import numpy as np
@@ -37,8 +37,6 @@ if TYPE_CHECKING:  # these import JAX
     from charlstm.evaluation import scoring
     from charlstm.nn import sampling
     from charlstm.training import checkpoint, runner
-
-Overrides = Mapping[str, Any] | Sequence[str] | None
 
 
 def _start_jax() -> None:
@@ -310,80 +308,6 @@ def _run_path(run: str | os.PathLike[str] | None, runs_dir: Path) -> Path:
     """The run directory, with runs/latest followed to the run it names."""
     path = rundir.resolve(None if run is None else str(run), runs_dir).path
     return path.resolve() if path.is_symlink() else path
-
-
-def training_config(
-    config: str | os.PathLike[str] | None = "default",
-    overrides: Overrides = None,
-    *,
-    resume: str | os.PathLike[str] | None = None,
-    runs_dir: str | os.PathLike[str] = "runs",
-    init_from: str | os.PathLike[str] | None = None,
-) -> tuple[Config, rundir.RunDir | None]:
-    """The config a training run will use, and the run to resume (None for a new run); JAX-free.
-
-    A resumed run keeps its own config (`config` is ignored), with `overrides` applied on top. A run that
-    starts from `init_from`'s weights (fine-tuning) takes that run's model section and data.encoding, the rest
-    from `config`; overrides may change model keys that leave the weights' shapes alone (e.g. model.dropout).
-    The first half of `train`: the command line calls it before joining a multi-process job, so config errors
-    come first.
-    """
-    items = _override_items(overrides)
-    if resume is not None and init_from is not None:
-        raise UsageError(
-            "--resume and --init-from both given",
-            "--resume continues a run; --init-from starts a new one from a run's weights",
-        )
-    if resume is not None:
-        run = rundir.resolve(str(resume), Path(runs_dir))
-        cfg = config_lib.load(run.config_file, items)
-    elif init_from is not None:
-        cfg = _fine_tuning_config(config, items, rundir.resolve(str(init_from), Path(runs_dir)))
-        run = None
-    else:
-        cfg, run = config_lib.load(config or "default", items), None
-    if cfg.train.tensorboard:
-        from charlstm.training import tensorboard
-
-        tensorboard.check_available()
-    return cfg, run
-
-
-def _fine_tuning_config(config: str | os.PathLike[str] | None, items: list[str], source: rundir.RunDir) -> Config:
-    """`config` with `source`'s model section and encoding, then `items`; shape-changing overrides refused."""
-    src = source.read_config()
-    encoding = source.read_vocab().encoding
-    cfg = config_lib.load(
-        config or "default", [f"data.encoding={encoding}", *items], sections={"model": src.model.model_dump()}
-    )
-    changed = [
-        f"model.{k}={getattr(cfg.model, k)!r} (the run has {getattr(src.model, k)!r})"
-        for k in config_lib.SHAPE_KEYS
-        if getattr(cfg.model, k) != getattr(src.model, k)
-    ]
-    if cfg.data.encoding != encoding:
-        changed.append(f"data.encoding={cfg.data.encoding} (the run reads {encoding})")
-    if changed:
-        raise UsageError(
-            f"--init-from {source.path}: the weights cannot take {', '.join(changed)}",
-            "drop those --set/--encoding options: the model's shape comes from the run",
-        )
-    return cfg
-
-
-def _override_items(overrides: Overrides) -> list[str]:
-    """{"model.hidden": 64} or ["model.hidden=64"] -> ["model.hidden=64"]; values are written as JSON, which
-    YAML reads back with the same type (64, 0.5, true, "lstm")."""
-    if overrides is None:
-        return []
-    if isinstance(overrides, Mapping):
-        return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
-    if isinstance(overrides, str):
-        raise UsageError(
-            f"overrides must be a mapping or a list of KEY=VALUE strings, got the string {overrides!r}",
-            'e.g. overrides={"model.hidden": 64}',
-        )
-    return list(overrides)
 
 
 def run_training(

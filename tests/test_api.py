@@ -15,6 +15,7 @@ from helpers import assert_ok, run_cli
 import charlstm
 from charlstm import api
 from charlstm.errors import ConfigError, CorpusError, RunError, UsageError, UserError
+from charlstm.training import configure
 
 TINY = {
     "train.steps": 6,
@@ -178,7 +179,9 @@ def test_errors_are_user_errors(trained: tuple[charlstm.Model, Path], call: obje
 
 
 def test_overrides_keep_their_types() -> None:
-    items = api._override_items({"model.hidden": 64, "optim.lr": 0.001, "model.layer_norm": True, "model.cell": "gru"})
+    items = configure.override_items(
+        {"model.hidden": 64, "optim.lr": 0.001, "model.layer_norm": True, "model.cell": "gru"}
+    )
     assert items == ["model.hidden=64", "optim.lr=0.001", "model.layer_norm=true", 'model.cell="gru"']
     cfg, run = api.training_config("tiny", {"model.cell": "gru", "optim.lr": 0.001})
     assert (cfg.model.cell, cfg.optim.lr, run) == ("gru", 0.001, None)

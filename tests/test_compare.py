@@ -249,9 +249,7 @@ def test_divergence_is_reported_and_measured_at_the_last_evaluation(
     def exploding_fit(cfg, state, tr, va, *, emit, **kw):
         emit(compare.loop.StepEvent(1, 3.0, 1e3, 1e-3, 1e5, skipped=False))
         emit(compare.loop.EvalEvent(1, 3.0, state.params))
-        raise compare.loop.NonFiniteError(
-            "10 consecutive steps had a non-finite loss or gradient (last at step 11)"
-        )
+        raise compare.loop.NonFiniteError("10 consecutive steps had a non-finite loss or gradient (last at step 11)")
 
     monkeypatch.setattr(compare.loop, "fit", exploding_fit)
     messages: list[str] = []
