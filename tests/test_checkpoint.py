@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from charlstm import config
-from charlstm.errors import RunError
+from charlstm.errors import RunError, UserError
 from charlstm.training import checkpoint, loop, rundir, runner
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "languages.txt"
@@ -120,6 +121,21 @@ def test_damaged_latest_falls_back_with_warning(reference: Path, tmp_path: Path)
     restored = checkpoint.restore(rundir.RunDir(run), "latest", warn=warnings.append)
     assert restored.step == 16
     assert warnings and "checkpoint 24" in warnings[0] and "falling back" in warnings[0]
+
+
+def test_a_checkpoint_config_this_version_cannot_read_is_not_called_damaged(reference: Path, tmp_path: Path) -> None:
+    """A readable checkpoint whose saved config is invalid here (e.g. written by a newer version) is reported as
+    such, with no fallback to an older checkpoint and no "damaged" warning."""
+    run = tmp_path / "ref"
+    shutil.copytree(reference, run)
+    meta = run / "checkpoints" / "24" / "meta" / "metadata"
+    data = json.loads(meta.read_text())
+    data["config"]["model"]["hidden"] = -5
+    meta.write_text(json.dumps(data))
+    warnings: list[str] = []
+    with pytest.raises(UserError, match="model.hidden") as info:
+        checkpoint.restore(rundir.RunDir(run), "latest", warn=warnings.append)
+    assert "damaged" not in str(info.value) and warnings == []
 
 
 def test_half_written_checkpoint_is_ignored(reference: Path, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,19 +35,23 @@ class EvalResult:
         return math.exp(self.nats_per_char)
 
 
+@functools.partial(jax.jit, static_argnames="cfg")
+def _chunk_loss(
+    params: model.Params, cfg: ModelConfig, carry: model.Carry, x: jax.Array, y: jax.Array, mask: jax.Array
+) -> tuple[jax.Array, model.Carry]:
+    # The weights are an argument, not a constant of the traced function: a second model of the same shape (or
+    # a second `score` call) reuses the compilation.
+    logits, carry = model.apply(params, x[None], carry, cfg)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits[0], y)
+    return jnp.sum(loss * mask), carry
+
+
 def score(params: model.Params, cfg: ModelConfig, ids: np.ndarray, chunk: int = 1024) -> float:
     """Mean next-character loss (nats) over `ids` as one stream (batch 1), in chunks with the state carried.
 
     The last partial chunk is zero-padded to the chunk length and masked, so one compiled function serves
     every chunk and every character after the first is scored exactly once.
     """
-
-    @jax.jit
-    def step(carry: model.Carry, x: jax.Array, y: jax.Array, mask: jax.Array) -> tuple[jax.Array, model.Carry]:
-        logits, carry = model.apply(params, x[None], carry, cfg)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits[0], y)
-        return jnp.sum(loss * mask), carry
-
     carry = model.start_carry(params, cfg, 1)
     total = jnp.zeros(())
     n = len(ids) - 1
@@ -56,7 +61,7 @@ def score(params: model.Params, cfg: ModelConfig, ids: np.ndarray, chunk: int = 
         m = len(y)
         pad = chunk - m
         x, y = np.pad(x[:m], (0, pad)), np.pad(y, (0, pad))
-        loss, carry = step(carry, x, y, (np.arange(chunk) < m).astype(np.float32))
+        loss, carry = _chunk_loss(params, cfg, carry, x, y, (np.arange(chunk) < m).astype(np.float32))
         total = total + loss
     return float(total) / n
 

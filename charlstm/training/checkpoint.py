@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 from charlstm import config as config_lib
 from charlstm.config import Config
 from charlstm.data.corpus import Vocab
-from charlstm.errors import RunError
+from charlstm.errors import RunError, UserError
 from charlstm.nn import model
 from charlstm.training import loop, rundir
 from charlstm.training.distributed import Layout
@@ -183,7 +183,7 @@ def restore(
                 _check_compatible(meta, cfg, vocab, run, step)
                 target = _abstract_state(cfg, len(vocab), layout)._asdict()
                 restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
-            except RunError:
+            except UserError:  # a readable checkpoint that does not fit (shapes, config): not damage
                 raise
             except Exception as err:
                 more = (
