@@ -16,6 +16,7 @@ from typer import exceptions as typer_exceptions
 from typer.main import get_command
 
 from charlstm import cli, config
+from charlstm.cli._app import _optional_resume_value
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -105,7 +106,7 @@ def parse(argv: list[str]) -> None:
     """Parse argv exactly as `charlstm` would (subcommands included) and stop before running anything.
     Raises click's UsageError (NoSuchOption, BadParameter, MissingParameter, ...) for a command line it
     would refuse; --help and --version end parsing as success."""
-    args = cli._optional_resume_value(list(argv))
+    args = _optional_resume_value(list(argv))
     try:
         cmd, ctx = COMMAND, COMMAND.make_context("charlstm", args)
         while isinstance(cmd, click.core.Command) and hasattr(cmd, "resolve_command"):

@@ -124,7 +124,13 @@ def test_the_sdist_keeps_the_repository_layout(installed: Installed) -> None:
     top = installed.sdist.name.removesuffix(".tar.gz")
     with tarfile.open(installed.sdist) as tar:
         names = set(tar.getnames())
-    for path in ("pyproject.toml", "README.md", "charlstm/cli.py", "configs/tiny.yaml", "corpora/languages.txt"):
+    for path in (
+        "pyproject.toml",
+        "README.md",
+        "charlstm/cli/__init__.py",
+        "configs/tiny.yaml",
+        "corpora/languages.txt",
+    ):
         assert f"{top}/{path}" in names
 
 

@@ -1,0 +1,162 @@
+"""Commands that use a trained run: `sample` (generate text), `eval` (score a file) and `export` (the weights for
+PyTorch)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from charlstm import ui
+from charlstm.cli._app import CkptOpt, JsonOpt, RunOpt, RunsDirOpt, user_errors
+from charlstm.errors import UsageError, UserError
+
+
+@user_errors
+def sample(
+    run: str | None = RunOpt,
+    runs_dir: Path = RunsDirOpt,
+    checkpoint: str = CkptOpt,
+    prompt: str | None = typer.Option(None, "--prompt", "-p", help="Text to start from (default: a newline)."),
+    prompt_file: Path | None = typer.Option(None, "--prompt-file", help="Read the prompt from a file."),
+    length: int = typer.Option(500, "--length", "-n", help="Characters to generate per sample."),
+    temperature: float = typer.Option(
+        1.0, "--temperature", "-t", help="Softmax temperature (> 0); lower is more conservative."
+    ),
+    top_k: int = typer.Option(0, "--top-k", help="Sample among the k most likely characters (0: all)."),
+    top_p: float = typer.Option(
+        1.0, "--top-p", help="Nucleus sampling: smallest set with this much probability (1: all)."
+    ),
+    greedy: bool = typer.Option(False, "--greedy", help="Always pick the most likely character."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same text)."),
+    num_samples: int = typer.Option(1, "--num-samples", help="Independent samples, generated as one batch."),
+    skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop prompt characters the model does not know."),
+    line_start: bool = typer.Option(
+        True, "--line-start/--mid-line", help="Read the prompt as the start of a line (after a newline) or as is."
+    ),
+    json_out: bool = typer.Option(
+        False, "--json", help="One JSON object per sample and line on stdout: sample, prompt, text, seed, run, step."
+    ),
+) -> None:
+    """Generate text from a trained run, streamed as it is produced."""
+    if prompt is not None and prompt_file is not None:
+        raise UsageError("--prompt and --prompt-file both given", "pass only one")
+    if prompt_file is not None:
+        try:
+            prompt = prompt_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"cannot read prompt file {prompt_file}: {err}", "pass a UTF-8 text file") from None
+    from charlstm import api
+
+    model = api.load(run, checkpoint, runs_dir=runs_dir, on_warning=ui.warn)
+    options: dict[str, Any] = dict(
+        length=length,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        greedy=greedy,
+        seed=seed,
+        skip_unknown=skip_unknown,
+        line_start=line_start,
+    )
+    if num_samples == 1 and not json_out:
+        pieces = model.stream(prompt, **options)
+        shown = next(pieces)  # the prompt as read
+        with ui.spinner("compiling the sampler"):  # only the first piece waits for XLA, and only once per model
+            first = next(pieces, "")
+        sys.stdout.write(shown + first)
+        sys.stdout.flush()
+        for piece in pieces:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        return
+    with ui.spinner(f"generating {num_samples} sample{'s' if num_samples > 1 else ''}"):
+        texts = model.sample(prompt, num_samples=num_samples, **options)
+    if json_out:
+        shown = model.read_prompt(prompt, skip_unknown)
+        for i, text in enumerate(texts):
+            print(
+                json.dumps(
+                    {
+                        "sample": i + 1,
+                        "prompt": shown,
+                        "text": text[len(shown) :],
+                        "seed": seed,
+                        "run": str(model.run_dir),
+                        "step": model.step,
+                    }
+                )
+            )
+        return
+    for i, text in enumerate(texts):
+        ui.out.print(f"[dim]--- sample {i + 1}/{num_samples} ---[/]")
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+
+@user_errors
+def eval_(
+    file: Path = typer.Argument(..., help="Text file to score."),
+    run: str | None = RunOpt,
+    runs_dir: Path = RunsDirOpt,
+    checkpoint: str = CkptOpt,
+    skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop and count characters not in the vocabulary."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Loss of a trained run on FILE, in nats/char and bits/char (state carried through the file)."""
+    from charlstm import api
+
+    model = api.load(run, checkpoint, runs_dir=runs_dir, on_warning=ui.warn)
+    with ui.spinner(f"scoring {file}"):
+        res = model.score(file, skip_unknown=skip_unknown)
+    result = {
+        "file": str(file),
+        "step": model.step,
+        "nats_per_char": res.nats_per_char,
+        "bits_per_char": res.bits_per_char,
+        "perplexity": res.perplexity,
+        "chars_scored": res.chars_scored,
+        "unknown_skipped": res.unknown_skipped,
+    }
+    if json_out:
+        print(json.dumps(result))
+        return
+    ui.table(
+        f"eval: {file}", ["metric", "value"], [(k, ui.fmt(v) if isinstance(v, float) else v) for k, v in result.items()]
+    )
+
+
+@user_errors
+def export(
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        help="A directory (any model: safetensors weights, config, "
+        "vocabulary and a PyTorch module), or a FILE.npz (plain LSTM/GRU/RNN).",
+    ),
+    run: str | None = RunOpt,
+    runs_dir: Path = RunsDirOpt,
+    checkpoint: str = CkptOpt,
+) -> None:
+    """Write the weights in PyTorch's layout and names: a directory that samples and scores with PyTorch alone
+    (charlstm_torch.py inside), or a .npz for nn.LSTM/GRU/RNN."""
+    from charlstm import api
+
+    kind = api.export_kind(out)  # a wrong name is a usage error, before the run is loaded
+    model = api.load(run, checkpoint, runs_dir=runs_dir, on_warning=ui.warn)
+    arrays = model.export(out)
+    m = model.config.model
+    what = f"step {model.step}, {m.cell}{'-ln' if m.layer_norm else ''} {m.layers}x{m.hidden}"
+    if kind == "npz":
+        ui.info(f"wrote {out}: {len(arrays)} tensors, {what}")
+        return
+    ui.info(
+        f"wrote {out}/: model.safetensors ({len(arrays)} tensors), config.json, vocab.json, charlstm_torch.py; {what}"
+    )
+    ui.info(f'sample with PyTorch: python {out / "charlstm_torch.py"} {out} --prompt "..."')

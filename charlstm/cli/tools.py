@@ -1,0 +1,142 @@
+"""The other commands: `bench` (speed and memory), `serve` (the local web page), and the `corpus` and `config`
+groups (the corpora there are, and what a configuration holds)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from charlstm import ui
+from charlstm.cli._app import ConfigOpt, JsonOpt, RunsDirOpt, SetOpt, complete_configs, complete_runs, user_errors
+from charlstm.errors import UsageError
+
+
+@user_errors
+def bench(
+    config: str | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+    steps: int = typer.Option(5, "--steps", help="Timed training steps per round (after compilation)."),
+    rounds: int = typer.Option(5, "--rounds", help="Measurement rounds; speeds and ratios are medians over rounds."),
+    json_out: bool = JsonOpt,
+    vs_torch: bool = typer.Option(
+        False, "--vs-torch", help="Also run the same model in PyTorch, alternating, and print the ratios."
+    ),
+) -> None:
+    """Training and sampling speed, compile time (cold and cached), time to the first sampled character, memory
+    and the fraction of the machine's matmul peak."""
+    import dataclasses
+
+    from charlstm import config as config_lib
+
+    cfg = config_lib.load(config, set_)
+    from charlstm.bench import bench as bench_lib
+
+    res = bench_lib.run(cfg, steps=steps, rounds=rounds, vs_torch=vs_torch, log=ui.info)
+    if json_out:
+        print(json.dumps(dataclasses.asdict(res)))
+        return
+    ui.table("charlstm bench", ["metric", "value"], bench_lib.rows(res))
+
+
+@user_errors
+def serve(
+    run: str | None = typer.Option(
+        None,
+        "--run",
+        "-r",
+        autocompletion=complete_runs,
+        help="The run the page opens with (default: the newest, runs/latest).",
+    ),
+    runs_dir: Path = RunsDirOpt,
+    host: str = typer.Option(
+        "127.0.0.1",
+        "--host",
+        help="Address to listen on. The page has no authentication: anything but loopback lets the network use it.",
+    ),
+    port: int = typer.Option(8000, "--port", help="Port to listen on (0: any free port)."),
+    open_: bool = typer.Option(False, "--open", help="Open the page in the web browser."),
+) -> None:
+    """A local web page: type, and watch each character colour the gates and memory cells and move the
+    next-character guesses; sample with sliders; the runs' loss curves and configs. Needs the serve extra."""
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port must be in 0..65535 (got {port})", "e.g. --port 8000")
+    from charlstm import serve as serve_lib
+
+    serve_lib.require()
+    from charlstm.serve import app as serve_app
+
+    if not serve_app.is_loopback(host):
+        ui.warn(f"listening on {host}: the page has no authentication, anyone who can reach it can use it")
+    serve_app.serve(runs_dir, run, host, port, open_, log=ui.info)
+
+
+corpus_app = typer.Typer(help="List and download corpora.", no_args_is_help=True)
+
+
+@corpus_app.command("list")
+@user_errors
+def corpus_list() -> None:
+    """Show the bundled and the downloadable corpora (and where the downloaded ones are)."""
+    from charlstm.data import corpus as corpus_lib
+
+    ui.table("corpora", ["", "where", "what"], corpus_lib.list_corpora())
+
+
+@corpus_app.command("get")
+@user_errors
+def corpus_get(
+    name: str = typer.Argument(..., help="Corpus name, e.g. tinyshakespeare."),
+    url: str | None = typer.Option(
+        None, "--url", help="Download from this URL (a mirror) instead; the checksum is still verified."
+    ),
+) -> None:
+    """Download a corpus into the cache, verify its checksum and print its path."""
+    from charlstm.data import download
+
+    with ui.DownloadProgress(f"downloading {name}") as progress:
+        path = download.get(name, url, progress=progress)
+    ui.info(f"{name}: verified sha256, cached")
+    print(path)
+
+
+config_app = typer.Typer(help="Show configurations: every key, its value and what it does.", no_args_is_help=True)
+
+
+@config_app.command("show")
+@user_errors
+def config_show(
+    name: str | None = typer.Argument(
+        None, autocompletion=complete_configs, help="A bundled config name or a YAML file (default: default)."
+    ),
+    set_: list[str] = SetOpt,
+) -> None:
+    """Print the resolved config as YAML, each key with what it does: a starting point for your own file."""
+    from charlstm import config as config_lib
+
+    cfg = config_lib.load(name, set_)
+    print(_commented_yaml(cfg, name or "default", set_), end="")
+
+
+def _commented_yaml(cfg: Any, source: str, overrides: list[str]) -> str:
+    """The config as YAML that loads back to the same values, every key followed by its description."""
+    import yaml
+
+    from charlstm import config as config_lib
+
+    notes = {key: description for key, _, description in config_lib.describe()}
+    lines = [f"# charlstm config {source}" + "".join(f" --set {o}" for o in overrides)]
+    for section, values in cfg.model_dump().items():
+        lines.append(f"{section}:")
+        pairs = [
+            (
+                f"  {yaml.safe_dump({k: v}, default_flow_style=False, width=1 << 20).strip()}",
+                notes.get(f"{section}.{k}", ""),
+            )
+            for k, v in values.items()
+        ]
+        pad = max(len(p) for p, _ in pairs)
+        lines += [f"{p:<{pad}}  # {note}" if note else p for p, note in pairs]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,273 @@
+"""Training commands: `train` (one run, checkpoints in runs/<name>/) and `compare-rnn` (RNN, LSTM and GRU on the
+same data, side by side)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from charlstm import events, ui
+from charlstm.cli._app import ConfigOpt, RunsDirOpt, SetOpt, complete_configs, complete_runs, user_errors
+from charlstm.errors import UsageError
+
+
+class Encoding(str, Enum):  # config.DataConfig.encoding
+    utf8 = "utf-8"
+    bytes = "bytes"
+
+
+class Match(str, Enum):
+    params = "params"
+    hidden = "hidden"
+
+
+CELLS = ("rnn", "lstm", "gru")  # config.ModelConfig.cell
+
+
+def _complete_cells(incomplete: str) -> list[str]:
+    """The next cell name of a comma-separated list."""
+    done, _, last = incomplete.rpartition(",")
+    prefix = f"{done}," if done else ""
+    return [prefix + c for c in CELLS if c.startswith(last) and c not in done.split(",")]
+
+
+def _cells_value(value: str) -> str:
+    names = [s.strip().lower() for s in value.split(",") if s.strip()]
+    bad = [n for n in names if n not in CELLS]
+    if not names or bad:
+        raise typer.BadParameter(f"{value!r}: a comma-separated list of {', '.join(CELLS)}")
+    return value
+
+
+@user_errors
+def train(
+    corpus: str | None = typer.Argument(
+        None, help="Text file to train on, or a corpus name (default: the bundled languages corpus)."
+    ),
+    config: str | None = ConfigOpt,
+    set_: list[str] = SetOpt,
+    steps: int | None = typer.Option(None, "--steps", help="Shortcut for --set train.steps=N."),
+    encoding: Encoding | None = typer.Option(
+        None, "--encoding", help="utf-8 (characters) or bytes (raw bytes, any file)."
+    ),
+    name: str | None = typer.Option(None, "--name", help="Run name (default <corpus>-<cell>-<timestamp>)."),
+    runs_dir: Path = RunsDirOpt,
+    resume: str | None = typer.Option(
+        None,
+        "--resume",
+        metavar="[RUN]",
+        autocompletion=complete_runs,
+        help="Continue a run (default: runs/latest) from its newest checkpoint.",
+    ),
+    init_from: str | None = typer.Option(
+        None,
+        "--init-from",
+        metavar="RUN",
+        autocompletion=complete_runs,
+        help="Fine-tune: a new run from RUN's weights and model section, with a fresh optimizer and schedule.",
+    ),
+    init_checkpoint: str | None = typer.Option(
+        None,
+        "--checkpoint",
+        metavar="latest|best|STEP",
+        help="With --init-from: which of its checkpoints (default latest).",
+    ),
+    extend_vocab: bool = typer.Option(
+        False,
+        "--extend-vocab",
+        help="With --init-from: add the characters RUN lacks to the vocabulary (their weights start as at init).",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the summary."),
+    json_out: bool = typer.Option(False, "--json", help="Print the final summary as JSON on stdout (no table)."),
+    coordinator: str | None = typer.Option(
+        None,
+        "--coordinator",
+        envvar="JAX_COORDINATOR_ADDRESS",
+        help="HOST:PORT of process 0: join a multi-process job (with --num-processes and --process-id).",
+    ),
+    num_processes: int | None = typer.Option(
+        None, "--num-processes", envvar="JAX_NUM_PROCESSES", help="Number of processes in the job."
+    ),
+    process_id: int | None = typer.Option(
+        None,
+        "--process-id",
+        envvar="JAX_PROCESS_ID",
+        help="This process's number, 0..N-1 (0 prints and writes metrics).",
+    ),
+    dist_auto: bool = typer.Option(
+        False, "--distributed", help="Join a multi-process job described by the cluster (SLURM, Open MPI, TPU pods)."
+    ),
+) -> None:
+    """Train a model on CORPUS; progress live in the terminal, checkpoints in runs/<name>/."""
+    from charlstm import api
+
+    overrides = [
+        *set_,
+        *([f"train.steps={steps}"] if steps is not None else []),
+        *([f"data.encoding={encoding.value}"] if encoding else []),
+    ]
+    if init_from is None and (init_checkpoint is not None or extend_vocab):
+        raise UsageError(
+            "--checkpoint and --extend-vocab go with --init-from", "e.g. --init-from RUN --checkpoint best"
+        )
+    which = api.parse_checkpoint(init_checkpoint or "latest")
+    cfg, run = api.training_config(
+        config,
+        overrides,
+        resume=resume,
+        runs_dir=runs_dir,  # before JAX starts
+        init_from=init_from,
+    )
+
+    from charlstm.training import distributed
+
+    results = sys.stdout
+    if distributed.initialize(coordinator, num_processes, process_id, auto=dist_auto):  # before JAX touches a device
+        results = ui.native_stdout_to_stderr()  # gloo's C++ connection messages; --json still goes to stdout
+    main = distributed.is_main()
+    display = ui.TrainingDisplay(cfg.train.log_every, quiet=quiet or not main)
+    summary = api.run_training(
+        cfg,
+        corpus,
+        runs_dir=runs_dir,
+        name=name,
+        resume=run,
+        reporter=display,
+        init_from=init_from,
+        checkpoint=which,
+        extend_vocab=extend_vocab,
+    )
+    if not main:  # process 0 reports for the job
+        return
+    if json_out:
+        print(
+            json.dumps(
+                {
+                    "run": str(summary.run_dir),
+                    "steps": summary.steps,
+                    "params": summary.params,
+                    "final_val_loss": summary.final_val_loss,
+                    "final_val_bpc": events.bits(summary.final_val_loss),
+                    "best_val_loss": summary.best_val_loss,
+                    "chars_per_s": summary.chars_per_s,
+                    "seconds": summary.seconds,
+                    "stopped_early": summary.stopped_early,
+                    "prompt_check": summary.prompt_check.to_json() if summary.prompt_check else None,
+                }
+            ),
+            file=results,
+            flush=True,
+        )
+        return
+    ui.table(
+        "training summary",
+        ["metric", "value"],
+        [
+            ("run", summary.run_dir),
+            ("steps", summary.steps),
+            ("params", f"{summary.params:,}"),
+            ("final val loss (nats/char)", ui.fmt(summary.final_val_loss)),
+            ("final val bits/char", ui.fmt(events.bits(summary.final_val_loss))),
+            ("best val loss (nats/char)", ui.fmt(summary.best_val_loss)),
+            ("train chars/s (median)", f"{summary.chars_per_s:,.0f}"),
+            ("wall time", f"{summary.seconds:.1f} s"),
+            *(
+                [
+                    (
+                        "stopped early",
+                        f"yes: no better val loss in {cfg.train.patience} evaluations (best kept: --checkpoint best)",
+                    )
+                ]
+                if summary.stopped_early
+                else []
+            ),
+        ],
+        console=ui.err,
+    )
+    if summary.prompt_check is not None:
+        from charlstm.evaluation import promptcheck
+
+        check = summary.prompt_check
+        ui.table(
+            f"prompt check: {check.samples} samples at temperature 1 from a line start (and greedy)",
+            *promptcheck.rows(check),
+            console=ui.err,
+        )
+    ui.info(f'sample with: charlstm sample --run {summary.run_dir} --prompt "..."')
+
+
+@user_errors
+def compare_rnn(
+    corpus: str | None = typer.Argument(None, help="Text file to train on (default: the bundled languages corpus)."),
+    config: str | None = typer.Option(
+        None,
+        "--config",
+        "-c",
+        autocompletion=complete_configs,
+        help="YAML config file or bundled name (default: compare-rnn).",
+    ),
+    set_: list[str] = SetOpt,
+    cells: str = typer.Option(
+        "rnn,lstm",
+        "--cells",
+        metavar="CELL,CELL...",
+        callback=_cells_value,
+        autocompletion=_complete_cells,
+        help=f"Cells to train, comma-separated: {', '.join(CELLS)}.",
+    ),
+    steps: int | None = typer.Option(
+        None, "--steps", help="Training steps per cell (shortcut for --set train.steps=N)."
+    ),
+    match: Match = typer.Option(
+        Match.params,
+        "--match",
+        help="params: size every cell to the config cell's parameter count; hidden: one width for all.",
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Write the curves (CSV), a summary (JSON) and the charts (PNG, needs matplotlib) here.",
+    ),
+    no_clip: bool = typer.Option(
+        False, "--no-clip", help="Train without gradient clipping (watch an RNN's gradient norm explode)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the tables, no live chart or progress."),
+) -> None:
+    """Train an RNN and an LSTM (and a GRU) on the same data and show, measured, why the LSTM wins."""
+    from charlstm import config as config_lib
+
+    cfg = config_lib.load(config or "compare-rnn", list(set_) + ([f"train.steps={steps}"] if steps is not None else []))
+    from charlstm import perf
+    from charlstm.analysis import compare, plots
+
+    perf.compile_cache()
+    names = compare.parse_cells(cells)
+    png = out is not None and plots.have_matplotlib()
+    if out is not None and not png:
+        ui.warn(
+            "matplotlib is not installed: --out writes CSV/JSON only (pip install 'charlstm[plots]' for PNG charts)"
+        )
+    color = ui.color_on(ui.out)
+    live = plots.LiveDisplay(ui.err, quiet=quiet, color=ui.color_on(ui.err))
+    result = compare.run(cfg, corpus, names, match=match.value, clip=not no_clip, reporter=live)
+    if not quiet:
+        for text in plots.charts(result, width=min(ui.out.width, 110), height=18, color=color):
+            plots.show(text, ui.out, color)
+    ui.table("compare-rnn: same data, seed, batches and steps", *compare.summary_rows(result))
+    cols, rows = compare.longrange_rows(result)
+    if rows:
+        chance = f"; chance {result.chance:.2f}" if result.chance else ""
+        ui.table(f"language word by gap, validation split (accuracy, loss in nats/word{chance})", cols, rows)
+    elif result.longrange_note:
+        ui.info(result.longrange_note)
+    for r in result.cells:
+        if r.diverged:
+            ui.warn(f"{r.spec.cell} diverged: {r.diverged}")
+    if out is not None:
+        written = compare.write_outputs(result, out, png=png)
+        ui.info(f"wrote {len(written)} files to {out}: {', '.join(p.name for p in written)}")
