@@ -1,5 +1,5 @@
-"""charlstm.analysis.compare / plots and `charlstm compare-rnn`: gap buckets, matched sizes, a short run and its
-files."""
+"""charlstm.analysis.compare (its sizing and outputs) / plots and `charlstm compare-rnn`: gap buckets, matched
+sizes, a short run and its files."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from helpers import assert_clean_error, assert_ok, run_cli
 
 from charlstm import config
-from charlstm.analysis import compare, plots
+from charlstm.analysis import compare, compare_output, compare_sizing, linechart, plots, png_charts
 from charlstm.data import corpus
 from charlstm.errors import ConfigError, UserError
 from charlstm.evaluation import longrange
@@ -67,10 +67,12 @@ def test_accuracy_from_weights_buckets_by_count() -> None:
             ("200+", 10, 0.5),
         ]
     ]
-    r = compare.CellResult(compare.CellSpec("lstm", 8, 1), compare.Curves(), 1.0, 1.0, 1.0, res, np.ones(3), np.ones(3))
+    r = compare.CellResult(
+        compare_sizing.CellSpec("lstm", 8, 1), compare.Curves(), 1.0, 1.0, 1.0, res, np.ones(3), np.ones(3)
+    )
     assert r.accuracy_from(100) == pytest.approx((30 * 0.9 + 10 * 0.5) / 40)
     empty = compare.CellResult(
-        compare.CellSpec("rnn", 8, 1), compare.Curves(), 1.0, 1.0, 1.0, None, np.ones(3), np.ones(3)
+        compare_sizing.CellSpec("rnn", 8, 1), compare.Curves(), 1.0, 1.0, 1.0, None, np.ones(3), np.ones(3)
     )
     assert math.isnan(empty.accuracy_from(100))
 
@@ -84,7 +86,7 @@ def test_accuracy_from_weights_buckets_by_count() -> None:
 def test_param_count_formula_matches_the_model(cell: str, layers: int, embed: int) -> None:
     cfg = config.ModelConfig(cell=cell, layers=layers, hidden=12, embed=embed)
     params = model.init_params(cfg, 17, jax.random.PRNGKey(0))
-    assert compare.model_param_count(cell, layers, 12, 17, embed) == model.param_count(params)
+    assert compare_sizing.model_param_count(cell, layers, 12, 17, embed) == model.param_count(params)
 
 
 @pytest.mark.parametrize("layers", [1, 2])
@@ -93,7 +95,7 @@ def test_param_count_formula_with_tied_head_and_layer_norm(layers: int, tie_embe
     options = {"tie_embed": tie_embed, "layer_norm": layer_norm}
     cfg = config.ModelConfig(cell="lstm", layers=layers, hidden=12, embed=12, **options)
     params = model.init_params(cfg, 17, jax.random.PRNGKey(0))
-    count = compare.model_param_count("lstm", layers, 12, 17, 12, **options)
+    count = compare_sizing.model_param_count("lstm", layers, 12, 17, 12, **options)
     assert count == model.param_count(params)
 
 
@@ -101,30 +103,32 @@ def test_param_count_formula_with_tied_head_and_layer_norm(layers: int, tie_embe
 @pytest.mark.parametrize("hidden", [128, 256])
 def test_matched_parameter_counts(vocab: int, hidden: int) -> None:
     cfg = config.load("compare-rnn", [f"model.hidden={hidden}"])
-    plan = {s.cell: s for s in compare.plan_cells(cfg, ("rnn", "lstm", "gru"), vocab, "params")}
+    plan = {s.cell: s for s in compare_sizing.plan_cells(cfg, ("rnn", "lstm", "gru"), vocab, "params")}
     embed = cfg.model.embed
-    target = compare.model_param_count("lstm", 1, hidden, vocab, embed)
+    target = compare_sizing.model_param_count("lstm", 1, hidden, vocab, embed)
     assert plan["lstm"].hidden == hidden and plan["lstm"].params == target
     for cell in ("rnn", "gru"):
         assert abs(plan[cell].params - target) / target < 0.01, (cell, plan[cell], target)
-        assert plan[cell].params == compare.model_param_count(cell, 1, plan[cell].hidden, vocab, embed)
+        assert plan[cell].params == compare_sizing.model_param_count(cell, 1, plan[cell].hidden, vocab, embed)
     assert plan["rnn"].hidden > plan["gru"].hidden > plan["lstm"].hidden  # fewer gates, wider layer
 
 
 def test_match_hidden_is_the_closest_width() -> None:
     for cell in ("rnn", "gru"):
-        target = compare.model_param_count("lstm", 2, 100, 50)
-        h = compare.match_hidden(cell, target, 2, 50)
-        err = abs(compare.model_param_count(cell, 2, h, 50) - target)
-        assert err <= abs(compare.model_param_count(cell, 2, h - 1, 50) - target)
-        assert err <= abs(compare.model_param_count(cell, 2, h + 1, 50) - target)
+        target = compare_sizing.model_param_count("lstm", 2, 100, 50)
+        h = compare_sizing.match_hidden(cell, target, 2, 50)
+        err = abs(compare_sizing.model_param_count(cell, 2, h, 50) - target)
+        assert err <= abs(compare_sizing.model_param_count(cell, 2, h - 1, 50) - target)
+        assert err <= abs(compare_sizing.model_param_count(cell, 2, h + 1, 50) - target)
 
 
 def test_match_hidden_uses_one_width() -> None:
     cfg = config.load("compare-rnn")
-    assert {s.hidden for s in compare.plan_cells(cfg, ("rnn", "lstm", "gru"), 40, "hidden")} == {cfg.model.hidden}
+    assert {s.hidden for s in compare_sizing.plan_cells(cfg, ("rnn", "lstm", "gru"), 40, "hidden")} == {
+        cfg.model.hidden
+    }
     with pytest.raises(UserError):
-        compare.plan_cells(cfg, ("rnn",), 40, "width")
+        compare_sizing.plan_cells(cfg, ("rnn",), 40, "width")
 
 
 def test_parse_cells() -> None:
@@ -136,20 +140,20 @@ def test_parse_cells() -> None:
 
 def test_cell_config() -> None:
     cfg = config.load("compare-rnn", ["train.steps=8", "train.eval_every=100"])
-    c = compare.cell_config(cfg, compare.CellSpec("rnn", 99, 0), clip=False)
+    c = compare_sizing.cell_config(cfg, compare_sizing.CellSpec("rnn", 99, 0), clip=False)
     assert (c.model.cell, c.model.hidden, c.optim.clip_norm) == ("rnn", 99, 0.0)
     assert c.train.eval_every == 2  # at least MIN_EVALS validation points
-    assert compare.cell_config(cfg, compare.CellSpec("rnn", 99, 0)).optim.clip_norm == cfg.optim.clip_norm
+    assert compare_sizing.cell_config(cfg, compare_sizing.CellSpec("rnn", 99, 0)).optim.clip_norm == cfg.optim.clip_norm
 
 
 def test_cell_config_is_validated() -> None:
     tied = config.load("compare-rnn", ["model.embed=64", "model.hidden=64", "model.tie_embed=true"])
-    c = compare.cell_config(tied, compare.CellSpec("gru", 99, 0))
+    c = compare_sizing.cell_config(tied, compare_sizing.CellSpec("gru", 99, 0))
     assert (c.model.hidden, c.model.embed, c.model.tie_embed) == (99, 99, True)  # the tied embedding follows the width
     normed = config.load("compare-rnn", ["model.cell=lstm", "model.layer_norm=true"])
-    assert compare.cell_config(normed, compare.CellSpec("lstm", 99, 0)).model.layer_norm
+    assert compare_sizing.cell_config(normed, compare_sizing.CellSpec("lstm", 99, 0)).model.layer_norm
     with pytest.raises(ConfigError, match="layer_norm"):
-        compare.cell_config(normed, compare.CellSpec("rnn", 99, 0))
+        compare_sizing.cell_config(normed, compare_sizing.CellSpec("rnn", 99, 0))
 
 
 # --- a short run --------------------------------------------------------------------------------------------
@@ -180,7 +184,7 @@ def test_run_on_the_bundled_corpus(bundled_run: compare.CompareResult) -> None:
 
 
 def test_outputs_parse(bundled_run: compare.CompareResult, tmp_path: Path) -> None:
-    written = compare.write_outputs(bundled_run, tmp_path, png=plots.have_matplotlib())
+    written = compare_output.write_outputs(bundled_run, tmp_path, png=png_charts.have_matplotlib())
     names = {p.name for p in written}
     assert {"train.csv", "val.csv", "gradflow.csv", "longrange.csv", "summary.json"} <= names
     with (tmp_path / "train.csv").open() as f:
@@ -193,7 +197,7 @@ def test_outputs_parse(bundled_run: compare.CompareResult, tmp_path: Path) -> No
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [c["cell"] for c in summary["cells"]] == ["rnn", "lstm"] and summary["config"]["train"]["steps"] == 4
     assert len(summary["cells"][1]["longrange"]) == 5
-    if plots.have_matplotlib():
+    if png_charts.have_matplotlib():
         for name in ("loss.png", "longrange.png", "gradflow.png", "grad_norm.png"):
             assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -203,9 +207,9 @@ def test_png_without_matplotlib_is_a_user_error(
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib...` raise ImportError
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    assert not plots.have_matplotlib()
+    assert not png_charts.have_matplotlib()
     with pytest.raises(UserError, match="matplotlib"):
-        plots.save_pngs(bundled_run, tmp_path)
+        png_charts.save_pngs(bundled_run, tmp_path)
 
 
 def test_charts_render(bundled_run: compare.CompareResult) -> None:
@@ -219,9 +223,12 @@ def test_charts_render(bundled_run: compare.CompareResult) -> None:
 
 
 def test_chart_edge_cases() -> None:
-    nan, zero = plots.Series("rnn", [1, 2, 3], [float("nan"), 0.0, 1e-3], label="rnn"), plots.Series("lstm", [], [])
-    assert "1e" in plots.chart([nan, zero], title="t", xlabel="x", ylabel="y", log_y=True, color=False)
-    assert "no data" in plots.chart([zero], title="t", xlabel="x", ylabel="y", color=False)
+    nan, zero = (
+        linechart.Series("rnn", [1, 2, 3], [float("nan"), 0.0, 1e-3], label="rnn"),
+        linechart.Series("lstm", [], []),
+    )
+    assert "1e" in linechart.chart([nan, zero], title="t", xlabel="x", ylabel="y", log_y=True, color=False)
+    assert "no data" in linechart.chart([zero], title="t", xlabel="x", ylabel="y", color=False)
 
 
 def write_plain_corpus(path: Path) -> Path:
@@ -236,8 +243,8 @@ def test_corpus_without_gaps_skips_long_range(tmp_path: Path) -> None:
     res = compare.run(config.load("compare-rnn", SMOKE), text, ("lstm",), grad_k=10)
     assert res.chance is None and "no gap annotations" in (res.longrange_note or "")
     assert res.cells[0].longrange is None and math.isnan(res.cells[0].accuracy_from(100))
-    assert compare.longrange_rows(res) == ([], [])
-    assert "longrange.csv" not in {p.name for p in compare.write_outputs(res, tmp_path / "out", png=False)}
+    assert compare_output.longrange_rows(res) == ([], [])
+    assert "longrange.csv" not in {p.name for p in compare_output.write_outputs(res, tmp_path / "out", png=False)}
 
 
 def test_divergence_is_reported_and_measured_at_the_last_evaluation(
@@ -321,7 +328,9 @@ def test_a_cell_that_stopped_improving_stops_before_the_budget(tmp_path: Path) -
     res = compare.run(cfg, text, ("rnn", "lstm"), grad_k=10)
     for cell in res.cells:  # a learning rate this small changes nothing: the second evaluation stops it
         assert cell.steps == 4 and cell.curves.val_steps == [2, 4] and cell.curves.steps[-1] == 4
-    cols, rows = compare.summary_rows(res)
+    cols, rows = compare_output.summary_rows(res)
     assert rows[0][cols.index("steps")] == "4"
-    summary = json.loads((compare.write_outputs(res, tmp_path / "out", png=False)[-1]).read_text(encoding="utf-8"))
+    summary = json.loads(
+        (compare_output.write_outputs(res, tmp_path / "out", png=False)[-1]).read_text(encoding="utf-8")
+    )
     assert [c["steps"] for c in summary["cells"]] == [4, 4]

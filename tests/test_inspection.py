@@ -17,7 +17,8 @@ from helpers import TINY_TRAIN, assert_clean_error, assert_ok, run_cli
 from rich.cells import cell_len
 from rich.console import Console
 
-from charlstm.analysis import heatmap, inspection
+from charlstm.analysis import gates as gates_lib
+from charlstm.analysis import heatmap, inspection, placememory, text_properties
 from charlstm.config import ModelConfig
 from charlstm.data import langcorpus
 from charlstm.data.corpus import DEFAULT_CORPUS, Vocab, build_vocab, to_points
@@ -73,7 +74,7 @@ def test_analyse_shows_reference_values_and_saturation(cell: str, show: str | No
         np.testing.assert_allclose(s.values, primed[0][name][0, 1:, s.cell], rtol=0, atol=ATOL)
     assert not np.allclose(want[0][name][0], primed[0][name][0, 1:])  # the priming newline matters
     assert len(report.units) == len(TEXT)
-    gates = inspection.SIGMOID_GATES[cell]
+    gates = gates_lib.SIGMOID_GATES[cell]
     assert [[g.gate for g in layer] for layer in report.saturation] == ([list(gates)] * 2 if gates else [])
     for k, layer in enumerate(report.saturation):
         for g in layer:
@@ -93,20 +94,18 @@ def test_bytes_run_shows_each_character_after_its_last_byte() -> None:
 
 
 def test_show_mapping_and_errors() -> None:
-    assert inspection.resolve_show("lstm", None) == "c" and inspection.resolve_show("gru", None) == "h"
-    assert [inspection.resolve_show("lstm", s) for s in ("forget", "input", "output", "cell", "hidden")] == list(
-        "fioch"
-    )
-    assert inspection.resolve_show("gru", "update") == "z" and inspection.resolve_show("gru", "reset") == "r"
+    assert gates_lib.resolve_show("lstm", None) == "c" and gates_lib.resolve_show("gru", None) == "h"
+    assert [gates_lib.resolve_show("lstm", s) for s in ("forget", "input", "output", "cell", "hidden")] == list("fioch")
+    assert gates_lib.resolve_show("gru", "update") == "z" and gates_lib.resolve_show("gru", "reset") == "r"
     with pytest.raises(UserError, match="GRU has no forget gate") as e:
-        inspection.resolve_show("gru", "forget")
+        gates_lib.resolve_show("gru", "forget")
     assert "update" in e.value.hint and "reset" in e.value.hint
     with pytest.raises(UserError, match="no forget gate: it records only the hidden state"):
-        inspection.resolve_show("rnn", "forget")
+        gates_lib.resolve_show("rnn", "forget")
     with pytest.raises(UserError, match="LSTM has no update gate"):
-        inspection.resolve_show("lstm", "update")
+        gates_lib.resolve_show("lstm", "update")
     with pytest.raises(UserError, match="unknown --show"):
-        inspection.resolve_show("lstm", "bogus")
+        gates_lib.resolve_show("lstm", "bogus")
 
 
 def test_load_text_and_encode_errors(tmp_path: Path) -> None:
@@ -131,30 +130,30 @@ def test_load_text_and_encode_errors(tmp_path: Path) -> None:
 
 def test_properties_on_hand_made_text() -> None:
     s = 'a "b" (c)\nde f'
-    p = inspection.properties(s, [inspection.Span("X", 11, 13)])
+    p = text_properties.properties(s, [placememory.Span("X", 11, 13)])
     assert len(s) == 14
     assert p["inside quotes"].tolist() == [0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
     assert p["inside brackets"].tolist() == [0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0]
     assert p["distance since last newline"].tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4]
     assert p["distance since last space"].tolist() == [1, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 0, 1]
     assert p["after the place name, before the language word"].tolist() == [0] * 11 + [1, 1] + [0]
-    curly = inspection.properties("“a”b")["inside quotes"].tolist()
+    curly = text_properties.properties("“a”b")["inside quotes"].tolist()
     assert curly == [1, 1, 0, 0]
 
 
 def test_place_spans_from_text_and_records() -> None:
     s = "I went to Tamil Nadu last year. But I don't speak Tamil.\nGoa is nice.\nno place here\n"
-    spans = inspection.find_spans(s)
-    assert spans[0] == inspection.Span("Tamil Nadu", s.index(" last"), s.index("Tamil."), True)
-    assert spans[1] == inspection.Span("Goa", s.index(" is nice"), s.index("\nno"), False)
+    spans = placememory.find_spans(s)
+    assert spans[0] == placememory.Span("Tamil Nadu", s.index(" last"), s.index("Tamil."), True)
+    assert spans[1] == placememory.Span("Goa", s.index(" is nice"), s.index("\nno"), False)
     assert len(spans) == 2
     text = DEFAULT_CORPUS.read_text(encoding="utf-8")[:3000]
     records = langcorpus.load_gaps(DEFAULT_CORPUS.with_name("languages.gaps.json"))
-    from_records = inspection.spans_from_records(records, text)
+    from_records = placememory.spans_from_records(records, text)
     assert from_records and all(text[sp.end - 1] == " " and sp.language for sp in from_records)
-    scanned = {(sp.start, sp.end) for sp in inspection.find_spans(text) if sp.language}
+    scanned = {(sp.start, sp.end) for sp in placememory.find_spans(text) if sp.language}
     assert {(sp.start, sp.end) for sp in from_records} <= scanned  # the scan finds every annotated gap
-    assert inspection.spans_from_records(records, "x" + text) is None  # offsets no longer match
+    assert placememory.spans_from_records(records, "x" + text) is None  # offsets no longer match
 
 
 # --- picking cells -----------------------------------------------------------------------------------------
@@ -163,25 +162,25 @@ def test_place_spans_from_text_and_records() -> None:
 def test_correlation_picks_planted_cells() -> None:
     rng = np.random.default_rng(0)
     text = "".join(rng.choice(list('ab c"\n')) for _ in range(600))
-    props = inspection.properties(text)
+    props = text_properties.properties(text)
     x = rng.normal(size=(len(text), 16))
     x[:, 11] = props["distance since last newline"] + 0.1 * rng.normal(size=len(text))
     x[:, 3] = -props["inside quotes"] + 0.05 * rng.normal(size=len(text))
     x[:, 5] = 1.0  # constant: tracks nothing
-    corr = inspection.correlations(x, props)
+    corr = text_properties.correlations(x, props)
     assert "inside brackets" not in corr  # no brackets in the text: a constant signal is left out
     assert corr["distance since last newline"][5] == 0.0
-    picks = inspection.pick_top(corr, 2)
+    picks = text_properties.pick_top(corr, 2)
     assert {(p.cell, p.prop) for p in picks} == {(11, "distance since last newline"), (3, "inside quotes")}
     assert all(abs(p.r) > 0.95 for p in picks)
     assert next(p for p in picks if p.cell == 3).r < 0
-    assert len({p.cell for p in inspection.pick_top(corr, 16)}) == 16
-    assert inspection.pick_top({}, 3) == []
+    assert len({p.cell for p in text_properties.pick_top(corr, 16)}) == 16
+    assert text_properties.pick_top({}, 3) == []
 
 
 def test_saturation_fractions_on_known_arrays() -> None:
     g = np.array([[0.05, 0.95], [0.05, 0.5], [0.5, 0.95], [0.05, 0.99]])
-    (s,) = inspection.saturation({"f": g})
+    (s,) = gates_lib.saturation({"f": g})
     assert (s.left, s.right) == pytest.approx((3 / 8, 3 / 8))
     assert s.between == pytest.approx(2 / 8)
     assert (s.cells_left, s.cells_right) == (1, 1)
@@ -194,27 +193,27 @@ def test_place_memory_finds_a_planted_cell() -> None:
     for k in range(30):
         place = places[k % 3]
         length = int(rng.integers(20, 60))
-        spans.append(inspection.Span(place, t + 5, t + 5 + length))
+        spans.append(placememory.Span(place, t + 5, t + 5 + length))
         t += length + 10
     state = rng.normal(size=(t, 12))
     for sp in spans:  # cell 7 holds the place through the gap, under noise; cell 2 follows the position
         code.setdefault(sp.place, len(code))
         state[sp.start : sp.end, 7] = code[sp.place] + 0.3 * rng.normal(size=sp.end - sp.start)
         state[sp.start : sp.end, 2] = np.arange(sp.end - sp.start, 0, -1)
-    pm = inspection.place_memory([state[:, :6], state[:, 6:]], spans)
+    pm = placememory.place_memory([state[:, :6], state[:, 6:]], spans)
     assert pm is not None and (pm.paragraphs, pm.places) == (30, 3)
     best = pm.cells[0]
     assert (best.layer, best.cell) == (1, 1) and best.eta2 > 0.8 > pm.chance
     assert best.eta2_end > pm.chance_end and (best.high, best.low) == ("Kerala", "Goa")
     assert all(c.eta2 < pm.chance for c in pm.cells[1:])  # position-driven and noise cells stay below chance
-    assert inspection.place_memory([state], spans[:2]) is None  # two paragraphs of two places: too few
+    assert placememory.place_memory([state], spans[:2]) is None  # two paragraphs of two places: too few
 
 
 def test_eta_squared_matches_definition() -> None:
     rng = np.random.default_rng(2)
     x, g = rng.normal(size=(50, 3)), rng.integers(0, 4, 50)
-    sums, counts = inspection.group_sums(x, g, 4)
-    eta = inspection.eta_squared(sums, counts, (x**2).sum(axis=0), np.arange(4), 4)
+    sums, counts = placememory.group_sums(x, g, 4)
+    eta = placememory.eta_squared(sums, counts, (x**2).sum(axis=0), np.arange(4), 4)
     for j in range(3):
         between = sum((g == k).sum() * (x[g == k, j].mean() - x[:, j].mean()) ** 2 for k in range(4) if (g == k).any())
         assert eta[j] == pytest.approx(between / ((x[:, j] - x[:, j].mean()) ** 2).sum())

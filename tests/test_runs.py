@@ -16,7 +16,7 @@ import pytest
 from helpers import ROOT, assert_clean_error, assert_ok, cli_env, run_cli
 
 from charlstm import config
-from charlstm.analysis import plots
+from charlstm.analysis import plots, png_charts
 from charlstm.analysis import runs as runs_lib
 from charlstm.data.corpus import Vocab
 from charlstm.errors import RunError, UserError
@@ -189,7 +189,7 @@ def test_png_needs_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(UserError, match="matplotlib") as err:
-        plots.save_runs_png([runs_lib.Curves("a", steps=[1], loss=[1.0])], tmp_path / "x.png")
+        png_charts.save_runs_png([runs_lib.Curves("a", steps=[1], loss=[1.0])], tmp_path / "x.png")
     assert 'pip install "charlstm[plots]"' in err.value.hint
 
 
@@ -198,7 +198,7 @@ def test_png(tmp_path: Path) -> None:
     c = runs_lib.Curves(
         "a", steps=[1, 2], loss=[2.0, 1.0], minutes=[0.1, 0.2], val_steps=[2], val_loss=[1.5], val_minutes=[0.2]
     )
-    plots.save_runs_png([c], tmp_path / "x.png", x="minutes", log_y=True)
+    png_charts.save_runs_png([c], tmp_path / "x.png", x="minutes", log_y=True)
     assert (tmp_path / "x.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -37,7 +37,7 @@ from helpers import assert_clean_error, cli_env  # noqa: E402
 
 import charlstm  # noqa: E402
 from charlstm import resources  # noqa: E402
-from charlstm.analysis import inspection  # noqa: E402
+from charlstm.analysis import gates, inspection  # noqa: E402
 from charlstm.serve import analysis  # noqa: E402
 from charlstm.serve import app as serve_app  # noqa: E402
 
@@ -113,7 +113,7 @@ def test_analyze_gives_inspects_values_and_the_top_ten(client: TestClient, model
     traces = inspection.record_traces(
         model.params, model.config.model, ids, ("f", "i", "o", "c", "h"), prime=model.vocab.symbols.index(ord("\n"))
     )[0]
-    for name, letter in inspection.SHOW["lstm"].items():
+    for name, letter in gates.SHOW["lstm"].items():
         got = np.array([c["values"][name] for c in d["chars"]])
         assert got.shape == (len(text), hidden)
         np.testing.assert_allclose(got, traces[letter], atol=6e-5)

@@ -5,15 +5,12 @@ other, reporting through one events callback. For each cell the run collects the
 curves, the language-word accuracy by gap (`longrange`, on the validation split of an annotated corpus) and
 the gradient-distance profile (`gradflow`) at initialisation and after training.
 
-Fair sizing: with match="params" every cell gets the hidden width whose total parameter count is closest to
-the config's own cell at `model.hidden` (an RNN needs about twice an LSTM's width for the same budget);
-with match="hidden" every cell uses `model.hidden`.
+Each cell's width is matched to a common parameter budget, or to `model.hidden` (`compare_sizing`); the
+tables and files of a finished comparison are `compare_output`'s.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import time
 from collections.abc import Mapping
@@ -24,9 +21,12 @@ from typing import Protocol
 import jax
 import numpy as np
 
-from charlstm import config as config_lib
 from charlstm import events
 from charlstm.analysis import gradflow
+from charlstm.analysis.compare_output import longrange_rows as longrange_rows  # re-export: the CLI uses it
+from charlstm.analysis.compare_output import summary_rows as summary_rows  # re-export: the CLI uses it
+from charlstm.analysis.compare_output import write_outputs as write_outputs  # re-export: the CLI uses it
+from charlstm.analysis.compare_sizing import CellSpec, cell_config, plan_cells
 from charlstm.config import Config
 from charlstm.data import batches, corpus, langcorpus
 from charlstm.errors import UsageError
@@ -37,7 +37,6 @@ from charlstm.training import loop, runner
 DEFAULT_CELLS: tuple[str, ...] = ("rnn", "lstm")
 GRAD_DISTANCE = 200  # K: how many steps back the gradient-distance profile reaches (covers the 200+ gap bucket)
 GRAD_BATCH = 16  # windows averaged in the profile
-MIN_EVALS = 4  # validation points per curve, at least (short --steps runs would otherwise get only one)
 # A cell has stopped improving (train.patience) once neither its validation loss falls by this share of its
 # best nor its long-range accuracy rises by this much: smaller changes are evaluation noise.
 MIN_LOSS_GAIN = 0.02
@@ -65,13 +64,6 @@ class Plateau(loop.EarlyStopping):
             self.best = val_loss
         if math.isfinite(self.accuracy):
             self.best_accuracy = max(self.best_accuracy, self.accuracy)
-
-
-@dataclass(frozen=True)
-class CellSpec:
-    cell: str
-    hidden: int
-    params: int
 
 
 @dataclass
@@ -144,7 +136,7 @@ class NullReporter:
     def stop(self) -> None: ...
 
 
-# --- sizing -------------------------------------------------------------------------------------------------
+# --- the cells ----------------------------------------------------------------------------------------------
 
 
 def parse_cells(text: str) -> tuple[str, ...]:
@@ -156,88 +148,6 @@ def parse_cells(text: str) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise UsageError(f"--cells {text!r} names a cell twice", "list each cell once")
     return names
-
-
-def model_param_count(
-    cell: str,
-    layers: int,
-    hidden: int,
-    vocab_size: int,
-    embed: int = 0,
-    learned_start: bool = True,
-    *,
-    tie_embed: bool = False,
-    layer_norm: bool = False,
-) -> int:
-    """Parameters of the whole model (embedding, layers, head and start state), as `model.param_count` would
-    count them. A tied head reads the embedding table, which is then `hidden` wide; layer norm adds gains for
-    the gate pre-activations and the cell state's gain and shift to every layer."""
-    if tie_embed:
-        embed = hidden
-    norm = 2 * cells.GATES[cell] * hidden + 2 * hidden if layer_norm else 0
-    first = cells.layer_param_count(cell, embed or vocab_size, hidden) + norm + vocab_size * embed
-    rest = (layers - 1) * (cells.layer_param_count(cell, hidden, hidden) + norm)
-    start = layers * len(model.state_names(cell)) * hidden if learned_start else 0
-    head = (0 if tie_embed else hidden * vocab_size) + vocab_size
-    return first + rest + head + start
-
-
-def match_hidden(
-    cell: str,
-    target: int,
-    layers: int,
-    vocab_size: int,
-    embed: int = 0,
-    max_hidden: int = 8192,
-    *,
-    tie_embed: bool = False,
-    layer_norm: bool = False,
-) -> int:
-    """The hidden width whose parameter count is closest to `target` (the count grows with the width)."""
-
-    def count(h: int) -> int:
-        return model_param_count(cell, layers, h, vocab_size, embed, tie_embed=tie_embed, layer_norm=layer_norm)
-
-    lo, hi = 1, max_hidden
-    while lo < hi:  # smallest width reaching the target
-        mid = (lo + hi) // 2
-        if count(mid) < target:
-            lo = mid + 1
-        else:
-            hi = mid
-    options = [h for h in (lo - 1, lo) if h >= 1]
-    return min(options, key=lambda h: abs(count(h) - target))
-
-
-def plan_cells(cfg: Config, names: tuple[str, ...], vocab_size: int, match: str = "params") -> list[CellSpec]:
-    """Hidden width and parameter count per cell; the config's cell at model.hidden sets the budget."""
-    if match not in ("params", "hidden"):
-        raise UsageError(f"invalid --match {match!r}", "use params or hidden")
-    m = cfg.model
-    options = {"tie_embed": m.tie_embed, "layer_norm": m.layer_norm}
-    target = model_param_count(m.cell, m.layers, m.hidden, vocab_size, m.embed, **options)
-    plan = []
-    for name in names:
-        h = (
-            m.hidden
-            if match == "hidden" or name == m.cell
-            else match_hidden(name, target, m.layers, vocab_size, m.embed, **options)
-        )
-        plan.append(CellSpec(name, h, model_param_count(name, m.layers, h, vocab_size, m.embed, **options)))
-    return plan
-
-
-def cell_config(cfg: Config, spec: CellSpec, clip: bool = True) -> Config:
-    """The config one cell trains with: its cell and width, clipping as asked, enough validation points.
-    Validated like any config (raises ConfigError), so a cell the config's options do not fit is refused."""
-    data = cfg.model_dump()
-    data["model"].update(cell=spec.cell, hidden=spec.hidden)
-    if cfg.model.tie_embed:  # the tied head reads the embedding table, as wide as the layer
-        data["model"]["embed"] = spec.hidden
-    if not clip:
-        data["optim"]["clip_norm"] = 0.0
-    data["train"]["eval_every"] = min(cfg.train.eval_every, max(1, cfg.train.steps // MIN_EVALS))
-    return config_lib.from_dict(data)
 
 
 # --- long-range setup ---------------------------------------------------------------------------------------
@@ -426,142 +336,3 @@ def _train_cell(
         check,
         cur.steps[-1] if cur.steps else 0,
     )
-
-
-# --- tables and files ---------------------------------------------------------------------------------------
-
-
-def _f(x: float, digits: int = 3) -> str:
-    return "—" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
-
-
-def summary_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
-    """The per-cell table: size, validation loss, speed, time, accuracy at long gaps, and with a prompt check the
-    worst place's share of right samples for "P" and for "I went to P"."""
-    cols = ["cell", "hidden", "params", "steps", "val loss", "bits/char", "chars/s", "time", "acc gap≥100"]
-    checked = any(r.prompt_check for r in result.cells)
-    cols += ['worst "P"', 'worst "I went to P"'] if checked else []
-    rows = []
-    for r in result.cells:
-        row = [
-            r.spec.cell,
-            str(r.spec.hidden),
-            f"{r.spec.params:,}",
-            f"{r.steps:,}",
-            _f(r.val_loss, 4),
-            _f(r.bits_per_char),
-            f"{r.chars_per_s:,.0f}",
-            f"{r.seconds:.1f} s",
-            _f(r.accuracy_from(100), 2),
-        ]
-        if checked:
-            places = r.prompt_check.places if r.prompt_check else []
-            row += [
-                _f(min((p.line for p in places), default=math.nan), 2),
-                _f(min((p.went for p in places), default=math.nan), 2),
-            ]
-        rows.append(row)
-    return cols, rows
-
-
-def longrange_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
-    """Language-word accuracy and loss (nats per word) by gap bucket, one column pair per cell."""
-    measured = [r for r in result.cells if r.longrange]
-    if not measured:
-        return [], []
-    cols = ["gap", "n"] + [f"{r.spec.cell} {m}" for r in measured for m in ("acc", "loss")]
-    rows = []
-    for k, b in enumerate(measured[0].longrange or []):
-        rows.append(
-            [b.label, str(b.count)]
-            + [
-                v
-                for r in measured
-                for v in (
-                    _f(r.longrange[k].accuracy, 2),  # type: ignore[index]
-                    _f(r.longrange[k].loss, 2),
-                )
-            ]
-        )  # type: ignore[index]
-    return cols, rows
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-
-
-def _num(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None  # JSON has no NaN
-
-
-def write_outputs(result: CompareResult, out: Path, png: bool = True) -> list[Path]:
-    """Every curve as CSV, a JSON summary, and (with `png`) the charts as PNG, which needs matplotlib."""
-    out.mkdir(parents=True, exist_ok=True)
-    steps = [
-        [r.spec.cell, s, loss, g]
-        for r in result.cells
-        for s, loss, g in zip(r.curves.steps, r.curves.loss, r.curves.grad_norm)
-    ]
-    _write_csv(out / "train.csv", ["cell", "step", "loss", "grad_norm"], steps)  # type: ignore[arg-type]
-    val = [[r.spec.cell, s, v] for r in result.cells for s, v in zip(r.curves.val_steps, r.curves.val_loss)]
-    _write_csv(out / "val.csv", ["cell", "step", "val_loss"], val)  # type: ignore[arg-type]
-    grads = [
-        [r.spec.cell, when, k, float(v)]
-        for r in result.cells
-        for when, prof in (("init", r.grad_init), ("final", r.grad_final))
-        for k, v in enumerate(prof)
-    ]
-    _write_csv(out / "gradflow.csv", ["cell", "when", "k", "grad_norm"], grads)  # type: ignore[arg-type]
-    written = [out / "train.csv", out / "val.csv", out / "gradflow.csv"]
-    if any(r.longrange for r in result.cells):
-        lr_rows = [[r.spec.cell, b.label, b.count, b.accuracy, b.loss] for r in result.cells for b in r.longrange or []]
-        header = ["cell", "gap", "count", "accuracy", "loss"]
-        _write_csv(out / "longrange.csv", header, lr_rows)  # type: ignore[arg-type]
-        written.append(out / "longrange.csv")
-    if any(r.prompt_check for r in result.cells):
-        pc_rows = [
-            [r.spec.cell, p.place, p.language, p.line, p.line_greedy, p.went]
-            for r in result.cells
-            for p in (r.prompt_check.places if r.prompt_check else [])
-        ]
-        header = ["cell", "place", "language", "line", "line_greedy", "went"]
-        _write_csv(out / "prompt_check.csv", header, pc_rows)  # type: ignore[arg-type]
-        written.append(out / "prompt_check.csv")
-    summary = {
-        "corpus": str(result.corpus),
-        "match": result.match,
-        "clip": result.clip,
-        "chance": result.chance,
-        "longrange_note": result.longrange_note,
-        "config": result.config.model_dump(),
-        "cells": [
-            {
-                "cell": r.spec.cell,
-                "hidden": r.spec.hidden,
-                "params": r.spec.params,
-                "steps": r.steps,
-                "val_loss": _num(r.val_loss),
-                "bits_per_char": _num(r.bits_per_char),
-                "chars_per_s": r.chars_per_s,
-                "seconds": r.seconds,
-                "accuracy_gap_100_plus": _num(r.accuracy_from(100)),
-                "diverged": r.diverged,
-                "longrange": [
-                    {"gap": b.label, "count": b.count, "accuracy": _num(b.accuracy), "loss": _num(b.loss)}
-                    for b in r.longrange or []
-                ],
-                "prompt_check": r.prompt_check.to_json() if r.prompt_check else None,
-            }
-            for r in result.cells
-        ],
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    written.append(out / "summary.json")
-    if png:
-        from charlstm.analysis import plots
-
-        written += plots.save_pngs(result, out)
-    return written

@@ -1,8 +1,8 @@
 """Text heatmaps: each character's background coloured by a value, in the terminal (rich) and as HTML.
 
 The view is generic (it knows nothing about LSTMs): a `Row` is a title, a sequence of (glyph, value) units
-and a `Scale`. `charlstm.analysis.inspection` builds rows from recorded gate and cell traces; this module only maps
-values to colours, wraps the units to a width counted in terminal cells, prints them and writes HTML.
+and a `Scale`. `charlstm.analysis.inspection_view` builds rows from recorded gate and cell traces; this module only
+maps values to colours, wraps the units to a width counted in terminal cells, prints them and writes HTML.
 
 Width is counted with rich's `cell_len`, so CJK characters and emoji take two columns and combining marks
 none; control characters are replaced by visible stand-ins (a newline shows as "↵" and ends the line),

@@ -1,13 +1,8 @@
-"""Line charts in the terminal with plotext (inside rich), and as PNG with matplotlib: the charts of a
-`compare-rnn` run and the loss curves of `charlstm plot`, all drawn by one function, `chart`.
+"""The charts of `compare-rnn` and `charlstm plot` in the terminal, drawn with `linechart.chart`: a comparison's
+loss, accuracy-by-gap, gradient-distance and gradient-norm charts, the loss curves of runs, and the live
+displays that redraw them while cells or runs train. The same charts as PNG are `png_charts`'s.
 
-plotext 6 draws on one master figure (`plotext.figure`): every chart here clears it, adds signals with
-`figure.signal(...)` + `figure.draw(...)`, and turns `figure.build()` into a string, which rich shows with
-`Text.from_ansi`. Log axes are drawn as log10 of the data on a linear axis with "1e-3"-style tick labels:
-explicit limits and ticks are then exact, and the legend can be placed in data units.
-
-matplotlib is optional (`pip install 'charlstm[plots]'`); only the PNG writers need it. This module imports no
-JAX (`charlstm plot` starts in a fraction of a second).
+This module imports no JAX (`charlstm plot` starts in a fraction of a second).
 """
 
 from __future__ import annotations
@@ -15,148 +10,24 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-import plotext
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
 
 from charlstm import events  # the training events, without `charlstm.training.loop` and its JAX
-from charlstm.errors import UserError
+from charlstm.analysis.linechart import Series, chart
+from charlstm.analysis.linechart import show as show  # re-export: the CLI uses it
+from charlstm.analysis.png_charts import have_matplotlib as have_matplotlib  # re-export: the CLI uses it
+from charlstm.analysis.png_charts import matplotlib_figure as matplotlib_figure  # re-export: the CLI uses it
+from charlstm.analysis.png_charts import save_runs_png as save_runs_png  # re-export: the CLI uses it
 
 if TYPE_CHECKING:
-    from charlstm.analysis.compare import CellSpec, CompareResult, Curves
+    from charlstm.analysis.compare import CompareResult, Curves
+    from charlstm.analysis.compare_sizing import CellSpec
     from charlstm.analysis.runs import Curves as RunCurves
-
-CELL_COLORS = {"rnn": 9, "lstm": 12, "gru": 10}  # 256-colour codes: bright red, blue, green
-PLAIN_MARKERS = {"rnn": "r", "lstm": "l", "gru": "g"}  # without colour, the letter tells the cells apart
-MPL_COLORS = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
-MAX_POINTS = 300  # per series: more than a terminal row can show, few enough to draw in milliseconds
-
-
-@dataclass(frozen=True)
-class Series:
-    cell: str
-    xs: Sequence[float]
-    ys: Sequence[float]
-    label: str | None = None  # only labelled series enter the legend
-    thin: bool = False  # the secondary curve of a cell (validation, or at initialisation)
-    color: int | None = None  # 256-colour code; None: the cell's colour
-    marker: str | None = None  # the letter drawn without colour; None: the cell's letter
-
-
-def _finite(xs: Sequence[float], ys: Sequence[float], log: bool) -> tuple[list[float], list[float]]:
-    """Drop non-finite points (and non-positive ones on a log axis), then log10 if asked."""
-    pts = [(float(x), float(y)) for x, y in zip(xs, ys) if math.isfinite(y) and (y > 0 or not log)]
-    return [x for x, _ in pts], [math.log10(y) if log else y for _, y in pts]
-
-
-def _bin_mean(xs: list[float], ys: list[float], n: int = MAX_POINTS) -> tuple[list[float], list[float]]:
-    """Average into at most n bins: fewer points to draw, and noisy per-step losses become a readable line."""
-    if len(xs) <= n:
-        return xs, ys
-    edges = [round(k * len(xs) / n) for k in range(n + 1)]
-    bx = [sum(xs[a:b]) / (b - a) for a, b in zip(edges, edges[1:]) if b > a]
-    by = [sum(ys[a:b]) / (b - a) for a, b in zip(edges, edges[1:]) if b > a]
-    return bx, by
-
-
-def _nice_ticks(lo: float, hi: float, n: int = 6) -> list[float]:
-    """Round tick positions (1, 2 or 5 times a power of ten apart) within [lo, hi]."""
-    if hi <= lo:
-        return [lo]
-    raw = (hi - lo) / max(n - 1, 1)
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
-    first = math.ceil(lo / step) * step
-    return [first + k * step for k in range(int((hi - first) / step + 1e-9) + 1)]
-
-
-def _tick_label(v: float) -> str:
-    return f"{v:g}" if abs(v) < 1e5 else f"{v:.0e}"
-
-
-def chart(
-    series: Sequence[Series],
-    *,
-    title: str,
-    xlabel: str,
-    ylabel: str,
-    width: int = 100,
-    height: int = 20,
-    log_y: bool = False,
-    xlim: tuple[float, float] | None = None,
-    ylim: tuple[float, float] | None = None,
-    xticks: tuple[list[float], list[str]] | None = None,
-    hline: tuple[float, str] | None = None,
-    legend_at: str = "top right",
-    color: bool = True,
-) -> str:
-    """One line chart as a string (ANSI-coloured with `color`). Thick lines: main curves; thin: secondary."""
-    pts = [(s, *_bin_mean(*_finite(s.xs, s.ys, log_y))) for s in series]
-    pts = [(s, x, y) for s, x, y in pts if x]
-    fig = plotext.figure
-    fig.clear()
-    fig.theme("simple" if color else "colorless")  # "simple": no painted background, coloured signals
-    plotext.terminal.limit(False, False)  # the size is ours to pick, also when stdout is not a terminal
-    fig.plot_size(max(width, 30), max(height, 8))
-    fig.title(title)
-    fig.label(xlabel, "x")
-    fig.label(ylabel, "y")
-    if not pts:
-        fig.draw(fig.text(0.5, 0.5, "no data yet"))
-        fig.ruler("x").lim(0, 1)
-        fig.ruler("y").lim(0, 1)
-        return fig.build().string(colorless=not color)
-    for s, xs, ys in pts:
-        if color:
-            pixel = s.color if s.color is not None else CELL_COLORS.get(s.cell, 15)
-            mark = plotext.marker("braille" if s.thin else "hd", pixel=pixel)
-        else:
-            letter = s.marker or PLAIN_MARKERS.get(s.cell, s.cell[:1])
-            mark = plotext.marker(letter.upper() if s.thin else letter)
-        sig = fig.signal(xs, ys, marker=mark).lines()
-        if s.label:
-            sig.label(s.label)
-        fig.draw(sig)
-    all_x = [x for _, xs, _ in pts for x in xs]
-    all_y = [y for _, _, ys in pts for y in ys] + ([math.log10(hline[0]) if log_y else hline[0]] if hline else [])
-    x0, x1 = xlim or (min(all_x), max(all_x) if max(all_x) > min(all_x) else min(all_x) + 1)
-    if log_y:  # whole decades, so every tick is a power of ten
-        y0, y1 = math.floor(min(all_y)), math.ceil(max(all_y))
-        y1 = y1 if y1 > y0 else y0 + 1
-        stride = max(1, math.ceil((y1 - y0) / 6))
-        ticks = list(range(y1, y0 - 1, -stride))[::-1]
-        fig.ruler("y").ticks(ticks, [f"1e{t}" for t in ticks])
-    else:
-        y0, y1 = ylim or (min(all_y), max(all_y))
-        y1 = y1 if y1 > y0 else y0 + 1
-        ticks_y = _nice_ticks(y0, y1, 5)
-        fig.ruler("y").ticks(ticks_y, [_tick_label(t) for t in ticks_y])
-    fig.ruler("x").lim(x0, x1)
-    fig.ruler("y").lim(y0, y1)
-    if xticks:
-        fig.ruler("x").ticks(*xticks)
-    else:
-        ticks_x = _nice_ticks(x0, x1, 7)
-        fig.ruler("x").ticks(ticks_x, [_tick_label(t) for t in ticks_x])
-    if hline:
-        fig.line(
-            math.log10(hline[0]) if log_y else hline[0], pixel=8 if color else None, style="dotted", label=hline[1]
-        )
-    corners = {
-        "top right": (x1, y1, "right", "top"),
-        "bottom left": (x0, y0, "left", "bottom"),
-        "top left": (x0, y1, "left", "top"),
-        "bottom right": (x1, y0, "right", "bottom"),
-    }
-    lx, ly, ha, va = corners[legend_at]
-    fig.legend(x=lx, y=ly, relative=True, ha=ha, va=va)
-    return fig.build().string(colorless=not color)
 
 
 # --- the four charts of a comparison ------------------------------------------------------------------------
@@ -253,23 +124,10 @@ def charts(result: CompareResult, width: int, height: int, color: bool) -> list[
     return out
 
 
-def show(text: str, console: Console, color: bool) -> None:
-    """Print a chart string: parsed from ANSI on a colour console, verbatim otherwise."""
-    console.print(Text.from_ansi(text) if color else Text(text), soft_wrap=True, no_wrap=True, crop=False)
-
-
 # --- loss curves of runs (`charlstm plot`) ------------------------------------------------------------------
 
 RUN_COLORS = (12, 9, 10, 11, 13, 14, 208, 250)  # blue, red, green, yellow, magenta, cyan, orange, grey
 RUN_LETTERS = "abcdefghijklmnopqrstuvwxyz"  # without colour: lowercase train, uppercase validation
-MPL_RUN_COLORS = ("tab:blue", "tab:red", "tab:green", "tab:olive", "tab:purple", "tab:cyan", "tab:orange", "tab:gray")
-MPL_RUN_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-
-
-def _xs(c: RunCurves, x: str, val: bool) -> list[float]:
-    if x == "minutes":
-        return list(c.val_minutes if val else c.minutes)
-    return [float(s) for s in (c.val_steps if val else c.steps)]
 
 
 def _drop_nan_x(xs: Sequence[float], ys: Sequence[float]) -> tuple[list[float], list[float]]:
@@ -296,8 +154,8 @@ def runs_chart(
     series = []
     for k, c in enumerate(curves):
         pixel, letter = RUN_COLORS[k % len(RUN_COLORS)], RUN_LETTERS[k % len(RUN_LETTERS)]
-        train_x, train_y = _drop_nan_x(_xs(c, x, False), ema(c.loss, smooth))
-        val_x, val_y = _drop_nan_x(_xs(c, x, True), c.val_loss)
+        train_x, train_y = _drop_nan_x(c.x_values(x, False), ema(c.loss, smooth))
+        val_x, val_y = _drop_nan_x(c.x_values(x, True), c.val_loss)
         series.append(Series(c.name, train_x, train_y, label=c.name, color=pixel, marker=letter))
         series.append(Series(c.name, val_x, val_y, thin=True, color=pixel, marker=letter.upper()))
     smoothed = f"EMA {smooth:g}" if smooth > 0 else "raw"
@@ -353,8 +211,9 @@ def follow(
 class LiveDisplay:
     """While cells train: a live loss chart on a terminal; plain progress lines otherwise; nothing if quiet.
 
-    Implements `compare.CompareReporter`. Redraws are throttled (a chart takes ~20 ms, a step ~100 ms). Without
-    `color` the chart tells the cells apart by letters.
+    Implements `compare.CompareReporter`. Redraws are throttled to one per `every_s` seconds (and one per
+    evaluation), so drawing takes a small share of the training time. Without `color` the chart tells the
+    cells apart by letters.
     """
 
     def __init__(
@@ -418,118 +277,3 @@ class LiveDisplay:
         if self.live is not None:
             self.live.stop()
             self.live = None
-
-
-# --- PNG ----------------------------------------------------------------------------------------------------
-
-
-def have_matplotlib() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def matplotlib_figure(instead: str) -> type:
-    """matplotlib's Figure, or a UserError that says how to install it (`instead`: what else the user can do)."""
-    try:
-        from matplotlib.figure import Figure  # the object API: no pyplot state, no GUI backend
-    except ImportError:
-        raise UserError(
-            "PNG charts need matplotlib, which is not installed",
-            f'pip install "charlstm[plots]" (or matplotlib), or {instead}',
-        ) from None
-    return Figure
-
-
-def save_runs_png(
-    curves: Sequence[RunCurves], path: Path, *, x: str = "steps", log_y: bool = False, smooth: float = 0.6
-) -> None:
-    """The `runs_chart` as a PNG: raw training loss faint, smoothed solid, validation dashed with markers."""
-    from charlstm.analysis.runs import ema
-
-    fig = matplotlib_figure("write a .csv instead")(figsize=(9, 5))
-    ax = fig.add_subplot()
-    for k, c in enumerate(curves):
-        col, mark = MPL_RUN_COLORS[k % len(MPL_RUN_COLORS)], MPL_RUN_MARKERS[k % len(MPL_RUN_MARKERS)]
-        xs = _xs(c, x, False)
-        ax.plot(xs, c.loss, color=col, alpha=0.25, lw=0.8)
-        ax.plot(xs, ema(c.loss, smooth), color=col, lw=1.6, label=f"{c.name} train")
-        ax.plot(_xs(c, x, True), c.val_loss, color=col, ls="--", marker=mark, ms=4, label=f"{c.name} validation")
-    if log_y:
-        ax.set_yscale("log")
-    smoothed = f"EMA {smooth:g}" if smooth > 0 else "raw"
-    ax.set(
-        xlabel="step" if x == "steps" else "minutes since the run was created",
-        ylabel="loss (nats/char)",
-        title=f"training loss (faint: raw, solid: {smoothed}) and validation loss",
-    )
-    ax.legend()
-    fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=120)
-    except OSError as err:
-        raise UserError(f"cannot write {path}: {err.strerror}", "choose another --out path") from None
-
-
-def save_pngs(result: CompareResult, out: Path) -> list[Path]:
-    """loss.png, longrange.png (if measured), gradflow.png and grad_norm.png in `out`."""
-    Figure = matplotlib_figure("leave out --out")
-    written = []
-
-    def save(name: str, fig: Figure) -> None:
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=120)
-        written.append(out / name)
-
-    fig = Figure(figsize=(8, 4.5))
-    ax = fig.add_subplot()
-    for r in result.cells:
-        col = MPL_COLORS.get(r.spec.cell)
-        ax.plot(r.curves.steps, r.curves.loss, color=col, alpha=0.35, lw=0.8)
-        ax.plot(r.curves.val_steps, r.curves.val_loss, color=col, marker="o", ms=3, label=f"{r.spec.cell} (val)")
-    ax.set(xlabel="step", ylabel="loss (nats/char)", title="train (faint) and validation loss")
-    ax.legend()
-    save("loss.png", fig)
-
-    if any(r.longrange for r in result.cells):
-        from charlstm.evaluation import longrange
-
-        fig = Figure(figsize=(8, 4.5))
-        ax = fig.add_subplot()
-        labels = [longrange.bucket_label(lo, hi) for lo, hi in longrange.BUCKETS]
-        for r in result.cells:
-            if r.longrange:
-                ax.plot(
-                    labels,
-                    [b.accuracy for b in r.longrange],
-                    marker="o",
-                    color=MPL_COLORS.get(r.spec.cell),
-                    label=r.spec.cell,
-                )
-        if result.chance:
-            ax.axhline(result.chance, color="gray", ls=":", label="chance")
-        ax.set(xlabel="gap (characters)", ylabel="accuracy", ylim=(0, 1.02), title="language-word accuracy by gap")
-        ax.legend()
-        save("longrange.png", fig)
-
-    fig = Figure(figsize=(8, 4.5))
-    ax = fig.add_subplot()
-    for r in result.cells:
-        col = MPL_COLORS.get(r.spec.cell)
-        ks = range(1, len(r.grad_final))
-        ax.semilogy(ks, r.grad_init[1:], color=col, ls="--", lw=1, label=f"{r.spec.cell} at init")
-        ax.semilogy(ks, r.grad_final[1:], color=col, lw=1.5, label=f"{r.spec.cell} trained")
-    ax.set(xlabel="k (steps back)", ylabel="|d loss_T / d h_(T-k)|", title="gradient reaching back k steps")
-    ax.legend()
-    save("gradflow.png", fig)
-
-    fig = Figure(figsize=(8, 4.5))
-    ax = fig.add_subplot()
-    for r in result.cells:
-        ax.semilogy(r.curves.steps, r.curves.grad_norm, color=MPL_COLORS.get(r.spec.cell), lw=0.8, label=r.spec.cell)
-    ax.set(xlabel="step", ylabel="global gradient norm", title="gradient norm per step (before clipping)")
-    ax.legend()
-    save("grad_norm.png", fig)
-    return written

@@ -102,6 +102,13 @@ class Curves:
     val_minutes: list[float] = field(default_factory=list)
     total_steps: int = 0  # train.steps
 
+    def x_values(self, x: str, val: bool) -> list[float]:
+        """The x of each training point (with `val`, of each evaluation): its step, or with x="minutes" its
+        minutes since the run was created."""
+        if x == "minutes":
+            return list(self.val_minutes if val else self.minutes)
+        return [float(s) for s in (self.val_steps if val else self.steps)]
+
 
 def checkpoint_steps(run: rundir.RunDir) -> list[int]:
     """The steps of the run's complete checkpoints, ascending (Orbax names a finished one by its step)."""

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from charlstm.analysis import inspection
+from charlstm.analysis import gates, inspection, placememory, text_properties
 from charlstm.data import corpus
 from charlstm.errors import UsageError
 from charlstm.evaluation import longrange
@@ -42,7 +42,7 @@ MIN_BUCKET = 64  # the shortest padded length: a few keystrokes share one compil
 
 def quantities(cell: str) -> list[str]:
     """The names the page and the API use for what a cell type records, gates first (inspect's --show names)."""
-    return list(inspection.SHOW[cell])
+    return list(gates.SHOW[cell])
 
 
 def bucket(n: int) -> int:
@@ -77,7 +77,7 @@ class Analyzer:
         self.lock = threading.Lock()
         self.quantities = quantities(self.cfg.cell)
         # the recorded names (i, f, c, ...) of every quantity, in the order model.apply is asked for them
-        self._letters = tuple(inspection.SHOW[self.cfg.cell][q] for q in self.quantities)
+        self._letters = tuple(gates.SHOW[self.cfg.cell][q] for q in self.quantities)
         self._newline = self.vocab.symbols.index(ord("\n")) if ord("\n") in self.vocab.symbols else -1
         self._place: dict[str, Any] | None = None
         self._place_done = False
@@ -167,13 +167,13 @@ class Analyzer:
         rec, probs, top, primed = self.traces(ids)
         units = self.units(ids)
         steps = "".join(self.vocab.symbol(int(i)) for i in ids)
-        props = inspection.properties(steps, inspection.find_spans(steps))
+        props = text_properties.properties(steps, placememory.find_spans(steps))
         values, top_cells = {}, {}
         for q in wanted:
-            x = rec[lyr][inspection.SHOW[self.cfg.cell][q]]
+            x = rec[lyr][gates.SHOW[self.cfg.cell][q]]
             # Four decimals: finer than any colour, and far less JSON than float32's seventeen digits.
             values[q] = np.round(x.astype(np.float64), 4).tolist()
-            picks = inspection.pick_top(inspection.correlations(x, props), min(TOP_CELLS, self.cfg.hidden))
+            picks = text_properties.pick_top(text_properties.correlations(x, props), min(TOP_CELLS, self.cfg.hidden))
             top_cells[q] = [{"cell": p.cell, "property": p.prop, "r": round(p.r, 4)} for p in picks]
         guesses = [self._guesses(probs[row], top[row]) for row in range(len(probs))]
         chars = [
@@ -221,9 +221,7 @@ class Analyzer:
             if report.places is not None and report.places.cells:
                 best = report.places.cells[0]
                 memory = next(
-                    q
-                    for q, letter in inspection.SHOW[self.cfg.cell].items()
-                    if letter == inspection.MEMORY[self.cfg.cell]
+                    q for q, letter in gates.SHOW[self.cfg.cell].items() if letter == gates.MEMORY[self.cfg.cell]
                 )
                 return {
                     "layer": best.layer + 1,
