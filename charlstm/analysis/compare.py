@@ -23,9 +23,6 @@ import numpy as np
 
 from charlstm import events
 from charlstm.analysis import gradflow
-from charlstm.analysis.compare_output import longrange_rows as longrange_rows  # re-export: the CLI uses it
-from charlstm.analysis.compare_output import summary_rows as summary_rows  # re-export: the CLI uses it
-from charlstm.analysis.compare_output import write_outputs as write_outputs  # re-export: the CLI uses it
 from charlstm.analysis.compare_sizing import CellSpec, cell_config, plan_cells
 from charlstm.config import Config
 from charlstm.data import batches, corpus, langcorpus

@@ -26,7 +26,6 @@ import numpy as np
 
 from charlstm.analysis import heatmap
 from charlstm.analysis.gates import MEMORY, SIGMOID_GATES, Saturation, resolve_show, saturation
-from charlstm.analysis.inspection_view import inspect_view as inspect_view  # re-export: the CLI uses it
 from charlstm.analysis.placememory import PlaceMemory, find_spans, place_memory, spans_from_records
 from charlstm.analysis.text_properties import correlations, pick_top, properties
 from charlstm.data import corpus, langcorpus

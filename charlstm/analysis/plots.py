@@ -18,11 +18,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from charlstm import events  # the training events, without `charlstm.training.loop` and its JAX
-from charlstm.analysis.linechart import Series, chart
-from charlstm.analysis.linechart import show as show  # re-export: the CLI uses it
-from charlstm.analysis.png_charts import have_matplotlib as have_matplotlib  # re-export: the CLI uses it
-from charlstm.analysis.png_charts import matplotlib_figure as matplotlib_figure  # re-export: the CLI uses it
-from charlstm.analysis.png_charts import save_runs_png as save_runs_png  # re-export: the CLI uses it
+from charlstm.analysis.linechart import Series, chart, show
 
 if TYPE_CHECKING:
     from charlstm.analysis.compare import CompareResult, Curves

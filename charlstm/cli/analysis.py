@@ -58,7 +58,7 @@ def inspect_(
     if display_chars < 1:
         raise UsageError(f"--display-chars must be at least 1 (got {display_chars})", "e.g. --display-chars 800")
     from charlstm import api
-    from charlstm.analysis import heatmap, inspection
+    from charlstm.analysis import heatmap, inspection, inspection_view
 
     source = inspection.load_text(text, file, max_chars)
     model = api.load(run, checkpoint, runs_dir=runs_dir, on_warning=ui.warn)
@@ -75,7 +75,7 @@ def inspect_(
         skip_unknown=skip_unknown,
     )
     notes = [f"read the first {max_chars:,} characters of {file} (--max-chars)"] if source.truncated else []
-    view = inspection.inspect_view(report, f"{model.run_dir.name}, step {model.step}", display_chars, notes)
+    view = inspection_view.inspect_view(report, f"{model.run_dir.name}, step {model.step}", display_chars, notes)
     heatmap.print_view(ui.out, view, table=ui.table, color=ui.color_on(ui.out))
     if html is not None:
         try:
@@ -137,12 +137,12 @@ def plot(
         raise UsageError(f"--smooth must be in [0, 1) (got {smooth:g})", "e.g. --smooth 0.9; 0 draws the raw loss")
     if out is not None and out.suffix.lower() not in (".csv", ".png"):
         raise UsageError(f"--out must end in .csv or .png (got {out.name})", "e.g. --out loss.csv")
-    from charlstm.analysis import plots
+    from charlstm.analysis import linechart, plots, png_charts
     from charlstm.analysis import runs as runs_lib
     from charlstm.training import rundir
 
     if out is not None and out.suffix.lower() == ".png":
-        plots.matplotlib_figure("write a .csv instead")  # no matplotlib: say so before drawing anything
+        png_charts.matplotlib_figure("write a .csv instead")  # no matplotlib: say so before drawing anything
     found = runs_lib.resolve_all(runs or [], runs_dir)
     color = ui.color_on(ui.out)
 
@@ -168,11 +168,11 @@ def plot(
     else:
         if follow:
             ui.info("--follow: no run is training now; drawing it as it is")
-        plots.show(draw(), ui.out, color)
+        linechart.show(draw(), ui.out, color)
     if out is not None:
         curves = [runs_lib.read_curves(r) for r in found]
         if out.suffix.lower() == ".csv":
             runs_lib.write_csv(curves, out, smooth)
         else:
-            plots.save_runs_png(curves, out, x=x.value, log_y=log_y, smooth=smooth)
+            png_charts.save_runs_png(curves, out, x=x.value, log_y=log_y, smooth=smooth)
         ui.info(f"wrote {out}")

@@ -243,11 +243,11 @@ def compare_rnn(
 
     cfg = config_lib.load(config or "compare-rnn", list(set_) + ([f"train.steps={steps}"] if steps is not None else []))
     from charlstm import perf
-    from charlstm.analysis import compare, plots
+    from charlstm.analysis import compare, compare_output, linechart, plots, png_charts
 
     perf.compile_cache()
     names = compare.parse_cells(cells)
-    png = out is not None and plots.have_matplotlib()
+    png = out is not None and png_charts.have_matplotlib()
     if out is not None and not png:
         ui.warn(
             "matplotlib is not installed: --out writes CSV/JSON only (pip install 'charlstm[plots]' for PNG charts)"
@@ -257,9 +257,9 @@ def compare_rnn(
     result = compare.run(cfg, corpus, names, match=match.value, clip=not no_clip, reporter=live)
     if not quiet:
         for text in plots.charts(result, width=min(ui.out.width, 110), height=18, color=color):
-            plots.show(text, ui.out, color)
-    ui.table("compare-rnn: same data, seed, batches and steps", *compare.summary_rows(result))
-    cols, rows = compare.longrange_rows(result)
+            linechart.show(text, ui.out, color)
+    ui.table("compare-rnn: same data, seed, batches and steps", *compare_output.summary_rows(result))
+    cols, rows = compare_output.longrange_rows(result)
     if rows:
         chance = f"; chance {result.chance:.2f}" if result.chance else ""
         ui.table(f"language word by gap, validation split (accuracy, loss in nats/word{chance})", cols, rows)
@@ -269,5 +269,5 @@ def compare_rnn(
         if r.diverged:
             ui.warn(f"{r.spec.cell} diverged: {r.diverged}")
     if out is not None:
-        written = compare.write_outputs(result, out, png=png)
+        written = compare_output.write_outputs(result, out, png=png)
         ui.info(f"wrote {len(written)} files to {out}: {', '.join(p.name for p in written)}")
