@@ -19,7 +19,7 @@ from charlstm.nn import export, model
 CELLS = ("lstm", "gru", "rnn")
 B, T, H, V, L = 3, 6, 5, 7, 2
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-apply = jax.jit(model.apply, static_argnames=("cfg", "train", "record"))
+apply = jax.jit(model.apply, static_argnames=("cfg", "train"))
 
 
 def make(cell: str, seed: int = 0) -> tuple[Config, dict]:
