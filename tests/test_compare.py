@@ -68,11 +68,11 @@ def test_accuracy_from_weights_buckets_by_count() -> None:
         ]
     ]
     r = compare.CellResult(
-        compare_sizing.CellSpec("lstm", 8, 1), compare.Curves(), 1.0, 1.0, 1.0, res, np.ones(3), np.ones(3)
+        compare_sizing.CellSpec("lstm", 8, 1), compare.CellCurves(), 1.0, 1.0, 1.0, res, np.ones(3), np.ones(3)
     )
     assert r.accuracy_from(100) == pytest.approx((30 * 0.9 + 10 * 0.5) / 40)
     empty = compare.CellResult(
-        compare_sizing.CellSpec("rnn", 8, 1), compare.Curves(), 1.0, 1.0, 1.0, None, np.ones(3), np.ones(3)
+        compare_sizing.CellSpec("rnn", 8, 1), compare.CellCurves(), 1.0, 1.0, 1.0, None, np.ones(3), np.ones(3)
     )
     assert math.isnan(empty.accuracy_from(100))
 

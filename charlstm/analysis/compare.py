@@ -64,7 +64,7 @@ class Plateau(loop.EarlyStopping):
 
 
 @dataclass
-class Curves:
+class CellCurves:
     """Everything the training loop reported for one cell, as plain lists (the live chart reads them)."""
 
     steps: list[int] = field(default_factory=list)
@@ -78,7 +78,7 @@ class Curves:
 @dataclass(frozen=True)
 class CellResult:
     spec: CellSpec
-    curves: Curves
+    curves: CellCurves
     val_loss: float  # last validation loss, nats/char (nan if none)
     seconds: float  # wall time of training, compilation and evaluations included
     chars_per_s: float  # median training speed, first (compiling) step left out
@@ -119,7 +119,7 @@ class CompareReporter(Protocol):
     """What `run` tells its display: the plan, every training event with all curves so far, messages."""
 
     def start(self, plan: list[CellSpec], steps: int) -> None: ...
-    def event(self, cell: str, ev: loop.Event, curves: Mapping[str, Curves]) -> None: ...
+    def event(self, cell: str, ev: loop.Event, curves: Mapping[str, CellCurves]) -> None: ...
     def message(self, text: str) -> None: ...
     def stop(self) -> None: ...
 
@@ -128,7 +128,7 @@ class NullReporter:
     """Reports nothing (tests, --quiet)."""
 
     def start(self, plan: list[CellSpec], steps: int) -> None: ...
-    def event(self, cell: str, ev: loop.Event, curves: Mapping[str, Curves]) -> None: ...
+    def event(self, cell: str, ev: loop.Event, curves: Mapping[str, CellCurves]) -> None: ...
     def message(self, text: str) -> None: ...
     def stop(self) -> None: ...
 
@@ -221,7 +221,7 @@ def run(
     pairs = promptcheck.pairs_for(corpus_path, vocab) if lr_setup and cfg.train.prompt_check else None
     configs = [cell_config(cfg, spec, clip) for spec in plan]  # every cell's config checked before any trains
     gx, gy = _grad_windows(va, grad_k)
-    curves: dict[str, Curves] = {}
+    curves: dict[str, CellCurves] = {}
     results = []
     reporter.start(plan, cfg.train.steps)
     try:
@@ -253,7 +253,7 @@ def _train_cell(
     vocab: corpus.Vocab,
     tr: np.ndarray,
     va: np.ndarray,
-    curves: dict[str, Curves],
+    curves: dict[str, CellCurves],
     reporter: CompareReporter,
     gx: np.ndarray,
     gy: np.ndarray,
@@ -264,7 +264,7 @@ def _train_cell(
     state = loop.init_state(ccfg, len(vocab))
     # Measured before fit: its jitted step donates the state's buffers.
     grad_init = gradflow.model_profile(state.params, ccfg.model, gx, gy)
-    cur = curves[spec.cell] = Curves()
+    cur = curves[spec.cell] = CellCurves()
     last_params: list[model.Params] = []
     last_longrange: list[list[longrange.BucketResult] | None] = [None]
     plateau = Plateau(ccfg.train.patience)

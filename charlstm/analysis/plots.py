@@ -21,7 +21,7 @@ from charlstm import events  # the training events, without `charlstm.training.l
 from charlstm.analysis.linechart import Series, chart, show
 
 if TYPE_CHECKING:
-    from charlstm.analysis.compare import CompareResult, Curves
+    from charlstm.analysis.compare import CellCurves, CompareResult
     from charlstm.analysis.compare_sizing import CellSpec
     from charlstm.analysis.runs import Curves as RunCurves
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 # --- the four charts of a comparison ------------------------------------------------------------------------
 
 
-def loss_chart(curves: Mapping[str, Curves], steps: int, **kw: object) -> str:
+def loss_chart(curves: Mapping[str, CellCurves], steps: int, **kw: object) -> str:
     """Train (thick) and validation (thin) loss against steps, one colour per cell."""
     series = []
     for cell, c in curves.items():
@@ -232,7 +232,7 @@ class LiveDisplay:
             self.live = Live(console=self.console, auto_refresh=False, transient=True)
             self.live.start()
 
-    def _frame(self, cell: str, ev: events.Event, curves: Mapping[str, Curves]) -> RenderableType:
+    def _frame(self, cell: str, ev: events.Event, curves: Mapping[str, CellCurves]) -> RenderableType:
         index = next((k for k, s in enumerate(self.plan) if s.cell == cell), 0) + 1
         c = curves[cell]
         val = f" · val {c.val_loss[-1]:.4f}" if c.val_loss else ""
@@ -248,7 +248,7 @@ class LiveDisplay:
         chart_text = loss_chart(curves, self.steps, width=width, height=height, color=self.color)
         return Group(head, Text.from_ansi(chart_text) if self.color else Text(chart_text))
 
-    def event(self, cell: str, ev: events.Event, curves: Mapping[str, Curves]) -> None:
+    def event(self, cell: str, ev: events.Event, curves: Mapping[str, CellCurves]) -> None:
         if self.quiet:
             return
         if isinstance(ev, events.StepEvent) and ev.skipped:
