@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from charlstm import perf
 from charlstm.config import Config
 from charlstm.data.corpus import Vocab
-from charlstm.errors import UsageError
+from charlstm.errors import UsageError, UserError
 from charlstm.training import rundir
 from charlstm.training.configure import Overrides
 from charlstm.training.configure import training_config as training_config  # part of the API: train's first half
@@ -228,17 +228,18 @@ class Model:
             )
         return scoring.score_text(self.params, model_cfg, self.vocab, text_or_path, skip_unknown)
 
-    def export(self, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    def export(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> dict[str, np.ndarray]:
         """Write the weights in PyTorch's layout and names; returns the arrays written, by name.
 
         A directory `path` gets model.safetensors, config.json, vocab.json and charlstm_torch.py, a PyTorch
         module for every cell (`charlstm_torch.load(path)` samples and scores without charlstm); a `path` ending
         in .npz gets one file in nn.LSTM/GRU/RNN's layout, with the vocabulary and config (plain cells only).
-        See `charlstm.nn.export`.
+        See `charlstm.nn.export`. Files of an earlier export there are a UserError unless `overwrite`.
         """
         from charlstm.nn import export
 
         out = Path(path)
+        check_export_path(out, overwrite)
         if export_kind(out) == "npz":
             return export.export_npz(self.params, self.config, self.vocab, out)
         return export.export_dir(self.params, self.config, self.vocab, out)
@@ -256,6 +257,23 @@ def export_kind(path: str | os.PathLike[str]) -> str:
         f"the export path must be a directory or end in .npz (got {out.name})",
         "e.g. --out model (a directory with a PyTorch module; any cell) or --out model.npz (plain cells)",
     )
+
+
+def check_export_path(path: str | os.PathLike[str], overwrite: bool = False) -> str:
+    """`export_kind` of `path`, refusing to replace what an earlier export (or anything else) left there unless
+    `overwrite`: an export never destroys files without being asked to."""
+    from charlstm.nn.export import TORCH_FILES
+
+    out = Path(path)
+    kind = export_kind(out)
+    if kind == "npz":
+        taken = [out] if out.exists() else []
+    else:
+        taken = [out / f for f in TORCH_FILES if (out / f).exists()]
+    if taken and not overwrite:
+        names = ", ".join(str(t) for t in taken[:2]) + (f" and {len(taken) - 2} more" if len(taken) > 2 else "")
+        raise UserError(f"the export would overwrite {names}", "pass --force to replace them, or choose another --out")
+    return kind
 
 
 class _Decoder:
@@ -330,6 +348,8 @@ def run_training(
     `encoding(phase, done, total)` method for the progress of encoding a large corpus.
     """
     which = parse_checkpoint(checkpoint)
+    if name is not None:
+        rundir.check_name(name)  # before the corpus is read: a bad name is a usage error, found at once
     if extend_vocab and init_from is None:
         raise UsageError("extend_vocab needs init_from", "--extend-vocab grows the vocabulary of the --init-from run")
     source = None if init_from is None else rundir.resolve(str(init_from), Path(runs_dir))

@@ -17,6 +17,8 @@ from charlstm import resources
 from charlstm.errors import ConfigError
 
 CONFIG_DIR = resources.data_dir("configs")
+# The seeds charlstm takes, everywhere (train.seed, sample --seed, serve): what a JAX PRNG key holds, 32 bits.
+MAX_SEED = (1 << 32) - 1
 
 
 class _Section(BaseModel):
@@ -130,7 +132,7 @@ class TrainConfig(_Section):
     eval_batches: int = Field(20, ge=1, description="most validation batches per evaluation")
     log_every: int = Field(10, ge=1, description="steps between metric log lines")
     sample_length: int = Field(200, ge=0, description="characters of the sample printed at each evaluation (0: none)")
-    seed: int = Field(0, ge=0, description="seed for init, dropout and batch order")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed for init, dropout and batch order (0..2^32-1)")
     max_bad_steps: int = Field(10, ge=1, description="stop after this many consecutive non-finite steps (none applied)")
     prompt_check: bool = Field(
         True,
@@ -238,8 +240,11 @@ def read_yaml(path: Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}" if mark else ""
         problem = getattr(err, "problem", None) or "syntax error"
         raise ConfigError(f"YAML error in {path}{where}: {problem}", "fix the YAML syntax") from None
-    if data is None:
-        return {}
+    if data is None:  # an empty file would otherwise mean every default, silently
+        raise ConfigError(
+            f"config {path} is empty",
+            "write sections like 'model:' and 'train:', or leave out --config for the default",
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} is not a mapping", "write sections like 'model:' and 'train:'")
     return data

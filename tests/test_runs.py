@@ -121,13 +121,13 @@ def test_list_newest_first_skips_latest_and_non_runs(tmp_path: Path) -> None:
         runs_lib.list_runs(tmp_path / "missing")
 
 
-def test_a_damaged_config_is_listed_as_failed(tmp_path: Path) -> None:
+def test_a_damaged_config_is_listed_as_damaged(tmp_path: Path) -> None:
     make_run(tmp_path, "ok", rows=[train_row(100, 1.0)], ckpts=(100,))
     bad = make_run(tmp_path, "bad")
     bad.config_file.write_text("model: {cell: transformer}\n", encoding="utf-8")
     by_name = {r.name: r for r in runs_lib.list_runs(tmp_path)}
     assert by_name["ok"].status == "finished"
-    assert by_name["bad"].status == "failed" and "unreadable config" in by_name["bad"].reason
+    assert by_name["bad"].status == "damaged" and "damaged config.yaml" in by_name["bad"].reason
 
 
 # --- curves, smoothing, CSV ----------------------------------------------------------------------------------

@@ -67,24 +67,49 @@ def load_text(text: str | None, file: Path | None, max_chars: int) -> Source:
     return Source(text[:max_chars], records, len(text) > max_chars)
 
 
+SKIPPED_GLYPH = "\ufffd"  # where a character the run's vocabulary lacks was skipped
+
+
 @dataclass(frozen=True)
 class Encoded:
     ids: np.ndarray  # [T] int32, one per step
     steps: str  # one character per step (for a bytes run, each byte as latin-1): what the signals read
     units: list[tuple[str, int]]  # (glyph to draw, step whose value it shows)
-    dropped: int  # characters skipped because the vocabulary lacks them
+    dropped: int  # symbols skipped because the vocabulary lacks them
+    skipped: str = ""  # the characters skipped, in text order
 
 
-def encode(vocab: Vocab, text: str, skip_unknown: bool = False) -> Encoded:
-    """Text -> step ids; for a bytes run a multi-byte character shows the value after its last byte."""
+def encode(vocab: Vocab, text: str, skip_unknown: bool = True) -> Encoded:
+    """Text -> step ids; for a bytes run a multi-byte character shows the value after its last byte.
+
+    A character the vocabulary lacks is skipped (the network never reads it) and drawn as SKIPPED_GLYPH with
+    the value of the step before it, which is the state it left unchanged; `skip_unknown=False` makes it an
+    error instead.
+    """
     ids, dropped = corpus.encode_text(vocab, text, skip_unknown=skip_unknown)
     steps = "".join(vocab.symbol(int(i)) for i in ids)
+    where = corpus.unknown_positions(vocab, text) if dropped else []
     if vocab.encoding == "utf-8":
-        units = [(heatmap.glyph(ch), t) for t, ch in enumerate(steps)]
+        units, t = [], 0
+        marks = set(where)
+        for k in range(len(text)):
+            if k in marks:
+                units.append((SKIPPED_GLYPH, max(t - 1, 0)))
+            else:
+                units.append((heatmap.glyph(steps[t]), t))
+                t += 1
     else:
         dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
         units = [(heatmap.glyph(ch), t) for t, b in enumerate(steps.encode("latin-1")) for ch in dec.decode(bytes([b]))]
-    return Encoded(ids, steps, units, dropped)
+    return Encoded(ids, steps, units, dropped, "".join(text[k] for k in where))
+
+
+def skipped_note(skipped: str) -> str:
+    """What inspect says about the characters it skipped."""
+    n = len(skipped)
+    shown = "".join(dict.fromkeys(skipped))[:10]
+    noun = "character" if n == 1 else "characters"
+    return f"skipped {n:,} {noun} not in the run's vocabulary ({shown!r}), drawn as {SKIPPED_GLYPH}"
 
 
 @functools.lru_cache(maxsize=1)
@@ -155,7 +180,7 @@ def analyse(
     top: int | None = None,
     show: str | None = None,
     records: Sequence[langcorpus.GapRecord] | None = None,
-    skip_unknown: bool = False,
+    skip_unknown: bool = True,
 ) -> Report:
     """Read `text` with the network (`cfg` a ModelConfig) and gather everything `inspect` shows."""
     quantity = resolve_show(cfg.cell, show)
@@ -176,7 +201,7 @@ def analyse(
     x = traces[lyr][quantity]
     spans = spans_from_records(records, enc.steps) if records is not None and not enc.dropped else None
     spans = find_spans(enc.steps) if spans is None else spans
-    notes = [f"skipped {enc.dropped} character(s) the run's vocabulary lacks"] if enc.dropped else []
+    notes = [skipped_note(enc.skipped)] if enc.skipped else []
     if cells:
         selected = [Selected(lyr, c, quantity, x[:, c]) for c in dict.fromkeys(cells)]
     else:

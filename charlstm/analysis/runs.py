@@ -13,6 +13,8 @@ A run's status is decided from what is on disk, in this order:
                  crashed), or it has no checkpoint at all
     interrupted  it stopped early with every step its metrics record saved, as Ctrl-C and SIGTERM leave a run:
                  `charlstm train --resume RUN` continues it with nothing lost
+    damaged      its config.yaml or metrics.jsonl cannot be read (the reason says which); the other runs are
+                 listed as usual
 
 Wall time is the clock from the run's creation to its last metric row: compilation is included, and so are
 pauses between a stop and a `--resume`.
@@ -33,7 +35,7 @@ from charlstm.errors import RunError, UserError
 from charlstm.events import bits
 from charlstm.training import rundir
 
-STATUSES = ("running", "finished", "interrupted", "failed")
+STATUSES = ("running", "finished", "interrupted", "failed", "damaged")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"  # run.json's "created", in local time
 
 
@@ -65,6 +67,7 @@ class RunSummary:
         return f"{self.cell}{'-ln' if self.layer_norm else ''} {self.layers}x{self.hidden}"
 
     def to_json(self) -> dict[str, Any]:
+        """JSON-safe: a number that is not finite (from a hand-edited metrics file) is null."""
         return {
             "name": self.name,
             "path": str(self.path),
@@ -76,12 +79,12 @@ class RunSummary:
             "step": self.step,
             "steps": self.steps,
             "checkpoint": self.checkpoint,
-            "best_val_loss": self.best_val_loss,
-            "best_val_bpc": bits(self.best_val_loss),
-            "last_val_loss": self.last_val_loss,
-            "last_val_bpc": bits(self.last_val_loss),
-            "chars_per_s": self.chars_per_s,
-            "wall_s": self.wall_s,
+            "best_val_loss": _finite_or_none(self.best_val_loss),
+            "best_val_bpc": _finite_or_none(bits(self.best_val_loss)),
+            "last_val_loss": _finite_or_none(self.last_val_loss),
+            "last_val_bpc": _finite_or_none(bits(self.last_val_loss)),
+            "chars_per_s": _finite_or_none(self.chars_per_s),
+            "wall_s": _finite_or_none(self.wall_s),
             "created": None if self.created is None else time.strftime(TIME_FORMAT, time.localtime(self.created)),
             "status": self.status,
             "reason": self.reason,
@@ -128,7 +131,17 @@ def created_time(run: rundir.RunDir) -> float | None:
 
 
 def _finite(x: object) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
+    """A number a metric can be: not a boolean, not NaN or infinite, and small enough for a float."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an int past float's range
+        return False
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    return x if x is not None and _finite(x) else None
 
 
 def status_of(steps: int, records: Sequence[dict[str, Any]], ckpts: Sequence[int], locked: bool) -> tuple[str, str]:
@@ -176,8 +189,8 @@ def summarize(run: rundir.RunDir) -> RunSummary:
         checkpoint=ckpts[-1] if ckpts else None,
         best_val_loss=min(vals) if vals else None,
         last_val_loss=vals[-1] if vals else None,
-        chars_per_s=statistics.median(speeds) if speeds else None,
-        wall_s=times[-1] - start if times and start is not None else None,
+        chars_per_s=_finite_or_none(statistics.median(speeds)) if speeds else None,
+        wall_s=_finite_or_none(times[-1] - start) if times and start is not None else None,
         created=created,
         status=status,
         reason=reason,
@@ -185,8 +198,8 @@ def summarize(run: rundir.RunDir) -> RunSummary:
 
 
 def list_runs(runs_dir: Path) -> list[RunSummary]:
-    """Every run in `runs_dir`, newest first (by creation time, then name). A run whose config cannot be read
-    is listed as failed with the reason, rather than hiding the rest."""
+    """Every run in `runs_dir`, newest first (by creation time, then name). A run whose config or metrics
+    cannot be read is listed as damaged with the reason, rather than hiding the rest."""
     if not runs_dir.is_dir():
         raise RunError(f"no runs directory {runs_dir}", "train a run with `charlstm train`, or pass --runs-dir DIR")
     out = []
@@ -214,8 +227,8 @@ def list_runs(runs_dir: Path) -> list[RunSummary]:
                     None,
                     None,
                     created_time(run),
-                    "failed",
-                    f"unreadable config: {err.message}",
+                    "damaged",
+                    err.message,
                 )
             )
     return sorted(out, key=lambda r: (r.created or 0.0, r.name), reverse=True)

@@ -52,7 +52,9 @@ def inspect_(
     html: Path | None = typer.Option(None, "--html", help="Also write the view as a standalone HTML page."),
     max_chars: int = typer.Option(20000, "--max-chars", help="Read at most this many characters of the text."),
     display_chars: int = typer.Option(800, "--display-chars", help="Draw at most this many characters per cell."),
-    skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop characters not in the vocabulary."),
+    skip_unknown: bool = typer.Option(
+        True, "--skip-unknown", hidden=True, help="Kept for old scripts: characters not in the vocabulary are skipped."
+    ),
 ) -> None:
     """Watch the gates and memory cells read text: one coloured line per cell, gate saturation, place memory."""
     if display_chars < 1:
@@ -72,7 +74,6 @@ def inspect_(
         top=top,
         show=show.value if show else None,
         records=source.records,
-        skip_unknown=skip_unknown,
     )
     notes = [f"read the first {max_chars:,} characters of {file} (--max-chars)"] if source.truncated else []
     view = inspection_view.inspect_view(report, f"{model.run_dir.name}, step {model.step}", display_chars, notes)
@@ -105,7 +106,7 @@ def runs_(
     if not found:
         ui.info(f"no runs in {runs_dir} (train one with `charlstm train`)")
         return
-    styles = {"running": "cyan", "finished": "green", "interrupted": "yellow", "failed": "red"}
+    styles = {"running": "cyan", "finished": "green", "interrupted": "yellow", "failed": "red", "damaged": "red"}
     columns, rows = runs_lib.table_rows(found)
     rows = [[*map(escape, row[:-1]), f"[{styles[r.status]}]{escape(row[-1])}[/]"] for r, row in zip(found, rows)]
     ui.table(f"runs in {runs_dir}", columns, rows, left=("run", "corpus", "model", "status"))

@@ -31,7 +31,7 @@ def sample(
         1.0, "--top-p", help="Nucleus sampling: smallest set with this much probability (1: all)."
     ),
     greedy: bool = typer.Option(False, "--greedy", help="Always pick the most likely character."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same text)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed, 0..4294967295 (same seed, same text)."),
     num_samples: int = typer.Option(1, "--num-samples", help="Independent samples, generated as one batch."),
     skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop prompt characters the model does not know."),
     line_start: bool = typer.Option(
@@ -45,10 +45,14 @@ def sample(
     if prompt is not None and prompt_file is not None:
         raise UsageError("--prompt and --prompt-file both given", "pass only one")
     if prompt_file is not None:
+        from charlstm.data import corpus
+
         try:
-            prompt = prompt_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise UserError(f"cannot read prompt file {prompt_file}: {err}", "pass a UTF-8 text file") from None
+            prompt = corpus.read_bytes(prompt_file, "prompt file").decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise UserError(
+                f"prompt file {prompt_file} is not UTF-8 (byte offset {err.start})", "pass a UTF-8 text file"
+            ) from None
     from charlstm import api
 
     model = api.load(run, checkpoint, runs_dir=runs_dir, on_warning=ui.warn)
@@ -143,14 +147,15 @@ def export(
     run: str | None = RunOpt,
     runs_dir: Path = RunsDirOpt,
     checkpoint: str = CkptOpt,
+    force: bool = typer.Option(False, "--force", help="Replace the files of an earlier export at --out."),
 ) -> None:
     """Write the weights in PyTorch's layout and names: a directory that samples and scores with PyTorch alone
     (charlstm_torch.py inside), or a .npz for nn.LSTM/GRU/RNN."""
     from charlstm import api
 
-    kind = api.export_kind(out)  # a wrong name is a usage error, before the run is loaded
+    kind = api.check_export_path(out, force)  # a wrong or taken name fails before the run is loaded
     model = api.load(run, checkpoint, runs_dir=runs_dir, on_warning=ui.warn)
-    arrays = model.export(out)
+    arrays = model.export(out, overwrite=force)
     m = model.config.model
     what = f"step {model.step}, {m.cell}{'-ln' if m.layer_norm else ''} {m.layers}x{m.hidden}"
     if kind == "npz":

@@ -70,7 +70,10 @@ def serve(
 
     if not serve_app.is_loopback(host):
         ui.warn(f"listening on {host}: the page has no authentication, anyone who can reach it can use it")
-    serve_app.serve(runs_dir, run, host, port, open_, log=ui.info)
+    signum = serve_app.serve(runs_dir, run, host, port, open_, log=ui.info)
+    if signum:  # stopped as documented: 130 for Ctrl-C, 143 for SIGTERM
+        ui.info("stopped")
+        raise typer.Exit(128 + signum)
 
 
 corpus_app = typer.Typer(help="List and download corpora.", no_args_is_help=True)

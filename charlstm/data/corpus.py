@@ -51,7 +51,7 @@ class Vocab:
 
     def encode(self, text: str) -> np.ndarray:
         """Ids of `text`; -1 for characters the vocabulary does not have."""
-        return self.encode_points(to_points(text.encode("utf-8"), self.encoding))
+        return self.encode_points(to_points(text_bytes(text), self.encoding))
 
     def decode(self, ids: np.ndarray | list[int]) -> str:
         """Text of `ids` (bytes that do not form valid UTF-8 are shown as U+FFFD)."""
@@ -73,8 +73,27 @@ class Vocab:
         return cls(encoding=data["encoding"], symbols=tuple(int(s) for s in data["symbols"]))
 
 
-def to_points(data: bytes, encoding: Encoding) -> np.ndarray:
-    """Bytes -> array of code points (utf-8, validated) or byte values."""
+def text_bytes(text: str, source: str = "the text", error: type[UserError] = UsageError) -> bytes:
+    """`text` as UTF-8. A lone surrogate (JSON's "\\ud800", or a command-line byte that was not UTF-8) has no
+    UTF-8 form: an `error` naming where it is."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise error(
+            f"{source} is not valid Unicode: character {err.start + 1} is {text[err.start]!r}, a lone surrogate "
+            "(half of a pair, or a byte that was not UTF-8)",
+            "send UTF-8 text",
+        ) from None
+
+
+def to_points(
+    data: bytes,
+    encoding: Encoding,
+    source: str = "",
+    hint: str = "pass --encoding bytes to train on raw bytes, or re-save the file as UTF-8",
+) -> np.ndarray:
+    """Bytes -> array of code points (utf-8, validated) or byte values; invalid UTF-8 is a CorpusError naming
+    `source` (a file) with `hint`."""
     raw = np.frombuffer(data, dtype=np.uint8)
     if encoding == "bytes" or not (raw >= 0x80).any():  # ASCII: bytes are the code points
         return raw
@@ -82,8 +101,7 @@ def to_points(data: bytes, encoding: Encoding) -> np.ndarray:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise CorpusError(
-            f"invalid UTF-8 at byte offset {err.start}",
-            "pass --encoding bytes to train on raw bytes, or re-save the file as UTF-8",
+            f"invalid UTF-8 at byte offset {err.start}{' of ' + source if source else ''}", hint
         ) from None
     return np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
 
@@ -94,25 +112,28 @@ def build_vocab(points: np.ndarray, encoding: Encoding) -> Vocab:
     return Vocab(encoding=encoding, symbols=tuple(int(p) for p in present))
 
 
-def open_corpus(path: Path) -> BinaryIO:
-    """Open a corpus for reading, turning file-system problems into one-line errors."""
+def open_corpus(path: Path, what: str = "corpus") -> BinaryIO:
+    """Open a corpus (or another text file: `what` names it) for reading, turning file-system problems into
+    one-line errors."""
     if not path.exists():
-        raise CorpusError(f"corpus not found: {path}", "check the path, or run `charlstm train` for the default corpus")
+        raise CorpusError(f"{what} not found: {path}", "check the path, or run `charlstm train` for the default corpus")
     if path.is_dir():
-        raise CorpusError(f"corpus is a directory: {path}", "pass a text file")
+        raise CorpusError(f"{what} is a directory: {path}", "pass a text file")
+    if not path.is_file():  # a device or a pipe (/dev/zero) may never end: reading it would fill the memory
+        raise CorpusError(f"{what} {path} is not a regular file", "pass a text file; save a stream to a file first")
     try:
         return path.open("rb")
     except OSError as err:
-        raise CorpusError(f"cannot read corpus {path}: {err.strerror}", "check the file's permissions") from None
+        raise CorpusError(f"cannot read {what} {path}: {err.strerror}", "check the file's permissions") from None
 
 
-def read_bytes(path: Path) -> bytes:
+def read_bytes(path: Path, what: str = "corpus") -> bytes:
     """Read a whole corpus file (errors as in `open_corpus`)."""
-    with open_corpus(path) as fh:
+    with open_corpus(path, what) as fh:
         try:
             return fh.read()
         except OSError as err:
-            raise CorpusError(f"cannot read corpus {path}: {err.strerror}", "check the file's permissions") from None
+            raise CorpusError(f"cannot read {what} {path}: {err.strerror}", "check the file's permissions") from None
 
 
 def load_corpus(path: Path, encoding: Encoding = "utf-8", vocab: Vocab | None = None) -> tuple[Vocab, np.ndarray]:
@@ -146,11 +167,23 @@ def encode_text(
     source: str = "the text",
     skip_unknown: bool = False,
     error: type[UserError] = UsageError,
-    hint: str = "remove them or pass --skip-unknown",
+    hint: str = "",
 ) -> tuple[np.ndarray, int]:
     """`known_ids` of a string (a prompt, a text to inspect or score)."""
-    points = to_points(text.encode("utf-8"), vocab.encoding)
+    points = to_points(text_bytes(text, source), vocab.encoding)
     return known_ids(vocab, points, source=source, skip_unknown=skip_unknown, error=error, hint=hint)
+
+
+def unknown_positions(vocab: Vocab, text: str) -> list[int]:
+    """The indices in `text` of the characters (some of) whose symbols the vocabulary lacks: what was skipped
+    when `text` was read with `skip_unknown`, for showing where."""
+    data = text_bytes(text)
+    unknown = vocab.encode_points(to_points(data, vocab.encoding)) < 0
+    if vocab.encoding == "utf-8":
+        return [int(i) for i in np.flatnonzero(unknown)]
+    raw = np.frombuffer(data, dtype=np.uint8)
+    char_of_byte = np.cumsum((raw & 0xC0) != 0x80) - 1  # a UTF-8 continuation byte belongs to the one before
+    return sorted({int(c) for c in char_of_byte[unknown]})
 
 
 def known_ids(
@@ -160,20 +193,24 @@ def known_ids(
     source: str = "the text",
     skip_unknown: bool = False,
     error: type[UserError] = UsageError,
-    hint: str = "remove them or pass --skip-unknown",
+    hint: str = "",
 ) -> tuple[np.ndarray, int]:
     """The int32 ids of `points` (from `to_points`) and how many symbols the vocabulary lacks.
 
-    A symbol the vocabulary lacks is an `error` naming up to ten of them, with `hint` saying how to fix it; with
-    `skip_unknown` it is dropped and counted instead. Nothing left to encode is an error either way.
+    A symbol the vocabulary lacks is an `error` naming up to ten of them, with `hint` saying how to fix it
+    (default: drop them, or pass --skip-unknown); with `skip_unknown` it is dropped and counted instead.
+    Nothing left to encode is an error either way.
     """
     ids = vocab.encode_points(points)
     unknown = ids < 0
     n = int(unknown.sum())
     if n and not skip_unknown:
         shown = unknown_examples(points, ids, vocab.encoding)
-        noun = "character" if n == 1 else "characters"
-        raise error(f"{source} has {n:,} {noun} not in the run's vocabulary: {shown!r}", hint)
+        noun, them = ("character", "it") if n == 1 else ("characters", "them")
+        raise error(
+            f"{source} has {n:,} {noun} not in the run's vocabulary: {shown!r}",
+            hint or f"drop {them}, or pass --skip-unknown",
+        )
     if n == len(ids):
         raise error(f"no character of {source} is in the run's vocabulary", "use characters from the training text")
     return ids[~unknown].astype(np.int32), n

@@ -70,16 +70,16 @@ def score_file(
     params: model.Params, cfg: ModelConfig, vocab: Vocab, path: Path, skip_unknown: bool = False, chunk: int = 1024
 ) -> EvalResult:
     """Score a text file with a trained model."""
-    return score_points(
-        params, cfg, vocab, corpus.to_points(corpus.read_bytes(path), vocab.encoding), str(path), skip_unknown, chunk
-    )
+    data = corpus.read_bytes(path, "file")
+    points = corpus.to_points(data, vocab.encoding, str(path), "re-save the file as UTF-8: this run reads UTF-8 text")
+    return score_points(params, cfg, vocab, points, str(path), skip_unknown, chunk)
 
 
 def score_text(
     params: model.Params, cfg: ModelConfig, vocab: Vocab, text: str, skip_unknown: bool = False, chunk: int = 1024
 ) -> EvalResult:
     """Score a string with a trained model."""
-    points = corpus.to_points(text.encode("utf-8"), vocab.encoding)
+    points = corpus.to_points(corpus.text_bytes(text), vocab.encoding)
     return score_points(params, cfg, vocab, points, "the text", skip_unknown, chunk)
 
 

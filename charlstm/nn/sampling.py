@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from charlstm.config import ModelConfig
+from charlstm.config import MAX_SEED, ModelConfig
 from charlstm.data import corpus
 from charlstm.data.corpus import Vocab
 from charlstm.errors import UsageError
@@ -52,6 +52,8 @@ class SampleOptions:
             )
         if not 0 < self.top_p <= 1:
             raise UsageError(f"--top-p must be in (0, 1], got {self.top_p}", "1 disables it")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise UsageError(f"--seed must be in 0..{MAX_SEED} (got {self.seed})", "pass e.g. --seed 1")
         if self.num_samples < 1:
             raise UsageError(f"--num-samples must be at least 1 (got {self.num_samples})", "pass e.g. --num-samples 4")
 

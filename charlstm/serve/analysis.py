@@ -85,9 +85,10 @@ class Analyzer:
 
     # --- checking a request ---------------------------------------------------------------------------------
 
-    def check_text(self, text: object) -> np.ndarray:
-        """The text's ids, or a UsageError saying what is wrong with it (not a string, empty, too long, or
-        holding characters the run never saw)."""
+    def check_text(self, text: object) -> tuple[np.ndarray, list[int]]:
+        """The text's ids and the indices of the characters skipped because the run never saw them, or a
+        UsageError saying what is wrong with it (not a string, empty, too long, not valid Unicode, or nothing
+        the run knows)."""
         if not isinstance(text, str):
             raise UsageError("text must be a string", 'send {"text": "..."}')
         if text == "":
@@ -97,7 +98,8 @@ class Analyzer:
                 f"the text has {len(text):,} characters, more than {MAX_CHARS:,}",
                 f"send at most {MAX_CHARS:,} characters",
             )
-        return corpus.encode_text(self.vocab, text, hint="remove them")[0]
+        ids, dropped = corpus.encode_text(self.vocab, text, skip_unknown=True)
+        return ids, corpus.unknown_positions(self.vocab, text) if dropped else []
 
     def check_layer(self, layer: object) -> int:
         """A 1-based layer number (None: the last layer, as inspect) -> the 0-based index."""
@@ -160,7 +162,8 @@ class Analyzer:
 
     def analyze(self, text: object, layer: object = None, names: object = None) -> dict[str, Any]:
         """The JSON the page draws (see docs/serve.md, POST /api/analyze)."""
-        ids = self.check_text(text)
+        ids, skipped = self.check_text(text)
+        assert isinstance(text, str)
         lyr = self.check_layer(layer)
         wanted = self.check_quantities(names)
         start = time.perf_counter()
@@ -190,6 +193,8 @@ class Analyzer:
             "quantities": wanted,
             "chars": chars,
             "start_next": guesses[0] if primed else None,
+            # characters the run never saw: not read, so `chars` goes on after each as if it were not there
+            "skipped": [{"index": k, "symbol": text[k]} for k in skipped],
             "top_cells": top_cells,
             "seconds": round(time.perf_counter() - start, 4),
         }

@@ -14,8 +14,10 @@ the request and response fields.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
+import signal
 import socket
 import threading
 import webbrowser
@@ -32,6 +34,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from charlstm.analysis import runs as runs_lib
+from charlstm.config import MAX_SEED
+from charlstm.data import corpus
 from charlstm.errors import RunError, UsageError, UserError
 from charlstm.serve import analysis
 from charlstm.training import rundir
@@ -123,24 +127,42 @@ def error_response(status: int, message: str, hint: str = "") -> JSONResponse:
     return JSONResponse({"error": message, "hint": hint}, status_code=status)
 
 
+def _too_large(size: str) -> BadRequest:
+    return BadRequest(
+        413,
+        f"the request body has {size} bytes, more than {MAX_BODY:,}",
+        f"send at most {analysis.MAX_CHARS:,} characters of text",
+    )
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body, read only up to MAX_BODY: a larger one (announced, or sent chunked without a length) is a 413
+    before more of it is held in memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise _too_large(f"{int(declared):,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _too_large(f"over {MAX_BODY:,}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _body(request: Request, fields: tuple[str, ...]) -> dict[str, Any]:
     """The request's JSON object, with only known fields."""
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise BadRequest(
-            413,
-            f"the request body has {len(raw):,} bytes, more than {MAX_BODY:,}",
-            f"send at most {analysis.MAX_CHARS:,} characters of text",
-        )
+    raw = await _read_body(request)
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequest(400, "the request body is not JSON", 'send e.g. {"text": "Jammu"}') from None
     if not isinstance(body, dict):
         raise BadRequest(400, "the request body must be a JSON object", 'send e.g. {"text": "Jammu"}')
     unknown = sorted(set(body) - set(fields))
     if unknown:
-        raise BadRequest(400, f"unknown field(s): {', '.join(unknown)}", f"the fields are: {', '.join(fields)}")
+        named = ", ".join(ascii(k) for k in unknown[:10])  # ascii(): a key may hold a lone surrogate
+        raise BadRequest(400, f"unknown field(s): {named}", f"the fields are: {', '.join(fields)}")
     return body
 
 
@@ -223,18 +245,20 @@ def create_app(runs_dir: Path, default_run: str | None = None, runs: Runs | None
             top_k=_int(body, "top_k", 0, 0, 1 << 20),
             top_p=_number(body, "top_p", 1.0),
             greedy=greedy,
-            seed=_int(body, "seed", 0, 0, (1 << 32) - 1),
+            seed=_int(body, "seed", 0, 0, MAX_SEED),
         )
 
-        def start() -> tuple[analysis.Analyzer, Iterator[str]]:
+        def start() -> tuple[analysis.Analyzer, Iterator[str], list[dict[str, Any]]]:
             analyzer = runs.get(body.get("run"))
-            # An empty box samples from a line start, as `charlstm sample` without --prompt.
-            pieces = analyzer.model.stream(prompt or None, **options)  # checks the options and the prompt now
-            return analyzer, pieces
+            # An empty box samples from a line start, as `charlstm sample` without --prompt; characters the run
+            # never saw are skipped, and the first event says which.
+            pieces = analyzer.model.stream(prompt or None, skip_unknown=True, **options)  # checks options now
+            where = corpus.unknown_positions(analyzer.vocab, prompt) if prompt else []
+            return analyzer, pieces, [{"index": k, "symbol": (prompt or "")[k]} for k in where]
 
-        analyzer, pieces = await run_in_threadpool(start)
+        analyzer, pieces, skipped = await run_in_threadpool(start)
         return StreamingResponse(
-            _events(analyzer, pieces),
+            _events(analyzer, pieces, skipped),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -263,15 +287,19 @@ def create_app(runs_dir: Path, default_run: str | None = None, runs: Runs | None
     return Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]
 
 
-def _events(analyzer: analysis.Analyzer, pieces: Iterator[str]) -> Iterator[str]:
-    """The sample as server-sent events: one `data: {"text": ...}` per piece (the prompt as read first), then
-    `event: done`. Each piece is generated under the model's lock, so samples and analyses take turns."""
+def _events(analyzer: analysis.Analyzer, pieces: Iterator[str], skipped: list[dict[str, Any]]) -> Iterator[str]:
+    """The sample as server-sent events: one `data: {"text": ...}` per piece (the prompt as read first, with the
+    prompt's characters that were `skipped`), then `event: done`. Each piece is generated under the model's
+    lock, so samples and analyses take turns."""
+    first = True
     while True:
         with analyzer.lock:
             piece = next(pieces, None)
         if piece is None:
             break
-        yield f"data: {json.dumps({'text': piece})}\n\n"
+        event = {"text": piece, "skipped": skipped} if first else {"text": piece}
+        first = False
+        yield f"data: {json.dumps(event)}\n\n"
     yield "event: done\ndata: {}\n\n"
 
 
@@ -299,10 +327,8 @@ def choose_runs(run: str | None, runs_dir: Path) -> tuple[Path, str | None]:
     return runs_dir, path.name
 
 
-def serve(
-    runs_dir: Path, run: str | None, host: str, port: int, open_browser: bool, log: Callable[[str], None]
-) -> None:
-    """Load the opening run, listen on host:port and serve until Ctrl-C."""
+def serve(runs_dir: Path, run: str | None, host: str, port: int, open_browser: bool, log: Callable[[str], None]) -> int:
+    """Load the opening run, listen on host:port and serve until Ctrl-C or SIGTERM; returns that signal's number."""
     import uvicorn
 
     runs_dir, name = choose_runs(run, runs_dir)
@@ -325,5 +351,31 @@ def serve(
     log(f"serving {len(listed)} run(s) of {runs_dir} at {url} (Ctrl-C to stop)")
     if open_browser:
         threading.Timer(1.0, webbrowser.open, (url,)).start()  # once uvicorn is accepting on the socket
-    server = uvicorn.Server(uvicorn.Config(create_app(runs_dir, runs=runs), log_level="warning"))
+    server = _server_class()(uvicorn.Config(create_app(runs_dir, runs=runs), log_level="warning"))
     server.run(sockets=[sock])
+    return server.stopped_by
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):  # type: ignore[misc]
+        """uvicorn's server, stopped by SIGINT or SIGTERM as usual, but remembering the signal instead of raising
+        it again inside the event loop (which would leave its tasks pending, each with a traceback)."""
+
+        stopped_by = 0
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            originals = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in originals.items():
+                    signal.signal(sig, handler)
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            self.stopped_by = self.stopped_by or sig
+            super().handle_exit(sig, frame)
+
+    return Server

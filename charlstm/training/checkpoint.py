@@ -27,8 +27,9 @@ from charlstm.training import loop, rundir
 from charlstm.training.distributed import Layout
 from charlstm.training.rundir import RunDir
 
-# Orbax logs every save at INFO/WARNING through absl; the CLI reports saves itself.
-logging.getLogger("absl").setLevel(logging.ERROR)
+# Orbax logs every save at INFO/WARNING through absl, and a failed background write as an ERROR with its
+# traceback; the CLI reports saves itself, and a failed one as one line when `save` or `wait` raises it.
+logging.getLogger("absl").setLevel(logging.CRITICAL)
 
 
 def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
@@ -48,8 +49,11 @@ def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.Checkpo
         enable_async_checkpointing=True,  # the copy off the device is synchronous, the file writes are not
         read_only=read_only,
         create=not read_only,
+        cleanup_tmp_directories=not read_only,  # a save cut short (a full disk) frees its space on the next start
     )
-    return ocp.CheckpointManager(directory.resolve(), options=options, item_names=("state", "meta"))
+    # Handlers named up front, so a checkpoint's tree metadata can be read before restoring it.
+    handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(directory.resolve(), options=options, item_handlers=handlers)
 
 
 def _abstract_state(cfg: Config, vocab_size: int, layout: Layout | None = None) -> Any:
@@ -70,8 +74,20 @@ def _abstract_state(cfg: Config, vocab_size: int, layout: Layout | None = None) 
     return jax.tree_util.tree_map(attach, loop.state_shardings(layout), shapes)
 
 
+def _write_error(err: Exception) -> str:
+    """A failed write's cause in a few words. Orbax reports a full disk as a ValueError (RESOURCE_EXHAUSTED)
+    with the errno inside its long text."""
+    if isinstance(err, OSError):
+        return err.strerror or str(err)
+    text = str(err)
+    if "os_error_code='28'" in text or "No space left" in text:
+        return "No space left on device"
+    return text.splitlines()[0][:200] if text.strip() else err.__class__.__name__
+
+
 class Checkpointer:
-    """Saves and restores the TrainState of one run."""
+    """Saves and restores the TrainState of one run. A failed write is a RunError saying which checkpoint a
+    `--resume` continues from; the complete ones before it are never touched."""
 
     def __init__(self, run: RunDir, cfg: Config, vocab: Vocab) -> None:
         self.run, self.cfg, self.vocab = run, cfg, vocab
@@ -81,7 +97,8 @@ class Checkpointer:
             raise RunError(f"cannot create {run.checkpoints}: {err}", "check permissions and free space") from None
 
     def save(self, state: loop.TrainState, val_loss: float | None) -> None:
-        """Start saving `state` (async); a no-op if this step is already saved."""
+        """Start saving `state` (async); a no-op if this step is already saved. Raises RunError if this save,
+        or the previous one still being written, failed."""
         step = int(state.step)
         if step in self.manager.all_steps():
             return
@@ -93,24 +110,29 @@ class Checkpointer:
                 args=ocp.args.Composite(state=ocp.args.StandardSave(state._asdict()), meta=ocp.args.JsonSave(meta)),
                 metrics=metrics,
             )
-        except OSError as err:
-            raise RunError(
-                f"could not save checkpoint at step {step}: {err}",
-                "free disk space or fix permissions; earlier checkpoints are intact",
-            ) from None
+        except (OSError, ValueError) as err:
+            raise self._failed(f"could not save checkpoint at step {step}", err) from None
 
     def wait(self) -> None:
         """Block until pending saves are on disk (raises RunError if the write failed)."""
         try:
             self.manager.wait_until_finished()
-        except OSError as err:
-            raise RunError(
-                f"could not finish writing a checkpoint: {err}",
-                "free disk space or fix permissions; earlier checkpoints are intact",
-            ) from None
+        except (OSError, ValueError) as err:
+            raise self._failed("could not finish writing a checkpoint", err) from None
 
     def close(self) -> None:
-        self.manager.close()
+        try:
+            self.manager.close()
+        except (OSError, ValueError):  # a failed write: `save` or `wait` has raised it already
+            pass
+
+    def _failed(self, what: str, err: Exception) -> RunError:
+        done = steps(self.run)
+        then = f"charlstm train --resume {self.run.path} continues from step {done[-1]}" if done else "train again"
+        return RunError(
+            f"{what}: {_write_error(err)}",
+            f"free disk space or fix permissions, then {then}; earlier checkpoints are intact",
+        )
 
 
 @dataclass(frozen=True)
@@ -180,8 +202,8 @@ def restore(
         for i, step in enumerate(candidates):
             try:
                 meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-                _check_compatible(meta, cfg, vocab, run, step)
                 target = _abstract_state(cfg, len(vocab), layout)._asdict()
+                _check_compatible(meta, mngr.item_metadata(step)["state"], target, cfg, vocab, run, step)
                 restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
             except UserError:  # a readable checkpoint that does not fit (shapes, config): not damage
                 raise
@@ -193,7 +215,11 @@ def restore(
                 )
                 warn(f"checkpoint {step} of {run.path} is damaged ({err.__class__.__name__}); {more}")
                 continue
-            return Restored(cfg, vocab, loop.TrainState(**restored), step, meta.get("val_loss"))
+            val = meta.get("val_loss")
+            val = float(val) if isinstance(val, (int, float)) and not isinstance(val, bool) else None
+            return Restored(
+                cfg, vocab, loop.TrainState(**restored), step, val if val is None or math.isfinite(val) else None
+            )
     finally:
         mngr.close()
     raise RunError(
@@ -201,24 +227,58 @@ def restore(
     )
 
 
-def _check_compatible(meta: dict[str, Any], cfg: Config, vocab: Vocab, run: RunDir, step: int) -> None:
-    saved = config_lib.from_saved(meta["config"])
-    diffs = [
-        f"model.{k}: checkpoint {getattr(saved.model, k)!r} vs requested {getattr(cfg.model, k)!r}"
-        for k in ("cell", "layers", "hidden", "start_state")
-        if getattr(saved.model, k) != getattr(cfg.model, k)
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """Every array of a pytree (saved metadata or an abstract state) by its path: params/layers/0/W_hh."""
+
+    def name(key: Any) -> str:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                return str(getattr(key, attr))
+        return str(key)
+
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    return {"/".join(name(k) for k in path): tuple(leaf.shape) for path, leaf in leaves if hasattr(leaf, "shape")}
+
+
+def _check_compatible(
+    meta: dict[str, Any], saved_tree: Any, target: dict[str, Any], cfg: Config, vocab: Vocab, run: RunDir, step: int
+) -> None:
+    """A RunError naming what differs when the checkpoint's arrays are not the ones `cfg` asks for.
+
+    The arrays themselves decide (their paths and shapes in the checkpoint's metadata against those of a state
+    built for `cfg`), so every key that changes a shape counts, now and later; the config keys that differ are
+    named to say why.
+    """
+    have, want = _shapes(saved_tree), _shapes(target)
+    diffs = []
+    for path in sorted(have.keys() | want.keys(), key=lambda p: (not p.startswith("params/"), p)):
+        if path not in have:
+            diffs.append(f"{path} is not in the checkpoint")
+        elif path not in want:
+            diffs.append(f"{path} is not in the requested model")
+        elif have[path] != want[path]:
+            diffs.append(f"{path} is {have[path]} in the checkpoint, {want[path]} requested")
+    vocab_differs = Vocab.from_json(meta["vocab"]) != vocab
+    if not diffs and not vocab_differs:
+        return
+    shown = "; ".join(diffs[:3]) + (f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else "")
+    if vocab_differs:
+        shown = "; ".join(x for x in (shown, "the vocabulary differs") if x)
+    try:
+        saved = config_lib.from_saved(meta["config"]).model_dump()
+    except (UserError, KeyError, TypeError):  # the arrays say enough without it
+        saved = {}
+    changed = [
+        f"{section}.{key}={value!r} (saved: {saved[section][key]!r})"
+        for section, values in cfg.model_dump().items()
+        for key, value in values.items()
+        if section in ("model", "data", "optim") and section in saved and saved[section][key] != value
     ]
-    if (saved.optim.ema > 0) != (cfg.optim.ema > 0):  # the optimizer state has a weight average or not
-        diffs.append(f"optim.ema: checkpoint {saved.optim.ema!r} vs requested {cfg.optim.ema!r}")
-    if saved.data.batch_size != cfg.data.batch_size:
-        diffs.append(f"data.batch_size: checkpoint {saved.data.batch_size} vs requested {cfg.data.batch_size}")
-    if Vocab.from_json(meta["vocab"]) != vocab:
-        diffs.append("the vocabulary differs")
-    if diffs:
-        raise RunError(
-            f"checkpoint {step} of {run.path} does not match the config: {'; '.join(diffs)}",
-            "resume without shape-changing --set options, or start a new run",
-        )
+    why = f" after {', '.join(changed)}" if changed and diffs else ""
+    raise RunError(
+        f"checkpoint {step} of {run.path} does not fit the requested model{why}: {shown}",
+        "the checkpoints are fine: resume without the options that change the model's shape, or start a new run",
+    )
 
 
 def load_run(

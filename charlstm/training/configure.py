@@ -41,7 +41,11 @@ def training_config(
         )
     if resume is not None:
         run = rundir.resolve(str(resume), Path(runs_dir))
-        cfg = config_lib.load(run.config_file, items)
+        # The run's own config, read as a saved one (keys it predates keep the behaviour it was trained with);
+        # a file that cannot be read is the run's damage (RunError), an override that does not apply is usage.
+        cfg = run.read_config()
+        if items:
+            cfg = config_lib.load(run.config_file, items, saved=True)
     elif init_from is not None:
         cfg = fine_tuning_config(config, items, rundir.resolve(str(init_from), Path(runs_dir)))
         run = None

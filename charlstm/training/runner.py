@@ -343,9 +343,9 @@ def _early_stopping(cfg: Config, run: rundir.RunDir, start_step: int, main: bool
     history = []
     if main:
         history = [
-            (int(r["step"]), float(r["val_loss"]))
+            (r["step"], float(r["val_loss"]))
             for r in rundir.read_metrics(run.metrics_file)
-            if "val_loss" in r and int(r.get("step", 0)) <= start_step
+            if isinstance(r.get("val_loss"), float) and r["step"] <= start_step
         ]
     early = loop.EarlyStopping.from_history(cfg.train.patience, history)
     state = distributed.broadcast_text(json.dumps([early.best, early.best_step, early.bad_evals]))

@@ -100,12 +100,25 @@ async function analyze() {
                                               quantities: [$("quantity").value] });
     if (ticket !== state.sent) return;  // a newer request is on its way: this answer is stale
     state.result = result;
-    status(`${result.chars.length} characters in ${(result.seconds * 1000).toFixed(0)} ms`);
+    status(`${result.chars.length} characters in ${(result.seconds * 1000).toFixed(0)} ms` + skippedNote(result.skipped));
   } catch (err) {
     if (ticket === state.sent) status(err.message, true);
     return;
   }
   render();
+}
+
+function skippedNote(skipped) {
+  // Characters the run never saw are not read; the answer lists where they were.
+  if (!skipped || !skipped.length) return "";
+  const n = skipped.length;
+  return ` · skipped ${n} character${n === 1 ? "" : "s"} not in the run's vocabulary (marked \ufffd)`;
+}
+
+function textIndexToChar(result, index) {
+  // A position in the text (code points) -> the entry of result.chars at or before it (skipped ones are not there).
+  const before = (result.skipped || []).filter((s) => s.index <= index).length;
+  return index - before;
 }
 
 // --- drawing -----------------------------------------------------------------------------------------------
@@ -145,7 +158,21 @@ function render() {
       `${Math.min(...values).toFixed(2)} to ${Math.max(...values).toFixed(2)}`;
     const line = document.createElement("div");
     line.className = "line";
+    const skipped = new Map((result.skipped || []).map((s) => [s.index, s.symbol]));
+    let at = 0;  // the position in the text: the characters read, with the skipped ones between them
+    const markSkipped = () => {
+      while (skipped.has(at)) {
+        const mark = document.createElement("span");
+        mark.className = "ch skipped";
+        mark.title = `${JSON.stringify(skipped.get(at))}: not in the run's vocabulary, skipped (not read)`;
+        mark.textContent = "\ufffd";
+        line.append(mark);
+        at += 1;
+      }
+    };
     result.chars.forEach((c, i) => {
+      markSkipped();
+      at += 1;
       const span = document.createElement("span");
       const bg = colour(scale(values[i]));
       const dark = 0.2126 * bg[0] + 0.7152 * bg[1] + 0.0722 * bg[2] <= 128;
@@ -158,6 +185,7 @@ function render() {
       line.append(span);
       if (c.symbol === "\n") line.append(document.createElement("br"));
     });
+    markSkipped();
     row.append(label, line);
     rows.append(row);
   }
@@ -177,6 +205,7 @@ function showNext(index) {
   if (index === undefined) {
     const text = $("text").value;
     index = Array.from(text.slice(0, $("text").selectionStart)).length - 1;  // code points, as the server counts
+    index = textIndexToChar(result, index);
   }
   index = Math.min(index, result.chars.length - 1);
   const guesses = index >= 0 ? result.chars[index].next : result.start_next;
@@ -253,8 +282,10 @@ async function generate() {
         buffer = buffer.slice(cut + 2);
         const data = event.split("\n").find((l) => l.startsWith("data: "));
         if (!data || event.startsWith("event:")) continue;
-        const piece = JSON.parse(data.slice(6)).text;
+        const message = JSON.parse(data.slice(6));
+        const piece = message.text;
         $("text").value = first ? piece : $("text").value + piece;  // the first piece is the prompt as read
+        if (first && message.skipped && message.skipped.length) status(`prompt:${skippedNote(message.skipped)}`);
         first = false;
         analyzeSoon();  // the new text is coloured as it arrives
       }
