@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from charlstm import config
-from charlstm.errors import RunError, UserError
+from charlstm.errors import RunError
 from charlstm.training import checkpoint, loop, rundir, runner
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "languages.txt"

@@ -7,12 +7,15 @@ match="hidden" every cell uses `model.hidden`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
+import jax
+
 from charlstm import config as config_lib
-from charlstm.config import Config
+from charlstm.config import Config, ModelConfig
 from charlstm.errors import UsageError
-from charlstm.nn import cells, model
+from charlstm.nn import model
 
 MIN_EVALS = 4  # validation points per curve, at least (short --steps runs would otherwise get only one)
 
@@ -24,45 +27,25 @@ class CellSpec:
     params: int
 
 
-def model_param_count(
-    cell: str,
-    layers: int,
-    hidden: int,
-    vocab_size: int,
-    embed: int = 0,
-    learned_start: bool = True,
-    *,
-    tie_embed: bool = False,
-    layer_norm: bool = False,
-) -> int:
-    """Parameters of the whole model (embedding, layers, head and start state), as `model.param_count` would
-    count them. A tied head reads the embedding table, which is then `hidden` wide; layer norm adds gains for
-    the gate pre-activations and the cell state's gain and shift to every layer."""
-    if tie_embed:
-        embed = hidden
-    norm = 2 * cells.GATES[cell] * hidden + 2 * hidden if layer_norm else 0
-    first = cells.layer_param_count(cell, embed or vocab_size, hidden) + norm + vocab_size * embed
-    rest = (layers - 1) * (cells.layer_param_count(cell, hidden, hidden) + norm)
-    start = layers * len(model.state_names(cell)) * hidden if learned_start else 0
-    head = (0 if tie_embed else hidden * vocab_size) + vocab_size
-    return first + rest + head + start
+@functools.lru_cache(maxsize=1024)
+def model_param_count(cfg: ModelConfig, vocab_size: int) -> int:
+    """Parameters of the whole model `cfg` describes, counted on the tree `model.init_params` builds (shapes
+    only, nothing computed): the model itself is the one source of which parameters a config has."""
+    shapes = jax.eval_shape(lambda: model.init_params(cfg, vocab_size, jax.random.PRNGKey(0)))
+    return model.param_count(shapes)
 
 
-def match_hidden(
-    cell: str,
-    target: int,
-    layers: int,
-    vocab_size: int,
-    embed: int = 0,
-    max_hidden: int = 8192,
-    *,
-    tie_embed: bool = False,
-    layer_norm: bool = False,
-) -> int:
-    """The hidden width whose parameter count is closest to `target` (the count grows with the width)."""
+def sized(cfg: ModelConfig, cell: str, hidden: int) -> ModelConfig:
+    """`cfg` with this cell and width (a tied embedding table is as wide as the layer)."""
+    return cfg.model_copy(update={"cell": cell, "hidden": hidden, **({"embed": hidden} if cfg.tie_embed else {})})
+
+
+def match_hidden(cfg: ModelConfig, cell: str, target: int, vocab_size: int, max_hidden: int = 8192) -> int:
+    """The hidden width of `cell` (otherwise `cfg`) whose parameter count is closest to `target` (the count grows
+    with the width)."""
 
     def count(h: int) -> int:
-        return model_param_count(cell, layers, h, vocab_size, embed, tie_embed=tie_embed, layer_norm=layer_norm)
+        return model_param_count(sized(cfg, cell, h), vocab_size)
 
     lo, hi = 1, max_hidden
     while lo < hi:  # smallest width reaching the target
@@ -80,16 +63,13 @@ def plan_cells(cfg: Config, names: tuple[str, ...], vocab_size: int, match: str 
     if match not in ("params", "hidden"):
         raise UsageError(f"invalid --match {match!r}", "use params or hidden")
     m = cfg.model
-    options = {"tie_embed": m.tie_embed, "layer_norm": m.layer_norm}
-    target = model_param_count(m.cell, m.layers, m.hidden, vocab_size, m.embed, **options)
+    for name in names:  # a cell the config's options do not fit (layer_norm on a GRU) is refused first
+        cell_config(cfg, CellSpec(name, m.hidden, 0))
+    target = model_param_count(m, vocab_size)
     plan = []
     for name in names:
-        h = (
-            m.hidden
-            if match == "hidden" or name == m.cell
-            else match_hidden(name, target, m.layers, vocab_size, m.embed, **options)
-        )
-        plan.append(CellSpec(name, h, model_param_count(name, m.layers, h, vocab_size, m.embed, **options)))
+        h = m.hidden if match == "hidden" or name == m.cell else match_hidden(m, name, target, vocab_size)
+        plan.append(CellSpec(name, h, model_param_count(sized(m, name, h), vocab_size)))
     return plan
 
 
