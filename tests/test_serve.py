@@ -172,7 +172,9 @@ BAD = [
     ("post", "/api/analyze", {"run": "tiny", "text": ""}, 400, "empty"),
     ("post", "/api/analyze", {"run": "tiny"}, 400, "text must be a string"),
     ("post", "/api/analyze", {"run": "tiny", "text": "a" * 20_001}, 400, "more than 20,000"),
-    ("post", "/api/analyze", {"run": "tiny", "text": "Goa ☃"}, 400, "not in the run's vocabulary"),
+    ("post", "/api/analyze", {"run": "tiny", "text": "☃é"}, 400, "no character of the text"),
+    ("post", "/api/analyze", '{"run": "tiny", "text": "J\\ud800"}', 400, "not valid Unicode: character 2"),
+    ("post", "/api/analyze", '{"run": "tiny", "text": "Goa", "\\ud800": 1}', 400, "unknown field(s): '\\ud800'"),
     ("post", "/api/analyze", {"run": "tiny", "text": "Goa", "layer": 2}, 400, "layer must be"),
     ("post", "/api/analyze", {"run": "tiny", "text": "Goa", "layer": "1"}, 400, "layer must be"),
     ("post", "/api/analyze", {"run": "tiny", "text": "Goa", "layer": True}, 400, "layer must be"),
@@ -194,7 +196,8 @@ BAD = [
     ("post", "/api/sample", {"run": "tiny", "seed": -1}, 400, "seed"),
     ("post", "/api/sample", {"run": "tiny", "greedy": "yes"}, 400, "greedy"),
     ("post", "/api/sample", {"run": "tiny", "prompt": 5}, 400, "prompt must be"),
-    ("post", "/api/sample", {"run": "tiny", "prompt": "Goa ☃"}, 400, "vocabulary"),
+    ("post", "/api/sample", '{"run": "tiny", "prompt": "\\udcff"}', 400, "not valid Unicode"),
+    ("post", "/api/sample", {"run": "tiny", "seed": 1 << 32}, 400, "seed must be a whole number in 0..4294967295"),
     ("post", "/api/sample", {"run": "tiny", "prompt": "a" * 20_001}, 400, "more than 20,000"),
     ("get", "/api/runs/nope", None, 404, "no run named"),
     ("get", "/api/nothing", None, 404, "Not Found"),
@@ -221,7 +224,50 @@ def test_bad_input_gets_a_4xx_json_error(
     assert client.post("/api/analyze", json={"run": "tiny", "text": "Goa"}).status_code == 200
 
 
+def test_unknown_characters_are_skipped_marked_and_counted(client: TestClient) -> None:
+    text = "Goa ☃is é"
+    r = client.post("/api/analyze", json={"run": "tiny", "text": text, "quantities": ["cell"]})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["skipped"] == [{"index": 4, "symbol": "☃"}, {"index": 8, "symbol": "é"}]
+    clean = client.post("/api/analyze", json={"run": "tiny", "text": "Goa is ", "quantities": ["cell"]}).json()
+    assert got["chars"] == clean["chars"]  # read as if they were not there
+    r = client.post("/api/sample", json={"run": "tiny", "prompt": "Goa ☃", "length": 5})
+    first = _events(r.text)[0][1]
+    assert r.status_code == 200 and first == {"text": "Goa ", "skipped": [{"index": 4, "symbol": "☃"}]}
+
+
+def test_damaged_runs_are_404_or_listed_as_damaged(runs_dir: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for name in ("cfg", "metrics", "ok"):
+        shutil.copytree(runs_dir / "tiny", runs / name)
+    (runs / "cfg" / "config.yaml").write_text("model: [\n")
+    (runs / "metrics" / "metrics.jsonl").write_text('[1, 2]\n{"step": 1}\n')
+    with TestClient(serve_app.create_app(runs), raise_server_exceptions=False) as c:
+        listed = {r["name"]: r["status"] for r in c.get("/api/runs").json()["runs"]}
+        assert listed == {"cfg": "damaged", "metrics": "damaged", "ok": "finished"}
+        r = c.post("/api/analyze", json={"run": "cfg", "text": "Goa"})
+        assert r.status_code == 404 and "damaged config.yaml" in r.json()["error"]
+
+
 # --- the command line --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("signum", "code"), [(2, 130), (15, 143)])
+def test_ctrl_c_and_sigterm_stop_the_server_with_their_exit_codes(runs_dir: Path, signum: int, code: int) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charlstm.cli", "serve", "--runs-dir", str(runs_dir), "--port", "0"],
+        env=cli_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    while "serving" not in proc.stderr.readline():
+        assert proc.poll() is None, proc.stderr.read()
+    time.sleep(2)  # uvicorn takes the signals over once it runs
+    proc.send_signal(signum)
+    assert proc.wait(timeout=60) == code
+    assert proc.stderr.read().strip() == "stopped"
 
 
 def test_loopback_and_the_runs_directory_of_run() -> None:
