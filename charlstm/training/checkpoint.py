@@ -53,7 +53,14 @@ def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.Checkpo
     )
     # Handlers named up front, so a checkpoint's tree metadata can be read before restoring it.
     handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
-    return ocp.CheckpointManager(directory.resolve(), options=options, item_handlers=handlers)
+    try:
+        return ocp.CheckpointManager(directory.resolve(), options=options, item_handlers=handlers)
+    except (ValueError, TypeError, KeyError) as err:  # Orbax reads every step's metadata file as it starts
+        reason = str(err).splitlines()[0][:200] if str(err).strip() else err.__class__.__name__
+        raise RunError(
+            f"cannot read the checkpoints in {directory}: a step's _CHECKPOINT_METADATA is damaged ({reason})",
+            "restore that file from a backup, or move its step directory out of the way",
+        ) from None
 
 
 def _abstract_state(cfg: Config, vocab_size: int, layout: Layout | None = None) -> Any:
