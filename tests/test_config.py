@@ -212,9 +212,13 @@ def test_section_that_is_not_a_mapping(tmp_path: Path) -> None:
         config_lib.load(path, ["model.hidden=4"])
 
 
-def test_empty_file_is_all_defaults(tmp_path: Path) -> None:
+@pytest.mark.parametrize("text", ["", "# comments only\n"])
+def test_an_empty_file_is_an_error_not_silently_every_default(tmp_path: Path, text: str) -> None:
     path = tmp_path / "empty.yaml"
-    path.write_text("", encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match="is empty"):
+        config_lib.load(path)
+    path.write_text("{}\n", encoding="utf-8")  # an explicit empty mapping still means every default
     assert config_lib.load(path) == Config()
 
 
