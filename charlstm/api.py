@@ -262,14 +262,16 @@ def export_kind(path: str | os.PathLike[str]) -> str:
 def check_export_path(path: str | os.PathLike[str], overwrite: bool = False) -> str:
     """`export_kind` of `path`, refusing to replace what an earlier export (or anything else) left there unless
     `overwrite`: an export never destroys files without being asked to."""
-    from charlstm.nn.export import TORCH_FILES
-
     out = Path(path)
-    kind = export_kind(out)
+    kind = export_kind(out)  # a wrong name is a usage error before anything heavy is imported
     if kind == "npz":
         taken = [out] if out.exists() else []
-    else:
+    elif out.is_dir():
+        from charlstm.nn.export import TORCH_FILES
+
         taken = [out / f for f in TORCH_FILES if (out / f).exists()]
+    else:
+        taken = []
     if taken and not overwrite:
         names = ", ".join(str(t) for t in taken[:2]) + (f" and {len(taken) - 2} more" if len(taken) > 2 else "")
         raise UserError(f"the export would overwrite {names}", "pass --force to replace them, or choose another --out")

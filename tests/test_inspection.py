@@ -121,8 +121,10 @@ def test_load_text_and_encode_errors(tmp_path: Path) -> None:
     (tmp_path / "crlf.txt").write_bytes(b"a\r\nb")
     assert inspection.load_text(None, tmp_path / "crlf.txt", 10).text == "a\r\nb"
     with pytest.raises(UserError, match="not in the run's vocabulary"):
-        inspection.encode(vocab_of("abc"), "abz")
-    assert inspection.encode(vocab_of("abc"), "abz", skip_unknown=True).dropped == 1
+        inspection.encode(vocab_of("abc"), "abz", skip_unknown=False)
+    skipped = inspection.encode(vocab_of("abc"), "azb")  # skipped, and drawn where it was
+    assert skipped.dropped == 1 and skipped.skipped == "z"
+    assert skipped.units == [("a", 0), (inspection.SKIPPED_GLYPH, 0), ("b", 1)]
 
 
 # --- text signals ------------------------------------------------------------------------------------------
@@ -409,7 +411,7 @@ def test_cli_inspect_errors(runs: Path, tmp_path: Path) -> None:
         (base + ["--text", "Goa", "--cell", "32"], ("--cell 32 is out of range", "0..31")),
         (base + ["--text", "Goa", "--cell", "1", "--top", "2"], ("--cell and --top both given",)),
         (base + ["--text", "Goa", "--show", "update"], ("LSTM has no update gate",)),
-        (base + ["--text", "Goa<>"], ("not in the run's vocabulary", "--skip-unknown")),
+        (base + ["--text", "<>"], ("no character of the text is in the run's vocabulary",)),
         (
             ["inspect", "--runs-dir", str(runs), "--run", "rnn", "--text", "Goa", "--show", "forget"],
             ("plain RNN has no forget gate", "--show hidden"),
