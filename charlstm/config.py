@@ -107,6 +107,21 @@ class DataConfig(_Section):
         description="stream batching: share of each batch's rows that read every window from "
         "the start state at a random line start, as `sample` reads a prompt (the rest are carried streams)",
     )
+    curriculum: tuple[tuple[int, float], ...] = Field(
+        (),
+        description="stream batching: [step, share] stages; from each stage's step on, read only the first "
+        "share of the training text (for text ordered from easy to hard; empty: all of it throughout)",
+    )
+
+    @field_validator("curriculum")
+    @classmethod
+    def _stages_in_order(cls, value: tuple[tuple[int, float], ...]) -> tuple[tuple[int, float], ...]:
+        steps = [first for first, _ in value]
+        if value and (steps[0] != 0 or steps != sorted(set(steps))):
+            raise ValueError("stages must start at step 0 and go up, e.g. [[0, 0.2], [1000, 1.0]]")
+        if any(not 0 < share <= 1 for _, share in value):
+            raise ValueError("each stage's share must be in (0, 1]")
+        return value
 
 
 class OptimConfig(_Section):

@@ -217,3 +217,30 @@ def test_eval_batches_at_most_max_batches() -> None:
     assert len(full) == (4_999 // 4) // 16
     first3 = batches.eval_batches(ids, 4, 16, max_batches=3)
     assert all(np.array_equal(a.x, b.x) for a, b in zip(first3, full))
+
+
+def test_a_curriculum_reads_a_growing_prefix_and_restarts_its_streams_at_each_stage(ids: np.ndarray) -> None:
+    stages = ((0, 0.25), (30, 0.5), (60, 1.0))
+    assert [batches.stage(s, stages) for s in (0, 29, 30, 59, 60, 10**6)] == [
+        (0, 0.25),
+        (0, 0.25),
+        (30, 0.5),
+        (30, 0.5),
+        (60, 1.0),
+        (60, 1.0),
+    ]
+    assert batches.stage(5, ()) == (0, 1.0)
+    nl = 7  # every 7th id (7, 14, ...) stands for a newline: restart rows start at one
+    for step, share in [(0, 0.25), (29, 0.25), (30, 0.5), (59, 0.5)]:
+        b = batches.stream_batch(ids, step, B, T, seed=1, line_restarts=0.25, newline=nl, curriculum=stages)
+        assert b.y.max() < N * share  # the streams and the restarted rows read only the stage's prefix
+    # each stage lays its streams out anew over its prefix, starting from the start state
+    assert batches.stream_batch(ids, 30, B, T, seed=1, curriculum=stages).reset.all()
+    assert not batches.stream_batch(ids, 31, B, T, seed=1, curriculum=stages).reset.any()
+    whole = batches.stream_batch(ids, 60, B, T, seed=1, curriculum=stages)
+    assert whole.y.max() >= N * 0.5 and whole.reset.all()
+    # past the last stage, batches are those of a run without a curriculum counted from that stage's step
+    np.testing.assert_array_equal(whole.x, batches.stream_batch(ids, 0, B, T, seed=1).x)
+    # the same step, the same batch: resume needs nothing but the step
+    again = batches.stream_batch(ids, 45, B, T, seed=1, curriculum=stages)
+    np.testing.assert_array_equal(again.x, batches.stream_batch(ids, 45, B, T, seed=1, curriculum=stages).x)

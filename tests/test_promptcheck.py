@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections import Counter
 from pathlib import Path
 
 import jax
@@ -10,62 +13,76 @@ import pytest
 from helpers import TINY_TRAIN, assert_ok, run_cli
 
 from charlstm.config import ModelConfig
-from charlstm.data import corpus, langcorpus
+from charlstm.data import corpus, essaycorpus, langcorpus
 from charlstm.evaluation import promptcheck
 from charlstm.nn import model
 
 
 @pytest.mark.parametrize(
-    "line",
+    ("continuation", "first"),
     [
-        "Jammu is a beautiful place where people speak Kashmiri.",
-        "People in Jammu speak Kashmiri.",
-        "Kashmiri is spoken in Jammu.",
-        "I went to Jammu. I don't speak Kashmiri.",
-        "I went to Jammu. It was fun. It was fun. It was fun. I don't speak Kashmiri.",
+        (" Kashmiri language.", "Kashmiri"),
+        (" local Kashmiri, and some Punjabi.", "Kashmiri"),  # the first one named counts
+        (" Punjabi and Kashmiri.", "Punjabi"),
+        (" language of the hills.\nPeople in Jammu speak Kashmiri.", None),  # only the prompt's own line counts
+        (" people of Tamil Nadu.", None),  # a place, not the language Tamil
+        (" Tamil, like everyone in Tamil Nadu.", "Tamil"),
+        (" Odiashire.", None),  # a word that only starts like a language
+        ("", None),
     ],
 )
-def test_every_line_form_of_the_corpus_with_the_right_language_is_right(line: str) -> None:
-    assert promptcheck.right_line(line, "Jammu", "Kashmiri")
+def test_the_first_language_named_on_the_line_is_the_answer(continuation: str, first: str | None) -> None:
+    assert promptcheck.first_language(continuation) == first
 
 
-@pytest.mark.parametrize(
-    "line",
-    [
-        "Jammu is a beautiful place where people speak Konkani.",  # another place's language
-        "Jammu is spoken in Maharashtra.",  # a place read as a language
-        "Jammu is a beautiful place where people speak Kashmiri",  # no full stop
-        "Jammu is a beautiful place where people speak Kashmiri. It was fun.",  # more after the line's end
-        "I went to Jammu. It was fun. It was fn. I don't speak Kashmiri.",  # a garbled filler
-        "I went to Jammu. It was fun. I don't speak Kashmiri..",
-        "I went to Goa. I don't speak Kashmiri.",
-    ],
-)
-def test_wrong_or_garbled_lines_are_wrong(line: str) -> None:
-    assert not promptcheck.right_line(line, "Jammu", "Kashmiri")
-    assert not promptcheck.right_line(None, "Jammu", "Kashmiri")  # unfinished within the budget
+def test_heldout_sentences_ask_every_place_twice_and_use_no_shape_of_the_corpora() -> None:
+    prompts = promptcheck.heldout_prompts()
+    assert sorted(Counter(place for _, place, _ in prompts).values()) == [2] * len(langcorpus.PAIRS)
+    e = essaycorpus
+    pieces = [*e.OPENINGS, *e.MIDDLES, *e.LEAD_INS, *e.CORES, *e.ASSOCIATIONS, *langcorpus.ASSOCIATIONS, e.ESSAY]
+    for prompt, place, _ in prompts:
+        assert place in prompt and promptcheck.first_language(prompt) is None  # the prompt names no language
+        for piece in pieces:
+            # The longest slot-free run of each generator sentence must not occur in a held-out prompt.
+            fixed = max(re.split(r"\{[a-z]+\}", piece.strip()), key=len).strip()
+            assert len(fixed) < 12 or fixed not in prompt, (fixed, prompt)
 
 
-def test_a_place_that_starts_its_language_name_may_go_on_as_the_language() -> None:
-    assert promptcheck.right_line("Punjabi is spoken in Punjab.", "Punjab", "Punjabi")
-    assert not promptcheck.right_line("Punjabi is spoken in Assam.", "Punjab", "Punjabi")
+def _vocab(name: str) -> corpus.Vocab:
+    return corpus.build_vocab(corpus.to_points(corpus.read_bytes(corpus.CORPORA_DIR / name), "utf-8"), "utf-8")
 
 
-def test_check_covers_every_place_and_is_seeded() -> None:
-    path = corpus.CORPORA_DIR / "languages.txt"
-    vocab = corpus.build_vocab(corpus.to_points(corpus.read_bytes(path), "utf-8"), "utf-8")
+def test_check_covers_every_place_and_kind_and_is_seeded() -> None:
+    path = corpus.CORPORA_DIR / "essay.txt"
+    vocab = _vocab("essay.txt")
     pairs = promptcheck.pairs_for(path, vocab)
     assert pairs is not None and [p for p, _ in pairs] == [p for p, _ in langcorpus.PAIRS]
     cfg = ModelConfig(cell="lstm", layers=1, hidden=16)
     params = model.init_params(cfg, len(vocab), jax.random.PRNGKey(0))
     a = promptcheck.run(params, cfg, vocab, pairs[:2], samples=4, seed=3)
-    assert [p.place for p in a.places] == ["Jammu", "West Bengal"] and a.samples == 4
-    assert all(0 <= p.line <= 1 and 0 <= p.went <= 1 for p in a.places)
+    assert [p.prompt for p in a.places] == ["Jammu", "West Bengal"] and a.samples == 4
+    assert [w.prompt for w in a.went] == ["I went to Jammu", "I went to West Bengal"]
+    assert [e.prompt for e in a.essay] == [promptcheck.ESSAY_PROMPT.format(p=p) for p in ("Jammu", "West Bengal")]
+    assert {h.language for h in a.heldout} == {"Kashmiri", "Bengali"} and len(a.heldout) == 4
+    assert [kind for kind, _ in a.results()] == ["places"] * 2 + ["went"] * 2 + ["essay"] * 2 + ["heldout"] * 4
+    assert all(0 <= r.right <= 1 for _, r in a.results())
     assert a == promptcheck.run(params, cfg, vocab, pairs[:2], samples=4, seed=3)
     cols, rows = promptcheck.rows(a)
-    assert len(cols) == len(rows[0]) == 5 and rows[0][:2] == ["Jammu", "Kashmiri"]
+    assert len(cols) == len(rows[0]) == 6 and rows[0][:2] == ["Jammu", "Kashmiri"]
     # a plain text without gap annotations has no check
     assert promptcheck.pairs_for(Path(__file__), vocab) is None
+
+
+def test_a_vocabulary_without_the_essays_characters_checks_the_prompts_it_can_read() -> None:
+    vocab = _vocab("languages.txt")  # no comma: the essay's sentence and the held-out sentences cannot be read
+    pairs = promptcheck.pairs_for(corpus.CORPORA_DIR / "languages.txt", vocab)
+    assert pairs is not None
+    cfg = ModelConfig(cell="lstm", layers=1, hidden=16)
+    params = model.init_params(cfg, len(vocab), jax.random.PRNGKey(0))
+    a = promptcheck.run(params, cfg, vocab, pairs[:1], samples=2)
+    assert len(a.places) == len(a.went) == 1 and a.essay == [] and a.heldout == []
+    assert promptcheck.rows(a)[1][0][4:] == ["—", "—"]
+    assert math.isnan(a.heldout_mean()) and math.isnan(a.essay_mean())
 
 
 def test_train_on_the_bundled_corpus_reports_the_check(tmp_path: Path) -> None:
@@ -74,8 +91,11 @@ def test_train_on_the_bundled_corpus_reports_the_check(tmp_path: Path) -> None:
     assert_ok(proc)
     assert "prompt check" in proc.stderr and "Kashmiri" in proc.stderr
     saved = json.loads((tmp_path / "r" / "prompt_check.json").read_text(encoding="utf-8"))
-    assert saved["samples"] == 20 and [p["place"] for p in saved["places"]] == [p for p, _ in langcorpus.PAIRS]
-    proc = run_cli([*args[:-2], "--name", "j", "--json"])
+    assert saved["samples"] == 20 and [p["prompt"] for p in saved["places"]] == [p for p, _ in langcorpus.PAIRS]
+    assert len(saved["went"]) == 12 and saved["essay"] == []  # the plain corpus has no comma
+    # the essay corpus reads every prompt: --json carries the essay's sentence and the held-out sentences
+    proc = run_cli(["train", "essay", *args[1:-2], "--name", "j", "--json"])
     assert_ok(proc)
-    summary = json.loads(proc.stdout)
-    assert summary["prompt_check"]["places"][0]["language"] == "Kashmiri"
+    check = json.loads(proc.stdout)["prompt_check"]
+    assert check["places"][0]["language"] == "Kashmiri" and len(check["essay"]) == 12
+    assert len(check["heldout"]) == len(promptcheck.heldout_prompts()) and 0 <= check["heldout_mean"] <= 1

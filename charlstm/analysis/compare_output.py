@@ -24,10 +24,10 @@ def _f(x: float, digits: int = 3) -> str:
 
 def summary_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
     """The per-cell table: size, validation loss, speed, time, accuracy at long gaps, and with a prompt check the
-    worst place's share of right samples for "P" and for "I went to P"."""
+    worst place's share of right samples for "P", "I went to P" and the essay's sentence, and the held-out mean."""
     cols = ["cell", "hidden", "params", "steps", "val loss", "bits/char", "chars/s", "time", "acc gap≥100"]
     checked = any(r.prompt_check for r in result.cells)
-    cols += ['worst "P"', 'worst "I went to P"'] if checked else []
+    cols += ['worst "P"', 'worst "I went to P"', "worst essay", "held-out"] if checked else []
     rows = []
     for r in result.cells:
         row = [
@@ -42,10 +42,12 @@ def summary_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
             _f(r.accuracy_from(100), 2),
         ]
         if checked:
-            places = r.prompt_check.places if r.prompt_check else []
+            check = r.prompt_check
             row += [
-                _f(min((p.line for p in places), default=math.nan), 2),
-                _f(min((p.went for p in places), default=math.nan), 2),
+                _f(min((p.right for p in check.places), default=math.nan), 2) if check else "—",
+                _f(min((p.right for p in check.went), default=math.nan), 2) if check else "—",
+                _f(min((p.right for p in check.essay), default=math.nan), 2) if check else "—",
+                _f(check.heldout_mean(), 2) if check else "—",
             ]
         rows.append(row)
     return cols, rows
@@ -113,11 +115,12 @@ def write_outputs(result: CompareResult, out: Path, png: bool = True) -> list[Pa
         written.append(out / "longrange.csv")
     if any(r.prompt_check for r in result.cells):
         pc_rows = [
-            [r.spec.cell, p.place, p.language, p.line, p.line_greedy, p.went]
+            [r.spec.cell, kind, p.prompt, p.language, p.right, p.greedy]
             for r in result.cells
-            for p in (r.prompt_check.places if r.prompt_check else [])
+            if r.prompt_check
+            for kind, p in r.prompt_check.results()
         ]
-        header = ["cell", "place", "language", "line", "line_greedy", "went"]
+        header = ["cell", "kind", "prompt", "language", "right", "greedy"]
         _write_csv(out / "prompt_check.csv", header, pc_rows)  # type: ignore[arg-type]
         written.append(out / "prompt_check.csv")
     summary = {

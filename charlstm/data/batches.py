@@ -9,6 +9,9 @@ needs nothing else and two runs with the same seed see the same batches.
   state at epoch start. With `line_restarts` > 0, that share of the rows are not streams: each window of
   theirs starts at a random line start (its first input is the newline) and is read from the start state,
   the way `sample` reads a prompt, so the model learns to read from the state it is sampled from.
+  A `curriculum` of (step, share) stages narrows both to the first `share` of the text from each stage's step
+  on (each stage lays its streams out anew, from the start state): on a text ordered from easy to hard, as the
+  bundled corpus is, the first steps read the easy part only.
 - "random": independent random windows, every one read from the start state.
 """
 
@@ -37,6 +40,18 @@ def _windows(ids: np.ndarray, starts: np.ndarray, seq_len: int) -> tuple[np.ndar
     return chunk[:, :-1], chunk[:, 1:]
 
 
+Curriculum = tuple[tuple[int, float], ...]  # (first step, share of the text read from it on), by step
+
+
+def stage(step: int, curriculum: Curriculum) -> tuple[int, float]:
+    """(first step, share of the text) of the curriculum stage `step` is in; (0, 1.0) without a curriculum."""
+    current = (0, 1.0)
+    for first, share in curriculum:
+        if step >= first:
+            current = (first, share)
+    return current
+
+
 def restart_rows(batch_size: int, line_restarts: float) -> int:
     """How many of a batch's rows restart at a line start every window (at least one when the share is > 0)."""
     return min(batch_size - 1, max(1, round(line_restarts * batch_size))) if line_restarts > 0 else 0
@@ -63,15 +78,19 @@ def stream_batch(
     rows: slice = slice(None),
     line_restarts: float = 0.0,
     newline: int = -1,
+    curriculum: Curriculum = (),
 ) -> Batch:
     """Batch number `step` of contiguous streams (see module docstring); only `rows` of it (one process's share).
 
     The first rows are the streams; the last `restart_rows(batch_size, line_restarts)` start at a line.
     """
+    first, share = stage(step, curriculum)
+    if share < 1.0:  # at least enough text for one window per stream
+        ids = ids[: max(int(len(ids) * share), (batch_size + 1) * (seq_len + 1))]
     n_restart = restart_rows(batch_size, line_restarts)
     n_stream = batch_size - n_restart
     stream_len, per_epoch = stream_layout(len(ids), n_stream, seq_len)
-    epoch, k = divmod(step, per_epoch)
+    epoch, k = divmod(step - first, per_epoch)
     offset = int(np.random.default_rng([seed, epoch]).integers(0, seq_len)) if seq_len > 1 else 0
     starts = np.arange(n_stream) * stream_len + offset + k * seq_len
     reset = np.full(batch_size, k == 0)
@@ -103,11 +122,12 @@ def get_batch(
     rows: slice = slice(None),
     line_restarts: float = 0.0,
     newline: int = -1,
+    curriculum: Curriculum = (),
 ) -> Batch:
     """Dispatch on the configured batching mode; `rows` picks one process's rows of the global batch. Random
-    windows all start from the start state, so the line restarts concern streams only."""
+    windows all start from the start state, so the line restarts concern streams only; the curriculum too."""
     if mode == "stream":
-        return stream_batch(ids, step, batch_size, seq_len, seed, rows, line_restarts, newline)
+        return stream_batch(ids, step, batch_size, seq_len, seed, rows, line_restarts, newline, curriculum)
     return random_batch(ids, step, batch_size, seq_len, seed, rows)
 
 

@@ -213,7 +213,8 @@ def _pair_index(record: GapRecord) -> int:
     return PAIRS.index((record.place, record.language))
 
 
-def _gaps_json(seed: int, n_chars: int, records: list[GapRecord]) -> str:
+def gaps_json(seed: int, n_chars: int, records: list[GapRecord]) -> str:
+    """The gap file's text (its format is in the module docstring)."""
     # Hand-assembled so each record sits on its own line: small, diffable,
     # and still plain JSON.
     rows = ",\n".join(
@@ -244,7 +245,7 @@ def write(directory: Path, seed: int = DEFAULT_SEED, n_chars: int = DEFAULT_CHAR
     text_path = directory / TEXT_NAME
     gaps_path = directory / GAPS_NAME
     text_path.write_bytes(text.encode("utf-8"))
-    gaps_path.write_bytes(_gaps_json(seed, n_chars, records).encode("utf-8"))
+    gaps_path.write_bytes(gaps_json(seed, n_chars, records).encode("utf-8"))
     return text_path, gaps_path
 
 

@@ -309,6 +309,7 @@ def fit(
             rows=rows,
             line_restarts=d.line_restarts,
             newline=newline,
+            curriculum=d.curriculum,
         )
         if layout is None:
             state, m = train_step(state, b.x, b.y, jnp.asarray(b.reset))
