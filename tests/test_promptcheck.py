@@ -35,6 +35,13 @@ def test_the_first_language_named_on_the_line_is_the_answer(continuation: str, f
     assert promptcheck.first_language(continuation) == first
 
 
+def test_a_language_name_may_begin_in_the_prompt() -> None:
+    assert promptcheck.first_language("i is spoken in Punjab.", "Punjab") == "Punjabi"
+    assert promptcheck.first_language("ese.", "Assam") == "Assamese"
+    assert promptcheck.first_language(" Nadu.", "Tamil") is None  # the place Tamil Nadu
+    assert promptcheck.first_language(" and Odia.", "I speak Punjabi") == "Odia"  # the prompt's own is not counted
+
+
 def test_heldout_sentences_ask_every_place_twice_and_use_no_shape_of_the_corpora() -> None:
     prompts = promptcheck.heldout_prompts()
     assert sorted(Counter(place for _, place, _ in prompts).values()) == [2] * len(langcorpus.PAIRS)

@@ -151,6 +151,8 @@ def test_corpus_list_shows_the_bundled_corpus(installed: Installed) -> None:
     out = installed.charlstm("corpus", "list").stdout
     row = next(line for line in out.splitlines() if "languages" in line)
     assert "bundled" in row and str(installed.site_packages / "charlstm" / "corpora" / "languages.txt") in row
+    essay = next(line for line in out.splitlines() if "essay" in line)  # the essay corpus ships too
+    assert "bundled" in essay and (installed.site_packages / "charlstm" / "corpora" / "essay.gaps.json").is_file()
 
 
 def test_train_a_bundled_config_on_the_bundled_corpus_then_sample(installed: Installed) -> None:

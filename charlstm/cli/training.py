@@ -193,7 +193,7 @@ def train(
 
         check = summary.prompt_check
         ui.table(
-            f"prompt check: {check.samples} samples at temperature 1 from a line start (and greedy)",
+            f"prompt check: right of {check.samples} samples at temperature 1 from a line start (✗: greedy wrong)",
             *promptcheck.rows(check),
             console=ui.err,
         )

@@ -2,7 +2,8 @@
 
 Every prompt is read from a line start, as `charlstm sample` reads it, and sampled `samples` times at
 temperature 1 and once greedily. A continuation is right when the first language it names (before the line
-ends) is the one spoken at the prompt's place; naming none, or another first, is wrong. Three kinds of prompt:
+ends; a name may start in the prompt, as "Punjab" goes on "i is spoken in Punjab.") is the one spoken at the
+prompt's place; naming none, or another first, is wrong. Three kinds of prompt:
 
 - "P", the place alone (`charlstm sample --prompt "Jammu"`), and "I went to P", the bundled corpora's plain
   paragraph opening: the model must write a line of its own that gets to the right language;
@@ -40,7 +41,7 @@ class PromptResult:
     prompt: str
     language: str  # the language of the prompt's place
     right: float  # share of sampled continuations whose first language named is `language`
-    greedy: bool  # whether the greedy continuation's is
+    greedy: bool | None  # whether the greedy continuation's is (None: not asked)
     greedy_text: str  # the greedy continuation, up to the end of its line
 
 
@@ -89,9 +90,11 @@ def _language_pattern() -> re.Pattern[str]:
 _LANGUAGE = _language_pattern()
 
 
-def first_language(continuation: str) -> str | None:
-    """The first language of `langcorpus.PAIRS` named in `continuation` before its first newline, if any."""
-    found = _LANGUAGE.search(continuation.split("\n")[0])
+def first_language(continuation: str, prompt: str = "") -> str | None:
+    """The first language of `langcorpus.PAIRS` that `continuation` names before its first newline, if any; a
+    name may begin in `prompt`'s last word ("Punjab" + "i is spoken ..." names Punjabi)."""
+    line = prompt + continuation.split("\n")[0]
+    found = next((m for m in _LANGUAGE.finditer(line) if m.end() > len(prompt)), None)
     return found.group(1) if found else None
 
 
@@ -127,19 +130,22 @@ def _ask(
     length: int,
     samples: int,
     seed: int,
+    greedy: bool = True,
 ) -> PromptResult:
-    """Sample `prompt`'s continuation `samples` times and greedily; score each by the first language named."""
+    """Sample `prompt`'s continuation `samples` times (and greedily); score each by the first language named."""
     newline = sampling.newline_id(vocab)
     opts = sampling.SampleOptions(length, seed=seed, num_samples=samples, newline_id=newline, chunk=length)
-    greedy_opts = sampling.SampleOptions(length, greedy=True, newline_id=newline, chunk=length)
     rests = [t[len(prompt) :] for t in sampling.sample_text(params, cfg, vocab, prompt, opts)]
-    (greedy,) = (t[len(prompt) :] for t in sampling.sample_text(params, cfg, vocab, prompt, greedy_opts))
+    best = ""
+    if greedy:
+        greedy_opts = sampling.SampleOptions(length, greedy=True, newline_id=newline, chunk=length)
+        (best,) = (t[len(prompt) :] for t in sampling.sample_text(params, cfg, vocab, prompt, greedy_opts))
     return PromptResult(
         prompt,
         language,
-        float(np.mean([first_language(r) == language for r in rests])),
-        first_language(greedy) == language,
-        greedy.split("\n")[0],
+        float(np.mean([first_language(r, prompt) == language for r in rests])),
+        first_language(best, prompt) == language if greedy else None,
+        best.split("\n")[0],
     )
 
 
@@ -149,12 +155,16 @@ def run(
     """Every prompt kind for every place (see the module docstring). A kind whose prompts have characters the
     vocabulary lacks (the essay's comma, on the plain corpus) is left out: its list is empty."""
     languages = dict(pairs)
-    ask = lambda prompt, language, length: _ask(params, cfg, vocab, prompt, language, length, samples, seed)  # noqa: E731
+
+    def ask(prompt: str, language: str, length: int, greedy: bool = True) -> PromptResult:
+        return _ask(params, cfg, vocab, prompt, language, length, samples, seed, greedy)
+
     essay = [(ESSAY_PROMPT.format(p=place), language) for place, language in pairs]
     held = [(prompt, language) for prompt, place, language in heldout_prompts() if place in languages]
     return PromptCheck(
         places=[ask(place, language, _LINE_CHARS) for place, language in pairs],
-        went=[ask(f"I went to {place}", language, _LINE_CHARS) for place, language in pairs],
+        # Not greedily: a greedy paragraph of the plain corpus never ends (the filler is always likeliest).
+        went=[ask(f"I went to {place}", language, _LINE_CHARS, greedy=False) for place, language in pairs],
         essay=[ask(p, lang, _FRAME_CHARS) for p, lang in essay] if _readable(vocab, [p for p, _ in essay]) else [],
         heldout=[ask(p, lang, _FRAME_CHARS) for p, lang in held] if _readable(vocab, [p for p, _ in held]) else [],
         samples=samples,
@@ -162,9 +172,10 @@ def run(
 
 
 def rows(check: PromptCheck) -> tuple[list[str], list[list[str]]]:
-    """A table: per place, how many of the samples were right for each kind of prompt, and greedy."""
+    """A table: per place, how many of the samples were right for each kind of prompt; "✗" marks a wrong greedy
+    continuation."""
     n = check.samples
-    mark = lambda r: f"{round(r.right * n)}" + ("" if r.greedy else " (greedy NO)")  # noqa: E731
+    mark = lambda r: f"{round(r.right * n)}" + (" ✗" if r.greedy is False else "")  # noqa: E731
     held: dict[str, list[PromptResult]] = {}
     for r in check.heldout:
         held.setdefault(r.language, []).append(r)
