@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_serializer, field_validator
 
 from charlstm import resources
 from charlstm.errors import ConfigError
@@ -112,6 +112,10 @@ class DataConfig(_Section):
         description="stream batching: [step, share] stages; from each stage's step on, read only the first "
         "share of the training text (for text ordered from easy to hard; empty: all of it throughout)",
     )
+
+    @field_serializer("curriculum")
+    def _stages_as_lists(self, value: tuple[tuple[int, float], ...]) -> list[list[float]]:
+        return [list(stage) for stage in value]  # as YAML and JSON write them, so a saved config reads back equal
 
     @field_validator("curriculum")
     @classmethod
