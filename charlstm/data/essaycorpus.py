@@ -32,13 +32,12 @@ from pathlib import Path
 from typing import Literal
 
 from charlstm import resources
-from charlstm.data.langcorpus import PAIRS, GapRecord, gaps_json
+from charlstm.data.langcorpus import PAIRS, GapRecord, write_files
 
 DEFAULT_SEED: int = 0
 DEFAULT_CHARS: int = 1_200_000
 
 TEXT_NAME = "essay.txt"
-GAPS_NAME = "essay.gaps.json"
 
 # The essay's sentence, word for word; "{p}" is the place, "{l}" the language.
 ESSAY = (
@@ -371,19 +370,9 @@ def generate(seed: int = DEFAULT_SEED, n_chars: int = DEFAULT_CHARS) -> tuple[st
 
 
 def write(directory: Path, seed: int = DEFAULT_SEED, n_chars: int = DEFAULT_CHARS) -> tuple[Path, Path]:
-    """Write ``essay.txt`` and ``essay.gaps.json`` into ``directory``.
-
-    Both are written as raw UTF-8 bytes so line endings are ``\\n`` on every platform. Returns
-    ``(text_path, gaps_path)``.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write ``essay.txt`` and ``essay.gaps.json`` into ``directory``; returns their paths."""
     text, records = generate(seed, n_chars)
-    text_path = directory / TEXT_NAME
-    gaps_path = directory / GAPS_NAME
-    text_path.write_bytes(text.encode("utf-8"))
-    gaps_path.write_bytes(gaps_json(seed, n_chars, records).encode("utf-8"))
-    return text_path, gaps_path
+    return write_files(Path(directory) / TEXT_NAME, text, records, seed, n_chars)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,6 @@ DEFAULT_SEED: int = 0
 DEFAULT_CHARS: int = 600_000
 
 TEXT_NAME = "languages.txt"
-GAPS_NAME = "languages.gaps.json"
 
 # "{}" marks where the place goes. The place comes right before the full stop, so that
 # with no filler the gap is short (16 characters); see the module docstring.
@@ -234,16 +233,18 @@ def gaps_json(seed: int, n_chars: int, records: list[GapRecord]) -> str:
 
 
 def write(directory: Path, seed: int = DEFAULT_SEED, n_chars: int = DEFAULT_CHARS) -> tuple[Path, Path]:
-    """Write ``languages.txt`` and ``languages.gaps.json`` into ``directory``.
-
-    Both are written as raw UTF-8 bytes so line endings are ``\\n`` on every
-    platform. Returns ``(text_path, gaps_path)``.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write ``languages.txt`` and ``languages.gaps.json`` into ``directory``; returns their paths."""
     text, records = generate(seed, n_chars)
-    text_path = directory / TEXT_NAME
-    gaps_path = directory / GAPS_NAME
+    return write_files(Path(directory) / TEXT_NAME, text, records, seed, n_chars)
+
+
+def write_files(text_path: Path, text: str, records: list[GapRecord], seed: int, n_chars: int) -> tuple[Path, Path]:
+    """Write a generated corpus and its gap file (``<stem>.gaps.json`` beside it); returns both paths.
+
+    Both are written as raw UTF-8 bytes so line endings are ``\\n`` on every platform.
+    """
+    text_path.parent.mkdir(parents=True, exist_ok=True)
+    gaps_path = text_path.with_name(text_path.stem + ".gaps.json")
     text_path.write_bytes(text.encode("utf-8"))
     gaps_path.write_bytes(gaps_json(seed, n_chars, records).encode("utf-8"))
     return text_path, gaps_path
