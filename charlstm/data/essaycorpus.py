@@ -316,6 +316,11 @@ def _association(rng: random.Random) -> tuple[str, str, str] | str:
     template = rng.choice(ASSOCIATIONS)
     if template.index("{p}") > template.index("{l}"):
         return template
+    return _parts(template)
+
+
+def _parts(template: str) -> tuple[str, str, str]:
+    """A place-first line's template as (before the place, between place and language, after the language)."""
     head, rest = template.split("{p}")
     between, tail = rest.split("{l}")
     return head, between, tail
@@ -339,9 +344,7 @@ def generate(seed: int = DEFAULT_SEED, n_chars: int = DEFAULT_CHARS) -> tuple[st
         kind = rng.choices(list(weights), weights=list(weights.values()))[0]
         parts: tuple[str, str, str] | str
         if kind == "essay":
-            head, rest = ESSAY.split("{p}")
-            before_language, tail = rest.split("{l}")
-            parts = (head, before_language, tail)
+            parts = _parts(ESSAY)
         elif kind == "association":
             parts = _association(rng)
         else:
