@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,43 @@ from charlstm.training.rundir import RunDir
 # Orbax logs every save at INFO/WARNING through absl, and a failed background write as an ERROR with its
 # traceback; the CLI reports saves itself, and a failed one as one line when `save` or `wait` raises it.
 logging.getLogger("absl").setLevel(logging.CRITICAL)
+
+
+def _from_orbax(exc: BaseException | None) -> bool:
+    tb = exc.__traceback__ if exc is not None else None
+    while tb is not None:
+        if f"{os.sep}orbax{os.sep}" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+class _AbandonedWrites(logging.Filter):
+    """Drops asyncio's "Future exception was never retrieved" for a file write of a failed save: once one
+    write fails, Orbax stops waiting for the others, and their errors (the same full disk) are reported again
+    when they are garbage-collected."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, OSError) and _from_orbax(exc))
+
+
+def _late_callback_hook(previous: Callable[[Any], object]) -> Callable[[Any], object]:
+    """sys.unraisablehook without the checkpoint store's late completion callbacks: after a failed save, Orbax
+    closes that save's event loop while other writes are in flight, and each one that finishes later reports
+    "Event loop is closed" as it tries to wake the loop. Everything else goes to the previous hook."""
+
+    def hook(unraisable: Any) -> object:
+        exc = unraisable.exc_value
+        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed" and unraisable.object is None:
+            return None
+        return previous(unraisable)
+
+    return hook
+
+
+logging.getLogger("asyncio").addFilter(_AbandonedWrites())
+sys.unraisablehook = _late_callback_hook(sys.unraisablehook)
 
 
 def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
