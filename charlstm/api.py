@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import time as _time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ from charlstm.config import Config
 from charlstm.data.corpus import Vocab
 from charlstm.errors import UsageError, UserError
 from charlstm.training import rundir
-from charlstm.training.configure import Overrides
+from charlstm.training.configure import Overrides, override_items
 from charlstm.training.configure import training_config as training_config  # part of the API: train's first half
 
 if TYPE_CHECKING:  # these import JAX
@@ -341,13 +342,15 @@ def run_training(
     init_from: str | os.PathLike[str] | None = None,
     checkpoint: str | int = "latest",
     extend_vocab: bool = False,
+    started: float | None = None,
 ) -> runner.Summary:
     """Train with a resolved config (`training_config`) and return the summary; the second half of `train`.
 
     `init_from`: start from that run's `checkpoint` (fine-tuning; `cfg` from `training_config(init_from=...)`),
     with `extend_vocab` growing the vocabulary for characters the run does not know. `reporter` sees every
     event (see `runner.TrainReporter`; `ui.TrainingDisplay` is the live display); it may also have an
-    `encoding(phase, done, total)` method for the progress of encoding a large corpus.
+    `encoding(phase, done, total)` method for the progress of encoding a large corpus. A `train.time` budget
+    counts from `started` (`time.monotonic()`; default: this call).
     """
     which = parse_checkpoint(checkpoint)
     if name is not None:
@@ -369,6 +372,7 @@ def run_training(
         resume=resume,
         progress=getattr(reporter, "encoding", None),
         init=init,
+        started=started,
     )
 
 
@@ -384,6 +388,7 @@ def train(
     init_from: str | os.PathLike[str] | None = None,
     checkpoint: str | int = "latest",
     extend_vocab: bool = False,
+    time: str | float | None = None,
 ) -> Model:
     """Train a model on `corpus` (a text file, a bundled or downloaded corpus name; None: the bundled
     languages corpus) and return it loaded at its final checkpoint, with the training summary in `.summary`.
@@ -394,10 +399,13 @@ def train(
     to its `train.steps` instead. `init_from` starts a new run from that run's `checkpoint` ("latest", "best" or
     a step): its model and weights, a fresh optimizer and schedule (fine-tuning); `extend_vocab` adds the
     corpus's characters the run lacks (else a CorpusError names them). `progress` shows the live display on
-    stderr, as `charlstm train` does.
+    stderr, as `charlstm train` does. `time` ("10m", "1h30m" or seconds) trains to that budget, counted from this
+    call, instead of `train.steps` (`train.time`).
     Ctrl-C stops after the current step and saves a checkpoint, then raises `runner.Interrupted`.
     """
-    cfg, run = training_config(config, overrides, resume=resume, runs_dir=runs_dir, init_from=init_from)
+    started = _time.monotonic()
+    items = override_items(overrides) + ([f"train.time={time}"] if time is not None else [])
+    cfg, run = training_config(config, items, resume=resume, runs_dir=runs_dir, init_from=init_from)
     reporter: runner.TrainReporter
     if progress:
         from charlstm import ui
@@ -415,6 +423,7 @@ def train(
         init_from=init_from,
         checkpoint=checkpoint,
         extend_vocab=extend_vocab,
+        started=started,
     )
     model = load(summary.run_dir, "latest", runs_dir=runs_dir)
     model.summary = summary

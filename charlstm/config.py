@@ -7,6 +7,7 @@ code can trust every value. This module must not import JAX (it is read by the C
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,22 @@ from charlstm.errors import ConfigError
 CONFIG_DIR = resources.data_dir("configs")
 # The seeds charlstm takes, everywhere (train.seed, sample --seed, serve): what a JAX PRNG key holds, 32 bits.
 MAX_SEED = (1 << 32) - 1
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d*)?)h)?(?:(\d+(?:\.\d*)?)m)?(?:(\d+(?:\.\d*)?)s)?|(\d+(?:\.\d*)?)")
+MAX_DURATION = 7 * 24 * 3600.0
+
+
+def parse_duration(text: str) -> float:
+    """ "90s", "10m", "1h30m", "1.5h" or a bare number of seconds -> seconds; a ValueError says what is wrong."""
+    match = _DURATION.fullmatch(text.strip().lower().replace(" ", ""))
+    if not text.strip() or match is None or not any(match.groups()):
+        raise ValueError(f"{text!r} is not a duration: write 90s, 10m, 1h30m or a number of seconds")
+    h, m, s, bare = (float(g) if g else 0.0 for g in match.groups())
+    seconds = 3600 * h + 60 * m + s + bare
+    if not 0 < seconds <= MAX_DURATION:
+        raise ValueError(f"{text!r}: a duration must be more than 0 and at most 7 days")
+    return seconds
 
 
 class _Section(BaseModel):
@@ -132,8 +149,13 @@ class OptimConfig(_Section):
     lr: float = Field(2e-3, gt=0.0, le=10.0, description="peak learning rate")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW decoupled weight decay")
     warmup_steps: int = Field(100, ge=0, description="linear warmup steps")
-    schedule: Literal["cosine", "constant"] = Field("cosine", description="decay after warmup")
-    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="final lr as a fraction of lr (cosine)")
+    schedule: Literal["cosine", "constant", "wsd"] = Field(
+        "cosine",
+        description="after warmup: cosine decay to the end, constant, or wsd (constant, then a cosine decay over "
+        "the last decay_fraction of the steps; what a --time budget trains with)",
+    )
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="final lr as a fraction of lr (cosine, wsd)")
+    decay_fraction: float = Field(0.2, gt=0.0, le=1.0, description="wsd: share of the steps the decay takes")
     clip_norm: float = Field(5.0, ge=0.0, description="global gradient-norm clip (0 disables)")
     b1: float = Field(0.9, ge=0.0, lt=1.0, description="Adam beta1")
     b2: float = Field(0.999, ge=0.0, lt=1.0, description="Adam beta2")
@@ -146,7 +168,12 @@ class OptimConfig(_Section):
 
 
 class TrainConfig(_Section):
-    steps: int = Field(2000, ge=1, description="optimizer steps")
+    steps: int = Field(2000, ge=1, description="optimizer steps (with train.time: chosen to fit the budget)")
+    time: str | None = Field(
+        None,
+        description="time budget (90s, 10m, 1h30m), counted from the command's start: the steps are chosen from "
+        "the measured step time to end within it, with the learning rate annealed (null: train.steps)",
+    )
     eval_every: int = Field(200, ge=1, description="steps between validation passes")
     eval_batches: int = Field(20, ge=1, description="most validation batches per evaluation")
     log_every: int = Field(10, ge=1, description="steps between metric log lines")
@@ -168,6 +195,16 @@ class TrainConfig(_Section):
         False,
         description='also write TensorBoard event files to runs/<name>/tb/ (needs pip install "charlstm[tensorboard]")',
     )
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _a_duration(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ValueError("a duration such as 90s, 10m or 1h30m")
+        parse_duration(str(value))
+        return str(value).strip()
 
 
 class CheckpointConfig(_Section):

@@ -102,6 +102,7 @@ class TrainingDisplay:
         self.task: Any = None
         self.val: float | None = None
         self.compiling: Any = None  # the spinner shown until the first step
+        self.deadline: float | None = None  # a time budget's end, on the time.monotonic() clock
         self.encoding = EncodeProgress(self.console, quiet=quiet)
 
     def start(self, info: dict[str, object]) -> None:
@@ -123,18 +124,23 @@ class TrainingDisplay:
                     "{task.fields[cps]} chars/s"
                 ),
                 TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
+                *(
+                    [TextColumn("{task.fields[left]} left of the budget")]
+                    if info.get("steps") is None
+                    else [TextColumn("ETA"), TimeRemainingColumn()]
+                ),
                 console=self.console,
                 transient=False,
             )
+            steps = info.get("steps")
             self.task = self.progress.add_task(
                 "train",
-                total=int(info["steps"]),
+                total=None if steps is None else int(steps),  # type: ignore[call-overload]
                 completed=int(info["start_step"]),  # type: ignore[call-overload]
                 loss="—",
                 val="—",
                 cps="—",
+                left="—",
             )
             # One live display at a time: the bar starts when the spinner stops, at the first step.
             self.compiling = self.console.status("compiling the training step (the first step only)", spinner="dots")
@@ -160,7 +166,10 @@ class TrainingDisplay:
                 self.progress.update(self.task, val=fmt(ev.val_loss))
             return
         if self.progress:
-            self.progress.update(self.task, completed=ev.step, loss=fmt(ev.loss), cps=f"{ev.chars_per_s:,.0f}")
+            left = "—" if self.deadline is None else _minutes(self.deadline - time.monotonic())
+            self.progress.update(
+                self.task, completed=ev.step, loss=fmt(ev.loss), cps=f"{ev.chars_per_s:,.0f}", left=left
+            )
         elif not self.quiet and ev.step % self.log_every == 0:
             self.console.print(
                 f"step {ev.step}: loss {ev.loss:.4f} · grad norm {ev.grad_norm:.2f} · lr {ev.lr:.2e} · "
@@ -168,6 +177,12 @@ class TrainingDisplay:
             )
         if ev.skipped:
             warn(f"step {ev.step}: non-finite loss or gradient, update skipped")
+
+    def plan(self, steps: int, deadline: float) -> None:
+        """A time budget's steps, once fitted, and its end (`time.monotonic()`)."""
+        self.deadline = deadline
+        if self.progress:
+            self.progress.update(self.task, total=steps)
 
     def sample(self, step: int, text: str) -> None:
         if not self.quiet:
@@ -182,6 +197,11 @@ class TrainingDisplay:
         if self.progress:
             self.progress.stop()
             self.progress = None
+
+
+def _minutes(seconds: float) -> str:
+    m, s = divmod(max(0, round(seconds)), 60)
+    return f"{m}:{s:02d}"
 
 
 class EncodeProgress:

@@ -51,6 +51,13 @@ def train(
     config: str | None = ConfigOpt,
     set_: list[str] = SetOpt,
     steps: int | None = typer.Option(None, "--steps", help="Shortcut for --set train.steps=N."),
+    time_budget: str | None = typer.Option(
+        None,
+        "--time",
+        metavar="DURATION",
+        help="Train for this long (90s, 10m, 1h30m), start-up included: the steps are chosen from the measured "
+        "step time, the learning rate annealed at the end (--set train.time=DURATION).",
+    ),
     encoding: Encoding | None = typer.Option(
         None, "--encoding", help="utf-8 (characters) or bytes (raw bytes, any file)."
     ),
@@ -104,10 +111,15 @@ def train(
 ) -> None:
     """Train a model on CORPUS; progress live in the terminal, checkpoints in runs/<name>/."""
     from charlstm import api
+    from charlstm.training import budget
 
+    started = budget.process_start()
+    if steps is not None and time_budget is not None:
+        raise UsageError("--steps and --time both given", "--time chooses the steps; give one of the two")
     overrides = [
         *set_,
         *([f"train.steps={steps}"] if steps is not None else []),
+        *([f"train.time={time_budget}"] if time_budget is not None else []),
         *([f"data.encoding={encoding.value}"] if encoding else []),
     ]
     if init_from is None and (init_checkpoint is not None or extend_vocab):
@@ -140,6 +152,7 @@ def train(
         init_from=init_from,
         checkpoint=which,
         extend_vocab=extend_vocab,
+        started=started,
     )
     if not main:  # process 0 reports for the job
         return
@@ -156,6 +169,7 @@ def train(
                     "chars_per_s": summary.chars_per_s,
                     "seconds": summary.seconds,
                     "stopped_early": summary.stopped_early,
+                    "budget": summary.budget,
                     "prompt_check": summary.prompt_check.to_json() if summary.prompt_check else None,
                 }
             ),
@@ -175,6 +189,7 @@ def train(
             ("best val loss (nats/char)", ui.fmt(summary.best_val_loss)),
             ("train chars/s (median)", f"{summary.chars_per_s:,.0f}"),
             ("wall time", f"{summary.seconds:.1f} s"),
+            *([("time budget", summary.budget)] if summary.budget else []),
             *(
                 [
                     (

@@ -51,6 +51,9 @@ def training_config(
         run = None
     else:
         cfg, run = config_lib.load(config or "default", items), None
+    if cfg.train.time is not None and cfg.optim.schedule != "wsd":
+        # The one schedule whose rate, until its decay, does not depend on the total a budget fits as it trains.
+        cfg = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"schedule": "wsd"})})
     if cfg.train.tensorboard:
         from charlstm.training import tensorboard
 

@@ -5,6 +5,7 @@ The loop never prints. It calls `emit(event)` and leaves display, metric files a
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -69,23 +70,30 @@ class EarlyStopping:
         return early
 
 
-def lr_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
-    """Linear warmup to `lr`, then cosine decay to `lr * min_lr_ratio` (or constant)."""
-    warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
+def learning_rate(cfg: OptimConfig, step: jax.Array | int, total_steps: jax.Array | int) -> jax.Array:
+    """The learning rate at `step` of `total_steps`: linear warmup to `lr`, then a cosine decay to
+    `lr * min_lr_ratio` (cosine), `lr` (constant), or `lr` until the last `decay_fraction` of the steps and a
+    cosine decay over them (wsd).
+
+    Written in jnp rather than with optax's schedule builders so that `total_steps` may be traced: a time budget
+    fits the total while training runs, without compiling the step again. Under wsd the rate before the decay
+    does not depend on the total, so fitting it leaves every step already taken as a rerun takes it.
+    """
+    step = jnp.asarray(step, jnp.float32)
+    total = jnp.asarray(total_steps, jnp.float32)
+    warmup = jnp.minimum(cfg.warmup_steps, jnp.maximum(total - 1, 0))
+    end = cfg.lr * cfg.min_lr_ratio
     if cfg.schedule == "constant":
-        ramp = optax.linear_schedule(0.0, cfg.lr, max(warmup, 1))
-        return (
-            optax.join_schedules([ramp, optax.constant_schedule(cfg.lr)], [warmup])
-            if warmup
-            else optax.constant_schedule(cfg.lr)
-        )
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0 if warmup else cfg.lr,
-        peak_value=cfg.lr,
-        warmup_steps=warmup,
-        decay_steps=max(total_steps, warmup + 1),
-        end_value=cfg.lr * cfg.min_lr_ratio,
-    )
+        after = jnp.asarray(cfg.lr, jnp.float32)
+    else:
+        if cfg.schedule == "cosine":
+            first, last = warmup, jnp.maximum(total, warmup + 1)
+        else:  # wsd
+            last = total
+            first = jnp.maximum(total - jnp.maximum(jnp.round(cfg.decay_fraction * total), 1), warmup)
+        done = jnp.clip((step - first) / jnp.maximum(last - first, 1), 0.0, 1.0)
+        after = end + (cfg.lr - end) * 0.5 * (1 + jnp.cos(jnp.pi * done))
+    return jnp.where(step < warmup, cfg.lr * step / jnp.maximum(warmup, 1), after)
 
 
 class AverageState(NamedTuple):
@@ -119,12 +127,11 @@ def average_params(decay: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
-def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(cfg: OptimConfig, total_steps: jax.Array | int) -> optax.GradientTransformation:
     """Global-norm clipping, AdamW (weight decay on matrices only, not biases), then the weight average."""
     decay_mask = lambda params: jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)  # noqa: E731
-    adamw = optax.adamw(
-        lr_schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask
-    )
+    schedule = lambda count: learning_rate(cfg, count, total_steps)  # noqa: E731
+    adamw = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask)
     parts = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
     parts += [adamw] + ([average_params(cfg.ema)] if cfg.ema > 0 else [])
     return optax.chain(*parts) if len(parts) > 1 else adamw
@@ -197,12 +204,11 @@ def make_train_step(
     With a `layout`, one SPMD program over its mesh: x, y and the carry split by rows, the rest replicated;
     the mean loss over the global batch makes XLA all-reduce the gradients.
     """
-    tx = make_optimizer(cfg.optim, cfg.train.steps)
-    schedule = lr_schedule(cfg.optim, cfg.train.steps)
 
     def step(
-        state: TrainState, x: jax.Array, y: jax.Array, reset: jax.Array
+        state: TrainState, x: jax.Array, y: jax.Array, reset: jax.Array, total: jax.Array | int = cfg.train.steps
     ) -> tuple[TrainState, dict[str, jax.Array]]:
+        tx = make_optimizer(cfg.optim, total)  # `total` traced: a time budget may change it without a compile
         key = jax.random.fold_in(state.key, state.step)
         scale = model.dropout_ramp_scale(cfg.model, state.step)
 
@@ -225,7 +231,12 @@ def make_train_step(
             key=state.key,
             carry=keep(new_carry, model.restart(state.params, cfg.model, state.carry, reset)),
         )
-        return new_state, {"loss": loss_value, "grad_norm": grad_norm, "lr": schedule(state.step), "ok": ok}
+        return new_state, {
+            "loss": loss_value,
+            "grad_norm": grad_norm,
+            "lr": learning_rate(cfg.optim, state.step, total),
+            "ok": ok,
+        }
 
     if layout is None:
         return jax.jit(step, donate_argnums=0)
@@ -233,13 +244,15 @@ def make_train_step(
     return jax.jit(
         step,
         donate_argnums=0,
-        in_shardings=(sh, layout.data, layout.data, layout.data),
+        in_shardings=(sh, layout.data, layout.data, layout.data, layout.replicated),
         out_shardings=(sh, layout.replicated),
     )
 
 
+@functools.cache
 def make_eval_step(cfg: ModelConfig) -> Callable[..., tuple[jax.Array, model.Carry]]:
-    """Jitted validation step: summed loss of one batch and the carry after it."""
+    """Jitted validation step: summed loss of one batch and the carry after it (one per model config, so a
+    validation pass compiled before training, to time it, is the one training uses)."""
 
     def step(params: model.Params, x: jax.Array, y: jax.Array, carry: model.Carry) -> tuple[jax.Array, model.Carry]:
         logits, carry = model.apply(params, x, carry, cfg)
@@ -276,6 +289,7 @@ def fit(
     layout: Layout | None = None,
     newline: int = -1,
     early: EarlyStopping | None = None,
+    plan: Callable[[int], int] | None = None,
 ) -> TrainState:
     """Train from `state.step` to `cfg.train.steps`, evaluating, reporting and saving on schedule.
 
@@ -286,6 +300,8 @@ def fit(
     each process then gathers only its own rows of every batch. `should_stop` must then agree across
     processes (see `distributed.any_process`).
     Raises NonFiniteError after `train.max_bad_steps` consecutive non-finite steps (none of them applied).
+    `plan(steps_done)`, called before the first step and after each one, gives the number of steps to train to
+    (a time budget's; default `train.steps`); the learning-rate schedule follows it.
     """
     d, t = cfg.data, cfg.train
     train_step = make_train_step(cfg, layout)
@@ -294,8 +310,9 @@ def fit(
     val = batches.eval_batches(val_ids, d.batch_size, d.seq_len, t.eval_batches)
     last_val: float | None = None
     bad = 0
-    start = int(state.step)
-    for step in range(start, t.steps):
+    step = int(state.step)
+    total = t.steps if plan is None else plan(step)
+    while step < total:
         if should_stop():
             break
         tic = time.perf_counter()
@@ -312,10 +329,10 @@ def fit(
             curriculum=d.curriculum,
         )
         if layout is None:
-            state, m = train_step(state, b.x, b.y, jnp.asarray(b.reset))
+            state, m = train_step(state, b.x, b.y, jnp.asarray(b.reset), total)
         else:
             x, y = layout.put_rows(b.x, d.batch_size), layout.put_rows(b.y, d.batch_size)
-            state, m = train_step(state, x, y, layout.put_rows(b.reset, d.batch_size))
+            state, m = train_step(state, x, y, layout.put_rows(b.reset, d.batch_size), total)
         loss = float(m["loss"])  # syncs; cheap next to a step, and gives exact per-step metrics
         dt = time.perf_counter() - tic
         bad = 0 if bool(m["ok"]) else bad + 1
@@ -326,15 +343,16 @@ def fit(
         )
         if bad >= t.max_bad_steps:
             raise NonFiniteError(f"{bad} consecutive steps had a non-finite loss or gradient (last at step {step + 1})")
-        done = step + 1
-        if done % t.eval_every == 0 or done == t.steps:
+        done = step = step + 1
+        total = total if plan is None else plan(done)
+        if done % t.eval_every == 0 or done == total:
             used = weights(state)
             last_val = validation_loss(used, cfg.model, eval_step, val, layout)
             raw = validation_loss(state.params, cfg.model, eval_step, val, layout) if used is not state.params else None
             emit(EvalEvent(done, last_val, used, raw))
             if early is not None:
                 early.update(done, last_val)
-        if save is not None and done % cfg.checkpoint.every == 0 and done != t.steps:
+        if save is not None and done % cfg.checkpoint.every == 0 and done != total:
             save(state, last_val)
         if early is not None and early.triggered:
             break  # the caller saves this step, as it saves the last one

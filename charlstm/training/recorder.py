@@ -92,7 +92,7 @@ class Recorder:
         if self.events is not None:
             self.events.evaluation(ev)
         if self.cfg.train.sample_length > 0 and self.main:  # sampled from a host copy: process 0 alone, no collectives
-            text = _sample(distributed.to_host(ev.params), self.cfg, self.vocab)
+            text = sample_text(distributed.to_host(ev.params), self.cfg, self.vocab)
             self.reporter.sample(ev.step, text)
             if self.events is not None:
                 self.events.sample(ev.step, text)
@@ -125,6 +125,7 @@ class Recorder:
             self.events.close()
 
 
-def _sample(params: model.Params, cfg: Config, vocab: corpus.Vocab) -> str:
+def sample_text(params: model.Params, cfg: Config, vocab: corpus.Vocab) -> str:
+    """The sample shown at an evaluation."""
     opts = sampling.SampleOptions(length=cfg.train.sample_length, temperature=0.8, seed=cfg.train.seed)
     return sampling.sample_text(params, cfg.model, vocab, sampling.default_prompt(vocab), opts)[0]

@@ -60,6 +60,10 @@ class RunDir:
         return self.path / "prompt_check.json"
 
     @property
+    def budget_file(self) -> Path:
+        return self.path / "budget.json"
+
+    @property
     def lock_file(self) -> Path:
         return self.path / ".lock"
 

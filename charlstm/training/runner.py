@@ -10,18 +10,21 @@ import contextlib
 import json
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from charlstm import config
 from charlstm.config import Config
-from charlstm.data import corpus, encoded
-from charlstm.errors import RunError, UserError
+from charlstm.data import batches, corpus, encoded
+from charlstm.errors import RunError, UsageError, UserError
 from charlstm.evaluation import promptcheck
 from charlstm.nn import model, sampling
+from charlstm.training import budget as budget_lib
 from charlstm.training import checkpoint, distributed, finetune, loop, rundir, signals, tensorboard
-from charlstm.training.recorder import Recorder, TrainReporter
+from charlstm.training.recorder import Recorder, TrainReporter, sample_text
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class Summary:
     interrupted: int = 0  # the signal number that stopped training, 0 if it finished
     stopped_early: bool = False  # train.patience stopped it before train.steps
     prompt_check: promptcheck.PromptCheck | None = None  # on an annotated corpus, with train.prompt_check
+    budget: str | None = None  # with train.time: what was chosen and why, in one line (budget.summary_line)
 
 
 class Interrupted(UserError):
@@ -71,6 +75,7 @@ class _Job:
     layout: distributed.Layout
     reporter: TrainReporter
     resuming: bool  # continuing an existing run directory (--resume)
+    started: float  # time.monotonic() when the command started: a time budget counts from there
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,7 @@ class _Ending:
     seconds: float
     signum: int
     stopped_early: bool
+    budget: budget_lib.Budget | None = None
 
     @property
     def step(self) -> int:
@@ -110,16 +116,25 @@ def train_run(
     resume: rundir.RunDir | None = None,
     progress: encoded.Progress | None = None,
     init: finetune.Init | None = None,
+    started: float | None = None,
 ) -> Summary:
-    """Start a run, or continue `resume` (whose config the caller loaded, overrides applied), to `cfg.train.steps`.
+    """Start a run, or continue `resume` (whose config the caller loaded, overrides applied), to `cfg.train.steps`
+    or, with `cfg.train.time`, to the steps that fit that budget counted from `started` (`time.monotonic()`;
+    default: now).
 
     `init`: a new run starts from that run's weights (fine-tuning; `cfg.model` must be that run's, see
     `api.training_config`). Every process of a multi-process job calls this with the same arguments; process 0
     owns the run directory (creation, lock, metrics, samples) and the others follow it. `progress` sees corpus
     encoding.
     """
+    started = time.monotonic() if started is None else started
     if cfg.train.tensorboard:
         tensorboard.check_available()
+    if cfg.train.time is not None and distributed.process_count() > 1:
+        raise UsageError(
+            "train.time is for one process: the processes of a job would time their steps apart",
+            "give the job a number of steps (--steps N) instead of a time budget",
+        )
     layout = _devices(cfg)
     progress = progress if layout.is_main else None
     if resume is not None:
@@ -139,7 +154,8 @@ def train_run(
     try:
         ckpt = checkpoint.Checkpointer(run, cfg, data.vocab)
         try:
-            return _train_locked(_Job(cfg, run, ckpt, layout, reporter, resuming=resume is not None), data, source)
+            job = _Job(cfg, run, ckpt, layout, reporter, resuming=resume is not None, started=started)
+            return _train_locked(job, data, source)
         finally:
             ckpt.close()
     finally:
@@ -245,7 +261,7 @@ def _check_can_continue(job: _Job, start_step: int) -> loop.EarlyStopping:
     """`train.patience`'s state at `start_step`; a RunError if a resumed run already reached `train.steps` or
     was stopped early."""
     cfg, run = job.cfg, job.run
-    if job.resuming and start_step >= cfg.train.steps:
+    if job.resuming and start_step >= cfg.train.steps and cfg.train.time is None:
         raise RunError(
             f"run {run.path} already reached step {start_step} of {cfg.train.steps}",
             "pass --steps N with a larger N to train further",
@@ -271,7 +287,7 @@ def _start_info(job: _Job, data: _Corpus, n_params: int, start_step: int) -> dic
         "train_chars": len(data.train_ids),
         "val_chars": len(data.val_ids),
         "start_step": start_step,
-        "steps": cfg.train.steps,
+        "steps": None if cfg.train.time else cfg.train.steps,  # a budget's steps are known once it is fitted
         "cell": cfg.model.cell,
         "layers": cfg.model.layers,
         "hidden": cfg.model.hidden,
@@ -283,9 +299,10 @@ def _fit_and_save(
     job: _Job, data: _Corpus, state: loop.TrainState, early: loop.EarlyStopping, recorder: Recorder
 ) -> _Ending:
     """Run the loop with SIGINT/SIGTERM asking it to stop, then save the final state, also after a signal."""
-    tic = time.perf_counter()
     with signals.StopFlag() as flag:
         stop = signals.AgreedStop(flag)
+        plan = _budget(job, data, state) if job.cfg.train.time else None  # a Ctrl-C here stops before step 1
+        tic = time.perf_counter()
         try:
             state = loop.fit(
                 job.cfg,
@@ -298,6 +315,7 @@ def _fit_and_save(
                 layout=job.layout,
                 newline=sampling.newline_id(data.vocab),
                 early=early,
+                plan=plan,
             )
         except loop.NonFiniteError as err:
             job.ckpt.wait()
@@ -311,10 +329,61 @@ def _fit_and_save(
         # An interrupted run has no validation loss for this step: don't let it compete for "best".
         job.ckpt.save(state, None if signum else recorder.final_val)
         job.ckpt.wait()
-        stopped_early = early.triggered and not signum and int(state.step) < job.cfg.train.steps
+        total = plan.total if plan is not None else job.cfg.train.steps
+        stopped_early = early.triggered and not signum and int(state.step) < total
         if stopped_early:
             recorder.record_early_stop(int(state.step), early)
-    return _Ending(state, seconds, signum, stopped_early)
+    return _Ending(state, seconds, signum, stopped_early, plan)
+
+
+def _budget(job: _Job, data: _Corpus, state: loop.TrainState) -> budget_lib.Budget:
+    """The plan of a run with `train.time`. What happens besides the steps is timed first, on the initial
+    weights: a validation pass with its sample, and the prompt check of the end; each runs twice, the first
+    compiling what training would compile later anyway, the second timed."""
+    cfg, params = job.cfg, loop.weights(state)
+    d, t = cfg.data, cfg.train
+    val = batches.eval_batches(data.val_ids, d.batch_size, d.seq_len, t.eval_batches)
+    eval_step = loop.make_eval_step(cfg.model)
+    pairs = promptcheck.pairs_for(data.path, data.vocab) if t.prompt_check else None
+    host = distributed.to_host(params)
+
+    def evaluation() -> None:
+        loop.validation_loss(params, cfg.model, eval_step, val, job.layout)
+        if t.sample_length > 0:
+            sample_text(host, cfg, data.vocab)
+
+    def end() -> None:
+        if pairs is not None:
+            promptcheck.run(host, cfg.model, data.vocab, pairs, seed=t.seed)
+
+    job.reporter.message("timing an evaluation and the end of training for the time budget")
+    eval_s, end_s = (_timed_twice(f) for f in (evaluation, end))
+
+    def fitted(fit: budget_lib.Fit) -> None:
+        # The checkpoints and the run's config hold the total; a rerun or --resume with it needs no budget.
+        job.ckpt.cfg = cfg.model_copy(update={"train": t.model_copy(update={"steps": fit.steps, "time": None})})
+        if job.layout.is_main:
+            job.run.write_config(job.ckpt.cfg)
+            rundir.write_json(job.run.budget_file, plan.record())
+        left = plan.seconds - (time.monotonic() - plan.started)
+        job.reporter.message(
+            f"time budget: {fit.steps:,} steps at {fit.seconds_per_step:.3f} s/step measured, {left:.0f} s left"
+        )
+        show = getattr(job.reporter, "plan", None)
+        if show is not None:
+            show(fit.steps, plan.started + plan.seconds)
+
+    plan = budget_lib.Budget(
+        config.parse_duration(str(t.time)), job.started, cfg.optim, t.eval_every, eval_s, end_s, fitted
+    )
+    return plan
+
+
+def _timed_twice(work: Callable[[], None]) -> float:
+    work()
+    tic = time.perf_counter()
+    work()
+    return time.perf_counter() - tic
 
 
 def _summary(job: _Job, data: _Corpus, ending: _Ending, recorder: Recorder, n_params: int) -> Summary:
@@ -322,6 +391,12 @@ def _summary(job: _Job, data: _Corpus, ending: _Ending, recorder: Recorder, n_pa
     cps = recorder.chars_per_s()
     main = job.layout.is_main
     check = _prompt_check(job.cfg, loop.weights(ending.state), data.vocab, data.path, job.run) if main else None
+    line = None
+    if ending.budget is not None:
+        ended = time.monotonic()
+        rundir.write_json(job.run.budget_file, ending.budget.record(ended))
+        m = job.cfg.model
+        line = budget_lib.summary_line(ending.budget, ended, f"{m.cell} {m.layers}x{m.hidden}")
     return Summary(
         job.run.path,
         ending.step,
@@ -332,6 +407,7 @@ def _summary(job: _Job, data: _Corpus, ending: _Ending, recorder: Recorder, n_pa
         cps,
         prompt_check=check,
         stopped_early=ending.stopped_early,
+        budget=line,
     )
 
 
