@@ -20,6 +20,7 @@ from test_faults import _start
 
 import charlstm
 from charlstm import config
+from charlstm.analysis import compare
 from charlstm.config import OptimConfig
 from charlstm.errors import ConfigError
 from charlstm.training import budget, checkpoint, configure, loop, rundir
@@ -187,3 +188,12 @@ def test_an_interrupted_budgeted_run_resumes_to_its_total(tmp_path: Path) -> Non
     assert a.step == b.step == cut.read_config().train.steps
     for x, y in zip(jax.tree_util.tree_leaves(a.state), jax.tree_util.tree_leaves(b.state)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_compare_rnn_with_time_trains_every_cell_to_its_own_total() -> None:
+    cfg = config.load("tiny", ["train.time=8s", "train.patience=3", "train.eval_every=20"])
+    result = compare.run(cfg, None, ("rnn", "lstm"), longrange_records=50)
+    assert result.config.optim.schedule == "wsd" and result.config.train.patience == 0
+    for cell in result.cells:
+        assert cell.steps > 1 and cell.steps == cell.curves.steps[-1] and cell.curves.val_steps[-1] == cell.steps
+        assert cell.curves.steps == list(range(1, cell.steps + 1))  # no plateau stop, no gap

@@ -21,7 +21,7 @@ from typing import Protocol
 import jax
 import numpy as np
 
-from charlstm import events
+from charlstm import config, events
 from charlstm.analysis import gradflow
 from charlstm.analysis.compare_sizing import CellSpec, cell_config, plan_cells
 from charlstm.config import Config
@@ -29,7 +29,7 @@ from charlstm.data import batches, corpus, langcorpus
 from charlstm.errors import UsageError
 from charlstm.evaluation import longrange, promptcheck
 from charlstm.nn import cells, model, sampling
-from charlstm.training import loop, runner
+from charlstm.training import budget, loop, runner
 
 DEFAULT_CELLS: tuple[str, ...] = ("rnn", "lstm")
 GRAD_DISTANCE = 200  # K: how many steps back the gradient-distance profile reaches (covers the 200+ gap bucket)
@@ -212,8 +212,12 @@ def run(
     grad_k: int = GRAD_DISTANCE,
     longrange_records: int = 600,
 ) -> CompareResult:
-    """Train every cell in `names` on the corpus with the same seed, batches and steps; measure each."""
+    """Train every cell in `names` on the corpus with the same seed, batches and steps (or, with `train.time`,
+    the same training time each); measure each."""
     reporter = reporter or NullReporter()
+    if cfg.train.time is not None:  # every cell trains for the whole time: no stop at a plateau
+        cfg = budget.for_budget(cfg)
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"patience": 0})})
     corpus_path = corpus.resolve(corpus_arg)
     vocab, tr, va = runner.prepare_data(cfg, corpus_path)
     plan = plan_cells(cfg, names, len(vocab), match)
@@ -223,7 +227,7 @@ def run(
     gx, gy = _grad_windows(va, grad_k)
     curves: dict[str, CellCurves] = {}
     results = []
-    reporter.start(plan, cfg.train.steps)
+    reporter.start(plan, 0 if cfg.train.time else cfg.train.steps)
     try:
         for spec, cell_cfg in zip(plan, configs):
             results.append(
@@ -286,6 +290,11 @@ def _train_cell(
 
     diverged = None
     tic = time.perf_counter()
+    timed = None
+    if ccfg.train.time is not None:  # the cell's training time, not the measurements after it
+        timed = budget.Budget(
+            config.parse_duration(ccfg.train.time), time.monotonic(), ccfg.optim, ccfg.train.eval_every, 0.0, 0.0
+        )
     try:
         params: model.Params | None = loop.fit(
             ccfg,
@@ -295,6 +304,7 @@ def _train_cell(
             emit=emit,
             newline=sampling.newline_id(vocab),
             early=plateau if plateau.patience else None,
+            plan=timed,
         ).params
     except loop.NonFiniteError as err:
         diverged = str(err)

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 
 def loss_chart(curves: Mapping[str, CellCurves], steps: int, **kw: object) -> str:
-    """Train (thick) and validation (thin) loss against steps, one colour per cell."""
+    """Train (thick) and validation (thin) loss against steps (up to `steps`; 0: the most any cell took), one
+    colour per cell."""
     series = []
     for cell, c in curves.items():
         series.append(Series(cell, c.steps, c.loss, label=cell))
@@ -40,7 +41,7 @@ def loss_chart(curves: Mapping[str, CellCurves], steps: int, **kw: object) -> st
         title="loss (thick: train, thin: validation)",
         xlabel="step",
         ylabel="nats/char",
-        xlim=(0, steps),
+        xlim=(0, steps or max((c.steps[-1] for c in curves.values() if c.steps), default=1)),
         legend_at="top right",
         **kw,
     )  # type: ignore[arg-type]
@@ -112,7 +113,8 @@ def charts(result: CompareResult, width: int, height: int, color: bool) -> list[
     """All charts of a finished comparison, as strings, in reading order."""
     kw = {"width": width, "height": height, "color": color}
     curves = {r.spec.cell: r.curves for r in result.cells}
-    out = [loss_chart(curves, result.config.train.steps, **kw)]  # type: ignore[arg-type]
+    steps = 0 if result.config.train.time else result.config.train.steps  # equal time: each cell its own steps
+    out = [loss_chart(curves, steps, **kw)]  # type: ignore[arg-type]
     lr = longrange_chart(result, **kw)  # type: ignore[arg-type]
     if lr is not None:
         out.append(lr)
@@ -227,7 +229,8 @@ class LiveDisplay:
         self.plan, self.steps = plan, steps
         if not self.quiet:
             sizes = ", ".join(f"{s.cell} {s.hidden} hidden ({s.params:,} params)" for s in plan)
-            self.console.print(f"training {sizes}; {steps} steps each, same seed and batches")
+            each = f"{steps} steps each" if steps else "the same training time each"
+            self.console.print(f"training {sizes}; {each}, same seed and batches")
         if self.live_mode:
             self.live = Live(console=self.console, auto_refresh=False, transient=True)
             self.live.start()

@@ -237,6 +237,13 @@ def compare_rnn(
     steps: int | None = typer.Option(
         None, "--steps", help="Training steps per cell (shortcut for --set train.steps=N)."
     ),
+    time_each: str | None = typer.Option(
+        None,
+        "--time",
+        metavar="DURATION",
+        help="Give every cell this much training time (90s, 5m) instead of the same steps: a cheaper step "
+        "buys more of them (--set train.time=DURATION).",
+    ),
     match: Match = typer.Option(
         Match.params,
         "--match",
@@ -256,7 +263,11 @@ def compare_rnn(
     """Train an RNN and an LSTM (and a GRU) on the same data and show, measured, why the LSTM wins."""
     from charlstm import config as config_lib
 
-    cfg = config_lib.load(config or "compare-rnn", list(set_) + ([f"train.steps={steps}"] if steps is not None else []))
+    if steps is not None and time_each is not None:
+        raise UsageError("--steps and --time both given", "--time gives every cell the same time; give one of the two")
+    items = [*set_, *([f"train.steps={steps}"] if steps is not None else [])]
+    items += [f"train.time={time_each}"] if time_each is not None else []
+    cfg = config_lib.load(config or "compare-rnn", items)
     from charlstm import perf
     from charlstm.analysis import compare, compare_output, linechart, plots, png_charts
 
@@ -273,7 +284,8 @@ def compare_rnn(
     if not quiet:
         for text in plots.charts(result, width=min(ui.out.width, 110), height=18, color=color):
             linechart.show(text, ui.out, color)
-    ui.table("compare-rnn: same data, seed, batches and steps", *compare_output.summary_rows(result))
+    same = f"and {cfg.train.time} of training each" if cfg.train.time else "and steps (each stops at its plateau)"
+    ui.table(f"compare-rnn: same data, seed, batches {same}", *compare_output.summary_rows(result))
     cols, rows = compare_output.longrange_rows(result)
     if rows:
         chance = f"; chance {result.chance:.2f}" if result.chance else ""

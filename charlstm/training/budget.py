@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from charlstm.config import OptimConfig
+from charlstm.config import Config, OptimConfig
 
 _IMPORTED = time.monotonic()
 # The total before the first fit: far enough that the wsd decay cannot begin before it.
@@ -145,6 +145,14 @@ class Budget:
             out["took_s"] = round(ended - self.started, 3)
             out["off_by"] = round((ended - self.started) / self.seconds - 1, 4)
         return out
+
+
+def for_budget(cfg: Config) -> Config:
+    """`cfg` as a budgeted run trains it: with the wsd schedule, the one whose rate until its decay does not
+    depend on the total (its lr, warmup and decay settings kept)."""
+    if cfg.optim.schedule == "wsd":
+        return cfg
+    return cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"schedule": "wsd"})})
 
 
 def decay_start(optim: OptimConfig, total: int) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 from charlstm import config as config_lib
 from charlstm.config import Config
 from charlstm.errors import UsageError
-from charlstm.training import rundir
+from charlstm.training import budget, rundir
 
 Overrides = Mapping[str, object] | Sequence[str] | None  # {"model.hidden": 64} or ["model.hidden=64"]
 
@@ -51,9 +51,8 @@ def training_config(
         run = None
     else:
         cfg, run = config_lib.load(config or "default", items), None
-    if cfg.train.time is not None and cfg.optim.schedule != "wsd":
-        # The one schedule whose rate, until its decay, does not depend on the total a budget fits as it trains.
-        cfg = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"schedule": "wsd"})})
+    if cfg.train.time is not None:
+        cfg = budget.for_budget(cfg)
     if cfg.train.tensorboard:
         from charlstm.training import tensorboard
 
