@@ -163,7 +163,8 @@ def test_a_budgeted_run_records_its_total_and_its_config_reproduces_it(tmp_path:
     saved = rundir.RunDir(run).read_config()
     assert saved.train.time is None and saved.optim.schedule == "wsd"
     assert record["fits"] and saved.train.steps == record["fits"][-1]["steps"] == model.summary.steps
-    assert model.summary.budget.startswith("budget 12s: lstm 1x32") and "steps; took" in model.summary.budget
+    assert model.summary.budget.startswith("budget 12s: ") and "training chars, lstm 1x32" in model.summary.budget
+    assert f"-> {saved.train.steps:,} steps; took" in model.summary.budget
     again = charlstm.train(None, run / "config.yaml", runs_dir=tmp_path, name="again", progress=False)
     assert again.summary.budget is None
     assert _rows(tmp_path / "again") == _rows(run)

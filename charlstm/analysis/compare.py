@@ -180,11 +180,11 @@ def _longrange_setup(cfg: Config, corpus_path: Path, n_ids: int, n_train: int) -
 
 
 def _longrange(
-    params: model.Params, cfg: Config, vocab: corpus.Vocab, lr: _LongRange, max_records: int
+    params: model.Params, cfg: Config, vocab: corpus.Vocab, setup: _LongRange, max_records: int
 ) -> list[longrange.BucketResult] | None:
     try:
         res = longrange.accuracy_by_gap(
-            params, cfg.model, vocab, lr.text, lr.gaps, start=lr.start, max_records=max_records
+            params, cfg.model, vocab, setup.text, setup.gaps, start=setup.start, max_records=max_records
         )
     except ValueError:  # the vocabulary lacks characters of the annotated text
         return None
@@ -221,112 +221,111 @@ def run(
     corpus_path = corpus.resolve(corpus_arg)
     vocab, tr, va = runner.prepare_data(cfg, corpus_path)
     plan = plan_cells(cfg, names, len(vocab), match)
-    lr_setup, note = _longrange_setup(cfg, corpus_path, len(tr) + len(va), len(tr))
-    pairs = promptcheck.pairs_for(corpus_path, vocab) if lr_setup and cfg.train.prompt_check else None
+    longrange_setup, note = _longrange_setup(cfg, corpus_path, len(tr) + len(va), len(tr))
+    pairs = promptcheck.pairs_for(corpus_path, vocab) if longrange_setup and cfg.train.prompt_check else None
     configs = [cell_config(cfg, spec, clip) for spec in plan]  # every cell's config checked before any trains
     gx, gy = _grad_windows(va, grad_k)
-    curves: dict[str, CellCurves] = {}
+    shared = _Shared(vocab, tr, va, gx, gy, longrange_setup, longrange_records, pairs, reporter)
     results = []
     reporter.start(plan, 0 if cfg.train.time else cfg.train.steps)
     try:
         for spec, cell_cfg in zip(plan, configs):
-            results.append(
-                _train_cell(
-                    cell_cfg,
-                    spec,
-                    vocab,
-                    tr,
-                    va,
-                    curves,
-                    reporter,
-                    gx,
-                    gy,
-                    lr_setup,
-                    longrange_records,
-                    pairs,
-                )
-            )
+            results.append(_train_cell(cell_cfg, spec, shared))
     finally:
         reporter.stop()
-    return CompareResult(corpus_path, cfg, match, clip, results, lr_setup.chance if lr_setup else None, note)
+    chance = longrange_setup.chance if longrange_setup else None
+    return CompareResult(corpus_path, cfg, match, clip, results, chance, note)
 
 
-def _train_cell(
-    ccfg: Config,
-    spec: CellSpec,
-    vocab: corpus.Vocab,
-    tr: np.ndarray,
-    va: np.ndarray,
-    curves: dict[str, CellCurves],
-    reporter: CompareReporter,
-    gx: np.ndarray,
-    gy: np.ndarray,
-    lr_setup: _LongRange | None,
-    longrange_records: int,
-    pairs: list[tuple[str, str]] | None = None,
-) -> CellResult:
-    state = loop.init_state(ccfg, len(vocab))
-    # Measured before fit: its jitted step donates the state's buffers.
-    grad_init = gradflow.model_profile(state.params, ccfg.model, gx, gy)
-    cur = curves[spec.cell] = CellCurves()
-    last_params: list[model.Params] = []
-    last_longrange: list[list[longrange.BucketResult] | None] = [None]
-    plateau = Plateau(ccfg.train.patience)
+@dataclass
+class _Shared:
+    """What every cell of a comparison trains and is measured on."""
 
-    def emit(ev: loop.Event) -> None:
+    vocab: corpus.Vocab
+    tr: np.ndarray
+    va: np.ndarray
+    gx: np.ndarray  # the gradient-distance windows
+    gy: np.ndarray
+    longrange: _LongRange | None
+    longrange_records: int
+    pairs: list[tuple[str, str]] | None  # the prompt check's places and languages
+    reporter: CompareReporter
+    curves: dict[str, CellCurves] = field(default_factory=dict)  # every cell's so far, for the live chart
+
+
+class _Watcher:
+    """The `emit` of one cell's training: records its curves, keeps the last evaluated parameters (a cell
+    that diverges is measured on them), and feeds the plateau stop the long-range accuracy."""
+
+    def __init__(self, cfg: Config, cell: str, shared: _Shared) -> None:
+        self.cfg, self.cell, self.shared = cfg, cell, shared
+        self.curves = shared.curves[cell] = CellCurves()
+        self.plateau = Plateau(cfg.train.patience)
+        self.last_params: model.Params | None = None
+        self.last_longrange: list[longrange.BucketResult] | None = None
+
+    def __call__(self, ev: loop.Event) -> None:
+        c = self.curves
         if isinstance(ev, loop.StepEvent):
-            cur.steps.append(ev.step)
-            cur.loss.append(ev.loss)
-            cur.grad_norm.append(ev.grad_norm)
-            cur.chars_per_s.append(ev.chars_per_s)
+            c.steps.append(ev.step)
+            c.loss.append(ev.loss)
+            c.grad_norm.append(ev.grad_norm)
+            c.chars_per_s.append(ev.chars_per_s)
         else:
-            cur.val_steps.append(ev.step)
-            cur.val_loss.append(ev.val_loss)
-            last_params[:] = [ev.params]
-            if lr_setup and plateau.patience:  # the stop watches the accuracy too (fit updates it next)
-                last_longrange[0] = _longrange(ev.params, ccfg, vocab, lr_setup, longrange_records)
-                plateau.accuracy = _accuracy_from(last_longrange[0], 25)
-        reporter.event(spec.cell, ev, curves)
+            c.val_steps.append(ev.step)
+            c.val_loss.append(ev.val_loss)
+            self.last_params = ev.params
+            sh = self.shared
+            if sh.longrange and self.plateau.patience:  # the stop watches the accuracy too (fit updates it next)
+                self.last_longrange = _longrange(ev.params, self.cfg, sh.vocab, sh.longrange, sh.longrange_records)
+                self.plateau.accuracy = _accuracy_from(self.last_longrange, 25)
+        self.shared.reporter.event(self.cell, ev, self.shared.curves)
 
+
+def _train_cell(ccfg: Config, spec: CellSpec, sh: _Shared) -> CellResult:
+    state = loop.init_state(ccfg, len(sh.vocab))
+    # Measured before fit: its jitted step donates the state's buffers.
+    grad_init = gradflow.model_profile(state.params, ccfg.model, sh.gx, sh.gy)
+    watch = _Watcher(ccfg, spec.cell, sh)
+    cur, plateau = watch.curves, watch.plateau
     diverged = None
     tic = time.perf_counter()
     timed = None
     if ccfg.train.time is not None:  # the cell's training time, not the measurements after it
-        timed = budget.Budget(
-            config.parse_duration(ccfg.train.time), time.monotonic(), ccfg.optim, ccfg.train.eval_every, 0.0, 0.0
-        )
+        each = config.parse_duration(ccfg.train.time)
+        timed = budget.Budget(each, time.monotonic(), ccfg.optim, ccfg.train.eval_every, 0.0, 0.0)
     try:
         params: model.Params | None = loop.fit(
             ccfg,
             state,
-            tr,
-            va,
-            emit=emit,
-            newline=sampling.newline_id(vocab),
+            sh.tr,
+            sh.va,
+            emit=watch,
+            newline=sampling.newline_id(sh.vocab),
             early=plateau if plateau.patience else None,
             plan=timed,
         ).params
     except loop.NonFiniteError as err:
         diverged = str(err)
-        reporter.message(f"{spec.cell}: {err}; measuring the last evaluated parameters")
-        params = last_params[0] if last_params else None
+        sh.reporter.message(f"{spec.cell}: {err}; measuring the last evaluated parameters")
+        params = watch.last_params
     seconds = time.perf_counter() - tic
     jax.block_until_ready(params)
     nan_profile = np.full_like(grad_init, np.nan)
-    grad_final = gradflow.model_profile(params, ccfg.model, gx, gy) if params is not None else nan_profile
+    grad_final = gradflow.model_profile(params, ccfg.model, sh.gx, sh.gy) if params is not None else nan_profile
     # Training ends right after an evaluation (fit evaluates its last step): that one's accuracy is final, unless
     # it was measured on a weight average (optim.ema) rather than the parameters measured here.
-    reuse = last_longrange[0] is not None and not diverged and ccfg.optim.ema == 0
-    lr_res = (
-        last_longrange[0]
+    reuse = watch.last_longrange is not None and not diverged and ccfg.optim.ema == 0
+    accuracy = (
+        watch.last_longrange
         if reuse
-        else _longrange(params, ccfg, vocab, lr_setup, longrange_records)
-        if params is not None and lr_setup
+        else _longrange(params, ccfg, sh.vocab, sh.longrange, sh.longrange_records)
+        if params is not None and sh.longrange
         else None
     )
     check = (
-        promptcheck.run(params, ccfg.model, vocab, pairs, seed=ccfg.train.seed)
-        if params is not None and pairs
+        promptcheck.run(params, ccfg.model, sh.vocab, sh.pairs, seed=ccfg.train.seed)
+        if params is not None and sh.pairs
         else None
     )
     speed = cur.chars_per_s[1:] or cur.chars_per_s  # step 1 compiles
@@ -336,7 +335,7 @@ def _train_cell(
         cur.val_loss[-1] if cur.val_loss else float("nan"),
         seconds,
         float(np.median(speed)) if speed else 0.0,
-        lr_res,
+        accuracy,
         grad_init,
         grad_final,
         diverged,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from charlstm import events, ui
+from charlstm import ui
 from charlstm.cli._app import ConfigOpt, RunsDirOpt, SetOpt, complete_configs, complete_runs, user_errors
 from charlstm.errors import UsageError
 
@@ -157,52 +157,9 @@ def train(
     if not main:  # process 0 reports for the job
         return
     if json_out:
-        print(
-            json.dumps(
-                {
-                    "run": str(summary.run_dir),
-                    "steps": summary.steps,
-                    "params": summary.params,
-                    "final_val_loss": summary.final_val_loss,
-                    "final_val_bpc": events.bits(summary.final_val_loss),
-                    "best_val_loss": summary.best_val_loss,
-                    "chars_per_s": summary.chars_per_s,
-                    "seconds": summary.seconds,
-                    "stopped_early": summary.stopped_early,
-                    "budget": summary.budget,
-                    "prompt_check": summary.prompt_check.to_json() if summary.prompt_check else None,
-                }
-            ),
-            file=results,
-            flush=True,
-        )
+        print(json.dumps(summary.to_json()), file=results, flush=True)
         return
-    ui.table(
-        "training summary",
-        ["metric", "value"],
-        [
-            ("run", summary.run_dir),
-            ("steps", summary.steps),
-            ("params", f"{summary.params:,}"),
-            ("final val loss (nats/char)", ui.fmt(summary.final_val_loss)),
-            ("final val bits/char", ui.fmt(events.bits(summary.final_val_loss))),
-            ("best val loss (nats/char)", ui.fmt(summary.best_val_loss)),
-            ("train chars/s (median)", f"{summary.chars_per_s:,.0f}"),
-            ("wall time", f"{summary.seconds:.1f} s"),
-            *([("time budget", summary.budget)] if summary.budget else []),
-            *(
-                [
-                    (
-                        "stopped early",
-                        f"yes: no better val loss in {cfg.train.patience} evaluations (best kept: --checkpoint best)",
-                    )
-                ]
-                if summary.stopped_early
-                else []
-            ),
-        ],
-        console=ui.err,
-    )
+    ui.table("training summary", ["metric", "value"], summary.rows(), console=ui.err)
     if summary.prompt_check is not None:
         from charlstm.evaluation import promptcheck
 

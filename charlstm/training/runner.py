@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import signal
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charlstm import config
+from charlstm import config, events
 from charlstm.config import Config
 from charlstm.data import batches, corpus, encoded
 from charlstm.errors import RunError, UsageError, UserError
@@ -40,6 +41,43 @@ class Summary:
     stopped_early: bool = False  # train.patience stopped it before train.steps
     prompt_check: promptcheck.PromptCheck | None = None  # on an annotated corpus, with train.prompt_check
     budget: str | None = None  # with train.time: what was chosen and why, in one line (budget.summary_line)
+    patience: int = 0  # train.patience, which stopped it when stopped_early
+
+    def to_json(self) -> dict[str, object]:
+        """The summary as `charlstm train --json` prints it."""
+        return {
+            "run": str(self.run_dir),
+            "steps": self.steps,
+            "params": self.params,
+            "final_val_loss": self.final_val_loss,
+            "final_val_bpc": events.bits(self.final_val_loss),
+            "best_val_loss": self.best_val_loss,
+            "chars_per_s": self.chars_per_s,
+            "seconds": self.seconds,
+            "stopped_early": self.stopped_early,
+            "budget": self.budget,
+            "prompt_check": self.prompt_check.to_json() if self.prompt_check else None,
+        }
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(metric, value) rows of the summary table."""
+        fmt = lambda x: "—" if x is None or math.isnan(x) else f"{x:.4f}"  # noqa: E731
+        rows = [
+            ("run", str(self.run_dir)),
+            ("steps", str(self.steps)),
+            ("params", f"{self.params:,}"),
+            ("final val loss (nats/char)", fmt(self.final_val_loss)),
+            ("final val bits/char", fmt(events.bits(self.final_val_loss))),
+            ("best val loss (nats/char)", fmt(self.best_val_loss)),
+            ("train chars/s (median)", f"{self.chars_per_s:,.0f}"),
+            ("wall time", f"{self.seconds:.1f} s"),
+        ]
+        if self.budget:
+            rows.append(("time budget", self.budget))
+        if self.stopped_early:
+            why = f"no better val loss in {self.patience} evaluations (best kept: --checkpoint best)"
+            rows.append(("stopped early", f"yes: {why}"))
+        return rows
 
 
 class Interrupted(UserError):
@@ -396,7 +434,8 @@ def _summary(job: _Job, data: _Corpus, ending: _Ending, recorder: Recorder, n_pa
         ended = time.monotonic()
         rundir.write_json(job.run.budget_file, ending.budget.record(ended))
         m = job.cfg.model
-        line = budget_lib.summary_line(ending.budget, ended, f"{m.cell} {m.layers}x{m.hidden}")
+        what = f"{len(data.train_ids):,} training chars, {m.cell} {m.layers}x{m.hidden}"
+        line = budget_lib.summary_line(ending.budget, ended, what)
     return Summary(
         job.run.path,
         ending.step,
@@ -408,6 +447,7 @@ def _summary(job: _Job, data: _Corpus, ending: _Ending, recorder: Recorder, n_pa
         prompt_check=check,
         stopped_early=ending.stopped_early,
         budget=line,
+        patience=job.cfg.train.patience,
     )
 
 

@@ -1,0 +1,165 @@
+"""Validation loss at a time budget, side by side on one machine: `charlstm train --time` against the baselines.
+
+For each budget, one after the other, each a fresh process whose wall time is measured from its start:
+  a. `charlstm train CORPUS --config CONFIG --time T` (the steps fitted to the budget, wsd schedule);
+  b. the same config with its own schedule (cosine for `shakespeare`) and the number of steps (a) chose:
+     what fitting by hand to the same step count gives;
+  c. a plain PyTorch LSTM (benchmarks/torch_baseline.py's recipe: 2 x 256, Adam 2e-3, clip 5, batch 64, windows
+     of 100) trained until the budget, scored by charlstm's validation code on its weights;
+  d. a character GPT with nanoGPT's CPU recipe (benchmarks/char_gpt.py), its iterations fitted to the budget.
+(a), (b) and (c) are scored on the last 10% of the text by charlstm's validation pass; (d) on the same text by
+every position with up to 63 characters of context. A JSON line per run; a Markdown table at the end.
+
+    python benchmarks/budget.py --corpus ../shared/corpora/tinyshakespeare.txt --budgets 2m,5m --out /tmp/b.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _run(cmd: list[str]) -> tuple[dict, float]:
+    """A command's last JSON line on stdout, and its wall time."""
+    tic = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    wall = time.monotonic() - tic
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]), wall
+
+
+def _charlstm(corpus: str, cfg: str, runs: Path, name: str, extra: list[str]) -> tuple[dict, float]:
+    cmd = [sys.executable, "-m", "charlstm.cli", "train", corpus, "--config", cfg, "--json", "--quiet"]
+    return _run([*cmd, "--runs-dir", str(runs), "--name", name, *extra])
+
+
+def torch_lstm(corpus_arg: str, budget: str, seed: int = 0) -> None:
+    """(c): torch_baseline.py's recipe trained until the budget (counted from this process's start), scored by
+    charlstm's validation pass on its weights. Prints one JSON line."""
+    started = time.monotonic()
+    import numpy as np
+    import torch
+    from torch import nn
+
+    sys.path.insert(0, str(HERE))
+    from torch_baseline import Net, to_charlstm
+
+    from charlstm import config
+    from charlstm.data import batches, corpus
+    from charlstm.training import loop
+
+    seconds = config.parse_duration(budget)
+    torch.manual_seed(seed)
+    cfg = config.load(
+        "shakespeare",
+        ["model.layers=2", "model.hidden=256", "model.embed=64", "model.dropout=0.0", "model.start_state=zeros"],
+    )
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"layer_norm": False})})
+    vocab, ids = corpus.load_corpus(corpus.resolve(corpus_arg))
+    tr, va = corpus.split(ids, cfg.data.val_fraction)
+    val = batches.eval_batches(va, cfg.data.batch_size, cfg.data.seq_len, cfg.train.eval_batches)
+    eval_step = loop.make_eval_step(cfg.model)
+    loop.validation_loss(to_charlstm(Net(len(vocab), 64, 256, 2)), cfg.model, eval_step, val[:1])  # compile
+    net = Net(len(vocab), 64, 256, 2)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    step, times = 0, []
+    while True:
+        tic = time.monotonic()
+        b = batches.random_batch(tr, step, cfg.data.batch_size, cfg.data.seq_len, seed)
+        logits = net(torch.from_numpy(b.x.astype(np.int64)))
+        loss = nn.functional.cross_entropy(
+            logits.reshape(-1, len(vocab)), torch.from_numpy(b.y.astype(np.int64)).reshape(-1)
+        )
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        opt.step()
+        step += 1
+        times.append(time.monotonic() - tic)
+        if time.monotonic() - started + float(np.median(times[-50:])) > seconds:
+            break
+    trained = time.monotonic() - started
+    val_loss = loop.validation_loss(to_charlstm(net), cfg.model, eval_step, val)
+    print(
+        json.dumps(
+            {"system": "torch-lstm", "steps": step, "val_loss": round(val_loss, 4), "trained_s": round(trained, 1)}
+        )
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--corpus", required=True, help="a text file or a corpus name (charlstm corpus get tinyshakespeare)"
+    )
+    ap.add_argument("--config", default="shakespeare", help="charlstm's config for (a) and (b)")
+    ap.add_argument("--budgets", default="2m,5m,10m,30m")
+    ap.add_argument("--systems", default="a,b,c,d")
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--torch-lstm", metavar="BUDGET", help=argparse.SUPPRESS)  # one (c) run, in its own process
+    args = ap.parse_args()
+    if args.torch_lstm:
+        torch_lstm(args.corpus, args.torch_lstm)
+        return
+    from charlstm import config
+
+    rows = []
+    runs = Path(tempfile.mkdtemp(prefix="charlstm-budget-"))
+    for budget in args.budgets.split(","):
+        seconds = config.parse_duration(budget)
+        chosen = None
+        for system in args.systems.split(","):
+            if system == "a":
+                out, wall = _charlstm(args.corpus, args.config, runs, f"a-{budget}", ["--time", budget])
+                chosen, row = out["steps"], {"val_loss": out["final_val_loss"], "steps": out["steps"]}
+            elif system == "b":
+                if chosen is None:
+                    raise SystemExit("(b) takes the steps (a) chose: list a before b")
+                out, wall = _charlstm(args.corpus, args.config, runs, f"b-{budget}", ["--steps", str(chosen)])
+                row = {"val_loss": out["final_val_loss"], "steps": out["steps"]}
+            elif system == "c":
+                out, wall = _run([sys.executable, __file__, "--corpus", args.corpus, "--torch-lstm", budget])
+                row = {"val_loss": out["val_loss"], "steps": out["steps"]}
+            elif system == "d":
+                out, wall = _run([sys.executable, str(HERE / "char_gpt.py"), "--corpus", args.corpus, "--time", budget])
+                row = {"val_loss": out["val_loss"], "steps": out["steps"]}
+            else:
+                raise SystemExit(f"unknown system {system!r}: a, b, c or d")
+            row = {
+                "budget": budget,
+                "system": system,
+                **row,
+                "wall_s": round(wall, 1),
+                "off_by": round(wall / seconds - 1, 4),
+            }
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    record = {
+        "date": datetime.date.today().isoformat(),
+        "cores": os.cpu_count(),
+        "command": " ".join(sys.argv),
+        "rows": rows,
+    }
+    if args.out:
+        args.out.write_text(json.dumps(record, indent=1))
+    print("| budget | system | steps | val loss | wall time (off by) |\n|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['budget']} | {r['system']} | {r['steps']:,} | {r['val_loss']:.4f} | "
+            f"{r['wall_s']:.0f} s ({r['off_by']:+.1%}) |"
+        )
+
+
+if __name__ == "__main__":
+    main()
