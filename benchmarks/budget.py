@@ -113,7 +113,10 @@ def main() -> None:
         torch_lstm(args.corpus, args.torch_lstm)
         return
     from charlstm import config
+    from charlstm.bench import probes
 
+    gemm_gflops = round(probes.gemm_probe()() / 1e9)  # the machine's fp32 matmul peak, as `charlstm bench` reports
+    print(f"fp32 GEMM peak {gemm_gflops} GFLOP/s, {os.cpu_count()} cores", flush=True)
     rows = []
     runs = Path(tempfile.mkdtemp(prefix="charlstm-budget-"))
     for budget in args.budgets.split(","):
@@ -137,6 +140,7 @@ def main() -> None:
             else:
                 raise SystemExit(f"unknown system {system!r}: a, b, c or d")
             row = {
+                "load_1min": round(os.getloadavg()[0], 2),  # other work on the machine during the run
                 "budget": budget,
                 "system": system,
                 **row,
@@ -148,6 +152,7 @@ def main() -> None:
     record = {
         "date": datetime.date.today().isoformat(),
         "cores": os.cpu_count(),
+        "gemm_gflops": gemm_gflops,
         "command": " ".join(sys.argv),
         "rows": rows,
     }
