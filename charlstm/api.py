@@ -234,29 +234,34 @@ class Model:
 
         A directory `path` gets model.safetensors, config.json, vocab.json and charlstm_torch.py, a PyTorch
         module for every cell (`charlstm_torch.load(path)` samples and scores without charlstm); a `path` ending
-        in .npz gets one file in nn.LSTM/GRU/RNN's layout, with the vocabulary and config (plain cells only).
+        in .npz gets one file in nn.LSTM/GRU/RNN's layout, with the vocabulary and config (plain cells only); one
+        ending in .html a web page that generates text in a browser (any cell; `charlstm.nn.webpage`).
         See `charlstm.nn.export`. Files of an earlier export there are a UserError unless `overwrite`.
         """
-        from charlstm.nn import export
+        from charlstm.nn import export, webpage
 
         out = Path(path)
         check_export_path(out, overwrite)
         if export_kind(out) == "npz":
             return export.export_npz(self.params, self.config, self.vocab, out)
+        if export_kind(out) == "html":
+            about = f"trained {self.step} steps in charlstm run {self.run_dir.name}"
+            webpage.export_html(self.params, self.config, self.vocab, out, about)
+            return webpage.arrays(self.params, self.config)
         return export.export_dir(self.params, self.config, self.vocab, out)
 
 
 def export_kind(path: str | os.PathLike[str]) -> str:
-    """ "npz" for a path ending in .npz, "dir" for a directory (an existing one, or a name without a suffix);
-    anything else, such as model.pt, is a UsageError."""
+    """ "npz" or "html" for a path ending so, "dir" for a directory (an existing one, or a name without a
+    suffix); anything else, such as model.pt, is a UsageError."""
     out = Path(path)
-    if out.suffix == ".npz":
-        return "npz"
+    if out.suffix in (".npz", ".html"):
+        return out.suffix[1:]
     if out.is_dir() or (out.suffix == "" and not out.exists()):
         return "dir"
     raise UsageError(
-        f"the export path must be a directory or end in .npz (got {out.name})",
-        "e.g. --out model (a directory with a PyTorch module; any cell) or --out model.npz (plain cells)",
+        f"the export path must be a directory or end in .npz or .html (got {out.name})",
+        "e.g. --out model (a directory with a PyTorch module), --out model.html (a web page) or --out model.npz",
     )
 
 
@@ -265,7 +270,7 @@ def check_export_path(path: str | os.PathLike[str], overwrite: bool = False) -> 
     `overwrite`: an export never destroys files without being asked to."""
     out = Path(path)
     kind = export_kind(out)  # a wrong name is a usage error before anything heavy is imported
-    if kind == "npz":
+    if kind in ("npz", "html"):
         taken = [out] if out.exists() else []
     elif out.is_dir():
         from charlstm.nn.export import TORCH_FILES

@@ -179,8 +179,9 @@ def test_train_a_bundled_config_on_the_bundled_corpus_then_sample(installed: Ins
     assert len(generated) == 40 and {ord(c) for c in generated} <= set(symbols), repr(out)
 
 
-def test_the_wheel_ships_the_web_page(installed: Installed) -> None:
+def test_the_wheel_ships_the_web_pages(installed: Installed) -> None:
     names = set(zipfile.ZipFile(installed.wheel).namelist())
     page = {p.name for p in (ROOT / "charlstm" / "serve" / "static").iterdir() if p.is_file()}
     assert {"index.html", "app.js", "style.css"} <= page
     assert {f"charlstm/serve/static/{n}" for n in page} <= names and "charlstm/serve/app.py" in names
+    assert {"charlstm/nn/web/model.js", "charlstm/nn/web/page.html"} <= names  # export --out model.html

@@ -141,8 +141,8 @@ def export(
         ...,
         "--out",
         "-o",
-        help="A directory (any model: safetensors weights, config, "
-        "vocabulary and a PyTorch module), or a FILE.npz (plain LSTM/GRU/RNN).",
+        help="A directory (any model: safetensors weights, config, vocabulary and a PyTorch module), a FILE.html "
+        "(any model: one web page that generates text in a browser), or a FILE.npz (plain LSTM/GRU/RNN).",
     ),
     run: str | None = RunOpt,
     runs_dir: Path = RunsDirOpt,
@@ -160,6 +160,9 @@ def export(
     what = f"step {model.step}, {m.cell}{'-ln' if m.layer_norm else ''} {m.layers}x{m.hidden}"
     if kind == "npz":
         ui.info(f"wrote {out}: {len(arrays)} tensors, {what}")
+        return
+    if kind == "html":
+        ui.info(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), {what}: open it in a browser, no server needed")
         return
     ui.info(
         f"wrote {out}/: model.safetensors ({len(arrays)} tensors), config.json, vocab.json, charlstm_torch.py; {what}"
