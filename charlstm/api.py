@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from charlstm import perf
+from charlstm import events, perf
 from charlstm.config import Config
 from charlstm.data.corpus import Vocab
 from charlstm.errors import UsageError, UserError
@@ -358,7 +358,7 @@ def run_training(
     _start_jax()
     from charlstm.training import finetune, runner
 
-    reporter = reporter or _Silent()
+    reporter = reporter or events.Silent()
     init = None if source is None else finetune.Init(source, which, extend_vocab)
     return runner.train_run(
         cfg,
@@ -404,7 +404,7 @@ def train(
 
         reporter = ui.TrainingDisplay(cfg.train.log_every)
     else:
-        reporter = _Silent()
+        reporter = events.Silent()
     summary = run_training(
         cfg,
         corpus,
@@ -419,13 +419,3 @@ def train(
     model = load(summary.run_dir, "latest", runs_dir=runs_dir)
     model.summary = summary
     return model
-
-
-class _Silent:
-    """A reporter that shows nothing."""
-
-    def start(self, info: dict[str, object]) -> None: ...
-    def event(self, ev: object) -> None: ...
-    def sample(self, step: int, text: str) -> None: ...
-    def message(self, text: str) -> None: ...
-    def stop(self) -> None: ...

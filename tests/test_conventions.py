@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import TINY_TRAIN, assert_ok, cli_env, run_cli
+from helpers import TINY_TRAIN, assert_ok, cli_env, run_cli, run_cli_process
 from rich.console import Console
 
 from charlstm import cli, config, perf, ui
@@ -47,7 +47,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subpr
     """A tiny run trained with --json into an empty cache: (runs dir, cache dir, the train process)."""
     root = tmp_path_factory.mktemp("conventions")
     runs, cache = root / "runs", root / "cache"
-    proc = run_cli(
+    proc = run_cli_process(
         ["train", *TINY_TRAIN, "--runs-dir", runs, "--name", "first", "--json"],
         cwd=root,
         env={"CHARLSTM_CACHE": str(cache), **CACHE_LOG},
@@ -110,12 +110,13 @@ def test_a_second_train_and_sample_load_their_programs_from_the_cache(
     runs, cache, first_train = trained
     env = {"CHARLSTM_CACHE": str(cache), **CACHE_LOG}
     assert "PERSISTENT COMPILATION CACHE MISS for 'jit_step'" in first_train.stderr and (cache / "xla").is_dir()
-    second_train = run_cli(["train", *TINY_TRAIN, "--runs-dir", runs, "--name", "second", "--quiet"], env=env)
+    second_train = run_cli_process(["train", *TINY_TRAIN, "--runs-dir", runs, "--name", "second", "--quiet"], env=env)
     assert_ok(second_train)
     assert "cache hit for 'jit_step'" in second_train.stderr
     assert "PERSISTENT COMPILATION CACHE MISS" not in second_train.stderr
     samples = [
-        run_cli(["sample", "--runs-dir", runs, "--length", "30", "--seed", str(seed)], env=env) for seed in (1, 2)
+        run_cli_process(["sample", "--runs-dir", runs, "--length", "30", "--seed", str(seed)], env=env)
+        for seed in (1, 2)
     ]
     for proc in samples:
         assert_ok(proc)
