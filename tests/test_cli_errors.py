@@ -184,6 +184,11 @@ def test_bad_set_overrides(tmp_path: Path, override: str, words: list[str]) -> N
     assert not runs.exists()
 
 
+def test_resume_with_a_config_is_a_usage_error(tmp_path: Path) -> None:
+    proc = run_cli(["train", "--resume", "--config", "tiny", "--runs-dir", tmp_path / "runs"], cwd=tmp_path)
+    assert_clean_error(proc, "--resume and --config both given", "drop --config", code=2)
+
+
 def test_bad_encoding_option(tmp_path: Path) -> None:
     proc, _ = _train_error(tmp_path, "languages", "--encoding", "latin-1")
     assert_clean_error(proc, "'latin-1'", "--encoding", "'bytes'", "charlstm train --help", code=2)
