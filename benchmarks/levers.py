@@ -5,9 +5,10 @@ steps on the same machine, one after another. Results (final and best validation
 chars/s, the val-loss curve against wall-clock time) are appended to a JSON-lines file so an interrupted
 sweep keeps what it measured, and printed as a Markdown table.
 
-    python benchmarks/levers.py --steps 1200 --out /tmp/levers.jsonl base dropout0 random-windows
+    charlstm corpus get tinyshakespeare      # or pass --corpus PATH
+    python benchmarks/levers.py --steps 1200 --out levers.jsonl base dropout0 random-windows
     python benchmarks/levers.py --list
-    python benchmarks/levers.py --table /tmp/levers.jsonl
+    python benchmarks/levers.py --table levers.jsonl
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 
 # The 2 x 512 recipes' common part (configs/shakespeare-large.yaml without its DropConnect rate and step count).
 _LARGE = [
@@ -85,7 +85,7 @@ RECIPES: dict[str, list[str]] = {
 }
 
 
-def run_recipe(name: str, overrides: list[str], steps: int, runs_dir: Path, config: str) -> dict:
+def run_recipe(name: str, overrides: list[str], steps: int, runs_dir: Path, config: str, corpus: Path) -> dict:
     """Train one recipe through the CLI and summarise its metrics file."""
     run_name = f"{name}-{steps}"
     cmd = [
@@ -93,7 +93,7 @@ def run_recipe(name: str, overrides: list[str], steps: int, runs_dir: Path, conf
         "-m",
         "charlstm",
         "train",
-        str(CORPUS),
+        str(corpus),
         "--config",
         config,
         "--steps",
@@ -147,10 +147,15 @@ def table(results: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("recipes", nargs="*", help="recipe names (see --list)")
+    ap.add_argument(
+        "--corpus",
+        default="tinyshakespeare",
+        help="a text file, or a corpus name `charlstm corpus get` downloaded (default: tinyshakespeare)",
+    )
     ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--config", default="shakespeare")
     ap.add_argument("--out", type=Path, default=Path("levers.jsonl"))
-    ap.add_argument("--runs-dir", type=Path, default=Path("/tmp/levers-runs"))
+    ap.add_argument("--runs-dir", type=Path, default=Path("levers-runs"))
     ap.add_argument("--list", action="store_true", help="print the recipes and exit")
     ap.add_argument("--table", type=Path, help="print the table of a results file and exit")
     args = ap.parse_args()
@@ -161,14 +166,17 @@ def main() -> None:
     if args.table:
         print(table([json.loads(line) for line in args.table.read_text().splitlines() if line]))
         return
-    if not CORPUS.exists():
-        sys.exit(f"error: {CORPUS} not found; run `charlstm corpus get tinyshakespeare` and point CORPUS at it")
+    from charlstm.data import corpus
+
+    path = corpus.resolve(args.corpus)
+    if not path.is_file():
+        sys.exit(f"error: corpus {args.corpus} not found; run `charlstm corpus get tinyshakespeare` or pass --corpus")
     unknown = [r for r in args.recipes if r not in RECIPES]
     if unknown:
         sys.exit(f"error: unknown recipe(s) {unknown}; see --list")
     results = []
     for name in args.recipes:
-        r = run_recipe(name, RECIPES[name], args.steps, args.runs_dir, args.config)
+        r = run_recipe(name, RECIPES[name], args.steps, args.runs_dir, args.config, path.resolve())
         results.append(r)
         with args.out.open("a") as f:
             f.write(json.dumps(r) + "\n")

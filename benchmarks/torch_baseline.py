@@ -5,8 +5,9 @@ Recipe (the usual char-rnn setup): nn.Embedding -> 2 x 256 nn.LSTM -> nn.Linear,
 weights are copied into charlstm's parameter layout and scored by `charlstm.training.loop.validation_loss` on the same
 validation split (the last 10%), so both recipes are judged by exactly the same code.
 
-    pip install -e ".[bench]"
-    python benchmarks/torch_baseline.py --steps 2000 --eval 400,1000,1400,2000 --out /tmp/torch_baseline.json
+    pip install ".[bench]"
+    charlstm corpus get tinyshakespeare      # or pass --corpus PATH
+    python benchmarks/torch_baseline.py --steps 4000 --eval 400,1000,1400,2000,3000,4000 --out torch_baseline.json
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ from torch import nn
 from charlstm import config
 from charlstm.data import batches, corpus
 from charlstm.training import loop
-
-CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 
 
 class Net(nn.Module):
@@ -61,8 +60,13 @@ def to_charlstm(net: Net) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--eval", default="400,1000,1400,2000", help="comma-separated steps to evaluate at")
+    ap.add_argument(
+        "--corpus",
+        default="tinyshakespeare",
+        help="a text file, or a corpus name `charlstm corpus get` downloaded (default: tinyshakespeare)",
+    )
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--eval", default="400,1000,1400,2000,3000,4000", help="comma-separated steps to evaluate at")
     ap.add_argument("--embed", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=2)
@@ -83,7 +87,12 @@ def main() -> None:
             "model.dropout=0.0",
         ],
     )
-    vocab, ids = corpus.load_corpus(CORPUS)
+    path = corpus.resolve(args.corpus)
+    if not path.is_file():
+        raise SystemExit(
+            f"error: corpus {args.corpus} not found; run `charlstm corpus get tinyshakespeare` or pass --corpus"
+        )
+    vocab, ids = corpus.load_corpus(path)
     tr, va = corpus.split(ids, cfg.data.val_fraction)
     val = batches.eval_batches(va, cfg.data.batch_size, cfg.data.seq_len, cfg.train.eval_batches)
     eval_step = loop.make_eval_step(cfg.model)

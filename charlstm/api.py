@@ -1,12 +1,14 @@
 """The Python API: load a trained run and sample, stream, score or export it; or train a new one.
 
+    from pathlib import Path
+
     import charlstm
 
     model = charlstm.load()                             # runs/latest, its latest checkpoint
     print(model.sample("The ", length=200, seed=1)[0])
     for piece in model.stream("Once upon", length=1000):
         print(piece, end="", flush=True)
-    print(model.score("held-out.txt").bits_per_char)
+    print(model.score(Path("held-out.txt")).bits_per_char)  # a Path is read as a file, a str scored as text
 
 The command line's `train`, `sample`, `eval` and `export` call these same functions, so a seed gives the same
 text in both. Problems the caller can fix are raised as `charlstm.UserError` subclasses (never `sys.exit`);
@@ -24,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from charlstm import perf
+from charlstm import events, perf
 from charlstm.config import Config
 from charlstm.data.corpus import Vocab
 from charlstm.errors import UsageError, UserError
@@ -366,7 +368,7 @@ def run_training(
     _start_jax()
     from charlstm.training import finetune, runner
 
-    reporter = reporter or _Silent()
+    reporter = reporter or events.Silent()
     init = None if source is None else finetune.Init(source, which, extend_vocab)
     return runner.train_run(
         cfg,
@@ -383,7 +385,7 @@ def run_training(
 
 def train(
     corpus: str | os.PathLike[str] | None = None,
-    config: str | os.PathLike[str] | None = "default",
+    config: str | os.PathLike[str] | None = None,
     overrides: Overrides = None,
     *,
     runs_dir: str | os.PathLike[str] = "runs",
@@ -398,7 +400,8 @@ def train(
     """Train a model on `corpus` (a text file, a bundled or downloaded corpus name; None: the bundled
     languages corpus) and return it loaded at its final checkpoint, with the training summary in `.summary`.
 
-    `config` is a YAML file or a bundled name (default, tiny, shakespeare, ...); `overrides` set single keys,
+    `config` is a YAML file or a bundled name (default, tiny, shakespeare, ...; None: default, and with `resume`
+    the run's own config, so giving both is a UsageError); `overrides` set single keys,
     e.g. {"model.hidden": 128, "train.steps": 500} (`charlstm config show` lists them). The run is written to
     `runs_dir/name` (default name: <corpus>-<cell>-<time>) and becomes runs/latest; `resume` continues a run
     to its `train.steps` instead. `init_from` starts a new run from that run's `checkpoint` ("latest", "best" or
@@ -417,7 +420,7 @@ def train(
 
         reporter = ui.TrainingDisplay(cfg.train.log_every)
     else:
-        reporter = _Silent()
+        reporter = events.Silent()
     summary = run_training(
         cfg,
         corpus,
@@ -433,13 +436,3 @@ def train(
     model = load(summary.run_dir, "latest", runs_dir=runs_dir)
     model.summary = summary
     return model
-
-
-class _Silent:
-    """A reporter that shows nothing."""
-
-    def start(self, info: dict[str, object]) -> None: ...
-    def event(self, ev: object) -> None: ...
-    def sample(self, step: int, text: str) -> None: ...
-    def message(self, text: str) -> None: ...
-    def stop(self) -> None: ...

@@ -31,8 +31,14 @@ from rich.table import Table
 
 from charlstm import events
 
-out = Console(highlight=False)  # results
-err = Console(stderr=True, highlight=False)  # progress, messages, errors
+
+def new_consoles() -> tuple[Console, Console]:
+    """The two consoles, as a process starting now makes them: stdout for results, stderr for progress,
+    messages and errors. Each reads the terminal and the environment (NO_COLOR, COLUMNS, ...) when made."""
+    return Console(highlight=False), Console(stderr=True, highlight=False)
+
+
+out, err = new_consoles()
 
 ColorMode = Literal["auto", "always", "never"]
 
@@ -317,7 +323,3 @@ def native_stdout_to_stderr() -> TextIO:
     results = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     return results
-
-
-def is_piped() -> bool:
-    return not sys.stdout.isatty()

@@ -7,13 +7,18 @@ showed as an SVG (rich's console recording), so every picture is the tool's own 
 
 The command runs exactly as `charlstm ...` would on a 100-column terminal; the live parts (progress bar, live
 chart) are replayed the way a terminal would show them, so the picture is the final screen. Options after the
-picture name go to the command, e.g. `python scripts/make_pictures.py compare --steps 1500`.
+picture name go to the command, e.g. `python scripts/make_pictures.py compare --steps 1500`; `--images DIR`
+before the name writes the picture to DIR instead of docs/images.
+
+Run it from a scratch directory, so that runs go to ./runs and show as runs/NAME: a picture that would show a
+path of this machine (the working directory, the home or the temporary directory) is refused.
 """
 
 from __future__ import annotations
 
 import io
 import sys
+import tempfile
 from pathlib import Path
 
 from rich.console import ColorSystem, Console
@@ -77,20 +82,26 @@ def screen(segments: list[Segment]) -> list[list[Segment]]:
     return lines
 
 
-def main(argv: list[str]) -> None:
-    if not argv or argv[0] not in PICTURES:
-        sys.exit(f"usage: python scripts/make_pictures.py {{{'|'.join(PICTURES)}}} [options]")
-    filename, title, args = PICTURES[argv[0]]
-    from charlstm import perf
+def machine_paths(text: str) -> list[str]:
+    """The absolute paths of this machine that `text` shows: the working directory, the home, the temporary one."""
+    places = {str(Path.cwd()), str(Path.home()), tempfile.gettempdir(), str(Path(tempfile.gettempdir()).resolve())}
+    return sorted(p for p in places if len(p) > 1 and p in text)
 
-    perf.tune_malloc()  # as `charlstm` does, before JAX allocates anything
-    from charlstm import ui
-    from charlstm.cli import _optional_resume_value, app
+
+def main(argv: list[str]) -> int:
+    """Make one picture; returns the command's exit code (the picture is written whatever it is)."""
+    images = IMAGES
+    if argv[:1] == ["--images"] and len(argv) > 1:
+        images, argv = Path(argv[1]), argv[2:]
+    if not argv or argv[0] not in PICTURES:
+        sys.exit(f"usage: python scripts/make_pictures.py [--images DIR] {{{'|'.join(PICTURES)}}} [options]")
+    filename, title, args = PICTURES[argv[0]]
+    from charlstm import cli, ui
 
     for console in (ui.err, ui.out):
         record(console)
     try:
-        app(args=_optional_resume_value(args + argv[1:]), prog_name="charlstm", standalone_mode=False)
+        code = cli.run(args + argv[1:])  # as `charlstm ...` runs it, malloc settings included
     finally:
         shown = screen(list(ui.err._record_buffer)) + screen(list(ui.out._record_buffer))
         picture = Console(record=True, width=WIDTH, file=io.StringIO(), force_terminal=True, color_system="truecolor")
@@ -98,10 +109,14 @@ def main(argv: list[str]) -> None:
             text = Text.assemble(*((s.text, s.style) for s in line))
             for part in text.divide(range(WIDTH, len(text), WIDTH)) if len(text) > WIDTH else [text]:
                 picture.print(part, soft_wrap=True)
-        IMAGES.mkdir(parents=True, exist_ok=True)
-        picture.save_svg(str(IMAGES / filename), title=" ".join([title, *argv[1:]]))
-        print(f"wrote {IMAGES / filename} ({len(shown)} lines)", file=sys.stderr)
+        found = machine_paths(picture.export_text(clear=False))
+        if found:
+            sys.exit(f"error: the picture would show {', '.join(found)}: run from a scratch directory, with ./runs")
+        images.mkdir(parents=True, exist_ok=True)
+        picture.save_svg(str(images / filename), title=" ".join([title, *argv[1:]]))
+        print(f"wrote {images / filename} ({len(shown)} lines)", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

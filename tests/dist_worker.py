@@ -18,7 +18,8 @@ from pathlib import Path
 import jax
 
 from charlstm import config
-from charlstm.training import loop, rundir, runner
+from charlstm.events import Silent
+from charlstm.training import rundir, runner
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "languages.txt"
 # Constant lr without warmup: a run of 4 steps resumed to 8 follows the same schedule as a run of 8.
@@ -33,14 +34,6 @@ OPTIONS = [
 ]
 
 
-class Quiet:
-    def start(self, info: dict) -> None: ...
-    def event(self, ev: loop.Event) -> None: ...
-    def sample(self, step: int, text: str) -> None: ...
-    def message(self, text: str) -> None: ...
-    def stop(self) -> None: ...
-
-
 def cfg(devices: int, steps: int) -> config.Config:
     return config.load("tiny", OPTIONS + [f"dist.devices={devices}", f"train.steps={steps}"])
 
@@ -48,8 +41,8 @@ def cfg(devices: int, steps: int) -> config.Config:
 def main(runs: Path) -> None:
     assert jax.device_count() == 4, jax.devices()
     for name, devices, steps in (("ref", 1, 8), ("four_half", 4, 4), ("one_half", 1, 4)):
-        runner.train_run(cfg(devices, steps), CORPUS, Quiet(), name=name, runs_dir=runs)
-    runner.train_run(cfg(4, 8), CORPUS, Quiet(), runs_dir=runs, resume=rundir.RunDir(runs / "one_half"))
+        runner.train_run(cfg(devices, steps), CORPUS, Silent(), name=name, runs_dir=runs)
+    runner.train_run(cfg(4, 8), CORPUS, Silent(), runs_dir=runs, resume=rundir.RunDir(runs / "one_half"))
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def test_matmul_chain_probe_times_one_pass(dtype: str) -> None:
 
 
 def test_cli_json_parses() -> None:
-    args = ["bench", "--steps", "2", "--rounds", "1", "--json"] + [a for kv in TINY for a in ("--set", kv)]
+    args = ["bench", "--timed-steps", "2", "--rounds", "1", "--json"] + [a for kv in TINY for a in ("--set", kv)]
     proc = run_cli(args, timeout=300)
     assert_ok(proc)
     check_sane(json.loads(proc.stdout))
@@ -92,7 +92,7 @@ def test_vs_torch_without_torch_says_how_to_install(monkeypatch: pytest.MonkeyPa
 
 
 def test_bad_steps_is_a_clean_error() -> None:
-    assert_clean_error(run_cli(["bench", "--steps", "0"]), "--steps", code=2)
+    assert_clean_error(run_cli(["bench", "--timed-steps", "0"]), "--timed-steps", code=2)
 
 
 def test_malloc_tuning_applies_once_and_reports() -> None:

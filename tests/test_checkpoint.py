@@ -11,6 +11,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import Reporter
 
 from charlstm import config
 from charlstm.errors import RunError
@@ -20,23 +21,15 @@ CORPUS = Path(__file__).resolve().parent.parent / "corpora" / "languages.txt"
 TINY = ["train.steps=24", "train.eval_every=8", "checkpoint.every=8", "checkpoint.keep=2", "train.sample_length=0"]
 
 
-class Silent:
+class Silent(Reporter):
     """A reporter that records events and can send itself a signal at a chosen step."""
 
     def __init__(self, interrupt_at: int | None = None, signum: int = signal.SIGINT) -> None:
-        self.events: list[loop.Event] = []
-        self.messages: list[str] = []
+        super().__init__()
         self.interrupt_at, self.signum = interrupt_at, signum
 
-    def start(self, info: dict) -> None: ...
-    def sample(self, step: int, text: str) -> None: ...
-    def stop(self) -> None: ...
-
-    def message(self, text: str) -> None:
-        self.messages.append(text)
-
     def event(self, ev: loop.Event) -> None:
-        self.events.append(ev)
+        super().event(ev)
         if isinstance(ev, loop.StepEvent) and ev.step == self.interrupt_at:
             os.kill(os.getpid(), self.signum)
 

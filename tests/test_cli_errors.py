@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import random
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -185,6 +184,11 @@ def test_bad_set_overrides(tmp_path: Path, override: str, words: list[str]) -> N
     assert not runs.exists()
 
 
+def test_resume_with_a_config_is_a_usage_error(tmp_path: Path) -> None:
+    proc = run_cli(["train", "--resume", "--config", "tiny", "--runs-dir", tmp_path / "runs"], cwd=tmp_path)
+    assert_clean_error(proc, "--resume and --config both given", "drop --config", code=2)
+
+
 def test_bad_encoding_option(tmp_path: Path) -> None:
     proc, _ = _train_error(tmp_path, "languages", "--encoding", "latin-1")
     assert_clean_error(proc, "'latin-1'", "--encoding", "'bytes'", "charlstm train --help", code=2)
@@ -278,8 +282,7 @@ def test_empty_prompt(trained: tuple[Path, Path, str]) -> None:
 
 def test_same_seed_same_text_piped_output_is_plain(trained: tuple[Path, Path, str]) -> None:
     args = ("--prompt", "wörld ", "--length", "150", "--top-k", "10", "--top-p", "0.95")
-    with ThreadPoolExecutor(3) as pool:  # three independent processes; run them side by side
-        a, b, other = pool.map(lambda seed: _sample(trained, *args, "--seed", seed), (11, 11, 12))
+    a, b, other = (_sample(trained, *args, "--seed", seed) for seed in (11, 11, 12))
     assert_ok(a)
     assert_ok(b)
     assert a.stdout == b.stdout

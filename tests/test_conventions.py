@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import TINY_TRAIN, assert_ok, cli_env, run_cli
+from helpers import TINY_TRAIN, assert_ok, cli_env, run_cli, run_cli_process
 from rich.console import Console
 
 from charlstm import cli, config, perf, ui
@@ -47,7 +47,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subpr
     """A tiny run trained with --json into an empty cache: (runs dir, cache dir, the train process)."""
     root = tmp_path_factory.mktemp("conventions")
     runs, cache = root / "runs", root / "cache"
-    proc = run_cli(
+    proc = run_cli_process(
         ["train", *TINY_TRAIN, "--runs-dir", runs, "--name", "first", "--json"],
         cwd=root,
         env={"CHARLSTM_CACHE": str(cache), **CACHE_LOG},
@@ -71,12 +71,75 @@ def test_help_lists_choices_metavars_and_exit_codes(
     for line in ("0  success", "1  the work failed", "2  usage", "130  interrupted", "143  stopped by SIGTERM"):
         assert line in out, line
     _, train_help, _ = charlstm(capsys, monkeypatch, "train", "--help")
+    train_help = " ".join(train_help.split())  # the help wraps at 80 columns
     assert "utf-8|bytes" in train_help and "KEY=VALUE" in train_help and "charlstm config show" in train_help
     assert "model.hidden" not in train_help.replace("--set model.hidden=128", "")  # no key list: config show has it
     _, compare_help, _ = charlstm(capsys, monkeypatch, "compare-rnn", "--help")
+    compare_help = " ".join(compare_help.split())
     assert "params|hidden" in compare_help and "CELL,CELL..." in compare_help and "rnn, lstm, gru" in compare_help
     _, inspect_help, _ = charlstm(capsys, monkeypatch, "inspect", "--help")
     assert "forget|input|output|cell|update|reset|hidden" in inspect_help and "latest|best|STEP" in inspect_help
+
+
+def leaf_commands() -> list[str]:
+    """Every command a user runs, groups' commands included ("corpus get"), from the parser itself."""
+    from typer import _click as click
+    from typer.main import get_command
+
+    def walk(command: click.Command, prefix: str) -> list[str]:
+        subs = getattr(command, "commands", None)
+        if not subs:
+            return [prefix.strip()]
+        return [name for key, sub in subs.items() for name in walk(sub, f"{prefix} {key}")]
+
+    return walk(get_command(cli.app), "")
+
+
+def test_every_command_has_examples() -> None:
+    assert sorted(leaf_commands()) == sorted(cli.EXAMPLES)
+    assert {"train", "sample", "compare-rnn", "eval", "export", "inspect", "serve"} <= set(cli.EXAMPLES)
+
+
+# A value placeholder written as a Python type (<bool>, <str>, <list[int]>) or in angle brackets (<a|b>).
+PLACEHOLDER = re.compile(r"<(?:bool|str|int|float|path|list\[[^\]]*\]|[\w.-]+(?:\|[\w.-]+)+)>")
+
+
+@pytest.mark.parametrize("command", ["", *leaf_commands()], ids=lambda c: c or "charlstm")
+def test_help_reads_as_words_with_defaults_and_an_example(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    code, out, err = charlstm(capsys, monkeypatch, *command.split(), "--help")
+    assert code == 0 and err == ""
+    assert not PLACEHOLDER.findall(out), PLACEHOLDER.findall(out)
+    assert "Usage: charlstm" in out and "{" not in out.splitlines()[0] and "[[" not in out.splitlines()[0]
+    examples = out.split("Examples:")[1] if "Examples:" in out else ""
+    assert f"charlstm {command}".strip() in examples
+    for line in out.splitlines():  # an option that takes a value names it in capitals or choices, never a type
+        m = re.match(r"\s+(?:-\w, )?--[\w-]+ (\S+)", line)
+        if m and not m.group(1).startswith("/"):
+            assert not m.group(1).islower() or "|" in m.group(1), line
+
+
+def test_placeholder_check_finds_what_it_looks_for() -> None:
+    assert PLACEHOLDER.findall("--greedy <bool>  --cell <list[int]>  --x <steps|minutes>  corpus <str>") == [
+        "<bool>",
+        "<list[int]>",
+        "<steps|minutes>",
+        "<str>",
+    ]
+    assert not PLACEHOLDER.findall("--config FILE|NAME  --x steps|minutes  runs/NAME/  KEY=VALUE")
+
+
+def test_charlstm_alone_prints_the_help_and_exits_0(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, _ = charlstm(capsys, monkeypatch)
+    assert code == 0 and out.startswith("Usage: charlstm [OPTIONS] COMMAND") and "compare-rnn" in out
+
+
+def test_plot_help_names_the_plots_extra(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, out, _ = charlstm(capsys, monkeypatch, "plot", "--help")
+    assert 'pip install "charlstm[plots]"' in " ".join(out.split())
 
 
 def test_config_show_prints_yaml_that_loads_back(
@@ -110,12 +173,13 @@ def test_a_second_train_and_sample_load_their_programs_from_the_cache(
     runs, cache, first_train = trained
     env = {"CHARLSTM_CACHE": str(cache), **CACHE_LOG}
     assert "PERSISTENT COMPILATION CACHE MISS for 'jit_step'" in first_train.stderr and (cache / "xla").is_dir()
-    second_train = run_cli(["train", *TINY_TRAIN, "--runs-dir", runs, "--name", "second", "--quiet"], env=env)
+    second_train = run_cli_process(["train", *TINY_TRAIN, "--runs-dir", runs, "--name", "second", "--quiet"], env=env)
     assert_ok(second_train)
     assert "cache hit for 'jit_step'" in second_train.stderr
     assert "PERSISTENT COMPILATION CACHE MISS" not in second_train.stderr
     samples = [
-        run_cli(["sample", "--runs-dir", runs, "--length", "30", "--seed", str(seed)], env=env) for seed in (1, 2)
+        run_cli_process(["sample", "--runs-dir", runs, "--length", "30", "--seed", str(seed)], env=env)
+        for seed in (1, 2)
     ]
     for proc in samples:
         assert_ok(proc)

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import threading
 import time
@@ -27,13 +25,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import charlstm
-from charlstm import cli
 
 starlette = pytest.importorskip("starlette")
 uvicorn = pytest.importorskip("uvicorn")
@@ -67,20 +65,9 @@ def tally(name: str, outcome: str) -> None:
 
 
 def run_cli(*args: str | Path) -> tuple[int, str, str]:
-    """The CLI in this process: (exit code, stdout, stderr). Anything but SystemExit is a bug and escapes."""
-    out, err = io.StringIO(), io.StringIO()
-    saved = sys.argv
-    sys.argv = ["charlstm", *map(str, args)]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                cli.main()
-                code = 0
-            except SystemExit as stop:
-                code = int(stop.code or 0)
-    finally:
-        sys.argv = saved
-    return code, out.getvalue(), err.getvalue()
+    """The CLI in this process (`helpers.run_cli`): (exit code, stdout, stderr)."""
+    proc = helpers.run_cli(args)
+    return proc.returncode, proc.stdout, proc.stderr
 
 
 def assert_clean(name: str, code: int, err: str) -> None:

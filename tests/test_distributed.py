@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 from dist_worker import OPTIONS
-from helpers import ROOT, TINY_TRAIN, assert_clean_error, assert_ok, cli_env, describe, run_cli
+from helpers import ROOT, TINY_TRAIN, assert_clean_error, assert_ok, cli_env, describe, run_cli, run_cli_process
 
 from charlstm.training import checkpoint, distributed, rundir
 
@@ -210,7 +210,8 @@ def test_a_failure_on_one_process_stops_every_process(tmp_path: Path) -> None:
 
 
 def test_batch_must_split_evenly_across_devices(tmp_path: Path) -> None:
-    proc = run_cli(["train", *TINY_TRAIN, "--set", "data.batch_size=6", "--runs-dir", tmp_path], env=FOUR)
+    # A process of its own: XLA_FLAGS is read when JAX starts.
+    proc = run_cli_process(["train", *TINY_TRAIN, "--set", "data.batch_size=6", "--runs-dir", tmp_path], env=FOUR)
     assert_clean_error(proc, "data.batch_size=6", "4 devices", "multiple of 4", code=1)
     assert not (tmp_path / "latest").exists()  # checked before anything is read or written
 

@@ -8,6 +8,7 @@ import importlib.util
 import re
 import shlex
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,6 @@ from typer import exceptions as typer_exceptions
 from typer.main import get_command
 
 from charlstm import cli, config
-from charlstm.cli._app import _optional_resume_value
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -106,7 +106,7 @@ def parse(argv: list[str]) -> None:
     """Parse argv exactly as `charlstm` would (subcommands included) and stop before running anything.
     Raises click's UsageError (NoSuchOption, BadParameter, MissingParameter, ...) for a command line it
     would refuse; --help and --version end parsing as success."""
-    args = _optional_resume_value(list(argv))
+    args = cli.prepare_args(argv)
     try:
         cmd, ctx = COMMAND, COMMAND.make_context("charlstm", args)
         while isinstance(cmd, click.core.Command) and hasattr(cmd, "resolve_command"):
@@ -290,3 +290,76 @@ def test_nothing_tells_the_story_of_its_making() -> None:
                 if pattern.search(line):
                     hits.append(f"{name}:{n}: {line.strip()[:120]}")
     assert not hits, "\n".join(hits)
+
+
+# --- measured figures: quoted from docs/measurements.toml -------------------------------------------------------
+
+MEASUREMENTS: dict[str, dict[str, object]] = tomllib.loads(
+    (ROOT / "docs" / "measurements.toml").read_text(encoding="utf-8")
+)
+SPAN = re.compile(r"<!--\s*measured:\s*([^>]*?)\s*-->(.*?)<!--\s*/measured\s*-->", re.S)
+NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+# What reads as a measured time, speed or loss: a number with its unit, or a loss written to three or more decimals.
+FIGURE = re.compile(r"\d[\d.,]*\s?(?:s|ms|min|minutes|chars/s|nats/char|bits/char|GFLOP/s)(?![\w/])|\b\d\.\d{3,}\b")
+
+
+def record_numbers(ids: list[str]) -> set[str]:
+    """Every number the records `ids` hold, in any field."""
+
+    def strings(value: object) -> list[str]:
+        if isinstance(value, dict):
+            return [t for v in value.values() for t in strings(v)]
+        return [str(value)]
+
+    return {n for i in ids for text in strings(MEASUREMENTS[i]) for n in NUMBER.findall(text)}
+
+
+def spans(page: Path) -> list[tuple[int, list[str], str]]:
+    """(line number, cited record ids, quoted text) of every measured span on the page."""
+    text = page.read_text(encoding="utf-8")
+    return [
+        (text.count("\n", 0, m.start()) + 1, [i.strip() for i in m.group(1).split(",")], m.group(2))
+        for m in SPAN.finditer(text)
+    ]
+
+
+def test_every_measurement_says_when_where_how_and_what() -> None:
+    assert len(MEASUREMENTS) >= 5
+    for name, record in MEASUREMENTS.items():
+        assert {"what", "date", "machine", "command", "values"} <= set(record), name
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(record["date"])), name
+        assert isinstance(record["values"], dict) and record["values"], name
+
+
+def test_quoted_figures_are_the_measured_ones() -> None:
+    bad = []
+    for page in PAGES:
+        for line, ids, quoted in spans(page):
+            unknown = [i for i in ids if i not in MEASUREMENTS]
+            if unknown:
+                bad.append(f"{rel(page)}:{line}: no measurement {unknown} in docs/measurements.toml")
+                continue
+            stray = sorted(set(NUMBER.findall(quoted)) - record_numbers(ids))
+            if stray:
+                bad.append(f"{rel(page)}:{line}: {stray} are not in the measurements {ids}")
+    assert not bad, "figures the measurements do not hold:\n" + "\n".join(bad)
+
+
+def test_the_check_of_quoted_figures_can_fail() -> None:
+    assert "2 min 21 s" in str(MEASUREMENTS["default-run"]["values"])
+    assert {"2", "21"} <= record_numbers(["default-run"]) and "22" not in record_numbers(["default-run"])
+    assert FIGURE.search("took 2 min 22 s") and FIGURE.search("val 1.4404") and FIGURE.search("302,403 chars/s")
+    assert not FIGURE.search("a 1 x 128 LSTM, 600 KB, every 500 steps, seed 1")
+
+
+def test_every_measurement_is_quoted() -> None:
+    cited = {i for page in PAGES for _, ids, _ in spans(page) for i in ids}
+    assert set(MEASUREMENTS) <= cited, f"not quoted anywhere: {sorted(set(MEASUREMENTS) - cited)}"
+
+
+def test_the_readme_quotes_figures_only_from_the_measurements() -> None:
+    _, outside = split_fences(SPAN.sub("", README))
+    found = [
+        f"README.md:{n}: {m.group(0)!r} in {line.strip()[:80]!r}" for n, line in outside for m in FIGURE.finditer(line)
+    ]
+    assert not found, "measured-looking figures outside a <!-- measured: ... --> span:\n" + "\n".join(found)

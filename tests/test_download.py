@@ -15,15 +15,21 @@ from helpers import assert_clean_error, run_cli
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files without logging each request to stderr (where the command's own error line goes)."""
+
+    def log_message(self, format: str, *args: object) -> None: ...
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An HTTP server on 127.0.0.1 serving the real file and a wrong one."""
     if not SHARED.exists():
-        pytest.skip(f"{SHARED} is absent (it is present in CI and the developers' checkout)")
+        pytest.skip(f"{SHARED} is absent: the test serves a real copy of tinyshakespeare.txt from there")
     root = tmp_path_factory.mktemp("www")
     shutil.copy(SHARED, root / "input.txt")
     (root / "wrong.txt").write_text("not shakespeare\n" * 1000)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler = functools.partial(_QuietHandler, directory=str(root))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"

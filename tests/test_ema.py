@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import Reporter
 
 from charlstm import config
 from charlstm.data import batches
@@ -24,14 +25,6 @@ TINY = [
     "train.sample_length=0",
     "optim.ema=0.9",
 ]
-
-
-class Quiet:
-    def start(self, info: dict) -> None: ...
-    def sample(self, step: int, text: str) -> None: ...
-    def stop(self) -> None: ...
-    def message(self, text: str) -> None: ...
-    def event(self, ev: loop.Event) -> None: ...
 
 
 def _cfg(*extra: str) -> config.Config:
@@ -73,7 +66,7 @@ def test_off_by_default_and_optimizer_unchanged_without_it() -> None:
 def ema_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[rundir.RunDir, runner.Summary]:
     """An uninterrupted 24-step run with the weight average on."""
     runs = tmp_path_factory.mktemp("runs")
-    summary = runner.train_run(_cfg(), CORPUS, Quiet(), name="ema", runs_dir=runs)
+    summary = runner.train_run(_cfg(), CORPUS, Reporter(), name="ema", runs_dir=runs)
     return rundir.RunDir(runs / "ema"), summary
 
 
@@ -106,7 +99,7 @@ def test_resume_with_the_average_is_exact(ema_run: tuple[rundir.RunDir, runner.S
     for step in checkpoint.steps(rundir.RunDir(cut)):
         if step != 16:
             shutil.rmtree(cut / "checkpoints" / str(step))
-    runner.train_run(_cfg(), None, Quiet(), runs_dir=tmp_path, resume=rundir.RunDir(cut))
+    runner.train_run(_cfg(), None, Reporter(), runs_dir=tmp_path, resume=rundir.RunDir(cut))
     a, b = checkpoint.restore(ref), checkpoint.restore(rundir.RunDir(cut))
     for x, y in zip(jax.tree_util.tree_leaves(a.state), jax.tree_util.tree_leaves(b.state)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import Reporter
 
 from charlstm import config
 from charlstm.errors import RunError
@@ -123,19 +124,11 @@ def test_kill_9_repeatedly_then_resume_equals_uninterrupted(tmp_path: Path) -> N
     assert vals("cut") == vals("ref")
 
 
-class _Quiet:
-    def start(self, info: dict) -> None: ...
-    def event(self, ev: loop.Event) -> None: ...
-    def sample(self, step: int, text: str) -> None: ...
-    def message(self, text: str) -> None: ...
-    def stop(self) -> None: ...
-
-
 def test_non_finite_steps_are_skipped_then_training_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = config.load(
         "tiny", ["train.steps=10", "checkpoint.every=5", "train.max_bad_steps=3", "train.sample_length=0"]
     )
-    runner.train_run(cfg, CORPUS, _Quiet(), name="nan", runs_dir=tmp_path)
+    runner.train_run(cfg, CORPUS, Reporter(), name="nan", runs_dir=tmp_path)
     run = rundir.RunDir(tmp_path / "nan")
     before = checkpoint.restore(run)
     assert before.step == 10
@@ -147,16 +140,12 @@ def test_non_finite_steps_are_skipped_then_training_stops(tmp_path: Path, monkey
         return loss * jnp.nan, carry
 
     monkeypatch.setattr(loop, "loss_fn", poisoned)
-    events: list[loop.Event] = []
-
-    class Record(_Quiet):
-        def event(self, ev: loop.Event) -> None:
-            events.append(ev)
-
+    record = Reporter()
     longer = config.load(run.config_file, ["train.steps=20"])
     with pytest.raises(RunError, match="3 consecutive steps had a non-finite loss"):
-        runner.train_run(longer, None, Record(), runs_dir=tmp_path, resume=run)
-    assert [e.skipped for e in events] == [True, True, True]  # detected at each step, training stopped at the 3rd
+        runner.train_run(longer, None, record, runs_dir=tmp_path, resume=run)
+    steps = [e for e in record.events if isinstance(e, loop.StepEvent)]
+    assert [e.skipped for e in steps] == [True, True, True]  # detected at each step, training stopped at the 3rd
     assert checkpoint.steps(run)[-1] == 10  # nothing saved after the failure
     after = checkpoint.restore(run)
     for x, y in zip(jax.tree_util.tree_leaves(before.state), jax.tree_util.tree_leaves(after.state)):

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from helpers import Reporter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,15 +16,6 @@ from charlstm import config
 from charlstm.errors import RunError, UserError
 from charlstm.nn import sampling
 from charlstm.training import checkpoint, rundir, runner
-
-
-class _Quiet:
-    def start(self, info: dict) -> None: ...
-    def event(self, ev: object) -> None: ...
-    def sample(self, step: int, text: str) -> None: ...
-    def message(self, text: str) -> None: ...
-    def stop(self) -> None: ...
-
 
 configs = st.fixed_dictionaries(
     {
@@ -61,12 +53,12 @@ def test_train_resume_sample_or_clear_error(text: str, cfg_items: dict, raw: boo
             runner.train_run(
                 cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": 2})}),
                 corpus,
-                _Quiet(),
+                Reporter(),
                 name="f",
                 runs_dir=Path(tmp),
             )
             run = rundir.RunDir(Path(tmp) / "f")
-            runner.train_run(cfg, None, _Quiet(), runs_dir=Path(tmp), resume=run)
+            runner.train_run(cfg, None, Reporter(), runs_dir=Path(tmp), resume=run)
             restored = checkpoint.restore(run)
             assert restored.step == 3
             out = sampling.sample_text(
@@ -84,7 +76,7 @@ def test_train_resume_sample_or_clear_error(text: str, cfg_items: dict, raw: boo
 def test_full_disk_while_saving_keeps_earlier_checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = config.load("tiny", ["train.steps=8", "checkpoint.every=4", "train.eval_every=4", "train.sample_length=0"])
     corpus = Path(__file__).resolve().parent.parent / "corpora" / "languages.txt"
-    runner.train_run(cfg, corpus, _Quiet(), name="d", runs_dir=tmp_path)
+    runner.train_run(cfg, corpus, Reporter(), name="d", runs_dir=tmp_path)
     run = rundir.RunDir(tmp_path / "d")
     before = checkpoint.steps(run)
     original = checkpoint.ocp.CheckpointManager.save
@@ -95,7 +87,7 @@ def test_full_disk_while_saving_keeps_earlier_checkpoints(tmp_path: Path, monkey
     monkeypatch.setattr(checkpoint.ocp.CheckpointManager, "save", no_space)
     longer = config.load(run.config_file, ["train.steps=16"])
     with pytest.raises(RunError, match="could not save checkpoint at step 12.*No space left"):
-        runner.train_run(longer, None, _Quiet(), runs_dir=tmp_path, resume=run)
+        runner.train_run(longer, None, Reporter(), runs_dir=tmp_path, resume=run)
     monkeypatch.setattr(checkpoint.ocp.CheckpointManager, "save", original)
     assert checkpoint.steps(run) == before
     assert checkpoint.restore(run).step == 8

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import re
-from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -327,11 +326,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("inspect")
     runs = root / "runs"
 
-    def train(name: str, *extra: str) -> None:
-        assert_ok(run_cli(["train", *TINY_TRAIN, "--runs-dir", runs, "--name", name, *extra], cwd=root, timeout=300))
-
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(lambda a: train(*a), [("lstm",), ("rnn", "--set", "model.cell=rnn")]))
+    for name, *extra in [("lstm",), ("rnn", "--set", "model.cell=rnn")]:
+        assert_ok(run_cli(["train", *TINY_TRAIN, "--runs-dir", runs, "--name", name, *extra], cwd=root))
     return runs
 
 
@@ -417,7 +413,5 @@ def test_cli_inspect_errors(runs: Path, tmp_path: Path) -> None:
             ("plain RNN has no forget gate", "--show hidden"),
         ),
     ]
-    with ThreadPoolExecutor(4) as pool:
-        procs = list(pool.map(lambda c: run_cli(c[0], cwd=tmp_path), cases))
-    for proc, (_, words) in zip(procs, cases):
+    for proc, (_, words) in zip((run_cli(args, cwd=tmp_path) for args, _ in cases), cases):
         assert_clean_error(proc, *words, code=2)  # every one a value the options cannot have for this run

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import assert_clean_error, assert_ok, cli_env, run_cli
+from helpers import assert_clean_error, assert_ok, cli_env, run_cli, run_cli_process
 
 import charlstm
 from charlstm import config
@@ -208,7 +208,8 @@ def test_a_full_disk_during_training_is_one_line_and_resume_continues(
             "train.prompt_check=false",
             *extra,
         ]
-        proc = run_cli([*args, "--runs-dir", disk / "runs", "--name", "a"], cwd=tmp_path)
+        # A process of its own: the checkpoint writer's threads may still print after the error line.
+        proc = run_cli_process([*args, "--runs-dir", disk / "runs", "--name", "a"], cwd=tmp_path)
         line = assert_clean_error(proc, "No space left on device", code=1)
         run = rundir.RunDir(disk / "runs" / "a")
         if checkpoint.steps(run):
@@ -217,7 +218,10 @@ def test_a_full_disk_during_training_is_one_line_and_resume_continues(
         assert not list(disk.rglob("*.tmp"))
         filler.unlink()
         if checkpoint.steps(run):
-            assert_ok(run_cli(["train", "--resume", run.path, "--set", "train.prompt_check=false"], cwd=tmp_path))
+            resumed = run_cli_process(
+                ["train", "--resume", run.path, "--set", "train.prompt_check=false"], cwd=tmp_path
+            )
+            assert_ok(resumed)
             assert checkpoint.restore(run).step == 40
     finally:
         subprocess.run(["umount", str(disk)])

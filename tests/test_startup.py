@@ -15,6 +15,7 @@ HEAVY = ("jax", "jaxlib", "optax", "orbax")
 # Every invocation runs in one fresh interpreter, one after another: if none of them imports JAX, none is there
 # at the end. Each gives (exit code, stderr's first line).
 INVOCATIONS: list[tuple[list[str], int]] = [
+    ([], 0),  # `charlstm` alone: the help
     (["--help"], 0),
     (["--version"], 0),
     *[
@@ -27,6 +28,9 @@ INVOCATIONS: list[tuple[list[str], int]] = [
             ["compare-rnn"],
             ["bench"],
             ["inspect"],
+            ["runs"],
+            ["serve"],
+            ["plot"],
             ["corpus"],
             ["corpus", "list"],
             ["corpus", "get"],
@@ -54,6 +58,8 @@ INVOCATIONS: list[tuple[list[str], int]] = [
     # options checked before anything is loaded
     (["sample", "--prompt", "a", "--prompt-file", "p.txt"], 2),
     (["export", "--out", "model.pt"], 2),
+    (["train", "--resume", "--config", "tiny"], 2),
+    (["corpus"], 0),
 ]
 
 SCRIPT = f"""

@@ -9,7 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, TINY_TRAIN, assert_clean_error, run_cli
+from helpers import ROOT, TINY_TRAIN, assert_clean_error, run_cli_process
 
 import charlstm
 from charlstm.training import rundir
@@ -91,7 +91,7 @@ def test_without_tensorboardx_a_clear_error_before_training(tmp_path: Path) -> N
     hidden.mkdir(parents=True)
     (hidden / "__init__.py").write_text("raise ImportError('not installed')\n")
     env = {"PYTHONPATH": f"{hidden.parent}:{ROOT}"}
-    proc = run_cli(
+    proc = run_cli_process(  # a process of its own: tensorboardX is hidden from it by PYTHONPATH
         ["train", *TINY_TRAIN, "--runs-dir", tmp_path / "runs", "--name", "x", "--set", "train.tensorboard=true"],
         env=env,
     )

@@ -165,7 +165,9 @@ def run(
 ) -> BenchResult:
     """Benchmark `cfg`'s model: `rounds` rounds of `steps` timed training steps and one sample per batch size."""
     if steps < 1 or rounds < 1:
-        raise UsageError(f"--steps and --rounds must be at least 1 (got {steps}, {rounds})", "e.g. --steps 5")
+        raise UsageError(
+            f"--timed-steps and --rounds must be at least 1 (got {steps}, {rounds})", "e.g. --timed-steps 5"
+        )
     if vs_torch and not torch_available():
         raise UserError("--vs-torch needs PyTorch, which is not installed", TORCH_HINT)
     d = cfg.data

@@ -34,24 +34,32 @@ def inspect_(
     run: str | None = RunOpt,
     runs_dir: Path = RunsDirOpt,
     checkpoint: str = CkptOpt,
-    text: str | None = typer.Option(None, "--text", help="The text to read."),
+    text: str | None = typer.Option(None, "--text", metavar="TEXT", help="The text to read."),
     file: Path | None = typer.Option(
-        None, "--file", help="Read the text from a UTF-8 file (the bundled corpus adds place memory)."
+        None, "--file", metavar="FILE", help="Read the text from a UTF-8 file (the bundled corpus adds place memory)."
     ),
-    layer: int | None = typer.Option(None, "--layer", help="Layer to show, counted from 1 (default: the last)."),
-    cell: list[int] = typer.Option([], "--cell", help="Show this cell, 0..hidden-1 (repeatable)."),
+    layer: int | None = typer.Option(
+        None, "--layer", metavar="N", show_default="the last", help="Layer to show, counted from 1."
+    ),
+    cell: list[int] = typer.Option([], "--cell", metavar="N", help="Show this cell, 0..hidden-1 (repeatable)."),
     top: int | None = typer.Option(
-        None, "--top", help="Show the K cells that best track simple text properties (default 5)."
+        None, "--top", metavar="K", show_default="5", help="Show the K cells that best track simple text properties."
     ),
     show: Show | None = typer.Option(
         None,
         "--show",
-        help="LSTM: forget, input, output, cell or hidden; GRU: "
-        "update, reset or hidden; RNN: hidden. Default: cell (LSTM), hidden (others).",
+        show_default="cell (LSTM), hidden (others)",
+        help="LSTM: forget, input, output, cell or hidden; GRU: update, reset or hidden; RNN: hidden.",
     ),
-    html: Path | None = typer.Option(None, "--html", help="Also write the view as a standalone HTML page."),
-    max_chars: int = typer.Option(20000, "--max-chars", help="Read at most this many characters of the text."),
-    display_chars: int = typer.Option(800, "--display-chars", help="Draw at most this many characters per cell."),
+    html: Path | None = typer.Option(
+        None, "--html", metavar="FILE", help="Also write the view as a standalone HTML page."
+    ),
+    max_chars: int = typer.Option(
+        20000, "--max-chars", metavar="N", help="Read at most this many characters of the text."
+    ),
+    display_chars: int = typer.Option(
+        800, "--display-chars", metavar="N", help="Draw at most this many characters per cell."
+    ),
     skip_unknown: bool = typer.Option(
         True, "--skip-unknown", hidden=True, help="Kept for old scripts: characters not in the vocabulary are skipped."
     ),
@@ -116,19 +124,22 @@ def runs_(
 def plot(
     runs: list[str] = typer.Argument(
         None,
-        metavar="[RUN]...",
+        metavar="RUN",
         autocompletion=complete_runs,
         help="Runs to draw: names in --runs-dir, or directories (default: the newest).",
     ),
     runs_dir: Path = RunsDirOpt,
     x: XAxis = typer.Option(XAxis.steps, "--x", help="The x axis: training steps, or minutes since each run started."),
     log_y: bool = typer.Option(False, "--log-y", help="Logarithmic loss axis."),
-    smooth: float = typer.Option(0.6, "--smooth", help="EMA weight for the training loss: 0 (raw) to below 1."),
+    smooth: float = typer.Option(
+        0.6, "--smooth", metavar="W", help="EMA weight for the training loss: 0 (raw) to below 1."
+    ),
     follow: bool = typer.Option(False, "--follow", "-f", help="Redraw as the runs train, until none is (or Ctrl-C)."),
     out: Path | None = typer.Option(
         None,
         "--out",
         "-o",
+        metavar="FILE",
         help="Also write the curves to FILE.csv, or the chart to "
         'FILE.png (needs matplotlib: pip install "charlstm[plots]").',
     ),

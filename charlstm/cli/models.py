@@ -20,19 +20,30 @@ def sample(
     run: str | None = RunOpt,
     runs_dir: Path = RunsDirOpt,
     checkpoint: str = CkptOpt,
-    prompt: str | None = typer.Option(None, "--prompt", "-p", help="Text to start from (default: a newline)."),
-    prompt_file: Path | None = typer.Option(None, "--prompt-file", help="Read the prompt from a file."),
-    length: int = typer.Option(500, "--length", "-n", help="Characters to generate per sample."),
-    temperature: float = typer.Option(
-        1.0, "--temperature", "-t", help="Softmax temperature (> 0); lower is more conservative."
+    prompt: str | None = typer.Option(
+        None, "--prompt", "-p", metavar="TEXT", show_default="a newline", help="Text to start from."
     ),
-    top_k: int = typer.Option(0, "--top-k", help="Sample among the k most likely characters (0: all)."),
+    prompt_file: Path | None = typer.Option(None, "--prompt-file", metavar="FILE", help="Read the prompt from a file."),
+    length: int = typer.Option(
+        500,
+        "--length",
+        "-n",
+        metavar="N",
+        help="Characters to generate per sample (-n as in llama.cpp: how much to generate; --num-samples counts "
+        "samples).",
+    ),
+    temperature: float = typer.Option(
+        1.0, "--temperature", "-t", metavar="T", help="Softmax temperature (> 0); lower is more conservative."
+    ),
+    top_k: int = typer.Option(0, "--top-k", metavar="K", help="Sample among the K most likely characters (0: all)."),
     top_p: float = typer.Option(
-        1.0, "--top-p", help="Nucleus sampling: smallest set with this much probability (1: all)."
+        1.0, "--top-p", metavar="P", help="Nucleus sampling: the smallest set with this much probability (1: all)."
     ),
     greedy: bool = typer.Option(False, "--greedy", help="Always pick the most likely character."),
-    seed: int = typer.Option(0, "--seed", help="Random seed, 0..4294967295 (same seed, same text)."),
-    num_samples: int = typer.Option(1, "--num-samples", help="Independent samples, generated as one batch."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Random seed, 0..4294967295 (same seed, same text)."),
+    num_samples: int = typer.Option(
+        1, "--num-samples", metavar="N", help="Independent samples, generated as one batch."
+    ),
     skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop prompt characters the model does not know."),
     line_start: bool = typer.Option(
         True, "--line-start/--mid-line", help="Read the prompt as the start of a line (after a newline) or as is."
@@ -105,7 +116,7 @@ def sample(
 
 @user_errors
 def eval_(
-    file: Path = typer.Argument(..., help="Text file to score."),
+    file: Path = typer.Argument(..., metavar="FILE", help="Text file to score."),
     run: str | None = RunOpt,
     runs_dir: Path = RunsDirOpt,
     checkpoint: str = CkptOpt,
@@ -141,6 +152,7 @@ def export(
         ...,
         "--out",
         "-o",
+        metavar="DIR|FILE.html|FILE.npz",
         help="A directory (any model: safetensors weights, config, vocabulary and a PyTorch module), a FILE.html "
         "(any model: one web page that generates text in a browser), or a FILE.npz (plain LSTM/GRU/RNN).",
     ),

@@ -10,7 +10,16 @@ from typing import Any
 import typer
 
 from charlstm import ui
-from charlstm.cli._app import ConfigOpt, JsonOpt, RunsDirOpt, SetOpt, complete_configs, complete_runs, user_errors
+from charlstm.cli._app import (
+    ConfigOpt,
+    Group,
+    JsonOpt,
+    RunsDirOpt,
+    SetOpt,
+    complete_configs,
+    complete_runs,
+    user_errors,
+)
 from charlstm.errors import UsageError
 
 
@@ -18,11 +27,18 @@ from charlstm.errors import UsageError
 def bench(
     config: str | None = ConfigOpt,
     set_: list[str] = SetOpt,
-    steps: int = typer.Option(5, "--steps", help="Timed training steps per round (after compilation)."),
-    rounds: int = typer.Option(5, "--rounds", help="Measurement rounds; speeds and ratios are medians over rounds."),
+    timed_steps: int = typer.Option(
+        5, "--timed-steps", metavar="N", help="Training steps timed per round, after compilation."
+    ),
+    rounds: int = typer.Option(
+        5, "--rounds", metavar="N", help="Measurement rounds; speeds and ratios are medians over rounds."
+    ),
     json_out: bool = JsonOpt,
     vs_torch: bool = typer.Option(
-        False, "--vs-torch", help="Also run the same model in PyTorch, alternating, and print the ratios."
+        False,
+        "--vs-torch",
+        help="Also run the same model in PyTorch, alternating, and print the ratios (needs the bench extra: pip "
+        'install "charlstm[bench]").',
     ),
 ) -> None:
     """Training and sampling speed, compile time (cold and cached), time to the first sampled character, memory
@@ -34,7 +50,7 @@ def bench(
     cfg = config_lib.load(config, set_)
     from charlstm.bench import bench as bench_lib
 
-    res = bench_lib.run(cfg, steps=steps, rounds=rounds, vs_torch=vs_torch, log=ui.info)
+    res = bench_lib.run(cfg, steps=timed_steps, rounds=rounds, vs_torch=vs_torch, log=ui.info)
     if json_out:
         print(json.dumps(dataclasses.asdict(res)))
         return
@@ -47,20 +63,25 @@ def serve(
         None,
         "--run",
         "-r",
+        metavar="RUN",
+        show_default="runs/latest, the newest run",
         autocompletion=complete_runs,
-        help="The run the page opens with (default: the newest, runs/latest).",
+        help="The run the page opens with; the page lists every run in --runs-dir.",
     ),
     runs_dir: Path = RunsDirOpt,
     host: str = typer.Option(
         "127.0.0.1",
         "--host",
+        metavar="HOST",
         help="Address to listen on. The page has no authentication: anything but loopback lets the network use it.",
     ),
-    port: int = typer.Option(8000, "--port", help="Port to listen on (0: any free port)."),
+    port: int = typer.Option(8000, "--port", metavar="N", help="Port to listen on (0: any free port)."),
     open_: bool = typer.Option(False, "--open", help="Open the page in the web browser."),
 ) -> None:
     """A local web page: type, and watch each character colour the gates and memory cells and move the
-    next-character guesses; sample with sliders; the runs' loss curves and configs. Needs the serve extra."""
+    next-character guesses; sample with sliders; the runs' loss curves and configs.
+
+    Needs the serve extra: pip install "charlstm[serve]"."""
     if not 0 <= port <= 65535:
         raise UsageError(f"--port must be in 0..65535 (got {port})", "e.g. --port 8000")
     from charlstm import serve as serve_lib
@@ -76,10 +97,9 @@ def serve(
         raise typer.Exit(128 + signum)
 
 
-corpus_app = typer.Typer(help="List and download corpora.", no_args_is_help=True)
+corpus_app = typer.Typer(help="List and download corpora.", no_args_is_help=True, rich_markup_mode=None, cls=Group)
 
 
-@corpus_app.command("list")
 @user_errors
 def corpus_list() -> None:
     """Show the bundled and the downloadable corpora (and where the downloaded ones are)."""
@@ -88,12 +108,11 @@ def corpus_list() -> None:
     ui.table("corpora", ["", "where", "what"], corpus_lib.list_corpora())
 
 
-@corpus_app.command("get")
 @user_errors
 def corpus_get(
-    name: str = typer.Argument(..., help="Corpus name, e.g. tinyshakespeare."),
+    name: str = typer.Argument(..., help="Corpus name, e.g. tinyshakespeare (charlstm corpus list shows them)."),
     url: str | None = typer.Option(
-        None, "--url", help="Download from this URL (a mirror) instead; the checksum is still verified."
+        None, "--url", metavar="URL", help="Download from this URL (a mirror) instead; the checksum is still verified."
     ),
 ) -> None:
     """Download a corpus into the cache, verify its checksum and print its path."""
@@ -105,14 +124,21 @@ def corpus_get(
     print(path)
 
 
-config_app = typer.Typer(help="Show configurations: every key, its value and what it does.", no_args_is_help=True)
+config_app = typer.Typer(
+    help="Show configurations: every key, its value and what it does.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    cls=Group,
+)
 
 
-@config_app.command("show")
 @user_errors
 def config_show(
     name: str | None = typer.Argument(
-        None, autocompletion=complete_configs, help="A bundled config name or a YAML file (default: default)."
+        None,
+        metavar="CONFIG",
+        autocompletion=complete_configs,
+        help="A bundled config name or a YAML file (default: default).",
     ),
     set_: list[str] = SetOpt,
 ) -> None:

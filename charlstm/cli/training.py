@@ -46,11 +46,19 @@ def _cells_value(value: str) -> str:
 @user_errors
 def train(
     corpus: str | None = typer.Argument(
-        None, help="Text file to train on, or a corpus name (default: the bundled languages corpus)."
+        None,
+        metavar="CORPUS",
+        help="Text file to train on, or a corpus name (default: the bundled languages corpus).",
     ),
     config: str | None = ConfigOpt,
     set_: list[str] = SetOpt,
-    steps: int | None = typer.Option(None, "--steps", help="Shortcut for --set train.steps=N."),
+    steps: int | None = typer.Option(
+        None,
+        "--steps",
+        metavar="N",
+        show_default="the config's train.steps",
+        help="Training steps: a shortcut for --set train.steps=N.",
+    ),
     time_budget: str | None = typer.Option(
         None,
         "--time",
@@ -61,14 +69,16 @@ def train(
     encoding: Encoding | None = typer.Option(
         None, "--encoding", help="utf-8 (characters) or bytes (raw bytes, any file)."
     ),
-    name: str | None = typer.Option(None, "--name", help="Run name (default <corpus>-<cell>-<timestamp>)."),
+    name: str | None = typer.Option(
+        None, "--name", metavar="NAME", show_default="CORPUS-CELL-TIMESTAMP", help="Run name."
+    ),
     runs_dir: Path = RunsDirOpt,
     resume: str | None = typer.Option(
         None,
         "--resume",
         metavar="[RUN]",
         autocompletion=complete_runs,
-        help="Continue a run (default: runs/latest) from its newest checkpoint.",
+        help="Continue a run (alone: runs/latest) from its newest checkpoint, with its own config (not --config).",
     ),
     init_from: str | None = typer.Option(
         None,
@@ -81,7 +91,8 @@ def train(
         None,
         "--checkpoint",
         metavar="latest|best|STEP",
-        help="With --init-from: which of its checkpoints (default latest).",
+        show_default="latest",
+        help="With --init-from: which of its checkpoints.",
     ),
     extend_vocab: bool = typer.Option(
         False,
@@ -93,15 +104,17 @@ def train(
     coordinator: str | None = typer.Option(
         None,
         "--coordinator",
+        metavar="HOST:PORT",
         envvar="JAX_COORDINATOR_ADDRESS",
         help="HOST:PORT of process 0: join a multi-process job (with --num-processes and --process-id).",
     ),
     num_processes: int | None = typer.Option(
-        None, "--num-processes", envvar="JAX_NUM_PROCESSES", help="Number of processes in the job."
+        None, "--num-processes", metavar="N", envvar="JAX_NUM_PROCESSES", help="Number of processes in the job."
     ),
     process_id: int | None = typer.Option(
         None,
         "--process-id",
+        metavar="I",
         envvar="JAX_PROCESS_ID",
         help="This process's number, 0..N-1 (0 prints and writes metrics).",
     ),
@@ -109,7 +122,7 @@ def train(
         False, "--distributed", help="Join a multi-process job described by the cluster (SLURM, Open MPI, TPU pods)."
     ),
 ) -> None:
-    """Train a model on CORPUS; progress live in the terminal, checkpoints in runs/<name>/."""
+    """Train a model on CORPUS; progress live in the terminal, checkpoints in runs/NAME/."""
     from charlstm import api
     from charlstm.training import budget
 
@@ -174,13 +187,17 @@ def train(
 
 @user_errors
 def compare_rnn(
-    corpus: str | None = typer.Argument(None, help="Text file to train on (default: the bundled languages corpus)."),
+    corpus: str | None = typer.Argument(
+        None, metavar="CORPUS", help="Text file to train on (default: the bundled languages corpus)."
+    ),
     config: str | None = typer.Option(
         None,
         "--config",
         "-c",
+        metavar="FILE|NAME",
+        show_default="compare-rnn",
         autocompletion=complete_configs,
-        help="YAML config file or bundled name (default: compare-rnn).",
+        help="YAML config file or bundled name.",
     ),
     set_: list[str] = SetOpt,
     cells: str = typer.Option(
@@ -192,7 +209,12 @@ def compare_rnn(
         help=f"Cells to train, comma-separated: {', '.join(CELLS)}.",
     ),
     steps: int | None = typer.Option(
-        None, "--steps", help="Training steps per cell (shortcut for --set train.steps=N)."
+        None,
+        "--steps",
+        metavar="N",
+        show_default="the config's train.steps",
+        help="The most training steps per cell; each cell stops earlier once it stops improving (a shortcut for "
+        "--set train.steps=N).",
     ),
     time_each: str | None = typer.Option(
         None,
@@ -210,14 +232,17 @@ def compare_rnn(
         None,
         "--out",
         "-o",
-        help="Write the curves (CSV), a summary (JSON) and the charts (PNG, needs matplotlib) here.",
+        metavar="DIR",
+        help="Write the curves (CSV), a summary (JSON) and the charts (PNG, needs matplotlib: pip install "
+        '"charlstm[plots]") here.',
     ),
     no_clip: bool = typer.Option(
         False, "--no-clip", help="Train without gradient clipping (watch an RNN's gradient norm explode)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the tables, no live chart or progress."),
 ) -> None:
-    """Train an RNN and an LSTM (and a GRU) on the same data and show, measured, why the LSTM wins."""
+    """Train an RNN and an LSTM (and a GRU) on the same data and show, measured, why the LSTM wins. Each cell
+    trains until it stops improving, at most --steps."""
     from charlstm import config as config_lib
 
     if steps is not None and time_each is not None:
@@ -241,8 +266,8 @@ def compare_rnn(
     if not quiet:
         for text in plots.charts(result, width=min(ui.out.width, 110), height=18, color=color):
             linechart.show(text, ui.out, color)
-    same = f"and {cfg.train.time} of training each" if cfg.train.time else "and steps (each stops at its plateau)"
-    ui.table(f"compare-rnn: same data, seed, batches {same}", *compare_output.summary_rows(result))
+    each = f"{cfg.train.time} of training each" if cfg.train.time else "each cell until it stops improving"
+    ui.table(f"compare-rnn: same data, seed and batches; {each}", *compare_output.summary_rows(result))
     cols, rows = compare_output.longrange_rows(result)
     if rows:
         chance = f"; chance {result.chance:.2f}" if result.chance else ""

@@ -1,9 +1,11 @@
-"""Generating text: feed the prompt through the network in one scan, then sample inside a compiled loop.
+"""Generating text: feed the prompt through the network, then sample inside a compiled loop.
 
-Generation runs as a jitted `lax.scan` over a chunk of characters with the state carried between chunks, so
-there is one Python-level call per chunk (streamed to the caller as it completes), never one per character.
-Every chunk of a generation has the same length, so it compiles once: a last, shorter remainder is generated
-in full and cut.
+The prompt is read in blocks of `PROMPT_BLOCK` characters and its remainder one character at a time, so two
+compiled programs read a prompt of any length: prompts of many lengths (the prompt check asks dozens) do not
+each compile a program of their own. Generation runs as a jitted `lax.scan` over a chunk of characters with the
+state carried between chunks, so there is one Python-level call per chunk (streamed to the caller as it
+completes), never one per character. Every chunk of a generation has the same length, so it compiles once: a
+last, shorter remainder is generated in full and cut.
 """
 
 from __future__ import annotations
@@ -74,10 +76,14 @@ def filter_logits(logits: jax.Array, temperature: float, top_k: int, top_p: floa
     return logits
 
 
+# Prompt characters read per compiled call; the rest of a prompt (fewer than this) is read one at a time.
+PROMPT_BLOCK = 64
+
+
 @functools.lru_cache(maxsize=16)
 def _compiled(cfg: ModelConfig, opts: SampleOptions) -> tuple[Callable, Callable]:
-    def prefill(params: model.Params, ids: jax.Array) -> tuple[jax.Array, model.Carry]:
-        logits, carry = model.apply(params, ids, model.start_carry(params, cfg, ids.shape[0]), cfg)
+    def read(params: model.Params, ids: jax.Array, carry: model.Carry) -> tuple[jax.Array, model.Carry]:
+        logits, carry = model.apply(params, ids, carry, cfg)
         return logits[:, -1], carry
 
     def chunk(params: model.Params, logits: jax.Array, carry: model.Carry, key: jax.Array, n: int) -> tuple:
@@ -101,22 +107,26 @@ def _compiled(cfg: ModelConfig, opts: SampleOptions) -> tuple[Callable, Callable
         (logits, carry), toks = jax.lax.scan(one, (logits, carry), noise)
         return toks.T, logits, carry, key
 
-    return jax.jit(prefill), jax.jit(chunk, static_argnums=4)
+    return jax.jit(read), jax.jit(chunk, static_argnums=4)
 
 
 def compiled(cfg: ModelConfig, opts: SampleOptions) -> tuple[Callable, Callable]:
-    """The jitted (prefill, chunk) pair for these options. Keyed by what the compiled code depends on only:
-    another seed, length or batch size reuses the functions (and their compilations) of an earlier call."""
+    """The jitted (read, chunk) pair for these options: `read` feeds prompt ids to a state, `chunk` generates.
+    Keyed by what the compiled code depends on only: another seed, length or batch size reuses the functions
+    (and their compilations) of an earlier call."""
     return _compiled(cfg, dataclasses.replace(opts, seed=0, length=1, num_samples=1, newline_id=-1))
 
 
 def generate(params: model.Params, cfg: ModelConfig, prompt: np.ndarray, opts: SampleOptions) -> Iterator[np.ndarray]:
     """Yield [num_samples, n] arrays of generated ids, chunk by chunk, until `opts.length` ids."""
-    prefill, chunk = compiled(cfg, opts)
+    read, chunk = compiled(cfg, opts)
     if opts.newline_id >= 0 and prompt[0] != opts.newline_id:
         prompt = np.concatenate([[opts.newline_id], prompt])
     ids = np.broadcast_to(np.asarray(prompt, np.int32)[None], (opts.num_samples, len(prompt)))
-    logits, carry = prefill(params, ids)
+    carry = model.start_carry(params, cfg, opts.num_samples)
+    blocks = len(prompt) // PROMPT_BLOCK * PROMPT_BLOCK
+    for at in [*range(0, blocks, PROMPT_BLOCK), *range(blocks, len(prompt))]:
+        logits, carry = read(params, ids[:, at : at + (PROMPT_BLOCK if at < blocks else 1)], carry)
     key = jax.random.PRNGKey(opts.seed)
     n = min(opts.chunk, opts.length)  # one length for every chunk: one compilation
     for done in range(0, opts.length, n):

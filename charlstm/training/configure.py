@@ -18,7 +18,7 @@ Overrides = Mapping[str, object] | Sequence[str] | None  # {"model.hidden": 64} 
 
 
 def training_config(
-    config: str | os.PathLike[str] | None = "default",
+    config: str | os.PathLike[str] | None = None,
     overrides: Overrides = None,
     *,
     resume: str | os.PathLike[str] | None = None,
@@ -27,7 +27,8 @@ def training_config(
 ) -> tuple[Config, rundir.RunDir | None]:
     """The config a training run will use, and the run to resume (None for a new run); JAX-free.
 
-    A resumed run keeps its own config (`config` is ignored), with `overrides` applied on top. A run that
+    `config` is a YAML file or a bundled name (None: default). A resumed run keeps its own config, with
+    `overrides` applied on top: a `config` given with `resume` is a usage error. A run that
     starts from `init_from`'s weights (fine-tuning) takes that run's model section and data.encoding, the rest
     from `config`; overrides may change model keys that leave the weights' shapes alone (e.g. model.dropout).
     The first half of `train`: the command line calls it before joining a multi-process job, so config errors
@@ -38,6 +39,11 @@ def training_config(
         raise UsageError(
             "--resume and --init-from both given",
             "--resume continues a run; --init-from starts a new one from a run's weights",
+        )
+    if resume is not None and config is not None:
+        raise UsageError(
+            "--resume and --config both given",
+            "a resumed run keeps its own config: drop --config (--set KEY=VALUE still changes a key)",
         )
     if resume is not None:
         run = rundir.resolve(str(resume), Path(runs_dir))
