@@ -34,6 +34,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[charlstm.Model, P
     return model, runs
 
 
+@pytest.mark.slow
 def test_train_returns_the_model_at_its_final_checkpoint(trained: tuple[charlstm.Model, Path]) -> None:
     model, runs = trained
     assert isinstance(model, charlstm.Model)
@@ -47,6 +48,7 @@ def test_train_returns_the_model_at_its_final_checkpoint(trained: tuple[charlstm
     assert charlstm.load("tiny", 3, runs_dir=runs).step == 3
 
 
+@pytest.mark.slow
 def test_same_seed_same_sample_as_the_cli(trained: tuple[charlstm.Model, Path]) -> None:
     model, runs = trained
     options = {"length": 120, "temperature": 0.9, "top_k": 10, "seed": 5}
@@ -95,6 +97,7 @@ def test_same_seed_same_sample_as_the_cli(trained: tuple[charlstm.Model, Path]) 
     assert len(set(several)) == 3  # independent samples, not one repeated
 
 
+@pytest.mark.slow
 def test_stream_yields_the_prompt_then_the_sample(trained: tuple[charlstm.Model, Path]) -> None:
     model, _ = trained
     pieces = list(model.stream("We", length=1300, seed=4))
@@ -116,6 +119,7 @@ def compilations() -> Iterator[list[str]]:
     jax.monitoring.unregister_event_duration_listener(listener)
 
 
+@pytest.mark.slow
 def test_a_second_sample_does_not_compile(trained: tuple[charlstm.Model, Path], compilations: list[str]) -> None:
     model, _ = trained
     model.sample("The", length=64, seed=1, top_p=0.9)
@@ -126,6 +130,7 @@ def test_a_second_sample_does_not_compile(trained: tuple[charlstm.Model, Path], 
     assert again[0].startswith("Who") and len(again[0]) == 3 + 64
 
 
+@pytest.mark.slow
 def test_score_a_text_and_a_file(trained: tuple[charlstm.Model, Path], tmp_path: Path) -> None:
     model, _ = trained
     text = "I went to Goa. It was fun. I don't speak Konkani.\n" * 3
@@ -141,6 +146,7 @@ def test_score_a_text_and_a_file(trained: tuple[charlstm.Model, Path], tmp_path:
     assert model.score(text + "\x07", skip_unknown=True).unknown_skipped == 1
 
 
+@pytest.mark.slow
 def test_export_writes_the_torch_layout(trained: tuple[charlstm.Model, Path], tmp_path: Path) -> None:
     model, _ = trained
     arrays = model.export(tmp_path / "m.npz")
@@ -151,6 +157,7 @@ def test_export_writes_the_torch_layout(trained: tuple[charlstm.Model, Path], tm
         model.export(tmp_path / "m.pt")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "call,error,words",
     [

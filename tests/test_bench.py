@@ -10,7 +10,7 @@ import pytest
 from helpers import assert_clean_error, assert_ok, run_cli
 
 from charlstm import config, perf
-from charlstm.bench import bench, probes
+from charlstm.bench import bench, probes, startup
 
 TINY = ["model.layers=1", "model.hidden=8", "data.batch_size=2", "data.seq_len=4"]
 
@@ -45,16 +45,18 @@ def check_sane(res: dict) -> None:
     assert res["params"] > 0 and res["cores"] >= 1 and res["gpu"] and res["cpu"]
 
 
-def test_run_returns_sane_figures() -> None:
-    cfg = config.load(None, TINY)
-    res = bench.run(cfg, steps=2, rounds=2)
-    d = res.to_dict()
+@pytest.mark.slow
+def test_cli_json_has_every_figure_and_they_are_sane() -> None:
+    """`charlstm bench --json` end to end (start-up probes included): every figure there and sane."""
+    args = ["bench", "--timed-steps", "2", "--rounds", "2", "--json"] + [a for kv in TINY for a in ("--set", kv)]
+    proc = run_cli(args)
+    assert_ok(proc)
+    d = json.loads(proc.stdout)
     check_sane(d)
     assert (d["layers"], d["hidden"], d["batch_size"], d["seq_len"]) == (1, 8, 2, 4)
-    assert d["torch"] is None
+    assert d["torch"] is None and d["rounds"] == 2 and d["steps_per_round"] == 2
     # 6 FLOPs per weight per character: W_hh (8 x 32) and the head (8 x V); layer 0's W_ih is a gather.
     assert d["train_flops_per_char"] == 6 * (8 * 32 + 8 * bench.VOCAB)
-    assert bench.rows(res)[0][0] == "model"
 
 
 def test_flops_count_upper_layers_input_projection() -> None:
@@ -71,17 +73,11 @@ def test_matmul_shapes_and_the_weight_bytes_batch_1_sampling_reads() -> None:
     assert bench.sample_weight_bytes(bf16, 10) == bench.sample_weight_bytes(cfg, 10) / 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_matmul_chain_probe_times_one_pass(dtype: str) -> None:
     seconds = probes.matmul_chain_probe([(64, 256), (64, 256), (64, 10)], dtype)()
     assert math.isfinite(seconds) and 0 < seconds < 1.0
-
-
-def test_cli_json_parses() -> None:
-    args = ["bench", "--timed-steps", "2", "--rounds", "1", "--json"] + [a for kv in TINY for a in ("--set", kv)]
-    proc = run_cli(args, timeout=300)
-    assert_ok(proc)
-    check_sane(json.loads(proc.stdout))
 
 
 def test_vs_torch_without_torch_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,9 +96,13 @@ def test_malloc_tuning_applies_once_and_reports() -> None:
     assert perf.tune_malloc() is first and perf.malloc_tuned() is first
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("embed", [0, 5])  # one-hot input (a frozen identity embedding in torch), learned table
-def test_vs_torch_same_model_and_ratios(embed: int) -> None:
+def test_vs_torch_same_model_and_ratios(embed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("torch")
+    # The start-up probes (two fresh processes) are the CLI test's; here they answer at once.
+    probe = startup.Startup(compile_s=1.0, compile_cpu_s=1.0, first_char_s=1.0)
+    monkeypatch.setattr(startup, "measure_startup", lambda cfg, vocab_size: (probe, probe))
     res = bench.run(config.load(None, TINY + [f"model.embed={embed}"]), steps=2, rounds=1, vs_torch=True)
     t = res.torch
     assert t is not None
@@ -119,6 +119,8 @@ def test_vs_torch_same_model_and_ratios(embed: int) -> None:
     assert t.initial_loss_diff < 1e-4  # the PyTorch model computes the same function from the same weights
     assert set(t.threads) == {"train", "b1", "b64"}
     assert json.loads(json.dumps(res.to_dict()))["torch"]["version"] == t.version
+    table = dict(bench.rows(res))
+    assert table["model"].startswith("1x8 lstm") and any(k.startswith("torch ") for k in table)
 
 
 def test_deterministic_gpu_flag_is_added_once_and_a_users_setting_wins(monkeypatch: pytest.MonkeyPatch) -> None:

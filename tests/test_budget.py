@@ -48,6 +48,7 @@ def test_train_time_is_checked_when_the_config_loads() -> None:
         config.load("tiny", ["train.time=soon"])
 
 
+@pytest.mark.slow
 def test_a_budget_trains_with_wsd_and_steps_with_time_is_a_usage_error(tmp_path: Path) -> None:
     cfg, _ = configure.training_config("shakespeare", ["train.time=10m"])
     assert cfg.optim.schedule == "wsd" and cfg.optim.lr == config.load("shakespeare").optim.lr
@@ -156,6 +157,7 @@ def _rows(run: Path) -> list[tuple[object, ...]]:
     ]
 
 
+@pytest.mark.slow
 def test_a_budgeted_run_records_its_total_and_its_config_reproduces_it(tmp_path: Path) -> None:
     model = charlstm.train(None, "tiny", QUICK, runs_dir=tmp_path, name="timed", progress=False, time="12s")
     run = tmp_path / "timed"
@@ -170,6 +172,7 @@ def test_a_budgeted_run_records_its_total_and_its_config_reproduces_it(tmp_path:
     assert _rows(tmp_path / "again") == _rows(run)
 
 
+@pytest.mark.slow
 def test_an_interrupted_budgeted_run_resumes_to_its_total(tmp_path: Path) -> None:
     args = ["--config", "tiny", "--time", "10s", *(f"--set={k}={v}" for k, v in QUICK.items())]
     proc = _start(["train", *args, "--name", "cut"], tmp_path)
@@ -191,6 +194,7 @@ def test_an_interrupted_budgeted_run_resumes_to_its_total(tmp_path: Path) -> Non
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 def test_compare_rnn_with_time_trains_every_cell_to_its_own_total() -> None:
     cfg = config.load("tiny", ["train.time=8s", "train.patience=3", "train.eval_every=20"])
     result = compare.run(cfg, None, ("rnn", "lstm"), longrange_records=50)

@@ -117,6 +117,7 @@ def test_layer_param_count_equals_init_layer_and_hand_count(cell: str, n_in: int
     assert cells.layer_param_count(cell, n_in, hidden) == actual == g * (n_in + hidden) + n_bias * g
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", CELLS)
 def test_init_layer_shapes_and_pytorch_uniform_bound(cell: str) -> None:
     hidden, n_in = 6, 5
@@ -190,6 +191,7 @@ def _finite_difference(f, tree, eps=1e-6):
     return jax.tree_util.tree_unflatten(treedef, grads)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("int_input", [False, True])
 def test_scan_layer_gradients_match_finite_differences(cell: str, int_input: bool) -> None:
@@ -209,7 +211,7 @@ def test_scan_layer_gradients_match_finite_differences(cell: str, int_input: boo
 
         p64, c64 = as_jax(p, jnp.float64), as_jax(carry, jnp.float64)
         assert cells.project_input(cell, p64, jnp.asarray(x)).dtype == jnp.float64
-        g_p, g_c = jax.grad(loss, argnums=(0, 1))(p64, c64)
+        g_p, g_c = jax.jit(jax.grad(loss, argnums=(0, 1)))(p64, c64)
         g_p, g_c = jax.tree_util.tree_map(np.asarray, (g_p, g_c))
 
     fd_p = _finite_difference(lambda q: _ref_loss(cell, q, x, carry, w_out, w_final), p)

@@ -64,6 +64,7 @@ def _assert_same_state(a: Path, b: Path) -> None:
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_saves_and_resume_is_exact(reference: Path, tmp_path: Path, signum: int, code: int) -> None:
     rep = Silent(interrupt_at=11, signum=signum)
@@ -83,6 +84,7 @@ def test_interrupt_saves_and_resume_is_exact(reference: Path, tmp_path: Path, si
     assert _losses(run) == _losses(reference)  # every logged train and val loss, bitwise
 
 
+@pytest.mark.slow
 def test_resume_from_intermediate_checkpoint_is_exact(reference: Path, tmp_path: Path) -> None:
     """As after kill -9: only the periodic checkpoint at step 16 survived (saved asynchronously mid-training)."""
     run = tmp_path / "ref"
@@ -95,6 +97,7 @@ def test_resume_from_intermediate_checkpoint_is_exact(reference: Path, tmp_path:
     _assert_same_state(reference, run)
 
 
+@pytest.mark.slow
 def test_keeps_last_k_and_best(reference: Path) -> None:
     steps = checkpoint.steps(rundir.RunDir(reference))
     assert steps[-2:] == [16, 24] and len(steps) <= 3
@@ -103,6 +106,7 @@ def test_keeps_last_k_and_best(reference: Path) -> None:
     assert best in steps and vals[best] == min(vals[s] for s in steps if s in vals)
 
 
+@pytest.mark.slow
 def test_damaged_latest_falls_back_with_warning(reference: Path, tmp_path: Path) -> None:
     run = tmp_path / "ref"
     shutil.copytree(reference, run)
@@ -116,6 +120,7 @@ def test_damaged_latest_falls_back_with_warning(reference: Path, tmp_path: Path)
     assert warnings and "checkpoint 24" in warnings[0] and "falling back" in warnings[0]
 
 
+@pytest.mark.slow
 def test_a_checkpoint_config_this_version_cannot_read_still_loads_when_its_arrays_fit(
     reference: Path, tmp_path: Path
 ) -> None:
@@ -132,6 +137,7 @@ def test_a_checkpoint_config_this_version_cannot_read_still_loads_when_its_array
     assert warnings == []
 
 
+@pytest.mark.slow
 def test_half_written_checkpoint_is_ignored(reference: Path, tmp_path: Path) -> None:
     run = tmp_path / "ref"
     shutil.copytree(reference, run)
@@ -140,6 +146,7 @@ def test_half_written_checkpoint_is_ignored(reference: Path, tmp_path: Path) -> 
     assert checkpoint.restore(rundir.RunDir(run)).step == 24
 
 
+@pytest.mark.slow
 def test_shape_mismatch_is_a_clear_error(reference: Path) -> None:
     with pytest.raises(
         RunError, match=r"model.hidden=48 \(saved: 32\).*params/.* is \(.*32.*\) in the checkpoint"
@@ -148,6 +155,7 @@ def test_shape_mismatch_is_a_clear_error(reference: Path) -> None:
     assert "damaged" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_empty_run_and_unknown_step(reference: Path, tmp_path: Path) -> None:
     run = tmp_path / "empty"
     run.mkdir()
@@ -159,6 +167,7 @@ def test_empty_run_and_unknown_step(reference: Path, tmp_path: Path) -> None:
         checkpoint.restore(rundir.RunDir(reference), 5)
 
 
+@pytest.mark.slow
 def test_resume_past_the_end_asks_for_more_steps(reference: Path, tmp_path: Path) -> None:
     run = tmp_path / "ref"
     shutil.copytree(reference, run)
@@ -166,6 +175,7 @@ def test_resume_past_the_end_asks_for_more_steps(reference: Path, tmp_path: Path
         runner.train_run(_cfg(), None, Silent(), runs_dir=tmp_path, resume=rundir.RunDir(run))
 
 
+@pytest.mark.slow
 def test_same_seed_same_losses(reference: Path, tmp_path: Path) -> None:
     runner.train_run(_cfg(), CORPUS, Silent(), name="again", runs_dir=tmp_path)
     assert _losses(tmp_path / "again") == _losses(reference)

@@ -45,6 +45,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
 # --- training: awkward but valid input works --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_train_mixed_scripts_emoji_crlf(trained: tuple[Path, Path, str]) -> None:
     runs, run, text = trained
     assert UNKNOWN[0] not in text and UNKNOWN[1] not in text
@@ -60,6 +61,7 @@ def test_train_mixed_scripts_emoji_crlf(trained: tuple[Path, Path, str]) -> None
     assert [m["step"] for m in metrics if "val_loss" in m] == [2, 4]
 
 
+@pytest.mark.slow
 def test_train_bytes_on_invalid_utf8_then_sample(tmp_path: Path) -> None:
     data = (mixed_text(600, seed=1).encode("utf-8") + b"\xff\xfe\x80 broken \xc3") * 2
     corpus = tmp_path / "raw.bin.txt"
@@ -75,6 +77,7 @@ def test_train_bytes_on_invalid_utf8_then_sample(tmp_path: Path) -> None:
     assert "\x1b" not in proc.stdout
 
 
+@pytest.mark.slow
 def test_reported_minimum_size_is_enough_to_train(tmp_path: Path) -> None:
     tiny = write_text(tmp_path / "tiny.txt", "hello world\n")
     runs = tmp_path / "runs"
@@ -236,17 +239,20 @@ def _sample(trained: tuple[Path, Path, str], *args: str | int | float) -> tuple:
     return run_cli(["sample", "--runs-dir", runs, *map(str, args)], cwd=runs.parent)
 
 
+@pytest.mark.slow
 def test_eval_missing_file(trained: tuple[Path, Path, str], tmp_path: Path) -> None:
     runs, _, _ = trained
     proc = run_cli(["eval", tmp_path / "missing.txt", "--runs-dir", runs], cwd=tmp_path)
     assert_clean_error(proc, "not found", "missing.txt", code=1)
 
 
+@pytest.mark.slow
 def test_prompt_with_unknown_character(trained: tuple[Path, Path, str]) -> None:
     proc = _sample(trained, "--prompt", f"hé{UNKNOWN}", "--length", "10")
     assert_clean_error(proc, repr(UNKNOWN), "vocabulary", "--skip-unknown", code=2)
 
 
+@pytest.mark.slow
 def test_prompt_skip_unknown(trained: tuple[Path, Path, str]) -> None:
     proc = _sample(trained, "--prompt", f"{UNKNOWN[0]}hé{UNKNOWN[1]}🙂", "--skip-unknown", "--length", "30")
     assert_ok(proc)
@@ -254,6 +260,7 @@ def test_prompt_skip_unknown(trained: tuple[Path, Path, str]) -> None:
     assert len(proc.stdout) == len("hé🙂") + 30 + 1
 
 
+@pytest.mark.slow
 def test_temperature_zero_needs_greedy(trained: tuple[Path, Path, str]) -> None:
     assert_clean_error(_sample(trained, "--temperature", "0"), "--temperature", "> 0", "--greedy", code=2)
     proc = _sample(trained, "--temperature", "0", "--greedy", "--prompt", "the", "--length", "25")
@@ -261,25 +268,30 @@ def test_temperature_zero_needs_greedy(trained: tuple[Path, Path, str]) -> None:
     assert proc.stdout.startswith("the") and len(proc.stdout) == 3 + 25 + 1
 
 
+@pytest.mark.slow
 def test_length_zero(trained: tuple[Path, Path, str]) -> None:
     assert_clean_error(_sample(trained, "--length", "0"), "--length", "at least 1", code=2)
 
 
+@pytest.mark.slow
 def test_top_k_larger_than_vocab(trained: tuple[Path, Path, str]) -> None:
     _, run, _ = trained
     size = len(json.loads((run / "vocab.json").read_text(encoding="utf-8"))["symbols"])
     assert_clean_error(_sample(trained, "--top-k", size + 1), "--top-k", f"0..{size}", str(size + 1), code=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("top_p", ["0", "1.5", "-0.2"])
 def test_top_p_out_of_range(trained: tuple[Path, Path, str], top_p: str) -> None:
     assert_clean_error(_sample(trained, "--top-p", top_p), "--top-p", "(0, 1]", code=2)
 
 
+@pytest.mark.slow
 def test_empty_prompt(trained: tuple[Path, Path, str]) -> None:
     assert_clean_error(_sample(trained, "--prompt", ""), "prompt is empty", "--prompt", code=2)
 
 
+@pytest.mark.slow
 def test_same_seed_same_text_piped_output_is_plain(trained: tuple[Path, Path, str]) -> None:
     args = ("--prompt", "wörld ", "--length", "150", "--top-k", "10", "--top-p", "0.95")
     a, b, other = (_sample(trained, *args, "--seed", seed) for seed in (11, 11, 12))
@@ -296,6 +308,7 @@ def test_same_seed_same_text_piped_output_is_plain(trained: tuple[Path, Path, st
     assert other.stdout != a.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content", ["a" * 3000, "word " * 2000], ids=["one-repeated-character", "one-long-line"])
 def test_degenerate_but_valid_corpora_train(tmp_path: Path, content: str) -> None:
     """A single repeated character (vocabulary of one) and a file with no newline at all must just work."""

@@ -80,6 +80,7 @@ def test_accuracy_from_weights_buckets_by_count() -> None:
 # --- matched sizes ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start_state", ["learned", "zeros"])
 @pytest.mark.parametrize(
     "options",
@@ -92,6 +93,7 @@ def test_param_count_is_the_models(options: dict, start_state: str) -> None:
     assert compare_sizing.model_param_count(cfg, 17) == model.param_count(params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("vocab", [30, 65, 256])
 @pytest.mark.parametrize("hidden", [128, 256])
 def test_matched_parameter_counts(vocab: int, hidden: int) -> None:
@@ -161,6 +163,7 @@ def bundled_run() -> compare.CompareResult:
     return compare.run(cfg, None, ("rnn", "lstm"), grad_k=20, longrange_records=24)
 
 
+@pytest.mark.slow
 def test_run_on_the_bundled_corpus(bundled_run: compare.CompareResult) -> None:
     r = bundled_run
     assert [c.spec.cell for c in r.cells] == ["rnn", "lstm"]
@@ -179,6 +182,7 @@ def test_run_on_the_bundled_corpus(bundled_run: compare.CompareResult) -> None:
         assert abs(c.curves.loss[0] - uniform) < 0.25, (c.spec.cell, c.curves.loss[0], uniform)
 
 
+@pytest.mark.slow
 def test_outputs_parse(bundled_run: compare.CompareResult, tmp_path: Path) -> None:
     written = compare_output.write_outputs(bundled_run, tmp_path, png=png_charts.have_matplotlib())
     names = {p.name for p in written}
@@ -198,6 +202,7 @@ def test_outputs_parse(bundled_run: compare.CompareResult, tmp_path: Path) -> No
             assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_png_without_matplotlib_is_a_user_error(
     bundled_run: compare.CompareResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -208,6 +213,7 @@ def test_png_without_matplotlib_is_a_user_error(
         png_charts.save_pngs(bundled_run, tmp_path)
 
 
+@pytest.mark.slow
 def test_charts_render(bundled_run: compare.CompareResult) -> None:
     texts = plots.charts(bundled_run, width=90, height=16, color=False)
     assert len(texts) == 4
@@ -234,6 +240,7 @@ def write_plain_corpus(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_corpus_without_gaps_skips_long_range(tmp_path: Path) -> None:
     text = write_plain_corpus(tmp_path / "plain.txt")
     res = compare.run(config.load("compare-rnn", SMOKE), text, ("lstm",), grad_k=10)
@@ -243,6 +250,7 @@ def test_corpus_without_gaps_skips_long_range(tmp_path: Path) -> None:
     assert "longrange.csv" not in {p.name for p in compare_output.write_outputs(res, tmp_path / "out", png=False)}
 
 
+@pytest.mark.slow
 def test_divergence_is_reported_and_measured_at_the_last_evaluation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -271,6 +279,7 @@ def test_divergence_is_reported_and_measured_at_the_last_evaluation(
     assert r.val_loss == 3.0 and np.isfinite(r.grad_final).all()
 
 
+@pytest.mark.slow
 def test_mismatched_gaps_file_is_skipped(tmp_path: Path) -> None:
     text = write_plain_corpus(tmp_path / "languages.txt")
     (tmp_path / "languages.gaps.json").write_bytes((corpus.CORPORA_DIR / "languages.gaps.json").read_bytes())
@@ -281,6 +290,7 @@ def test_mismatched_gaps_file_is_skipped(tmp_path: Path) -> None:
 # --- the command --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_compare_rnn(tmp_path: Path) -> None:
     text = write_plain_corpus(tmp_path / "plain.txt")
     args = ["compare-rnn", text, "--steps", "3", "--cells", "rnn,gru", "--no-clip", "--out", tmp_path / "out"]
@@ -318,6 +328,7 @@ def test_plateau_counts_only_real_gains_in_loss_or_accuracy() -> None:
     assert not compare.Plateau(patience=0, bad_evals=5).triggered  # 0: never stops
 
 
+@pytest.mark.slow
 def test_a_cell_that_stopped_improving_stops_before_the_budget(tmp_path: Path) -> None:
     text = write_plain_corpus(tmp_path / "p.txt")
     cfg = config.load("compare-rnn", [*SMOKE, "train.steps=40", "optim.lr=1e-7", "train.patience=1"])

@@ -157,6 +157,7 @@ def test_config_show_prints_yaml_that_loads_back(
     assert code == 2 and err.startswith("error: unknown config key 'model.hiden'")
 
 
+@pytest.mark.slow
 def test_train_json_is_the_summary(trained: tuple[Path, Path, subprocess.CompletedProcess[str]]) -> None:
     runs, _, proc = trained
     lines = proc.stdout.splitlines()
@@ -167,6 +168,7 @@ def test_train_json_is_the_summary(trained: tuple[Path, Path, subprocess.Complet
     assert "training summary" not in proc.stderr  # the table is replaced, not added
 
 
+@pytest.mark.slow
 def test_a_second_train_and_sample_load_their_programs_from_the_cache(
     trained: tuple[Path, Path, subprocess.CompletedProcess[str]],
 ) -> None:
@@ -188,6 +190,7 @@ def test_a_second_train_and_sample_load_their_programs_from_the_cache(
     assert "PERSISTENT COMPILATION CACHE MISS" not in samples[1].stderr
 
 
+@pytest.mark.slow
 def test_an_empty_charlstm_cache_turns_the_compilation_cache_off(
     trained: tuple[Path, Path, subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
@@ -215,6 +218,7 @@ def test_compile_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert perf.compile_cache_dir() == tmp_path / "xdg" / "charlstm" / "xla" == download.cache_dir() / "xla"
 
 
+@pytest.mark.slow
 def test_several_samples_are_separated(trained: tuple[Path, Path, subprocess.CompletedProcess[str]]) -> None:
     runs, _, _ = trained
     proc = run_cli(["sample", "--runs-dir", runs, "--prompt", "I ", "--length", "25", "--num-samples", "3"])
@@ -228,6 +232,7 @@ def test_several_samples_are_separated(trained: tuple[Path, Path, subprocess.Com
     assert lines[0] == "--- sample 1/3 ---" and lines[1].startswith("I ")
 
 
+@pytest.mark.slow
 def test_completion_of_runs_checkpoints_configs_and_cells(
     trained: tuple[Path, Path, subprocess.CompletedProcess[str]],
 ) -> None:
@@ -285,6 +290,7 @@ def test_color_option(restore_consoles: object) -> None:
     assert not ui.color_on(ui.out) and not ui.color_on(ui.err)
 
 
+@pytest.mark.slow
 def test_inspect_honours_no_color_and_color_always(
     trained: tuple[Path, Path, subprocess.CompletedProcess[str]],
 ) -> None:

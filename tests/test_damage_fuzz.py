@@ -145,6 +145,7 @@ ARTEFACTS = [
 ]
 
 
+@pytest.mark.slow
 @settings(
     max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
@@ -209,6 +210,7 @@ def client(base: Path) -> Iterator[TestClient]:
         yield c
 
 
+@pytest.mark.slow
 @settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), path=st.sampled_from(["/api/analyze", "/api/sample"]))
 def test_every_request_body_gets_a_200_or_a_4xx_json_object(client: TestClient, data: st.DataObject, path: str) -> None:
@@ -231,6 +233,7 @@ def rss() -> int:
     return 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the resident memory from /proc")
 def test_a_huge_chunked_body_is_refused_before_it_is_read(base: Path) -> None:
     """300 MB sent without a length: a 413, and the server's memory grows by about its limit, not the body."""

@@ -66,16 +66,19 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_four_devices_give_the_losses_of_one(runs: Path) -> None:
     _assert_same_losses(runs / "four_half", runs / "ref", steps=4)
     _assert_same_params(runs / "four_half", runs / "ref", step=4)
 
 
+@pytest.mark.slow
 def test_run_trained_on_one_device_resumes_on_four(runs: Path) -> None:
     _assert_same_losses(runs / "one_half", runs / "ref")
     _assert_same_params(runs / "one_half", runs / "ref")
 
 
+@pytest.mark.slow
 def test_run_trained_on_four_devices_resumes_in_a_one_device_process(runs: Path, tmp_path: Path) -> None:
     _assert_same_losses(runs / "four_half", runs / "ref", steps=4)
     # Its config asks for 4 devices: this process has 1, and says so until told to use what there is.
@@ -141,6 +144,7 @@ def _launch(args: list[str], n: int, env: dict[str, str], cwd: Path) -> list[sub
     return results
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_losses_of_one(runs: Path, tmp_path: Path) -> None:
     # 2 processes x 2 devices: each process gathers its 4 rows of the global batch of 8.
     args = [
@@ -168,6 +172,7 @@ def test_two_processes_give_the_losses_of_one(runs: Path, tmp_path: Path) -> Non
     _assert_same_params(tmp_path / "two", runs / "ref")
 
 
+@pytest.mark.slow
 def test_a_failure_on_one_process_stops_every_process(tmp_path: Path) -> None:
     # Process 1 is given a corpus that does not exist (e.g. not copied to its host): both must say so.
     port = _free_port()
@@ -209,6 +214,7 @@ def test_a_failure_on_one_process_stops_every_process(tmp_path: Path) -> None:
     assert_clean_error(results[1], "corpus not found", code=1)
 
 
+@pytest.mark.slow
 def test_batch_must_split_evenly_across_devices(tmp_path: Path) -> None:
     # A process of its own: XLA_FLAGS is read when JAX starts.
     proc = run_cli_process(["train", *TINY_TRAIN, "--set", "data.batch_size=6", "--runs-dir", tmp_path], env=FOUR)
@@ -258,6 +264,7 @@ def test_environment_variables_are_the_options(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_the_distributed_flag_without_a_cluster(tmp_path: Path) -> None:
     env = {k: v for k, v in cli_env().items() if not k.startswith(("SLURM_", "OMPI_", "PMI_", "JAX_COORDINATOR"))}
     proc = subprocess.run(

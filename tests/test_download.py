@@ -40,6 +40,7 @@ def _cli(args: list[str], cwd: Path, cache: Path):  # type: ignore[no-untyped-de
     return run_cli(args, cwd=cwd, env={"CHARLSTM_CACHE": str(cache)})
 
 
+@pytest.mark.slow
 def test_get_verifies_caches_and_trains_by_name(server: str, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     proc = _cli(["corpus", "get", "tinyshakespeare", "--url", f"{server}/input.txt"], tmp_path, cache)
@@ -72,6 +73,7 @@ def test_get_verifies_caches_and_trains_by_name(server: str, tmp_path: Path) -> 
     assert "tinyshakespeare" in (tmp_path / "runs" / "ts" / "run.json").read_text()
 
 
+@pytest.mark.slow
 def test_wrong_checksum_leaves_no_file(server: str, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     proc = _cli(["corpus", "get", "tinyshakespeare", "--url", f"{server}/wrong.txt"], tmp_path, cache)
@@ -79,6 +81,7 @@ def test_wrong_checksum_leaves_no_file(server: str, tmp_path: Path) -> None:
     assert not any(p.is_file() for p in cache.rglob("*"))
 
 
+@pytest.mark.slow
 def test_failed_download_leaves_no_file(server: str, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     proc = _cli(["corpus", "get", "tinyshakespeare", "--url", f"{server}/missing.txt"], tmp_path, cache)

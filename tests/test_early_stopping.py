@@ -46,6 +46,7 @@ def test_history_counts_evaluations_since_the_best() -> None:
     assert not loop.EarlyStopping.from_history(0, [(2, 1.0), (4, 2.0), (6, 3.0)]).triggered  # 0: off
 
 
+@pytest.mark.slow
 def test_patience_stops_keeps_the_best_and_resumes(tmp_path: Path, scripted_val: None) -> None:
     runs_dir = tmp_path / "runs"
     model = charlstm.train(config="tiny", overrides=OVERRIDES, runs_dir=runs_dir, name="p", progress=False)
@@ -71,6 +72,7 @@ def test_patience_stops_keeps_the_best_and_resumes(tmp_path: Path, scripted_val:
     assert vals == SCRIPTED[:10]
 
 
+@pytest.mark.slow
 def test_no_patience_trains_every_step(tmp_path: Path, scripted_val: None) -> None:
     model = charlstm.train(
         config="tiny",

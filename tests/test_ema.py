@@ -70,6 +70,7 @@ def ema_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[rundir.RunDir, ru
     return rundir.RunDir(runs / "ema"), summary
 
 
+@pytest.mark.slow
 def test_training_evaluates_the_average_and_checkpoints_it(ema_run: tuple[rundir.RunDir, runner.Summary]) -> None:
     run, summary = ema_run
     restored = checkpoint.restore(run)
@@ -92,6 +93,7 @@ def test_training_evaluates_the_average_and_checkpoints_it(ema_run: tuple[rundir
     assert summary.final_val_loss == evals[-1]["val_loss"]
 
 
+@pytest.mark.slow
 def test_resume_with_the_average_is_exact(ema_run: tuple[rundir.RunDir, runner.Summary], tmp_path: Path) -> None:
     ref = ema_run[0]
     cut = tmp_path / "cut"
@@ -105,6 +107,7 @@ def test_resume_with_the_average_is_exact(ema_run: tuple[rundir.RunDir, runner.S
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 def test_turning_the_average_on_or_off_for_a_saved_run_is_a_clear_error(
     ema_run: tuple[rundir.RunDir, runner.Summary],
 ) -> None:
@@ -114,6 +117,7 @@ def test_turning_the_average_on_or_off_for_a_saved_run_is_a_clear_error(
         checkpoint.restore(ema_run[0], cfg=_cfg("optim.ema=0"))
 
 
+@pytest.mark.slow
 def test_non_finite_steps_leave_the_average_alone() -> None:
     cfg = _cfg()
     state = loop.init_state(cfg, 7)

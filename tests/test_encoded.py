@@ -213,6 +213,7 @@ def test_two_writers_of_one_entry(tmp_path: Path) -> None:
     assert [p.name for p in encoded.cache_root().iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.slow
 def test_processes_sharing_a_cache_encode_once(tmp_path: Path) -> None:
     # The processes of a job on one host start together: one encodes, the others wait for it and reuse it.
     path = write(tmp_path, MIXED * 40_000)  # 2.8 MB, non-ASCII: the slow path, so the builds would overlap

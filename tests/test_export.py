@@ -75,6 +75,7 @@ def test_torch_state_dict_equals_independent_conversion(cell: str) -> None:
         np.testing.assert_array_equal(sd[key], want[key].astype(np.float32), err_msg=key)  # a pure relayout: exact
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("embed", [0, 6])
 def test_reference_on_exported_state_dict_reproduces_apply(cell: str, embed: int) -> None:

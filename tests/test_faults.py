@@ -61,6 +61,7 @@ def _assert_loadable(run: Path) -> None:
         checkpoint.restore(rundir.RunDir(run), step)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_saves_and_says_how_to_resume(tmp_path: Path, signum: int, code: int) -> None:
     proc = _start(["train", *LONG, "--name", "r"], tmp_path)
@@ -77,6 +78,7 @@ def test_signal_saves_and_says_how_to_resume(tmp_path: Path, signum: int, code: 
     assert not rundir.is_locked(rundir.RunDir(tmp_path / "runs" / "r"))
 
 
+@pytest.mark.slow
 def test_second_ctrl_c_exits_at_once_and_keeps_checkpoints_intact(tmp_path: Path) -> None:
     proc = _start(["train", *LONG, "--name", "r"], tmp_path)
     _wait_for_steps(proc, n_lines=3)
@@ -88,6 +90,7 @@ def test_second_ctrl_c_exits_at_once_and_keeps_checkpoints_intact(tmp_path: Path
     _assert_loadable(tmp_path / "runs" / "r")
 
 
+@pytest.mark.slow
 def test_kill_9_repeatedly_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     args = [
         "--config",
@@ -124,6 +127,7 @@ def test_kill_9_repeatedly_then_resume_equals_uninterrupted(tmp_path: Path) -> N
     assert vals("cut") == vals("ref")
 
 
+@pytest.mark.slow
 def test_non_finite_steps_are_skipped_then_training_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = config.load(
         "tiny", ["train.steps=10", "checkpoint.every=5", "train.max_bad_steps=3", "train.sample_length=0"]
@@ -153,6 +157,7 @@ def test_non_finite_steps_are_skipped_then_training_stops(tmp_path: Path, monkey
     assert not rundir.is_locked(run)
 
 
+@pytest.mark.slow
 def test_skipped_step_leaves_params_and_optimizer_state_unchanged() -> None:
     cfg = config.load("tiny", ["data.batch_size=2", "data.seq_len=4"])
     state = loop.init_state(cfg, 5)

@@ -40,6 +40,7 @@ def _val_losses(run: Path) -> list[float]:
     return [r["val_loss"] for r in rundir.read_metrics(run / "metrics.jsonl") if "val_loss" in r]
 
 
+@pytest.mark.slow
 def test_fine_tuning_on_its_own_corpus_continues_from_its_loss(source: tuple[charlstm.Model, Path]) -> None:
     src, runs = source
     first_src, last_src = _val_losses(src.run_dir)[0], _val_losses(src.run_dir)[-1]
@@ -58,6 +59,7 @@ def test_fine_tuning_on_its_own_corpus_continues_from_its_loss(source: tuple[cha
     assert ft.vocab == src.vocab
 
 
+@pytest.mark.slow
 def test_unknown_characters_are_named_or_added(source: tuple[charlstm.Model, Path], tmp_path: Path) -> None:
     src, runs = source
     text = (ROOT / "corpora" / "languages.txt").read_text(encoding="utf-8")[:20_000]
@@ -80,6 +82,7 @@ def test_unknown_characters_are_named_or_added(source: tuple[charlstm.Model, Pat
     assert list(ext.vocab.symbols) == sorted(ext.vocab.symbols)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("embed, tie", [(0, False), (8, False), (16, True)])
 def test_extended_rows_are_the_old_ones_or_fresh(embed: int, tie: bool) -> None:
     cfg = config.load("tiny", [f"model.embed={embed}", f"model.tie_embed={str(tie).lower()}", "model.hidden=16"])
@@ -107,6 +110,7 @@ def test_extended_rows_are_the_old_ones_or_fresh(embed: int, tie: bool) -> None:
     np.testing.assert_array_equal(out["layers"][0]["W_hh"], trained["layers"][0]["W_hh"])  # the rest is kept
 
 
+@pytest.mark.slow
 def test_shape_changes_and_option_mistakes_are_usage_errors(source: tuple[charlstm.Model, Path]) -> None:
     _, runs = source
     with pytest.raises(UsageError, match="model.hidden=64"):
@@ -117,6 +121,7 @@ def test_shape_changes_and_option_mistakes_are_usage_errors(source: tuple[charls
         api.training_config("tiny", runs_dir=runs, resume="src", init_from="src")
 
 
+@pytest.mark.slow
 def test_cli_fine_tunes_from_the_best_checkpoint(source: tuple[charlstm.Model, Path], tmp_path: Path) -> None:
     _, runs = source
     proc = run_cli(

@@ -73,6 +73,7 @@ def test_train_resume_sample_or_clear_error(text: str, cfg_items: dict, raw: boo
             assert err.message and "\n" not in err.message
 
 
+@pytest.mark.slow
 def test_full_disk_while_saving_keeps_earlier_checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = config.load("tiny", ["train.steps=8", "checkpoint.every=4", "train.eval_every=4", "train.sample_length=0"])
     corpus = Path(__file__).resolve().parent.parent / "corpora" / "languages.txt"

@@ -30,6 +30,7 @@ def linear_norms(W: np.ndarray, V: np.ndarray, T: int) -> np.ndarray:
     return np.array(out)
 
 
+@pytest.mark.slow
 def test_linear_rnn_matches_hand_computation() -> None:
     rng = np.random.default_rng(0)
     B, H, T = 3, 5, 12
@@ -44,6 +45,7 @@ def test_linear_rnn_matches_hand_computation() -> None:
     np.testing.assert_allclose(np.asarray(norms), linear_norms(W, V, T), rtol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("a", [0.5, 0.9, 1.1])
 def test_scaled_identity_decays_as_a_power(a: float) -> None:
     """W = a I: the norm k steps back is a^k times the norm at k = 0, vanishing for a < 1, exploding for a > 1."""
@@ -56,6 +58,7 @@ def test_scaled_identity_decays_as_a_power(a: float) -> None:
     np.testing.assert_allclose(norms, norms[0] * a ** np.arange(T), rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_perturbation_changes_nothing_forward() -> None:
     """Zero perturbations leave the layer's outputs exactly as layers.scan_layer computes them."""
     rng = np.random.default_rng(2)
@@ -67,6 +70,7 @@ def test_perturbation_changes_nothing_forward() -> None:
     np.testing.assert_array_equal(np.asarray(hs), np.asarray(outs["h"]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_model_profile_against_direct_gradient(cell: str) -> None:
     """norms[k] equals the gradient of the last loss w.r.t. h_{T-k}, computed by rerunning the tail from there
@@ -90,7 +94,7 @@ def test_model_profile_against_direct_gradient(cell: str) -> None:
             logits = h_last @ params["head"]["W"] + params["head"]["b"]
             return optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(y[:, -1])).sum()
 
-        g = jax.grad(tail_loss)(carry[0])
+        g = jax.jit(jax.grad(tail_loss))(carry[0])
         np.testing.assert_allclose(prof[k], float(jnp.linalg.norm(g, axis=-1).mean()), rtol=1e-4)
 
 
@@ -102,6 +106,7 @@ def profile_at_init(cell: str, seed: int, T: int = 61, V: int = 30, H: int = 64)
     return gradflow.model_profile(params, cfg, x, y)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_rnn_vanishes_lstm_remembers_at_init(seed: int) -> None:
     """At PyTorch's initialisation a tanh RNN's gradient shrinks by orders of magnitude within 20 steps; an

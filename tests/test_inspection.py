@@ -35,6 +35,7 @@ def vocab_of(text: str) -> Vocab:
 # --- recorded traces == the NumPy reference ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_recorded_traces_match_reference(cell: str) -> None:
     vocab = vocab_of(TEXT)
@@ -59,6 +60,7 @@ def ref_names(cell: str) -> tuple[str, ...]:
     return {"lstm": ("i", "f", "g", "o", "c", "h"), "gru": ("r", "z", "n", "h"), "rnn": ("h",)}[cell]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell,show,name", [("lstm", "forget", "f"), ("gru", "update", "z"), ("rnn", None, "h")])
 def test_analyse_shows_reference_values_and_saturation(cell: str, show: str | None, name: str) -> None:
     vocab = vocab_of(TEXT)
@@ -247,6 +249,7 @@ def test_colour_scale_endpoints_midpoint_and_monotonic() -> None:
 WIDE = ["日", "本", "語", "🙂", "🎉", "a", "b", " ", "\n", "é", "\u0301", "\t", "\x1b", "한", "x"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(5))
 def test_wrapping_never_exceeds_the_width(seed: int) -> None:
     rng = random.Random(seed)
@@ -331,6 +334,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return runs
 
 
+@pytest.mark.slow
 def test_cli_inspect_top_html_and_place_memory(runs: Path, tmp_path: Path) -> None:
     out = tmp_path / "view.html"
     proc = run_cli(
@@ -371,6 +375,7 @@ def test_cli_inspect_top_html_and_place_memory(runs: Path, tmp_path: Path) -> No
     assert page.startswith("<!DOCTYPE html>") and "place memory" in page and "wrote" in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_inspect_cells_and_gates(runs: Path, tmp_path: Path) -> None:
     proc = run_cli(
         [
@@ -398,6 +403,7 @@ def test_cli_inspect_cells_and_gates(runs: Path, tmp_path: Path) -> None:
     assert "hidden state h" in rnn.stdout and "gate saturation" not in rnn.stdout
 
 
+@pytest.mark.slow
 def test_cli_inspect_errors(runs: Path, tmp_path: Path) -> None:
     base = ["inspect", "--runs-dir", str(runs), "--run", "lstm"]
     cases = [

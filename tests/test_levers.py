@@ -14,6 +14,9 @@ from charlstm.errors import ConfigError, UserError
 from charlstm.nn import cells, export, layers, model
 from charlstm.training import loop
 
+# One compiled program per configuration, instead of op-by-op dispatch of every call.
+apply = jax.jit(model.apply, static_argnames=("cfg", "train"))
+
 T, B, H, N_IN = 6, 3, 4, 5
 
 
@@ -55,6 +58,7 @@ def _run(p, xs, carry, h_mask=None, record=("h",)):
     return layers.scan_layer("lstm", p, xw, carry, record=record, h_mask=h_mask)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("masked", [False, True])
 def test_layer_norm_lstm_matches_numpy_reference(masked: bool) -> None:
     rng = np.random.default_rng(0)
@@ -69,6 +73,7 @@ def test_layer_norm_lstm_matches_numpy_reference(masked: bool) -> None:
     np.testing.assert_allclose(np.asarray(c), want_c, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_layer_norm_lstm_gradients_match_finite_differences() -> None:
     rng = np.random.default_rng(1)
     p = random_ln_layer(rng)
@@ -81,9 +86,9 @@ def test_layer_norm_lstm_gradients_match_finite_differences() -> None:
 
     with jax.enable_x64(True):
         p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), p)
-        grads = jax.grad(lambda q: jnp.sum(_run(q, jnp.asarray(xs), (jnp.asarray(h0), jnp.asarray(c0)))[0]["h"] * w))(
-            p64
-        )
+        grads = jax.jit(
+            jax.grad(lambda q: jnp.sum(_run(q, jnp.asarray(xs), (jnp.asarray(h0), jnp.asarray(c0)))[0]["h"] * w))
+        )(p64)
     eps = 1e-6
     for name, value in p.items():
         fd = np.zeros_like(value)
@@ -96,6 +101,7 @@ def test_layer_norm_lstm_gradients_match_finite_differences() -> None:
         assert np.abs(fd).max() > 1e-3, name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_recurrent_mask_drops_only_the_copy_of_h_that_feeds_w_hh(cell: str) -> None:
     """A mask of ones changes nothing; a mask m equals the reference run with W_hh's rows scaled by m
@@ -141,21 +147,23 @@ def _cfg(*sets: str) -> config.Config:
     return config.load("tiny", ["model.hidden=8", "data.batch_size=4", "data.seq_len=6", *sets])
 
 
+@pytest.mark.slow
 def test_recurrent_dropout_is_training_only_and_one_mask_per_window() -> None:
     cfg = _cfg("model.recurrent_dropout=0.5")
     params = model.init_params(cfg.model, 7, jax.random.PRNGKey(0))
     x = jnp.asarray(np.random.default_rng(3).integers(0, 7, (4, 6)))
     carry = model.zeros_carry(cfg.model, 4)
-    plain = model.apply(params, x, carry, _cfg().model)[0]
-    np.testing.assert_array_equal(np.asarray(model.apply(params, x, carry, cfg.model)[0]), np.asarray(plain))
+    plain = apply(params, x, carry, _cfg().model)[0]
+    np.testing.assert_array_equal(np.asarray(apply(params, x, carry, cfg.model)[0]), np.asarray(plain))
     k1, k2 = jax.random.PRNGKey(1), jax.random.PRNGKey(2)
-    a = model.apply(params, x, carry, cfg.model, train=True, key=k1)[0]
-    again = model.apply(params, x, carry, cfg.model, train=True, key=k1)[0]
-    b = model.apply(params, x, carry, cfg.model, train=True, key=k2)[0]
+    a = apply(params, x, carry, cfg.model, train=True, key=k1)[0]
+    again = apply(params, x, carry, cfg.model, train=True, key=k1)[0]
+    b = apply(params, x, carry, cfg.model, train=True, key=k2)[0]
     np.testing.assert_array_equal(np.asarray(a), np.asarray(again))  # deterministic for a key
     assert not np.allclose(np.asarray(a), np.asarray(plain)) and not np.allclose(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer_norm", [False, True])
 def test_weight_drop_zeroes_recurrent_weights_in_training_only(layer_norm: bool) -> None:
     cfg = _cfg("model.weight_drop=0.5", "model.hidden=32", f"model.layer_norm={str(layer_norm).lower()}")
@@ -164,12 +172,14 @@ def test_weight_drop_zeroes_recurrent_weights_in_training_only(layer_norm: bool)
     x = jnp.asarray(np.random.default_rng(3).integers(0, 7, (4, 6)))
     carry = model.zeros_carry(cfg.model, 4)
     np.testing.assert_array_equal(
-        np.asarray(model.apply(params, x, carry, cfg.model)[0]),
-        np.asarray(model.apply(params, x, carry, plain_cfg.model)[0]),
+        np.asarray(apply(params, x, carry, cfg.model)[0]),
+        np.asarray(apply(params, x, carry, plain_cfg.model)[0]),
     )
 
     def grads(c: config.Config) -> list[np.ndarray]:
-        g = jax.grad(lambda q: loop.loss_fn(q, x, x, carry, c.model, train=True, key=jax.random.PRNGKey(4))[0])(params)
+        g = jax.jit(
+            jax.grad(lambda q: loop.loss_fn(q, x, x, carry, c.model, train=True, key=jax.random.PRNGKey(4))[0])
+        )(params)
         return [np.asarray(layer["W_hh"]) for layer in g["layers"]]
 
     for g_drop, g_plain in zip(grads(cfg), grads(plain_cfg)):
@@ -177,15 +187,16 @@ def test_weight_drop_zeroes_recurrent_weights_in_training_only(layer_norm: bool)
         assert 0.4 < np.mean(g_drop == 0.0) < 0.6, np.mean(g_drop == 0.0)
         assert np.mean(g_plain == 0.0) < 0.01
     # A different key drops different weights; the same key the same ones.
-    a = model.apply(params, x, carry, cfg.model, train=True, key=jax.random.PRNGKey(1))[0]
-    b = model.apply(params, x, carry, cfg.model, train=True, key=jax.random.PRNGKey(2))[0]
-    again = model.apply(params, x, carry, cfg.model, train=True, key=jax.random.PRNGKey(1))[0]
+    a = apply(params, x, carry, cfg.model, train=True, key=jax.random.PRNGKey(1))[0]
+    b = apply(params, x, carry, cfg.model, train=True, key=jax.random.PRNGKey(2))[0]
+    again = apply(params, x, carry, cfg.model, train=True, key=jax.random.PRNGKey(1))[0]
     np.testing.assert_array_equal(np.asarray(a), np.asarray(again))
     assert not np.allclose(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 def test_dropout_ramp_scales_every_rate_from_zero() -> None:
-    rates = ("model.layers=2", "model.hidden=16")
+    rates = ("model.layers=1", "model.hidden=8")  # the ramp scales every rate alike, whatever the size
     cfg = _cfg(
         *rates, "model.dropout=0.4", "model.recurrent_dropout=0.2", "model.weight_drop=0.4", "model.dropout_ramp=100"
     )
@@ -196,13 +207,13 @@ def test_dropout_ramp_scales_every_rate_from_zero() -> None:
     x = jnp.asarray(np.random.default_rng(3).integers(0, 7, (4, 6)))
     carry = model.zeros_carry(cfg.model, 4)
     key = jax.random.PRNGKey(5)
-    apply = lambda c, **kw: np.asarray(model.apply(params, x, carry, c.model, **kw)[0])  # noqa: E731
+    run = lambda c, **kw: np.asarray(apply(params, x, carry, c.model, **kw)[0])  # noqa: E731
     # Scale 0 is the evaluation network; scale 0.5 draws the masks of rates halved, from the same key.
-    np.testing.assert_array_equal(apply(cfg, train=True, key=key, dropout_scale=0.0), apply(cfg))
+    np.testing.assert_array_equal(run(cfg, train=True, key=key, dropout_scale=0.0), run(cfg))
     np.testing.assert_allclose(
-        apply(cfg, train=True, key=key, dropout_scale=0.5), apply(half, train=True, key=key), rtol=1e-6
+        run(cfg, train=True, key=key, dropout_scale=0.5), run(half, train=True, key=key), rtol=1e-6
     )
-    assert not np.allclose(apply(cfg, train=True, key=key, dropout_scale=0.5), apply(cfg, train=True, key=key))
+    assert not np.allclose(run(cfg, train=True, key=key, dropout_scale=0.5), run(cfg, train=True, key=key))
 
     # In the training loop the ramp follows the optimizer step: step 0 trains the undropped network.
     state = loop.init_state(cfg, 7)
@@ -213,6 +224,7 @@ def test_dropout_ramp_scales_every_rate_from_zero() -> None:
     assert abs(float(metrics["loss"]) - float(clean)) > 1e-4  # without a ramp step 0 is dropped
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "sets", [("model.embed=8", "model.layer_norm=true"), ("model.embed=0",), ("model.cell=gru", "model.embed=8")]
 )
@@ -228,14 +240,12 @@ def test_input_dropout_hides_characters_in_training_only(sets: tuple[str, ...]) 
         blank_params["embed"] = jnp.zeros_like(params["embed"])
     else:
         blank_params["layers"][0]["W_ih"] = jnp.zeros_like(params["layers"][0]["W_ih"])
-    seen = np.asarray(model.apply(params, x, carry, cfg.model)[0])
-    blank = np.asarray(model.apply(blank_params, x, carry, cfg.model)[0])
-    np.testing.assert_array_equal(
-        seen, np.asarray(model.apply(params, x, carry, _cfg("model.hidden=16", *sets).model)[0])
-    )
+    seen = np.asarray(apply(params, x, carry, cfg.model)[0])
+    blank = np.asarray(apply(blank_params, x, carry, cfg.model)[0])
+    np.testing.assert_array_equal(seen, np.asarray(apply(params, x, carry, _cfg("model.hidden=16", *sets).model)[0]))
 
     def hidden(key: int) -> np.ndarray:
-        out = np.asarray(model.apply(params, x, carry, cfg.model, train=True, key=jax.random.PRNGKey(key))[0])
+        out = np.asarray(apply(params, x, carry, cfg.model, train=True, key=jax.random.PRNGKey(key))[0])
         is_blank = np.all(np.isclose(out, blank, atol=1e-6), axis=(1, 2))
         assert np.all(is_blank | np.all(np.isclose(out, seen, atol=1e-6), axis=(1, 2)))  # nothing in between
         return is_blank
@@ -246,6 +256,7 @@ def test_input_dropout_hides_characters_in_training_only(sets: tuple[str, ...]) 
     assert not np.array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_orthogonal_init_gives_orthogonal_gate_blocks() -> None:
     p = cells.init_layer("lstm", jax.random.PRNGKey(0), 5, 16, init_hh="orthogonal")
     w = np.asarray(p["W_hh"])
@@ -255,6 +266,7 @@ def test_orthogonal_init_gives_orthogonal_gate_blocks() -> None:
     assert not np.allclose(w[:, :16], w[:, 16:32])
 
 
+@pytest.mark.slow
 def test_tied_head_reads_the_embedding_and_trains_it_through_both_paths() -> None:
     cfg = _cfg("model.embed=8", "model.tie_embed=true")
     untied = model.init_params(_cfg("model.embed=8").model, 7, jax.random.PRNGKey(0))
@@ -266,8 +278,8 @@ def test_tied_head_reads_the_embedding_and_trains_it_through_both_paths() -> Non
     )
     x = jnp.asarray(np.random.default_rng(4).integers(0, 3, (4, 6)))  # ids 3..6 never read as inputs
     y = jnp.full((4, 6), 5)
-    grads = jax.grad(
-        lambda q: loop.loss_fn(q, x, y, model.zeros_carry(cfg.model, 4), cfg.model, train=False, key=None)[0]
+    grads = jax.jit(
+        jax.grad(lambda q: loop.loss_fn(q, x, y, model.zeros_carry(cfg.model, 4), cfg.model, train=False, key=None)[0])
     )(params)
     g = np.asarray(grads["embed"])
     assert np.abs(g[5]).max() > 0  # only the head reaches row 5 (a target, never an input)
@@ -275,6 +287,7 @@ def test_tied_head_reads_the_embedding_and_trains_it_through_both_paths() -> Non
     np.testing.assert_allclose(sd["head.weight"], np.asarray(params["embed"]) / np.sqrt(8), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_layer_norm_model_trains_and_refuses_torch_export() -> None:
     cfg = _cfg("model.layer_norm=true", "optim.lr=0.02")
     state = loop.init_state(cfg, 7)

@@ -51,6 +51,7 @@ def test_a_stale_pid_file_does_not_lock_even_when_its_pid_is_alive(tmp_path: Pat
         assert run.lock_pid_file.read_text() == str(os.getpid())
 
 
+@pytest.mark.slow
 def test_a_killed_holder_frees_the_run_at_once(tmp_path: Path) -> None:
     run = rundir.RunDir(tmp_path)
     holder = subprocess.Popen(
@@ -75,6 +76,7 @@ def test_a_killed_holder_frees_the_run_at_once(tmp_path: Path) -> None:
         assert run.lock_pid_file.read_text() == str(os.getpid())
 
 
+@pytest.mark.slow
 def test_two_trainers_racing_for_one_run_one_trains_the_other_fails(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "charlstm.cli", "train", *TINY_TRAIN, "--runs-dir", str(tmp_path), "--name", "r"]
     procs = [

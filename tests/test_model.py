@@ -90,6 +90,7 @@ def test_starting_carry_matters_and_chunks_compose(cell: str) -> None:
     assert not np.allclose(np.asarray(fresh), np.asarray(second), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_single_layer_and_uint8_ids_match_reference() -> None:
     cfg, params = make("lstm", layers=1, seed=5)
     ids = random_ids(6)
@@ -97,6 +98,7 @@ def test_single_layer_and_uint8_ids_match_reference() -> None:
     np.testing.assert_allclose(np.asarray(logits), reference(params, cfg, ids)[0], rtol=0, atol=ATOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", CELLS)
 def test_record_returns_reference_traces_per_layer(cell: str) -> None:
     cfg, params = make(cell, seed=7)
@@ -125,6 +127,7 @@ def test_record_subset_without_h() -> None:
     assert [set(r) for r in recorded] == [{"f"}, {"f"}]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", CELLS)
 def test_dropout(cell: str) -> None:
     cfg, params = make(cell, dropout=0.5, seed=12)
@@ -150,6 +153,7 @@ def test_dropout(cell: str) -> None:
     np.testing.assert_array_equal(np.asarray(t0), np.asarray(ev0))
 
 
+@pytest.mark.slow
 def test_dropout_mask_zeroes_and_rescales_the_head_input() -> None:
     """With one layer, dropout sits only before the head: logits = (mask * h / (1-p)) W + b."""
     rate = 0.5
@@ -205,6 +209,7 @@ def _ref_loss(params, cell, ids, targets, carry) -> float:
     return ref.cross_entropy(logits, targets)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", CELLS)
 def test_loss_fn_value_and_gradient_match_reference_finite_differences(cell: str) -> None:
     hidden, batch, length = H, 2, 4
@@ -219,7 +224,7 @@ def test_loss_fn_value_and_gradient_match_reference_finite_differences(cell: str
         def f(p):
             return loop.loss_fn(p, jnp.asarray(ids), jnp.asarray(targets), c64, cfg, train=False, key=None)[0]
 
-        loss, grads = jax.value_and_grad(f)(jax.tree_util.tree_map(jnp.asarray, p64))
+        loss, grads = jax.jit(jax.value_and_grad(f))(jax.tree_util.tree_map(jnp.asarray, p64))
         grads = jax.tree_util.tree_map(np.asarray, grads)
 
     assert float(loss) == pytest.approx(_ref_loss(p64, cell, ids, targets, c64), abs=1e-10)
@@ -256,6 +261,7 @@ def test_loss_fn_value_and_gradient_match_reference_finite_differences(cell: str
     assert np.abs(grads["layers"][0]["W_hh"]).max() > 1e-4  # the recurrent path carries gradient
 
 
+@pytest.mark.slow
 def test_loss_fn_is_mean_cross_entropy_in_nats() -> None:
     cfg, params = make("gru", seed=19)
     ids, targets = random_ids(20), random_ids(21)

@@ -59,6 +59,7 @@ def _vocab(name: str) -> corpus.Vocab:
     return corpus.build_vocab(corpus.to_points(corpus.read_bytes(corpus.CORPORA_DIR / name), "utf-8"), "utf-8")
 
 
+@pytest.mark.slow
 def test_check_covers_every_place_and_kind_and_is_seeded() -> None:
     path = corpus.CORPORA_DIR / "essay.txt"
     vocab = _vocab("essay.txt")
@@ -80,6 +81,7 @@ def test_check_covers_every_place_and_kind_and_is_seeded() -> None:
     assert promptcheck.pairs_for(Path(__file__), vocab) is None
 
 
+@pytest.mark.slow
 def test_a_vocabulary_without_the_essays_characters_checks_the_prompts_it_can_read() -> None:
     vocab = _vocab("languages.txt")  # no comma: the essay's sentence and the held-out sentences cannot be read
     pairs = promptcheck.pairs_for(corpus.CORPORA_DIR / "languages.txt", vocab)
@@ -92,6 +94,7 @@ def test_a_vocabulary_without_the_essays_characters_checks_the_prompts_it_can_re
     assert math.isnan(a.heldout_mean()) and math.isnan(a.essay_mean())
 
 
+@pytest.mark.slow
 def test_train_on_the_bundled_corpus_reports_the_check(tmp_path: Path) -> None:
     args = ["train", *TINY_TRAIN, "--set", "train.prompt_check=true", "--runs-dir", tmp_path, "--name", "r"]
     proc = run_cli(args)

@@ -67,6 +67,7 @@ def test_a_corpus_named_with_a_leading_dot_gets_a_plain_default_name() -> None:
 # --- damaged run files -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("line", ["[1, 2]", '{"step": "x"}', '{"loss": 1.0}', "7", "not json"])
 def test_one_bad_metrics_line_makes_that_run_damaged_and_the_others_listed(
     runs: Path, tmp_path: Path, line: str
@@ -86,6 +87,7 @@ def test_one_bad_metrics_line_makes_that_run_damaged_and_the_others_listed(
     assert_ok(run_cli(["plot", "good", "--runs-dir", where]))
 
 
+@pytest.mark.slow
 def test_a_torn_last_metrics_line_is_what_a_killed_trainer_leaves(runs: Path, tmp_path: Path) -> None:
     where = copy_run(runs, tmp_path)
     metrics = where / "a" / "metrics.jsonl"
@@ -93,6 +95,7 @@ def test_a_torn_last_metrics_line_is_what_a_killed_trainer_leaves(runs: Path, tm
     assert runs_lib.list_runs(where)[0].status == "finished"
 
 
+@pytest.mark.slow
 def test_a_damaged_config_is_a_run_error_not_a_usage_error(runs: Path, tmp_path: Path) -> None:
     where = copy_run(runs, tmp_path)
     (where / "a" / "config.yaml").write_text("model: [unclosed\n")
@@ -124,6 +127,7 @@ def test_a_metrics_write_on_a_full_disk_says_how_to_resume() -> None:
     log.close()  # the lost line is not reported twice
 
 
+@pytest.mark.slow
 def test_a_checkpoint_write_failure_is_one_line_and_keeps_earlier_ones(
     runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -177,6 +181,7 @@ def _tmpfs(path: Path, size: str) -> bool:
     return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]).returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("free_kb", "extra"),
     [
@@ -230,6 +235,7 @@ def test_a_full_disk_during_training_is_one_line_and_resume_continues(
 # --- text, seeds and files -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_prompt_byte_that_is_not_utf8_is_one_line(runs: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "charlstm.cli", "sample", "--runs-dir", str(runs), "--prompt", b"J\xff"],
@@ -241,6 +247,7 @@ def test_a_prompt_byte_that_is_not_utf8_is_one_line(runs: Path) -> None:
     assert_clean_error(proc, "the prompt is not valid Unicode: character 2", code=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", ["99999999999999999999", "4294967296", "-1"])
 def test_a_seed_outside_0_to_2_32_is_refused(runs: Path, seed: str) -> None:
     proc = run_cli(["sample", "--runs-dir", runs, "-n", "5", "--seed", seed])
@@ -252,11 +259,13 @@ def test_train_seed_has_the_same_range() -> None:
         config.load("tiny", [f"train.seed={1 << 40}"])
 
 
+@pytest.mark.slow
 def test_a_prompt_with_an_unknown_character_names_skip_unknown(runs: Path) -> None:
     proc = run_cli(["sample", "--runs-dir", runs, "--prompt", "Jé", "-n", "5"])
     assert_clean_error(proc, "1 character not in the run's vocabulary: 'é'", "drop it, or pass --skip-unknown", code=2)
 
 
+@pytest.mark.slow
 def test_devices_are_not_read_as_corpora_or_files(runs: Path, tmp_path: Path) -> None:
     proc = run_cli(["train", "/dev/zero", "--encoding", "bytes", "--runs-dir", tmp_path / "runs"], timeout=60)
     assert_clean_error(proc, "/dev/zero is not a regular file", code=1)
@@ -265,6 +274,7 @@ def test_devices_are_not_read_as_corpora_or_files(runs: Path, tmp_path: Path) ->
     assert_clean_error(proc, "prompt file /dev/zero is not a regular file", code=1)
 
 
+@pytest.mark.slow
 def test_eval_of_invalid_utf8_names_no_option_eval_lacks(runs: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"Jammu \xff")
@@ -281,6 +291,7 @@ def test_an_empty_config_file_is_an_error(tmp_path: Path) -> None:
 # --- resuming with another model -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("override", "words"),
     [("model.layer_norm=true", "params/layers/0/g_hh is not in the checkpoint"), ("model.embed=16", "params/embed")],
@@ -318,6 +329,7 @@ def test_shape_keys_are_exactly_the_model_keys_that_change_the_parameters() -> N
     assert shaping == set(config.SHAPE_KEYS)
 
 
+@pytest.mark.slow
 def test_resume_reads_the_runs_saved_config_for_keys_it_predates(runs: Path, tmp_path: Path) -> None:
     where = copy_run(runs, tmp_path)
     cfg_file = where / "a" / "config.yaml"
@@ -331,6 +343,7 @@ def test_resume_reads_the_runs_saved_config_for_keys_it_predates(runs: Path, tmp
 # --- export and inspect ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_export_does_not_overwrite_without_force(runs: Path, tmp_path: Path) -> None:
     out = tmp_path / "m.npz"
     assert_ok(run_cli(["export", "--runs-dir", runs, "--out", out]))
@@ -343,6 +356,7 @@ def test_export_does_not_overwrite_without_force(runs: Path, tmp_path: Path) -> 
     assert_clean_error(run_cli(["export", "--runs-dir", runs, "--out", folder]), "model.safetensors", code=1)
 
 
+@pytest.mark.slow
 def test_inspect_skips_unknown_characters_and_marks_them(runs: Path) -> None:
     proc = run_cli(["--color", "never", "inspect", "--runs-dir", runs, "--text", "Jammu é is €", "--cell", "0"])
     assert_ok(proc)

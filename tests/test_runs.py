@@ -251,6 +251,7 @@ def test_plot_command(tmp_path: Path) -> None:
     assert_clean_error(run_cli(["plot", "one", "--runs-dir", runs, "--x", "hours"]), "hours", code=2)
 
 
+@pytest.mark.slow
 def test_plot_follow_waits_for_the_trainer(tmp_path: Path) -> None:
     """--follow draws until the run's lock is released, and its last picture (here the CSV) has every row."""
     runs = tmp_path / "runs"

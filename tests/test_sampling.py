@@ -26,6 +26,7 @@ def test_top_k_keeps_exactly_the_k_largest() -> None:
     assert np.isfinite(out).tolist() == [[False, True, False, True, False]]
 
 
+@pytest.mark.slow
 def test_top_p_keeps_the_smallest_set_reaching_p() -> None:
     probs = np.array([0.5, 0.3, 0.15, 0.05])
     logits = jnp.log(jnp.asarray(probs))[None]
@@ -43,6 +44,7 @@ def test_temperature_scales_logits() -> None:
     np.testing.assert_allclose(sampling.filter_logits(logits, 0.5, 0, 1.0), [[2.0, 4.0]])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_greedy_chunks_equal_a_per_character_loop(cell: str) -> None:
     params, cfg = _setup(cell)
@@ -62,6 +64,7 @@ def test_greedy_chunks_equal_a_per_character_loop(cell: str) -> None:
     assert sampling.compiled(cfg, opts)[1]._cache_size() == 1
 
 
+@pytest.mark.slow
 def test_seeded_sampling_is_repeatable_and_batched() -> None:
     params, cfg = _setup()
     prompt = sampling.encode_prompt(VOCAB, "ab")
@@ -100,6 +103,7 @@ def test_prompt_checks() -> None:
     sampling.SampleOptions(temperature=0, greedy=True).check(len(VOCAB))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("temperature", "top_k"), [(1.0, 0), (0.5, 0), (1.0, 3)])
 def test_sampled_frequencies_follow_the_filtered_softmax(temperature: float, top_k: int) -> None:
     """4000 independent first characters against the model's own distribution after the prompt."""

@@ -19,6 +19,7 @@ from charlstm.nn import model
 VOCAB = Vocab("utf-8", tuple(sorted(ord(c) for c in "abcde \n")))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk", [7, 16, 100])
 def test_chunked_score_equals_one_pass(chunk: int) -> None:
     cfg = config.ModelConfig(cell="lstm", layers=2, hidden=12)

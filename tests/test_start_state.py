@@ -69,6 +69,7 @@ def test_restart_replaces_only_the_reset_rows() -> None:
         np.testing.assert_array_equal(np.asarray(got)[1], np.asarray(old)[1])
 
 
+@pytest.mark.slow
 def test_gradient_reaches_the_start_state_as_finite_differences_say() -> None:
     cfg, params = _setup(layers=2)
     ids = _ids(length=T + 1)
@@ -76,11 +77,12 @@ def test_gradient_reaches_the_start_state_as_finite_differences_say() -> None:
     carry = jax.tree_util.tree_map(jnp.ones_like, model.start_carry(params, cfg, B))
     reset = jnp.array([True, False, True])
 
+    @jax.jit  # one compiled program for the gradient and every shifted loss below
     def loss(p: model.Params) -> jax.Array:
         logits, _ = model.apply(p, x, model.restart(p, cfg, carry, reset), cfg)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-    grads = jax.grad(loss)(params)["start"]
+    grads = jax.jit(jax.grad(loss))(params)["start"]
     eps = 1e-2
     for layer, name, unit in ((0, "h", 1), (0, "c", 4), (1, "h", 0), (1, "c", 5)):
 
@@ -93,7 +95,7 @@ def test_gradient_reaches_the_start_state_as_finite_differences_say() -> None:
         assert abs(float(grads[layer][name][unit]) - numeric) < 2e-3 + 2e-2 * abs(numeric), (layer, name, unit)
     assert any(np.abs(np.asarray(g)).max() > 1e-4 for g in jax.tree_util.tree_leaves(grads))
     # no stream restarts: the start state gets no gradient
-    none = jax.grad(lambda p: loss_no_reset(p, cfg, x, y, carry))(params)["start"]
+    none = jax.jit(jax.grad(lambda p: loss_no_reset(p, cfg, x, y, carry)))(params)["start"]
     assert all(not np.asarray(g).any() for g in jax.tree_util.tree_leaves(none))
 
 
@@ -102,6 +104,7 @@ def loss_no_reset(p: model.Params, cfg: ModelConfig, x: jax.Array, y: jax.Array,
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
+@pytest.mark.slow
 def test_train_step_moves_the_start_state_only_when_streams_restart() -> None:
     cfg = config.load("tiny", ["model.hidden=8", "data.batch_size=4", "data.seq_len=6", "optim.warmup_steps=0"])
     state = loop.init_state(cfg, V)
@@ -115,6 +118,7 @@ def test_train_step_moves_the_start_state_only_when_streams_restart() -> None:
     assert bool(m["ok"]) and not np.array_equal(np.asarray(state.params["start"][0]["h"]), before)
 
 
+@pytest.mark.slow
 def test_every_reader_starts_from_the_start_state() -> None:
     cfg, params = _setup(layers=1)
     ids = _ids(batch=1, length=40)[0]
@@ -149,6 +153,7 @@ def test_every_reader_starts_from_the_start_state() -> None:
     assert float(nll[0, 0]) == pytest.approx(float(want_nll), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_trained_run_saves_restores_and_exports_its_start_state(tmp_path: Path) -> None:
     assert_ok(run_cli(["train", *TINY_TRAIN, "--runs-dir", tmp_path, "--name", "r"]))
     restored = checkpoint.load_run("r", tmp_path)

@@ -52,6 +52,7 @@ def read_events(directory: Path) -> tuple[dict[str, dict[int, float]], dict[int,
     return scalars, texts
 
 
+@pytest.mark.slow
 def test_event_files_hold_the_metrics_and_samples(tmp_path: Path) -> None:
     model = charlstm.train(config="tiny", overrides=OVERRIDES, runs_dir=tmp_path, name="tb", progress=False)
     run = rundir.RunDir(model.run_dir)
@@ -74,6 +75,7 @@ def test_event_files_hold_the_metrics_and_samples(tmp_path: Path) -> None:
     assert set(texts) == {3, 6} and all(len(t.strip()) >= 20 for t in texts.values())
 
 
+@pytest.mark.slow
 def test_resume_drops_the_events_after_its_checkpoint(tmp_path: Path) -> None:
     first = charlstm.train(config="tiny", overrides=OVERRIDES, runs_dir=tmp_path, name="r", progress=False)
     # Continue to step 9 from the checkpoint at step 3, as if steps 4-6 had been lost: the events logged at
@@ -86,6 +88,7 @@ def test_resume_drops_the_events_after_its_checkpoint(tmp_path: Path) -> None:
     assert set(scalars["val/loss"]) == {3, 6, 9}
 
 
+@pytest.mark.slow
 def test_without_tensorboardx_a_clear_error_before_training(tmp_path: Path) -> None:
     hidden = tmp_path / "no_tensorboardx" / "tensorboardX"
     hidden.mkdir(parents=True)

@@ -90,6 +90,7 @@ def _report() -> object:
         )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_exported_model_scores_as_charlstm_eval_and_samples(kind: str, tmp_path: Path) -> None:
     cfg, params, vocab = make(kind)
@@ -171,6 +172,7 @@ def test_export_kind() -> None:
         api.export_kind("model.pt")
 
 
+@pytest.mark.slow
 def test_a_trained_run_leaves_the_tool(tmp_path: Path) -> None:
     """The shipped configs are layer-normalised: train one, export it, and score and sample it with the exported
     script in a process where importing charlstm fails."""

@@ -51,6 +51,7 @@ def fused(cell, p, xw, carry):
     return layers.fused_layer(cell, p, xw, carry)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("zero_carry", [True, False])
 def test_fused_gradients_equal_autodiff_of_plain_scan(cell: str, zero_carry: bool) -> None:
@@ -69,6 +70,7 @@ def test_fused_gradients_equal_autodiff_of_plain_scan(cell: str, zero_carry: boo
         assert np.abs(want).max() > 1e-3, name  # every gradient (params, xw, carry) is exercised
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", CELLS)
 def test_fused_forward_equals_plain_scan(cell: str) -> None:
     with jax.enable_x64(True):
@@ -83,6 +85,7 @@ def test_fused_forward_equals_plain_scan(cell: str) -> None:
         np.testing.assert_allclose(np.asarray(v), np.asarray(b), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", CELLS)
 def test_bfloat16_compute_is_close_to_float32(cell: str) -> None:
     """bf16 matmul inputs, fp32 accumulation: outputs and gradients stay fp32 and near the fp32 values."""
@@ -100,6 +103,7 @@ def test_bfloat16_compute_is_close_to_float32(cell: str) -> None:
         assert float(jnp.abs(a - b).max()) < 0.05 * scale  # bf16 has an 8-bit mantissa: close, not equal
 
 
+@pytest.mark.slow
 def test_bfloat16_matmul_backward_runs_on_bfloat16_inputs() -> None:
     """cells.matmul's custom backward: both products on bf16-rounded operands with fp32 accumulation, which is
     what autodiff gives for fp32 operands that happen to be bf16-representable."""
@@ -121,6 +125,7 @@ def test_bfloat16_matmul_backward_runs_on_bfloat16_inputs() -> None:
     assert float(jnp.abs(db - db32).max()) < 0.03 * float(jnp.abs(db32).max())
 
 
+@pytest.mark.slow
 def test_gate_split_recurrent_backward_equals_one_product() -> None:
     dz = jax.random.normal(jax.random.PRNGKey(1), (3, 4 * 16))
     w_t = jax.random.normal(jax.random.PRNGKey(2), (4 * 16, 16)).astype(jnp.bfloat16)
@@ -129,6 +134,7 @@ def test_gate_split_recurrent_backward_equals_one_product() -> None:
     np.testing.assert_allclose(np.asarray(split), np.asarray(whole), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", CELLS)
 def test_train_step_gradient_uses_fused_layer_and_matches_plain(cell: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole model's loss gradient (two layers, head, integer inputs) is the same through either path."""
@@ -143,7 +149,7 @@ def test_train_step_gradient_uses_fused_layer_and_matches_plain(cell: str, monke
         def loss(p):
             return loop.loss_fn(p, ids[:, :-1], ids[:, 1:], carry, cfg, train=False, key=None)[0]
 
-        return jax.grad(loss)(params)
+        return jax.jit(jax.grad(loss))(params)  # one compiled program: faster than op-by-op
 
     fused_layer = layers.fused_layer
     g_fused = grad_with(fused_layer)
@@ -154,6 +160,7 @@ def test_train_step_gradient_uses_fused_layer_and_matches_plain(cell: str, monke
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_bfloat16_config_trains_one_step() -> None:
     cfg = Config.model_validate(
         {"model": {"hidden": 8, "layers": 2, "compute_dtype": "bfloat16"}, "data": {"seq_len": 6, "batch_size": 2}}
@@ -165,6 +172,7 @@ def test_bfloat16_config_trains_one_step() -> None:
     assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves(state.params))  # fp32 master weights
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("cell", "layer_norm", "masked"),
     [("lstm", True, False), ("lstm", True, True), ("lstm", False, True), ("rnn", False, True)],

@@ -67,6 +67,7 @@ def _log_probs(params: model.Params, cfg: config.Config, ids: np.ndarray) -> np.
     return np.asarray(logp[np.arange(len(ids) - 1), ids[1:]])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_the_page_scores_and_continues_as_charlstm_does(browser: Browser, tmp_path: Path, variant: str) -> None:
     params, cfg, vocab = _random_model(VARIANTS[variant])
@@ -83,6 +84,7 @@ def test_the_page_scores_and_continues_as_charlstm_does(browser: Browser, tmp_pa
     assert browser.eval(f"charlstm.greedy({json.dumps(PROMPT)}, 200)") == expected
 
 
+@pytest.mark.slow
 def test_the_page_generates_with_the_form_and_stands_alone(browser: Browser, tmp_path: Path) -> None:
     params, cfg, vocab = _random_model(VARIANTS["lstm"])
     path = tmp_path / "model.html"
@@ -114,6 +116,7 @@ def test_the_default_models_page_is_under_a_megabyte() -> None:
     assert len(webpage.page(params, cfg, vocab).encode()) < 1_000_000
 
 
+@pytest.mark.slow
 def test_export_writes_a_page_and_keeps_an_earlier_one(tmp_path: Path) -> None:
     charlstm.train(
         None, "tiny", {"train.steps": 6, "train.sample_length": 0}, runs_dir=tmp_path / "runs", name="t", progress=False

@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # What building needs from the checkout; the sdist made from this copy must be enough to build the wheel.
 SOURCES = ("pyproject.toml", "README.md", "charlstm", "configs", "corpora")
 
+pytestmark = pytest.mark.slow  # builds a wheel and installs it into a fresh virtualenv
+
 
 @dataclass(frozen=True)
 class Installed:
