@@ -10,6 +10,7 @@ import shlex
 import subprocess
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer import _click as click
@@ -249,6 +250,24 @@ def test_config_reference_is_the_schema() -> None:
     found = script.MARKERS.search(page)
     assert found and found.group(0) == script.table(), "docs/configuration.md: run python scripts/config_table.py"
     assert len(config.describe()) == found.group(0).count("\n| `")
+
+
+def _script(name: str) -> object:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    assert spec and spec.loader
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_command_reference_is_the_command_line() -> None:
+    script: Any = _script("commands_doc")
+    page = (ROOT / "docs" / "commands.md").read_text(encoding="utf-8")
+    assert sorted(script.MARKERS.findall(page)) == sorted(script.commands()), "a command without its block"
+    assert page == script.rewrite(page), "docs/commands.md: run python scripts/commands_doc.py"
+    # every option of every command is in it, by construction; spot-check a few
+    for option in ("--init-from RUN", "--prompt-file FILE", "--display-chars N", "--timed-steps N", "--host HOST"):
+        assert f"`{option}" in page or f", {option}" in page, option
 
 
 def test_every_command_is_in_the_readme() -> None:
