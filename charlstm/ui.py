@@ -137,6 +137,7 @@ class TrainingDisplay:
             self.task = self.progress.add_task(
                 "train",
                 total=int(info["steps"]),
+                # info's values are objects; start_step is an int
                 completed=int(info["start_step"]),  # type: ignore[call-overload]
                 loss="—",
                 val="—",

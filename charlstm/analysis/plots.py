@@ -43,7 +43,7 @@ def loss_chart(curves: Mapping[str, CellCurves], steps: int, **kw: object) -> st
         xlim=(0, steps),
         legend_at="top right",
         **kw,
-    )  # type: ignore[arg-type]
+    )  # type: ignore[arg-type]  # mixed-type options
 
 
 def grad_norm_chart(result: CompareResult, **kw: object) -> str:
@@ -60,7 +60,7 @@ def grad_norm_chart(result: CompareResult, **kw: object) -> str:
         xlim=(0, result.config.train.steps),
         legend_at="top right",
         **kw,
-    )  # type: ignore[arg-type]
+    )  # type: ignore[arg-type]  # mixed-type options
 
 
 def gradflow_chart(result: CompareResult, **kw: object) -> str:
@@ -78,7 +78,7 @@ def gradflow_chart(result: CompareResult, **kw: object) -> str:
         log_y=True,
         legend_at="bottom left",
         **kw,
-    )  # type: ignore[arg-type]
+    )  # type: ignore[arg-type]  # mixed-type options
 
 
 def longrange_chart(result: CompareResult, **kw: object) -> str | None:
@@ -105,18 +105,18 @@ def longrange_chart(result: CompareResult, **kw: object) -> str | None:
         hline=(result.chance, "chance") if result.chance else None,
         legend_at="top right",
         **kw,
-    )  # type: ignore[arg-type]
+    )  # type: ignore[arg-type]  # mixed-type options
 
 
 def charts(result: CompareResult, width: int, height: int, color: bool) -> list[str]:
     """All charts of a finished comparison, as strings, in reading order."""
     kw = {"width": width, "height": height, "color": color}
     curves = {r.spec.cell: r.curves for r in result.cells}
-    out = [loss_chart(curves, result.config.train.steps, **kw)]  # type: ignore[arg-type]
-    lr = longrange_chart(result, **kw)  # type: ignore[arg-type]
+    out = [loss_chart(curves, result.config.train.steps, **kw)]  # type: ignore[arg-type]  # mixed-type options
+    lr = longrange_chart(result, **kw)  # type: ignore[arg-type]  # mixed-type options
     if lr is not None:
         out.append(lr)
-    out += [gradflow_chart(result, **kw), grad_norm_chart(result, **kw)]  # type: ignore[arg-type]
+    out += [gradflow_chart(result, **kw), grad_norm_chart(result, **kw)]  # type: ignore[arg-type]  # mixed-type options
     return out
 
 

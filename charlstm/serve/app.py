@@ -286,7 +286,7 @@ def create_app(runs_dir: Path, default_run: str | None = None, runs: Runs | None
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     handlers = {BadRequest: bad_request, UserError: user_error, HTTPException: http_error}
-    return Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]
+    return Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]  # per-exception handlers
 
 
 def _events(analyzer: analysis.Analyzer, pieces: Iterator[str], skipped: list[dict[str, Any]]) -> Iterator[str]:
@@ -361,7 +361,7 @@ def serve(runs_dir: Path, run: str | None, host: str, port: int, open_browser: b
 def _server_class() -> type:
     import uvicorn
 
-    class Server(uvicorn.Server):  # type: ignore[misc]
+    class Server(uvicorn.Server):  # type: ignore[misc]  # uvicorn has no type stubs: its Server is Any
         """uvicorn's server, stopped by SIGINT or SIGTERM as usual, but remembering the signal instead of raising
         it again inside the event loop (which would leave its tasks pending, each with a traceback)."""
 
