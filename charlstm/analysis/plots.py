@@ -227,7 +227,9 @@ class LiveDisplay:
         self.plan, self.steps = plan, steps
         if not self.quiet:
             sizes = ", ".join(f"{s.cell} {s.hidden} hidden ({s.params:,} params)" for s in plan)
-            self.console.print(f"training {sizes}; {steps} steps each, same seed and batches")
+            self.console.print(
+                f"training {sizes}; same seed and batches, each until it stops improving (at most {steps} steps)"
+            )
         if self.live_mode:
             self.live = Live(console=self.console, auto_refresh=False, transient=True)
             self.live.start()
