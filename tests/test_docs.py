@@ -382,3 +382,22 @@ def test_the_readme_quotes_figures_only_from_the_measurements() -> None:
         f"README.md:{n}: {m.group(0)!r} in {line.strip()[:80]!r}" for n, line in outside for m in FIGURE.finditer(line)
     ]
     assert not found, "measured-looking figures outside a <!-- measured: ... --> span:\n" + "\n".join(found)
+
+
+def test_the_docs_show_no_development_history_and_no_machine_paths() -> None:
+    """Measurements keep their date, machine and command; how they were reached, and where the machine kept its
+    files, is not the reader's business."""
+    story = re.compile(
+        r"goals? and where|\b(missed|met)\s*\|\s*$|\b(midday|afternoon|morning|night of)\b|prototyped outside|"
+        r"tests? (suite )?ran beside|the shared machine|(?<![\w.])/(tmp|work|home|root)/",
+        re.I,
+    )
+    pages = [*PAGES, *sorted((ROOT / "configs").glob("*.yaml")), *sorted((ROOT / "docs" / "images").glob("*.svg"))]
+    hits = [
+        f"{rel(page)}:{n}: {line.strip()[:100]}"
+        for page in pages
+        for n, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1)
+        if story.search(line)
+    ]
+    assert not hits, "\n".join(hits)
+    assert story.search("2026-11-27, afternoon: both sides") and story.search("--runs-dir /tmp/servetest")
