@@ -18,10 +18,22 @@ from charlstm.errors import ConfigError, CorpusError, RunError, UsageError, User
 
 __version__ = "0.1.0"
 
-__all__ = ["ConfigError", "CorpusError", "Model", "RunError", "UsageError", "UserError", "__version__", "load", "train"]
+__all__ = [
+    "ConfigError",
+    "CorpusError",
+    "Model",
+    "RunError",
+    "SampleOptions",
+    "UsageError",
+    "UserError",
+    "__version__",
+    "load",
+    "train",
+]
 
 if TYPE_CHECKING:
     from charlstm.api import Model, load, train
+    from charlstm.nn.sampling import SampleOptions
 
 _API = ("Model", "load", "train")
 
@@ -32,4 +44,8 @@ def __getattr__(name: str) -> Any:
         from charlstm import api
 
         return getattr(api, name)
+    if name == "SampleOptions":
+        from charlstm.nn.sampling import SampleOptions
+
+        return SampleOptions
     raise AttributeError(f"module 'charlstm' has no attribute {name!r}")

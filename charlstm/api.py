@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # these import JAX
     from charlstm.evaluation import scoring
     from charlstm.nn import sampling
     from charlstm.training import checkpoint, runner
+    from charlstm.training.recorder import TrainReporter
 
 
 def _start_jax() -> None:
@@ -107,26 +108,23 @@ class Model:
     def sample(
         self,
         prompt: str | None = None,
+        options: sampling.SampleOptions | None = None,
         *,
-        length: int = 500,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        greedy: bool = False,
-        seed: int = 0,
-        num_samples: int = 1,
         skip_unknown: bool = False,
         line_start: bool = True,
+        **changes: Any,
     ) -> list[str]:
         """Generate `num_samples` texts of `length` characters after `prompt`, all in one batch.
 
-        Always a list, one string per sample (`model.sample("The ")[0]` for one), each starting with the prompt
-        as read (see `read_prompt`). The same seed and options give the same text, here and from `charlstm
-        sample`. `top_k` (0: off) and `top_p` (1: off) limit the draw to the most likely characters; `greedy`
-        always takes the most likely one. With `line_start` the model reads the prompt as the start of a line.
+        `options` (a `charlstm.SampleOptions`: length, temperature, top_k, top_p, greedy, seed, num_samples) say
+        how to draw; keyword arguments change single fields of it, e.g. `model.sample("The ", length=200,
+        seed=1)`. Always a list, one string per sample (`model.sample("The ")[0]` for one), each starting with
+        the prompt as read (see `read_prompt`). The same seed and options give the same text, here, from
+        `charlstm sample` and from `charlstm serve`. With `line_start` the model reads the prompt as the start
+        of a line; `skip_unknown` drops prompt characters it does not know (else a UsageError names them).
         """
         ids = self._prompt_ids(prompt, skip_unknown)
-        opts = self._options(length, temperature, top_k, top_p, greedy, seed, num_samples, line_start)
+        opts = self._options(options, changes, line_start)
         import numpy as np
 
         from charlstm.nn import sampling
@@ -138,21 +136,19 @@ class Model:
     def stream(
         self,
         prompt: str | None = None,
+        options: sampling.SampleOptions | None = None,
         *,
-        length: int = 500,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        greedy: bool = False,
-        seed: int = 0,
         skip_unknown: bool = False,
         line_start: bool = True,
+        **changes: Any,
     ) -> Iterator[str]:
-        """One sample, yielded as it is generated: first the prompt as read, then pieces of up to 512
-        characters. Joined, the pieces are `sample(...)[0]` with the same arguments. Options are checked
-        here, before the first piece is asked for."""
+        """One sample (`options.num_samples` must be 1), yielded as it is generated: first the prompt as read,
+        then pieces of up to 512 characters. Joined, the pieces are `sample(...)[0]` with the same arguments.
+        Options are checked here, before the first piece is asked for."""
         ids = self._prompt_ids(prompt, skip_unknown)
-        opts = self._options(length, temperature, top_k, top_p, greedy, seed, 1, line_start)
+        opts = self._options(options, changes, line_start)
+        if opts.num_samples != 1:
+            raise UsageError(f"stream generates one sample (num_samples={opts.num_samples})", "use sample()")
         return self._stream(ids, opts)
 
     def _stream(self, ids: np.ndarray, opts: sampling.SampleOptions) -> Iterator[str]:
@@ -175,28 +171,20 @@ class Model:
         return sampling.encode_prompt(self.vocab, text, skip_unknown)
 
     def _options(
-        self,
-        length: int,
-        temperature: float,
-        top_k: int,
-        top_p: float,
-        greedy: bool,
-        seed: int,
-        num_samples: int,
-        line_start: bool,
+        self, options: sampling.SampleOptions | None, changes: dict[str, Any], line_start: bool
     ) -> sampling.SampleOptions:
+        """`options` with `changes`, reading the prompt after a newline when `line_start`; checked."""
+        import dataclasses
+
         from charlstm.nn import sampling
 
-        opts = sampling.SampleOptions(
-            length=length,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            greedy=greedy,
-            seed=seed,
-            num_samples=num_samples,
-            newline_id=sampling.newline_id(self.vocab) if line_start else -1,
-        )
+        unknown = sorted(set(changes) - set(sampling.SampleOptions.FIELDS))
+        if unknown:
+            raise TypeError(
+                f"unknown sampling option(s) {unknown}: SampleOptions has {list(sampling.SampleOptions.FIELDS)}"
+            )
+        newline = sampling.newline_id(self.vocab) if line_start else -1
+        opts = dataclasses.replace(options or sampling.SampleOptions(), **changes, newline_id=newline)
         opts.check(len(self.vocab))
         return opts
 
@@ -345,7 +333,7 @@ def run_training(
     runs_dir: str | os.PathLike[str] = "runs",
     name: str | None = None,
     resume: rundir.RunDir | None = None,
-    reporter: runner.TrainReporter | None = None,
+    reporter: TrainReporter | None = None,
     init_from: str | os.PathLike[str] | None = None,
     checkpoint: str | int = "latest",
     extend_vocab: bool = False,
@@ -355,7 +343,7 @@ def run_training(
 
     `init_from`: start from that run's `checkpoint` (fine-tuning; `cfg` from `training_config(init_from=...)`),
     with `extend_vocab` growing the vocabulary for characters the run does not know. `reporter` sees every
-    event (see `runner.TrainReporter`; `ui.TrainingDisplay` is the live display); it may also have an
+    event (see `TrainReporter`; `ui.TrainingDisplay` is the live display); it may also have an
     `encoding(phase, done, total)` method for the progress of encoding a large corpus. A `train.time` budget
     counts from `started` (`time.monotonic()`; default: this call).
     """
@@ -414,7 +402,7 @@ def train(
     started = _time.monotonic()
     items = override_items(overrides) + ([f"train.time={time}"] if time is not None else [])
     cfg, run = training_config(config, items, resume=resume, runs_dir=runs_dir, init_from=init_from)
-    reporter: runner.TrainReporter
+    reporter: TrainReporter
     if progress:
         from charlstm import ui
 

@@ -141,7 +141,7 @@ class TrainingDisplay:
             steps = info.get("steps")
             self.task = self.progress.add_task(
                 "train",
-                total=None if steps is None else int(steps),  # type: ignore[call-overload]
+                total=None if steps is None else int(steps),  # type: ignore[call-overload]  # info's values are objects
                 completed=int(info["start_step"]),  # type: ignore[call-overload]
                 loss="—",
                 val="—",

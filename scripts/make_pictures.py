@@ -51,6 +51,7 @@ def record(console: Console) -> None:
     """Make one of charlstm's consoles a recording 100-column colour terminal (they are module-level objects,
     and the training display holds a reference, so they are changed in place rather than replaced)."""
     console.record = True
+    del console._record_buffer[:]  # this picture only, even after another in the same process
     console._force_terminal = True
     console._color_system = ColorSystem.TRUECOLOR
     console.width, console.height = WIDTH, HEIGHT

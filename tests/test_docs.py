@@ -10,6 +10,7 @@ import shlex
 import subprocess
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer import _click as click
@@ -251,6 +252,24 @@ def test_config_reference_is_the_schema() -> None:
     assert len(config.describe()) == found.group(0).count("\n| `")
 
 
+def _script(name: str) -> object:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    assert spec and spec.loader
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_command_reference_is_the_command_line() -> None:
+    script: Any = _script("commands_doc")
+    page = (ROOT / "docs" / "commands.md").read_text(encoding="utf-8")
+    assert sorted(script.MARKERS.findall(page)) == sorted(script.commands()), "a command without its block"
+    assert page == script.rewrite(page), "docs/commands.md: run python scripts/commands_doc.py"
+    # every option of every command is in it, by construction; spot-check a few
+    for option in ("--init-from RUN", "--prompt-file FILE", "--display-chars N", "--timed-steps N", "--host HOST"):
+        assert f"`{option}" in page or f", {option}" in page, option
+
+
 def test_every_command_is_in_the_readme() -> None:
     names = [c.name or c.callback.__name__ for c in cli.app.registered_commands]  # type: ignore[union-attr]
     names += [g.name for g in cli.app.registered_groups]
@@ -363,3 +382,22 @@ def test_the_readme_quotes_figures_only_from_the_measurements() -> None:
         f"README.md:{n}: {m.group(0)!r} in {line.strip()[:80]!r}" for n, line in outside for m in FIGURE.finditer(line)
     ]
     assert not found, "measured-looking figures outside a <!-- measured: ... --> span:\n" + "\n".join(found)
+
+
+def test_the_docs_show_no_development_history_and_no_machine_paths() -> None:
+    """Measurements keep their date, machine and command; how they were reached, and where the machine kept its
+    files, is not the reader's business."""
+    story = re.compile(
+        r"goals? and where|\b(missed|met)\s*\|\s*$|\b(midday|afternoon|morning|night of)\b|prototyped outside|"
+        r"tests? (suite )?ran beside|the shared machine|(?<![\w.])/(tmp|work|home|root)/",
+        re.I,
+    )
+    pages = [*PAGES, *sorted((ROOT / "configs").glob("*.yaml")), *sorted((ROOT / "docs" / "images").glob("*.svg"))]
+    hits = [
+        f"{rel(page)}:{n}: {line.strip()[:100]}"
+        for page in pages
+        for n, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1)
+        if story.search(line)
+    ]
+    assert not hits, "\n".join(hits)
+    assert story.search("2026-11-27, afternoon: both sides") and story.search("--runs-dir /tmp/servetest")

@@ -67,11 +67,11 @@ def longrange_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
                 v
                 for r in measured
                 for v in (
-                    _f(r.longrange[k].accuracy, 2),  # type: ignore[index]
+                    _f(r.longrange[k].accuracy, 2),  # type: ignore[index]  # cells with results only
                     _f(r.longrange[k].loss, 2),
                 )
             ]
-        )  # type: ignore[index]
+        )  # type: ignore[index]  # cells with results only
     return cols, rows
 
 
@@ -97,21 +97,23 @@ def write_outputs(result: CompareResult, out: Path, png: bool = True) -> list[Pa
         for r in result.cells
         for s, loss, g in zip(r.curves.steps, r.curves.loss, r.curves.grad_norm)
     ]
+    # mixed-type rows: cell names and numbers
     _write_csv(out / "train.csv", ["cell", "step", "loss", "grad_norm"], steps)  # type: ignore[arg-type]
     val = [[r.spec.cell, s, v] for r in result.cells for s, v in zip(r.curves.val_steps, r.curves.val_loss)]
-    _write_csv(out / "val.csv", ["cell", "step", "val_loss"], val)  # type: ignore[arg-type]
+    _write_csv(out / "val.csv", ["cell", "step", "val_loss"], val)  # type: ignore[arg-type]  # mixed-type rows
     grads = [
         [r.spec.cell, when, k, float(v)]
         for r in result.cells
         for when, prof in (("init", r.grad_init), ("final", r.grad_final))
         for k, v in enumerate(prof)
     ]
+    # mixed-type rows: cell names and numbers
     _write_csv(out / "gradflow.csv", ["cell", "when", "k", "grad_norm"], grads)  # type: ignore[arg-type]
     written = [out / "train.csv", out / "val.csv", out / "gradflow.csv"]
     if any(r.longrange for r in result.cells):
         lr_rows = [[r.spec.cell, b.label, b.count, b.accuracy, b.loss] for r in result.cells for b in r.longrange or []]
         header = ["cell", "gap", "count", "accuracy", "loss"]
-        _write_csv(out / "longrange.csv", header, lr_rows)  # type: ignore[arg-type]
+        _write_csv(out / "longrange.csv", header, lr_rows)  # type: ignore[arg-type]  # mixed-type rows
         written.append(out / "longrange.csv")
     if any(r.prompt_check for r in result.cells):
         pc_rows = [
@@ -121,7 +123,7 @@ def write_outputs(result: CompareResult, out: Path, png: bool = True) -> list[Pa
             for kind, p in r.prompt_check.results()
         ]
         header = ["cell", "kind", "prompt", "language", "right", "greedy"]
-        _write_csv(out / "prompt_check.csv", header, pc_rows)  # type: ignore[arg-type]
+        _write_csv(out / "prompt_check.csv", header, pc_rows)  # type: ignore[arg-type]  # mixed-type rows
         written.append(out / "prompt_check.csv")
     summary = {
         "corpus": str(result.corpus),

@@ -72,7 +72,7 @@ def diverging(t: float) -> RGB:
     t = max(-1.0, min(1.0, t))
     end = POSITIVE if t >= 0 else NEGATIVE
     a = abs(t)
-    return tuple(round(m + (e - m) * a) for m, e in zip(MIDDLE, end))  # type: ignore[return-value]
+    return tuple(round(m + (e - m) * a) for m, e in zip(MIDDLE, end))  # type: ignore[return-value]  # 3 channels
 
 
 def text_color(bg: RGB) -> RGB:

@@ -44,7 +44,7 @@ def loss_chart(curves: Mapping[str, CellCurves], steps: int, **kw: object) -> st
         xlim=(0, steps or max((c.steps[-1] for c in curves.values() if c.steps), default=1)),
         legend_at="top right",
         **kw,
-    )  # type: ignore[arg-type]
+    )  # type: ignore[arg-type]  # mixed-type options
 
 
 def grad_norm_chart(result: CompareResult, **kw: object) -> str:
@@ -61,7 +61,7 @@ def grad_norm_chart(result: CompareResult, **kw: object) -> str:
         xlim=(0, result.config.train.steps),
         legend_at="top right",
         **kw,
-    )  # type: ignore[arg-type]
+    )  # type: ignore[arg-type]  # mixed-type options
 
 
 def gradflow_chart(result: CompareResult, **kw: object) -> str:
@@ -79,7 +79,7 @@ def gradflow_chart(result: CompareResult, **kw: object) -> str:
         log_y=True,
         legend_at="bottom left",
         **kw,
-    )  # type: ignore[arg-type]
+    )  # type: ignore[arg-type]  # mixed-type options
 
 
 def longrange_chart(result: CompareResult, **kw: object) -> str | None:
@@ -106,7 +106,7 @@ def longrange_chart(result: CompareResult, **kw: object) -> str | None:
         hline=(result.chance, "chance") if result.chance else None,
         legend_at="top right",
         **kw,
-    )  # type: ignore[arg-type]
+    )  # type: ignore[arg-type]  # mixed-type options
 
 
 def charts(result: CompareResult, width: int, height: int, color: bool) -> list[str]:
@@ -114,11 +114,11 @@ def charts(result: CompareResult, width: int, height: int, color: bool) -> list[
     kw = {"width": width, "height": height, "color": color}
     curves = {r.spec.cell: r.curves for r in result.cells}
     steps = 0 if result.config.train.time else result.config.train.steps  # equal time: each cell its own steps
-    out = [loss_chart(curves, steps, **kw)]  # type: ignore[arg-type]
-    lr = longrange_chart(result, **kw)  # type: ignore[arg-type]
+    out = [loss_chart(curves, steps, **kw)]  # type: ignore[arg-type]  # mixed-type options
+    lr = longrange_chart(result, **kw)  # type: ignore[arg-type]  # mixed-type options
     if lr is not None:
         out.append(lr)
-    out += [gradflow_chart(result, **kw), grad_norm_chart(result, **kw)]  # type: ignore[arg-type]
+    out += [gradflow_chart(result, **kw), grad_norm_chart(result, **kw)]  # type: ignore[arg-type]  # mixed-type options
     return out
 
 
@@ -229,8 +229,8 @@ class LiveDisplay:
         self.plan, self.steps = plan, steps
         if not self.quiet:
             sizes = ", ".join(f"{s.cell} {s.hidden} hidden ({s.params:,} params)" for s in plan)
-            each = f"{steps} steps each" if steps else "the same training time each"
-            self.console.print(f"training {sizes}; {each}, same seed and batches")
+            each = f"each until it stops improving (at most {steps} steps)" if steps else "the same training time each"
+            self.console.print(f"training {sizes}; same seed and batches, {each}")
         if self.live_mode:
             self.live = Live(console=self.console, auto_refresh=False, transient=True)
             self.live.start()

@@ -230,7 +230,7 @@ def user_errors(fn: F) -> F:
             sys.stderr.close()
             raise typer.Exit(0) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]  # functools.wraps keeps fn's signature; F cannot say so
 
 
 # --- options several commands take -------------------------------------------------------------------------

@@ -65,20 +65,21 @@ def sample(
                 f"prompt file {prompt_file} is not UTF-8 (byte offset {err.start})", "pass a UTF-8 text file"
             ) from None
     from charlstm import api
+    from charlstm.nn.sampling import SampleOptions
 
     model = api.load(run, checkpoint, runs_dir=runs_dir, on_warning=ui.warn)
-    options: dict[str, Any] = dict(
+    options = SampleOptions(
         length=length,
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
         greedy=greedy,
         seed=seed,
-        skip_unknown=skip_unknown,
-        line_start=line_start,
+        num_samples=num_samples,
     )
+    reading: dict[str, Any] = dict(skip_unknown=skip_unknown, line_start=line_start)
     if num_samples == 1 and not json_out:
-        pieces = model.stream(prompt, **options)
+        pieces = model.stream(prompt, options, **reading)
         shown = next(pieces)  # the prompt as read
         with ui.spinner("compiling the sampler"):  # only the first piece waits for XLA, and only once per model
             first = next(pieces, "")
@@ -91,7 +92,7 @@ def sample(
         sys.stdout.flush()
         return
     with ui.spinner(f"generating {num_samples} sample{'s' if num_samples > 1 else ''}"):
-        texts = model.sample(prompt, num_samples=num_samples, **options)
+        texts = model.sample(prompt, options, **reading)
     if json_out:
         shown = model.read_prompt(prompt, skip_unknown)
         for i, text in enumerate(texts):

@@ -222,11 +222,13 @@ def _low_precision_matmul(compute_dtype: str, out: Any, a: jax.Array, b: jax.Arr
     return jnp.dot(a.astype(compute_dtype), b.astype(compute_dtype), preferred_element_type=out)
 
 
-def _low_precision_fwd(compute_dtype: str, out: Any, a: jax.Array, b: jax.Array) -> tuple[jax.Array, tuple]:
+def _low_precision_fwd(compute_dtype: str, out: Any, a: jax.Array, b: jax.Array) -> tuple[jax.Array, tuple[Any, ...]]:
     return _low_precision_matmul(compute_dtype, out, a, b), (a, b)
 
 
-def _low_precision_bwd(compute_dtype: str, out: Any, res: tuple, ct: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _low_precision_bwd(
+    compute_dtype: str, out: Any, res: tuple[Any, ...], ct: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     a, b = res
     ct_c, a_c = ct.astype(compute_dtype), a.astype(compute_dtype)
     da = jnp.dot(ct_c, b.astype(compute_dtype).T, preferred_element_type=jnp.float32)

@@ -24,6 +24,7 @@ import json
 import os
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,7 @@ def torch_state_dict(params: model.Params, cfg: Config, vocab_size: int) -> dict
     return sd
 
 
-def _layer_tensors(k: int, params: dict, cell: str) -> dict[str, np.ndarray]:
+def _layer_tensors(k: int, params: dict[str, Any], cell: str) -> dict[str, np.ndarray]:
     """Layer k as nn.LSTM / nn.GRU / nn.RNN name it, or as charlstm_torch.LayerNormLSTM does when normalised."""
     p = {name: np.asarray(v, dtype=np.float32) for name, v in params.items()}
     sd = {f"rnn.weight_ih_l{k}": p["W_ih"].T.copy(), f"rnn.weight_hh_l{k}": p["W_hh"].T.copy()}
@@ -139,7 +140,8 @@ def export_npz(params: model.Params, cfg: Config, vocab: Vocab, path: Path) -> d
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **sd, **meta)
+        # numpy's stub types **arrays as if one could be its allow_pickle flag: these are arrays, named in sd/meta
+        np.savez(tmp, **sd, **meta)  # type: ignore[arg-type]
         tmp.replace(path)
     except OSError as err:
         raise UserError(f"cannot write {path}: {err.strerror}", "choose another --out path") from None

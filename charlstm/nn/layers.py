@@ -8,6 +8,7 @@ backward pass and are what training runs.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -125,7 +126,9 @@ def _recurrent_back(dz: jax.Array, w_t: jax.Array) -> jax.Array:
     if w_t.dtype != jnp.bfloat16 or n_gates == 1:
         return recurrent(dz, w_t)
     h = w_t.shape[1]
-    return sum(recurrent(dz[:, k * h : (k + 1) * h], w_t[k * h : (k + 1) * h]) for k in range(n_gates))
+    return functools.reduce(
+        jnp.add, [recurrent(dz[:, k * h : (k + 1) * h], w_t[k * h : (k + 1) * h]) for k in range(n_gates)]
+    )
 
 
 def _shift(first: jax.Array, seq: jax.Array) -> jax.Array:
@@ -175,17 +178,19 @@ def _lstm_fused(
     return _plain("lstm", compute_dtype, {"W_hh": w_hh}, xw, carry, h_mask)
 
 
-def _lstm_fwd(compute_dtype: str, w_hh: jax.Array, xw: jax.Array, carry: Carry, h_mask: jax.Array | None) -> tuple:
+def _lstm_fwd(
+    compute_dtype: str, w_hh: jax.Array, xw: jax.Array, carry: Carry, h_mask: jax.Array | None
+) -> tuple[Any, ...]:
     out, s = _saving("lstm", compute_dtype, {"W_hh": w_hh}, xw, carry, ("i", "f", "g", "o", "c", "h"), h_mask)
     return out, (w_hh, carry, h_mask, s["i"], s["f"], s["g"], s["o"], s["c"], s["h"])
 
 
-def _lstm_bwd(compute_dtype: str, res: tuple, cts: tuple) -> tuple:
+def _lstm_bwd(compute_dtype: str, res: tuple[Any, ...], cts: tuple[Any, ...]) -> tuple[Any, ...]:
     w_hh, (h0, c0), h_mask, i, f, g, o, c, h = res
     d_hs, (d_hT, d_cT) = cts
     w_t = _transposed(w_hh, compute_dtype)
 
-    def step(carry: Carry, xs: tuple[jax.Array, ...]) -> tuple[Carry, jax.Array]:
+    def step(carry: tuple[Any, Any], xs: tuple[jax.Array, ...]) -> tuple[tuple[Any, Any], jax.Array]:
         dh_next, dc_next = carry
         dh_out, i, f, g, o, c, c_prev = xs
         dh = dh_out + dh_next
@@ -233,19 +238,19 @@ def _ln_lstm_fwd(
     xw: jax.Array,
     carry: Carry,
     h_mask: jax.Array | None,
-) -> tuple:
+) -> tuple[Any, ...]:
     p = {"W_hh": w_hh, "g_hh": g_hh, "g_c": g_c, "b_c": b_c}
     names = ("i", "f", "g", "o", "c", "n_a", "rs_a", "n_c", "rs_c", "t_u", "h")
     out, s = _saving("lstm", compute_dtype, p, xw, carry, names, h_mask)
     return out, (w_hh, g_hh, g_c, carry, h_mask, tuple(s[k] for k in names))
 
 
-def _ln_lstm_bwd(compute_dtype: str, res: tuple, cts: tuple) -> tuple:
+def _ln_lstm_bwd(compute_dtype: str, res: tuple[Any, ...], cts: tuple[Any, ...]) -> tuple[Any, ...]:
     w_hh, g_hh, g_c, (h0, c0), h_mask, (i, f, g, o, c, n_a, rs_a, n_c, rs_c, t_u, h) = res
     d_hs, (d_hT, d_cT) = cts
     w_t = _transposed(w_hh, compute_dtype)
 
-    def step(carry: Carry, xs: tuple[jax.Array, ...]) -> tuple[Carry, tuple[jax.Array, ...]]:
+    def step(carry: tuple[Any, Any], xs: tuple[jax.Array, ...]) -> tuple[tuple[Any, Any], tuple[jax.Array, ...]]:
         dh_next, dc_next = carry
         dh_out, i, f, g, o, c_prev, n_a, rs_a, n_c, rs_c, t_u = xs
         dh = dh_out + dh_next
@@ -279,18 +284,18 @@ def _gru_fused(
     return _plain("gru", compute_dtype, {"W_hh": w_hh, "b_hh": b_hh}, xw, carry)
 
 
-def _gru_fwd(compute_dtype: str, w_hh: jax.Array, b_hh: jax.Array, xw: jax.Array, carry: Carry) -> tuple:
+def _gru_fwd(compute_dtype: str, w_hh: jax.Array, b_hh: jax.Array, xw: jax.Array, carry: Carry) -> tuple[Any, ...]:
     out, s = _saving("gru", compute_dtype, {"W_hh": w_hh, "b_hh": b_hh}, xw, carry, ("r", "z", "n", "h_n", "h"))
     return out, (w_hh, carry[0], s["r"], s["z"], s["n"], s["h_n"], s["h"])
 
 
-def _gru_bwd(compute_dtype: str, res: tuple, cts: tuple) -> tuple:
+def _gru_bwd(compute_dtype: str, res: tuple[Any, ...], cts: tuple[Any, ...]) -> tuple[Any, ...]:
     w_hh, h0, r, z, n, h_n, h = res
     d_hs, (d_hT,) = cts
     w_t = _transposed(w_hh, compute_dtype)
     hidden = h0.shape[-1]
 
-    def step(dh_next: jax.Array, xs: tuple[jax.Array, ...]) -> tuple[jax.Array, jax.Array]:
+    def step(dh_next: jax.Array, xs: tuple[jax.Array, ...]) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         dh_out, r, z, n, h_n, h_prev = xs
         dh = dh_out + dh_next
         dn = dh * (1.0 - z) * (1.0 - n * n)  # through tanh: the pre-activation of n
@@ -318,12 +323,14 @@ def _rnn_fused(
     return _plain("rnn", compute_dtype, {"W_hh": w_hh}, xw, carry, h_mask)
 
 
-def _rnn_fwd(compute_dtype: str, w_hh: jax.Array, xw: jax.Array, carry: Carry, h_mask: jax.Array | None) -> tuple:
+def _rnn_fwd(
+    compute_dtype: str, w_hh: jax.Array, xw: jax.Array, carry: Carry, h_mask: jax.Array | None
+) -> tuple[Any, ...]:
     h, final = _rnn_fused(compute_dtype, w_hh, xw, carry, h_mask)
     return (h, final), (w_hh, carry[0], h_mask, h)
 
 
-def _rnn_bwd(compute_dtype: str, res: tuple, cts: tuple) -> tuple:
+def _rnn_bwd(compute_dtype: str, res: tuple[Any, ...], cts: tuple[Any, ...]) -> tuple[Any, ...]:
     w_hh, h0, h_mask, h = res
     d_hs, (d_hT,) = cts
     w_t = _transposed(w_hh, compute_dtype)

@@ -42,7 +42,7 @@ def init_params(cfg: ModelConfig, vocab_size: int, key: jax.Array) -> Params:
     head = {"b": jax.random.uniform(k_b, (vocab_size,), minval=-bound, maxval=bound)}
     if not cfg.tie_embed:  # tied: the head reads the embedding table (see `head_weight`)
         head["W"] = jax.random.uniform(k_w, (cfg.hidden, vocab_size), minval=-bound, maxval=bound)
-    params = {"layers": layers, "head": head}
+    params: Params = {"layers": layers, "head": head}
     if cfg.embed:
         params["embed"] = jax.random.normal(keys[-1], (vocab_size, cfg.embed))
     if cfg.start_state == "learned":  # starts at zeros: the untrained network behaves as with zero start state
@@ -53,7 +53,7 @@ def init_params(cfg: ModelConfig, vocab_size: int, key: jax.Array) -> Params:
 def layer_params(params: Params, n: int) -> cells.Params:
     """Layer n's parameters as the cell sees them: the embedding (if any) folded into layer 0's input table,
     so that character ids stay a row gather of one [V, G*H] table."""
-    p = params["layers"][n]
+    p: cells.Params = params["layers"][n]
     if n == 0 and "embed" in params:
         p = {**p, "W_ih": params["embed"] @ p["W_ih"]}
     return p
@@ -79,8 +79,10 @@ def head_weight(params: Params) -> jax.Array:
     start the logits about sqrt(E) times larger than an untied head's.
     """
     if "W" in params["head"]:
-        return params["head"]["W"]
-    return params["embed"].T / jnp.sqrt(params["embed"].shape[1]).astype(params["embed"].dtype)
+        own: jax.Array = params["head"]["W"]
+        return own
+    table: jax.Array = params["embed"]
+    return table.T / jnp.sqrt(table.shape[1]).astype(table.dtype)
 
 
 def zeros_carry(cfg: ModelConfig, batch: int) -> Carry:
@@ -110,7 +112,8 @@ def start_carry(params: Params, cfg: ModelConfig, batch: int) -> Carry:
 def restart(params: Params, cfg: ModelConfig, carry: Carry, reset: jax.Array) -> Carry:
     """`carry` with the rows where `reset` [B] is true replaced by the start state (which gradients reach)."""
     start = start_carry(params, cfg, reset.shape[0])
-    return jax.tree_util.tree_map(lambda s, c: jnp.where(reset[:, None], s, c), start, carry)
+    restarted: Carry = jax.tree_util.tree_map(lambda s, c: jnp.where(reset[:, None], s, c), start, carry)
+    return restarted
 
 
 def param_count(params: Params) -> int:
@@ -154,7 +157,12 @@ class Dropout:
         if on and key is None:
             raise ValueError("training with dropout needs a random key")
         self.cfg, self.scale = cfg, scale
-        self.keys = jax.random.split(key, cfg.layers) if on else None
+        self.keys = jax.random.split(key, cfg.layers) if on and key is not None else None
+
+    def _key(self, n: int) -> jax.Array:
+        """Layer n's key; asked for only when a rate is on, so there are keys."""
+        assert self.keys is not None
+        return self.keys[n]
 
     def _on(self, rate: float) -> bool:
         return self.keys is not None and rate > 0.0
@@ -163,7 +171,7 @@ class Dropout:
         """Layer n's projected input xw with hidden characters' rows replaced by the bias alone (layer 0 only)."""
         if n > 0 or not self._on(self.cfg.input_dropout):
             return xw
-        key = jax.random.fold_in(self.keys[n], 3)
+        key = jax.random.fold_in(self._key(n), 3)
         hidden = jax.random.bernoulli(key, self.cfg.input_dropout * self.scale, ids.shape)
         return jnp.where(hidden[..., None], cells.input_bias(self.cfg.cell, p), xw)
 
@@ -172,7 +180,7 @@ class Dropout:
         through the mask."""
         if not self._on(self.cfg.weight_drop):
             return p
-        key = jax.random.fold_in(self.keys[n], 2)
+        key = jax.random.fold_in(self._key(n), 2)
         return {**p, "W_hh": _dropout(p["W_hh"], self.cfg.weight_drop * self.scale, key)}
 
     def recurrent_mask(self, n: int, batch: int) -> jax.Array | None:
@@ -180,13 +188,13 @@ class Dropout:
         if not self._on(self.cfg.recurrent_dropout):
             return None
         ones = jnp.ones((batch, self.cfg.hidden))
-        return _dropout(ones, self.cfg.recurrent_dropout * self.scale, jax.random.fold_in(self.keys[n], 1))
+        return _dropout(ones, self.cfg.recurrent_dropout * self.scale, jax.random.fold_in(self._key(n), 1))
 
     def outputs(self, n: int, h: jax.Array) -> jax.Array:
         """Layer n's output sequence h [T, B, H], dropped."""
         if not self._on(self.cfg.dropout):
             return h
-        return _dropout(h, self.cfg.dropout * self.scale, self.keys[n])
+        return _dropout(h, self.cfg.dropout * self.scale, self._key(n))
 
 
 def apply(

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +29,11 @@ from charlstm.nn import model
 
 @dataclass(frozen=True)
 class SampleOptions:
-    """How to pick each next character; validated by `check`."""
+    """How to draw a sample: the one set of options `charlstm sample`, `Model.sample` / `Model.stream` and
+    `charlstm serve` take (`charlstm.SampleOptions`); validated by `check`. `chunk` and `newline_id` are set by
+    the callers that read a prompt (`FIELDS` lists the others, a user's to choose)."""
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("length", "temperature", "top_k", "top_p", "greedy", "seed", "num_samples")
 
     length: int = 500
     temperature: float = 1.0
@@ -81,12 +86,12 @@ PROMPT_BLOCK = 64
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(cfg: ModelConfig, opts: SampleOptions) -> tuple[Callable, Callable]:
+def _compiled(cfg: ModelConfig, opts: SampleOptions) -> tuple[Callable[..., Any], Callable[..., Any]]:
     def read(params: model.Params, ids: jax.Array, carry: model.Carry) -> tuple[jax.Array, model.Carry]:
         logits, carry = model.apply(params, ids, carry, cfg)
         return logits[:, -1], carry
 
-    def chunk(params: model.Params, logits: jax.Array, carry: model.Carry, key: jax.Array, n: int) -> tuple:
+    def chunk(params: model.Params, logits: jax.Array, carry: model.Carry, key: jax.Array, n: int) -> tuple[Any, ...]:
         # Loop-invariant work stays out of the per-character loop: the embedding is folded into layer 0's
         # table once, and the Gumbel noise of the whole chunk is drawn in one call (argmax(logits + Gumbel)
         # is a draw from softmax(logits), what jax.random.categorical computes per call). The key is split
@@ -95,7 +100,7 @@ def _compiled(cfg: ModelConfig, opts: SampleOptions) -> tuple[Callable, Callable
         key, sub = jax.random.split(key)
         noise = jnp.zeros((n, 0)) if opts.greedy else jax.random.gumbel(sub, (n, *logits.shape), logits.dtype)
 
-        def one(state: tuple, g: jax.Array) -> tuple:
+        def one(state: tuple[Any, ...], g: jax.Array) -> tuple[Any, ...]:
             logits, carry = state
             if opts.greedy:
                 tok = jnp.argmax(logits, axis=-1)
@@ -104,13 +109,14 @@ def _compiled(cfg: ModelConfig, opts: SampleOptions) -> tuple[Callable, Callable
             out, carry = model.apply(params, tok[:, None], carry, cfg)
             return (out[:, 0], carry), tok
 
+        toks: jax.Array
         (logits, carry), toks = jax.lax.scan(one, (logits, carry), noise)
         return toks.T, logits, carry, key
 
     return jax.jit(read), jax.jit(chunk, static_argnums=4)
 
 
-def compiled(cfg: ModelConfig, opts: SampleOptions) -> tuple[Callable, Callable]:
+def compiled(cfg: ModelConfig, opts: SampleOptions) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """The jitted (read, chunk) pair for these options: `read` feeds prompt ids to a state, `chunk` generates.
     Keyed by what the compiled code depends on only: another seed, length or batch size reuses the functions
     (and their compilations) of an earlier call."""

@@ -37,13 +37,15 @@ from charlstm.analysis import runs as runs_lib
 from charlstm.config import MAX_SEED
 from charlstm.data import corpus
 from charlstm.errors import RunError, UsageError, UserError
+from charlstm.nn.sampling import SampleOptions
 from charlstm.serve import analysis
 from charlstm.training import rundir
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_BODY = 1 << 20  # bytes: 20,000 characters fit many times over, even written as JSON escapes
 MAX_SAMPLE = 5_000  # characters one sample request may generate
-SAMPLE_FIELDS = ("run", "prompt", "length", "temperature", "top_k", "top_p", "greedy", "seed")
+# The fields of a sample request: the run, the prompt and the options of one sample.
+SAMPLE_FIELDS = ("run", "prompt", *(f for f in SampleOptions.FIELDS if f != "num_samples"))
 ANALYZE_FIELDS = ("run", "text", "layer", "quantities")
 
 
@@ -239,7 +241,7 @@ def create_app(runs_dir: Path, default_run: str | None = None, runs: Runs | None
         greedy = body.get("greedy", False)
         if not isinstance(greedy, bool):
             raise BadRequest(400, f"greedy must be true or false (got {greedy!r})")
-        options = dict(
+        options = SampleOptions(
             length=_int(body, "length", 500, 1, MAX_SAMPLE),
             temperature=_number(body, "temperature", 1.0),
             top_k=_int(body, "top_k", 0, 0, 1 << 20),
@@ -252,7 +254,7 @@ def create_app(runs_dir: Path, default_run: str | None = None, runs: Runs | None
             analyzer = runs.get(body.get("run"))
             # An empty box samples from a line start, as `charlstm sample` without --prompt; characters the run
             # never saw are skipped, and the first event says which.
-            pieces = analyzer.model.stream(prompt or None, skip_unknown=True, **options)  # checks options now
+            pieces = analyzer.model.stream(prompt or None, options, skip_unknown=True)  # checks options now
             where = corpus.unknown_positions(analyzer.vocab, prompt) if prompt else []
             return analyzer, pieces, [{"index": k, "symbol": (prompt or "")[k]} for k in where]
 
@@ -284,7 +286,7 @@ def create_app(runs_dir: Path, default_run: str | None = None, runs: Runs | None
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     handlers = {BadRequest: bad_request, UserError: user_error, HTTPException: http_error}
-    return Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]
+    return Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]  # per-exception handlers
 
 
 def _events(analyzer: analysis.Analyzer, pieces: Iterator[str], skipped: list[dict[str, Any]]) -> Iterator[str]:
@@ -359,7 +361,7 @@ def serve(runs_dir: Path, run: str | None, host: str, port: int, open_browser: b
 def _server_class() -> type:
     import uvicorn
 
-    class Server(uvicorn.Server):  # type: ignore[misc]
+    class Server(uvicorn.Server):  # type: ignore[misc]  # uvicorn has no type stubs: its Server is Any
         """uvicorn's server, stopped by SIGINT or SIGTERM as usual, but remembering the signal instead of raising
         it again inside the event loop (which would leave its tasks pending, each with a traceback)."""
 
