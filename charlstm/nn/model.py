@@ -5,6 +5,7 @@ Batch-major at the edges ([B, T]), time-major inside ([T, B, ...]) because `lax.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -22,7 +23,14 @@ def init_params(cfg: ModelConfig, vocab_size: int, key: jax.Array) -> Params:
 
     The embedding starts N(0, 1) as in PyTorch's nn.Embedding: a strong, distinct input per character from
     the first step, which learns the long-range dependency sooner than one-hot input does (docs/corpus.md).
+    Compiled as one program (the same numbers as op by op, in less time than dispatching each draw).
     """
+    params: Params = _init_params(cfg, vocab_size, key)
+    return params
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _init_params(cfg: ModelConfig, vocab_size: int, key: jax.Array) -> Params:
     keys = jax.random.split(key, cfg.layers + 2)
     n_in = cfg.embed or vocab_size
     layers = [
