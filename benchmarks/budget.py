@@ -50,10 +50,9 @@ def torch_lstm(corpus_arg: str, budget: str, seed: int = 0) -> None:
     started = time.monotonic()
     import numpy as np
     import torch
-    from torch import nn
 
     sys.path.insert(0, str(HERE))
-    from torch_baseline import Net, to_charlstm
+    from torch_baseline import Net, to_charlstm, train_step
 
     from charlstm import config
     from charlstm.data import batches, corpus
@@ -77,14 +76,7 @@ def torch_lstm(corpus_arg: str, budget: str, seed: int = 0) -> None:
     while True:
         tic = time.monotonic()
         b = batches.random_batch(tr, step, cfg.data.batch_size, cfg.data.seq_len, seed)
-        logits = net(torch.from_numpy(b.x.astype(np.int64)))
-        loss = nn.functional.cross_entropy(
-            logits.reshape(-1, len(vocab)), torch.from_numpy(b.y.astype(np.int64)).reshape(-1)
-        )
-        opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-        opt.step()
+        train_step(net, opt, b)
         step += 1
         times.append(time.monotonic() - tic)
         if time.monotonic() - started + float(np.median(times[-50:])) > seconds:

@@ -58,6 +58,17 @@ def to_charlstm(net: Net) -> dict:
     }
 
 
+def train_step(net: Net, opt: torch.optim.Optimizer, b: batches.Batch) -> torch.Tensor:
+    """One Adam step on a batch, the gradient clipped to norm 5; returns the loss."""
+    logits = net(torch.from_numpy(b.x.astype(np.int64)))
+    loss = nn.functional.cross_entropy(logits.flatten(0, 1), torch.from_numpy(b.y.astype(np.int64)).flatten())
+    opt.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+    opt.step()
+    return loss
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -103,14 +114,7 @@ def main() -> None:
     for step in range(args.steps):
         b = batches.random_batch(tr, step, cfg.data.batch_size, cfg.data.seq_len, args.seed)
         t0 = time.perf_counter()
-        logits = net(torch.from_numpy(b.x.astype(np.int64)))
-        loss = nn.functional.cross_entropy(
-            logits.reshape(-1, len(vocab)), torch.from_numpy(b.y.astype(np.int64)).reshape(-1)
-        )
-        opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-        opt.step()
+        loss = train_step(net, opt, b)
         train_s += time.perf_counter() - t0
         if step + 1 in wanted:
             val_loss = loop.validation_loss(to_charlstm(net), cfg.model, eval_step, val)

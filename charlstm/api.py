@@ -236,8 +236,7 @@ class Model:
             return export.export_npz(self.params, self.config, self.vocab, out)
         if export_kind(out) == "html":
             about = f"trained {self.step} steps in charlstm run {self.run_dir.name}"
-            webpage.export_html(self.params, self.config, self.vocab, out, about)
-            return webpage.arrays(self.params, self.config)
+            return webpage.export_html(self.params, self.config, self.vocab, out, about)
         return export.export_dir(self.params, self.config, self.vocab, out)
 
 

@@ -39,7 +39,10 @@ def arrays(params: model.Params, cfg: Config) -> dict[str, np.ndarray]:
 
 def page(params: model.Params, cfg: Config, vocab: Vocab, about: str = "") -> str:
     """The whole HTML page of a model."""
-    named = arrays(params, cfg)
+    return _page(arrays(params, cfg), cfg, vocab, about)
+
+
+def _page(named: dict[str, np.ndarray], cfg: Config, vocab: Vocab, about: str) -> str:
     table: dict[str, list[int]] = {}
     offset = 0
     for name, a in named.items():
@@ -68,13 +71,15 @@ def page(params: model.Params, cfg: Config, vocab: Vocab, about: str = "") -> st
     )
 
 
-def export_html(params: model.Params, cfg: Config, vocab: Vocab, path: Path, about: str = "") -> int:
-    """Write the page to `path` (via a temporary file, so a failed write leaves no half page); its size in bytes."""
-    text = page(params, cfg, vocab, about)
+def export_html(params: model.Params, cfg: Config, vocab: Vocab, path: Path, about: str = "") -> dict[str, np.ndarray]:
+    """Write the page to `path` (via a temporary file, so a failed write leaves no half page); the arrays it
+    holds, by name."""
+    named = arrays(params, cfg)
+    text = _page(named, cfg, vocab, about)
     tmp = path.with_name(path.name + ".tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
-    return len(text.encode("utf-8"))
+    return named

@@ -156,7 +156,8 @@ def for_budget(cfg: Config) -> Config:
 
 
 def decay_start(optim: OptimConfig, total: int) -> int:
-    """Mirrors `loop.decay_start` without JAX: the first step whose learning rate depends on the total."""
+    """The first step whose learning rate depends on the total: where `loop.learning_rate`'s decay begins
+    (cosine: after the warmup; wsd: the last `decay_fraction` of the steps; constant: never)."""
     warmup = min(optim.warmup_steps, max(total - 1, 0))
     if optim.schedule == "constant":
         return total
