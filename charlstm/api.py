@@ -125,13 +125,18 @@ class Model:
         """
         ids = self._prompt_ids(prompt, skip_unknown)
         opts = self._options(options, changes, line_start)
-        import numpy as np
-
         from charlstm.nn import sampling
 
-        generated = np.concatenate(list(sampling.generate(self.params, self.config.model, ids, opts)), axis=1)
         shown = self.vocab.decode(ids)
-        return [shown + self._decoder().decode(row, final=True) for row in generated]
+        samples = [_Sample(self.vocab, opts.stop) for _ in range(opts.num_samples)]
+        for chunk in sampling.generate(self.params, self.config.model, ids, opts):
+            for one, row in zip(samples, chunk, strict=True):
+                one.add(row)
+            if all(one.stopped for one in samples):
+                break
+        for one in samples:
+            one.finish()
+        return [shown + "".join(one.text) for one in samples]
 
     def stream(
         self,
@@ -155,12 +160,14 @@ class Model:
         from charlstm.nn import sampling
 
         yield self.vocab.decode(ids)
-        decoder = self._decoder()
+        one = _Sample(self.vocab, opts.stop)
         for chunk in sampling.generate(self.params, self.config.model, ids, opts):
-            piece = decoder.decode(chunk[0])
+            piece = one.add(chunk[0])
             if piece:
                 yield piece
-        tail = decoder.decode([], final=True)  # bytes of a character the sample ended in the middle of
+            if one.stopped:
+                return
+        tail = one.finish()
         if tail:
             yield tail
 
@@ -186,10 +193,17 @@ class Model:
         newline = sampling.newline_id(self.vocab) if line_start else -1
         opts = dataclasses.replace(options or sampling.SampleOptions(), **changes, newline_id=newline)
         opts.check(len(self.vocab))
-        return opts
+        opts = dataclasses.replace(opts, stop=tuple(opts.stop))
+        from charlstm.data import corpus
 
-    def _decoder(self) -> _Decoder:
-        return _Decoder(self.vocab)
+        for stop in opts.stop:
+            missing = "".join(sorted({stop[k] for k in corpus.unknown_positions(self.vocab, stop)}))
+            if missing:
+                raise UsageError(
+                    f"the stop {stop!r} can never be generated: {missing!r} not in the run's vocabulary",
+                    "pass a stop made of characters the model knows",
+                )
+        return opts
 
     # --- scoring and export -------------------------------------------------------------------------------
 
@@ -271,6 +285,34 @@ def check_export_path(path: str | os.PathLike[str], overwrite: bool = False) -> 
         names = ", ".join(str(t) for t in taken[:2]) + (f" and {len(taken) - 2} more" if len(taken) > 2 else "")
         raise UserError(f"the export would overwrite {names}", "pass --force to replace them, or choose another --out")
     return kind
+
+
+class _Sample:
+    """One sample's text, added chunk of ids by chunk: decoded (a byte-level model's multi-byte characters may
+    straddle two chunks) and cut where it first completes one of `stops`."""
+
+    def __init__(self, vocab: Vocab, stops: tuple[str, ...]) -> None:
+        from charlstm.nn import sampling
+
+        self.decoder = _Decoder(vocab)
+        self.scan = sampling.StopScan(stops)
+        self.text: list[str] = []
+
+    @property
+    def stopped(self) -> bool:
+        return self.scan.done
+
+    def add(self, ids: Any) -> str:
+        """Decode `ids`; returns the new text that is safe to show."""
+        piece = self.scan.feed(self.decoder.decode(ids))
+        self.text.append(piece)
+        return piece
+
+    def finish(self) -> str:
+        """End the sample; returns the text `add` had not returned yet."""
+        tail = self.scan.feed(self.decoder.decode([], final=True)) + self.scan.flush()
+        self.text.append(tail)
+        return tail
 
 
 class _Decoder:

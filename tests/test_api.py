@@ -15,6 +15,7 @@ from helpers import assert_ok, run_cli
 import charlstm
 from charlstm import api
 from charlstm.errors import ConfigError, CorpusError, RunError, UsageError, UserError
+from charlstm.nn import sampling
 from charlstm.training import configure
 
 TINY = {
@@ -103,6 +104,19 @@ def test_stream_yields_the_prompt_then_the_sample(trained: tuple[charlstm.Model,
     pieces = list(model.stream("We", length=1300, seed=4))
     assert pieces[0] == "We" and len(pieces) == 1 + 3  # 512-character chunks
     assert "".join(pieces) == model.sample("We", length=1300, seed=4)[0]
+
+
+@pytest.mark.slow
+def test_stop_cuts_each_sample_at_its_first_stop(trained: tuple[charlstm.Model, Path]) -> None:
+    model, _ = trained
+    free = model.sample("We", length=400, seed=2, num_samples=3)
+    cut = model.sample("We", length=400, seed=2, num_samples=3, stop=["e", "\n"])
+    assert cut == ["We" + sampling.cut_at_stop(t[2:], ("e", "\n")) for t in free]
+    assert all(len(c) < len(t) for c, t in zip(cut, free))  # every one met a stop ("e" is the commonest letter)
+    streamed = list(model.stream("We", length=1300, seed=4, stop=("\n\n",)))
+    assert "".join(streamed) == model.sample("We", length=1300, seed=4, stop=("\n\n",))[0]
+    with pytest.raises(UsageError, match="never be generated"):
+        model.sample("We", stop=["\u2603"])
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from helpers import TINY_TRAIN, assert_clean_error, assert_ok, describe, run_cli
 
+from charlstm.nn import sampling
+
 WORDS = ["héllo", "wörld", "✓", "日本語", "🙂🎉", "the", "cat", "Привет", "λόγος", "naïve", "abc", "mañana"]
 UNKNOWN = "Zq"  # never in the generated corpus
 
@@ -266,6 +268,24 @@ def test_temperature_zero_needs_greedy(trained: tuple[Path, Path, str]) -> None:
     proc = _sample(trained, "--temperature", "0", "--greedy", "--prompt", "the", "--length", "25")
     assert_ok(proc)
     assert proc.stdout.startswith("the") and len(proc.stdout) == 3 + 25 + 1
+
+
+@pytest.mark.slow
+def test_stop_ends_each_sample_at_its_first_stop(trained: tuple[Path, Path, str]) -> None:
+    args = ("--prompt", "the", "--length", "300", "--seed", "5", "--num-samples", "3", "--json")
+    free, cut = _sample(trained, *args), _sample(trained, *args, "--stop", r"\n", "--stop", "e ")
+    assert_ok(cut)
+    texts = [json.loads(line)["text"] for line in free.stdout.splitlines()]
+    assert [json.loads(line)["text"] for line in cut.stdout.splitlines()] == [
+        min(t.split("\n")[0], t.split("e ")[0], key=len) for t in texts
+    ]
+    one = ("--prompt", "the", "--length", "300", "--seed", "5")  # one sample: streamed as it is made
+    whole, streamed = _sample(trained, *one), _sample(trained, *one, "--stop", "e ")
+    assert_ok(streamed)
+    assert streamed.stdout == "the" + sampling.cut_at_stop(whole.stdout[3:-1], ("e ",)) + "\n" != whole.stdout
+    assert_clean_error(_sample(trained, "--stop", ""), "--stop is empty", code=2)
+    assert_clean_error(_sample(trained, "--stop", r"\q"), "--stop", "escape", code=2)
+    assert_clean_error(_sample(trained, "--stop", "\u2603"), "never be generated", "vocabulary", code=2)
 
 
 @pytest.mark.slow

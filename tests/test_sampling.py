@@ -121,3 +121,45 @@ def test_sampled_frequencies_follow_the_filtered_softmax(temperature: float, top
     np.testing.assert_array_equal(got[want == 0], 0.0)  # filtered-out symbols are never drawn
     sd = np.sqrt(want * (1 - want) / n)
     assert np.all(np.abs(got - want) <= 5 * sd + 1e-12), (got, want)
+
+
+def _first_stop_reference(text: str, stops: tuple[str, ...]) -> str:
+    """Character by character: the text up to the first position where it ends with a stop, that stop left out."""
+    for end in range(1, len(text) + 1):
+        done = [s for s in stops if text[:end].endswith(s)]
+        if done:
+            return text[: end - max(map(len, done))]
+    return text
+
+
+def test_stop_scan_cuts_where_a_character_by_character_reader_would() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        text = "".join(rng.choice(list("ab\n"), size=int(rng.integers(0, 30))))
+        words = [rng.choice(list("ab\n"), size=int(rng.integers(1, 4))) for _ in range(rng.integers(1, 4))]
+        stops = tuple("".join(w) for w in words)
+        cuts = sorted(rng.integers(0, len(text) + 1, size=int(rng.integers(0, 5))).tolist())
+        scan = sampling.StopScan(stops)
+        shown = [scan.feed(text[a:b]) for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+        shown.append(scan.flush())
+        want = _first_stop_reference(text, stops)
+        assert "".join(shown) == want == sampling.cut_at_stop(text, stops), (text, stops, cuts)
+        assert scan.done == (want != text or any(text.endswith(s) for s in stops))
+
+
+def test_stop_scan_holds_back_only_a_possible_start_of_a_stop() -> None:
+    scan = sampling.StopScan(("END",))
+    assert [scan.feed(p) for p in ["aE", "N", "x", "EN"]] == ["a", "", "ENx", ""]
+    assert scan.feed("D and more") == "" and scan.done
+    assert sampling.StopScan(()).feed("any text") == "any text"
+
+
+def test_stop_escapes() -> None:
+    assert sampling.unescape(r"\n\n") == "\n\n"
+    assert sampling.unescape(r"é\tx\\") == "é\tx\\"
+    assert sampling.unescape(r"日本\u00e9\x41") == "日本éA"
+    for bad in (r"\q", r"\x4"):
+        with pytest.raises(UserError, match="escape"):
+            sampling.unescape(bad)
+    with pytest.raises(UserError, match="--stop is empty"):
+        sampling.SampleOptions(stop=("",)).check(10)

@@ -156,6 +156,7 @@ def _events(body: str) -> list[tuple[str, Any]]:
         {"prompt": "Jammu", "length": 600, "seed": 3, "temperature": 0.8, "top_k": 5},
         {"prompt": "", "length": 40, "seed": 1, "top_p": 0.9},
         {"prompt": "Goa ", "length": 30, "greedy": True},
+        {"prompt": "Goa", "length": 900, "seed": 2, "stop": ["e "]},
     ],
 )
 def test_sample_streams_what_model_sample_gives(
@@ -205,6 +206,9 @@ BAD = [
     ("post", "/api/sample", '{"run": "tiny", "prompt": "\\udcff"}', 400, "not valid Unicode"),
     ("post", "/api/sample", {"run": "tiny", "seed": 1 << 32}, 400, "seed must be a whole number in 0..4294967295"),
     ("post", "/api/sample", {"run": "tiny", "prompt": "a" * 20_001}, 400, "more than 20,000"),
+    ("post", "/api/sample", {"run": "tiny", "stop": "\n"}, 400, "stop must be a list"),
+    ("post", "/api/sample", {"run": "tiny", "stop": [""]}, 400, "stop must be a list of up to 16 non-empty"),
+    ("post", "/api/sample", {"run": "tiny", "stop": ["\u2603"]}, 400, "can never be generated"),
     ("get", "/api/runs/nope", None, 404, "no run named"),
     ("get", "/api/nothing", None, 404, "Not Found"),
     ("get", "/api/analyze", None, 405, "Method Not Allowed"),

@@ -82,6 +82,10 @@ def test_the_page_scores_and_continues_as_charlstm_does(browser: Browser, tmp_pa
     opts = sampling.SampleOptions(length=200, greedy=True, newline_id=sampling.newline_id(vocab))
     expected = sampling.sample_text(params, cfg.model, vocab, PROMPT, opts)[0][len(PROMPT) :]
     assert browser.eval(f"charlstm.greedy({json.dumps(PROMPT)}, 200)") == expected
+    stops = [expected[40:42], "\n"]  # met at character 40 at the latest
+    opts = json.dumps({"length": 200, "greedy": True, "stop": stops})
+    page_cut = browser.eval(f"Array.from(charlstm.generate({json.dumps(PROMPT)}, {opts})).join('')")
+    assert page_cut == sampling.cut_at_stop(expected, tuple(stops))
 
 
 @pytest.mark.slow
@@ -94,6 +98,7 @@ def test_the_page_generates_with_the_form_and_stands_alone(browser: Browser, tmp
     _open(browser, path)
     set_value = "document.getElementById('{}').value = {};"
     browser.eval(set_value.format("prompt", json.dumps("Goa\u00e9")) + set_value.format("length", 120))
+    browser.eval(set_value.format("stopat", json.dumps("\\n\\n")))  # typed as backslash-n: never met here
     browser.eval("document.getElementById('generate').click()")
     deadline = time.monotonic() + 60
     while browser.eval("document.getElementById('generate').disabled") is not False:

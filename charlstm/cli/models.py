@@ -44,6 +44,14 @@ def sample(
     num_samples: int = typer.Option(
         1, "--num-samples", metavar="N", help="Independent samples, generated as one batch."
     ),
+    stop: list[str] = typer.Option(
+        [],
+        "--stop",
+        metavar="TEXT",
+        show_default=False,
+        help="End a sample where it first produces TEXT, which is left out (repeatable; escapes such as \\n\\n "
+        "are read).",
+    ),
     skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop prompt characters the model does not know."),
     line_start: bool = typer.Option(
         True, "--line-start/--mid-line", help="Read the prompt as the start of a line (after a newline) or as is."
@@ -65,7 +73,7 @@ def sample(
                 f"prompt file {prompt_file} is not UTF-8 (byte offset {err.start})", "pass a UTF-8 text file"
             ) from None
     from charlstm import api
-    from charlstm.nn.sampling import SampleOptions
+    from charlstm.nn.sampling import SampleOptions, unescape
 
     model = api.load(run, checkpoint, runs_dir=runs_dir, on_warning=ui.warn)
     options = SampleOptions(
@@ -76,6 +84,7 @@ def sample(
         greedy=greedy,
         seed=seed,
         num_samples=num_samples,
+        stop=tuple(unescape(text) for text in stop),
     )
     reading: dict[str, Any] = dict(skip_unknown=skip_unknown, line_start=line_start)
     if num_samples == 1 and not json_out:

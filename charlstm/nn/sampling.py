@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -33,7 +34,16 @@ class SampleOptions:
     `charlstm serve` take (`charlstm.SampleOptions`); validated by `check`. `chunk` and `newline_id` are set by
     the callers that read a prompt (`FIELDS` lists the others, a user's to choose)."""
 
-    FIELDS: ClassVar[tuple[str, ...]] = ("length", "temperature", "top_k", "top_p", "greedy", "seed", "num_samples")
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "length",
+        "temperature",
+        "top_k",
+        "top_p",
+        "greedy",
+        "seed",
+        "num_samples",
+        "stop",
+    )
 
     length: int = 500
     temperature: float = 1.0
@@ -42,6 +52,9 @@ class SampleOptions:
     greedy: bool = False
     seed: int = 0
     num_samples: int = 1
+    # A sample ends where it first completes one of these texts; the stop itself is not part of the output (as
+    # in the OpenAI and llama.cpp APIs), so a sample cut at "\n" is one line.
+    stop: tuple[str, ...] = ()
     # Characters per compiled call, the streaming granularity: long enough to amortise each call's fixed cost,
     # short enough to stream (docs/performance.md).
     chunk: int = 512
@@ -63,6 +76,57 @@ class SampleOptions:
             raise UsageError(f"--seed must be in 0..{MAX_SEED} (got {self.seed})", "pass e.g. --seed 1")
         if self.num_samples < 1:
             raise UsageError(f"--num-samples must be at least 1 (got {self.num_samples})", "pass e.g. --num-samples 4")
+        if isinstance(self.stop, str) or not all(isinstance(s, str) for s in self.stop):
+            raise UsageError(f"stop must be a list of texts (got {self.stop!r})", 'pass e.g. stop=["\\n\\n"]')
+        if "" in self.stop:
+            raise UsageError("--stop is empty", "pass the text that ends a sample, e.g. --stop '\\n\\n'")
+
+
+def unescape(text: str) -> str:
+    """A --stop value with Python-style escapes read: "\\n\\n" is two newlines, "\\t" a tab, "\\\\" a backslash."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)  # "\\q" and other unknown escapes
+            return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except (UnicodeDecodeError, DeprecationWarning):
+        raise UsageError(
+            f"--stop {text!r} has an escape Python does not know", "use \\n, \\t, \\\\, \\xHH or \\uXXXX"
+        ) from None
+
+
+class StopScan:
+    """Cuts a sample, fed as pieces of text, where it first completes one of `stops`: `feed` returns what is
+    safe to show (it holds back an end that could be the start of a stop), `done` says a stop was met, `flush`
+    returns what was held back once the sample ends without one."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = stops
+        self.held = ""
+        self.done = False
+
+    def feed(self, piece: str) -> str:
+        if self.done:
+            return ""
+        text = self.held + piece
+        # The stop completed first (the earliest end) ends the sample; a sample streamed character by character
+        # would have stopped there.
+        ends = [(k + len(s), k) for s in self.stops if (k := text.find(s)) >= 0]
+        if ends:
+            self.done, self.held = True, ""
+            return text[: min(ends)[1]]
+        keep = max((n for s in self.stops for n in range(1, len(s)) if text.endswith(s[:n])), default=0)
+        self.held = text[len(text) - keep :]
+        return text[: len(text) - keep]
+
+    def flush(self) -> str:
+        held, self.held = self.held, ""
+        return held
+
+
+def cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
+    """`text` up to where it first completes one of `stops` (the whole text when none occurs)."""
+    scan = StopScan(stops)
+    return scan.feed(text) + scan.flush()
 
 
 def filter_logits(logits: jax.Array, temperature: float, top_k: int, top_p: float) -> jax.Array:
@@ -120,7 +184,7 @@ def compiled(cfg: ModelConfig, opts: SampleOptions) -> tuple[Callable[..., Any],
     """The jitted (read, chunk) pair for these options: `read` feeds prompt ids to a state, `chunk` generates.
     Keyed by what the compiled code depends on only: another seed, length or batch size reuses the functions
     (and their compilations) of an earlier call."""
-    return _compiled(cfg, dataclasses.replace(opts, seed=0, length=1, num_samples=1, newline_id=-1))
+    return _compiled(cfg, dataclasses.replace(opts, seed=0, length=1, num_samples=1, newline_id=-1, stop=()))
 
 
 def generate(params: model.Params, cfg: ModelConfig, prompt: np.ndarray, opts: SampleOptions) -> Iterator[np.ndarray]:

@@ -44,6 +44,7 @@ from charlstm.training import rundir
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_BODY = 1 << 20  # bytes: 20,000 characters fit many times over, even written as JSON escapes
 MAX_SAMPLE = 5_000  # characters one sample request may generate
+MAX_STOPS = 16  # stop texts one sample request may pass
 # The fields of a sample request: the run, the prompt and the options of one sample.
 SAMPLE_FIELDS = ("run", "prompt", *(f for f in SampleOptions.FIELDS if f != "num_samples"))
 ANALYZE_FIELDS = ("run", "text", "layer", "quantities")
@@ -175,6 +176,13 @@ def _int(body: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
+def _texts(body: dict[str, Any], key: str, most: int) -> tuple[str, ...]:
+    value = body.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value) or len(value) > most:
+        raise BadRequest(400, f"{key} must be a list of up to {most} non-empty strings (got {value!r})")
+    return tuple(value)
+
+
 def _number(body: dict[str, Any], key: str, default: float) -> float:
     value = body.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -248,6 +256,7 @@ def create_app(runs_dir: Path, default_run: str | None = None, runs: Runs | None
             top_p=_number(body, "top_p", 1.0),
             greedy=greedy,
             seed=_int(body, "seed", 0, 0, MAX_SEED),
+            stop=_texts(body, "stop", MAX_STOPS),
         )
 
         def start() -> tuple[analysis.Analyzer, Iterator[str], list[dict[str, Any]]]:

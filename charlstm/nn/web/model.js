@@ -204,6 +204,44 @@ class Codec {
   }
 }
 
+// Cuts text fed piece by piece where it first completes one of `stops`, holding back an end that could be the
+// start of one (sampling.StopScan in Python).
+class StopScan {
+  constructor(stops) {
+    this.stops = stops;
+    this.held = "";
+    this.done = false;
+  }
+
+  feed(piece) {
+    if (this.done) return "";
+    const text = this.held + piece;
+    let cut = -1;
+    let end = Infinity;
+    for (const s of this.stops) {
+      const k = text.indexOf(s);
+      if (k >= 0 && (k + s.length < end || (k + s.length === end && k < cut))) [cut, end] = [k, k + s.length];
+    }
+    if (cut >= 0) {
+      this.done = true;
+      this.held = "";
+      return text.slice(0, cut);
+    }
+    let keep = 0;
+    for (const s of this.stops) {
+      for (let n = 1; n < s.length; n++) if (text.endsWith(s.slice(0, n))) keep = Math.max(keep, n);
+    }
+    this.held = text.slice(text.length - keep);
+    return text.slice(0, text.length - keep);
+  }
+
+  flush() {
+    const held = this.held;
+    this.held = "";
+    return held;
+  }
+}
+
 // What the page (and a test) calls. Reading a prompt starts a line, as `charlstm sample` does: the newline is
 // read first when the model has one and the prompt does not begin with it.
 class Generator {
@@ -231,17 +269,21 @@ class Generator {
     return out;
   }
 
-  // Yields pieces of text after `prompt`: opts {length, temperature, topK, topP, greedy, seed}.
+  // Yields pieces of text after `prompt`: opts {length, temperature, topK, topP, greedy, seed, stop}. The
+  // sample ends where it first produces one of the texts in `stop`, which is left out (as `charlstm sample
+  // --stop` does).
   *generate(prompt, opts) {
     const { ids } = this.codec.encode(prompt);
     let { state, logits } = this.read(ids.length ? ids : [Math.max(this.newline, 0)]);
     const random = seeded(opts.seed || 0);
     const decoder = this.codec.decoder();
-    for (let n = 0; n < opts.length; n++) {
+    const scan = new StopScan(opts.stop || []);
+    for (let n = 0; n < opts.length && !scan.done; n++) {
       const id = pick(logits, opts, random);
       logits = this.model.step(state, id);
-      yield decoder.push(id);
+      yield scan.feed(decoder.push(id));
     }
+    yield scan.flush();
   }
 
   greedy(prompt, length) {

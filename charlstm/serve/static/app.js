@@ -256,12 +256,18 @@ function drawCurves(c) {
 
 // --- generating --------------------------------------------------------------------------------------------
 
+// "\n", "\t" and "\\" typed into the stop box, read as `charlstm sample --stop` reads them.
+function unescape(text) {
+  return text.replace(/\\([nt\\r])/g, (_, c) => ({ n: "\n", t: "\t", r: "\r", "\\": "\\" })[c]);
+}
+
 async function generate() {
   const button = $("go");
   button.disabled = true;
   const body = { run: state.run, prompt: $("text").value, length: Number($("length").value),
                  temperature: Number($("temperature").value), top_k: Number($("top_k").value),
-                 top_p: Number($("top_p").value), seed: Number($("seed").value) || 0 };
+                 top_p: Number($("top_p").value), seed: Number($("seed").value) || 0,
+                 stop: $("stop").value ? [unescape($("stop").value)] : [] };
   try {
     const response = await fetch("/api/sample", { method: "POST", headers: { "Content-Type": "application/json" },
                                                   body: JSON.stringify(body) });
