@@ -46,7 +46,7 @@ def test_heldout_sentences_ask_every_place_twice_and_use_no_shape_of_the_corpora
     prompts = promptcheck.heldout_prompts()
     assert sorted(Counter(place for _, place, _ in prompts).values()) == [2] * len(langcorpus.PAIRS)
     e = essaycorpus
-    pieces = [*e.OPENINGS, *e.MIDDLES, *e.LEAD_INS, *e.CORES, *e.ASSOCIATIONS, *langcorpus.ASSOCIATIONS, e.ESSAY]
+    pieces = [*e.OPENINGS, *e.MIDDLES, *e.CLOSINGS, *e.ASSOCIATIONS, *langcorpus.ASSOCIATIONS, e.ESSAY]
     for prompt, place, _ in prompts:
         assert place in prompt and promptcheck.first_language(prompt) is None  # the prompt names no language
         for piece in pieces:
