@@ -224,8 +224,13 @@ def unknown_examples(points: np.ndarray, ids: np.ndarray, encoding: Encoding, li
 
 def split(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Hold out the last `val_fraction` of the corpus for validation (no shuffling: no leakage)."""
-    n_val = int(round(len(ids) * val_fraction))
-    return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
+    n_train = train_length(len(ids), val_fraction)
+    return ids[:n_train], ids[n_train:]
+
+
+def train_length(n: int, val_fraction: float) -> int:
+    """How many of a corpus's `n` symbols `split` trains on (the rest is the validation split)."""
+    return n - int(round(n * val_fraction))
 
 
 def check_size(n_train: int, n_val: int, batch_size: int, seq_len: int, val_fraction: float | None = None) -> None:

@@ -35,8 +35,15 @@ __all__ = [
     "CHUNK_BYTES",
     "Encoded",
     "Progress",
+    "building",
     "cache_root",
     "content_hash",
+    "file_digest",
+    "guard_cache_write",
+    "known_hash",
+    "remember_hash",
+    "write_entry",
+    "write_json",
     "encode_to_disk",
     "load",
     "load_any_size",
@@ -84,7 +91,7 @@ def cache_root() -> Path:
     return download.cache_dir() / "encoded"
 
 
-def _write_json(path: Path, data: dict[str, object]) -> None:
+def write_json(path: Path, data: dict[str, object]) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
     os.replace(tmp, path)
@@ -94,7 +101,7 @@ def _stat_key(st: os.stat_result) -> dict[str, int]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "dev": st.st_dev}
 
 
-def _known_hash(path: Path, st: os.stat_result) -> str | None:
+def known_hash(path: Path, st: os.stat_result) -> str | None:
     """The hash recorded for this path when it had exactly this size, mtime and inode, else None."""
     record = cache_root() / "stat" / (hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32] + ".json")
     try:
@@ -104,10 +111,22 @@ def _known_hash(path: Path, st: os.stat_result) -> str | None:
     return data.get("sha256") if data.get("stat") == _stat_key(st) else None
 
 
-def _remember_hash(path: Path, st: os.stat_result, digest: str) -> None:
+def remember_hash(path: Path, st: os.stat_result, digest: str) -> None:
     record = cache_root() / "stat" / (hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32] + ".json")
     record.parent.mkdir(parents=True, exist_ok=True)
-    _write_json(record, {"path": str(path.resolve()), "stat": _stat_key(st), "sha256": digest})
+    write_json(record, {"path": str(path.resolve()), "stat": _stat_key(st), "sha256": digest})
+
+
+def file_digest(
+    path: Path, st: os.stat_result, progress: Progress | None = None, chunk_bytes: int = CHUNK_BYTES
+) -> str:
+    """The sha256 of `path` (whose stat is `st`): the remembered one while the file is unchanged, else hashed
+    now and remembered, so that a large corpus is hashed once, not at every use."""
+    digest = known_hash(path, st)
+    if digest is None:
+        digest = content_hash(path, progress, chunk_bytes)
+        guard_cache_write(lambda: remember_hash(path, st, digest))
+    return digest
 
 
 def _read_entry(entry: Path) -> tuple[Vocab, np.ndarray] | None:
@@ -152,19 +171,16 @@ def load(
     """
     tic = time.perf_counter()
     st = _check_readable(path, encoding)
-    digest = _known_hash(path, st)
-    if digest is None:
-        digest = content_hash(path, progress, chunk_bytes)
-        _guard_cache_write(lambda: _remember_hash(path, st, digest))
+    digest = file_digest(path, st, progress, chunk_bytes)
     entry = cache_root() / f"{digest[:32]}-{encoding}-v{FORMAT}"
     found = _read_entry(entry)
     reused = found is not None
     if found is None:
-        with _building(entry):  # another process of this host encoding the same file: wait for it, then reuse
+        with building(entry):  # another process of this host encoding the same file: wait for it, then reuse
             found = _read_entry(entry)
             reused = found is not None
             if found is None:
-                _guard_cache_write(lambda: _build_entry(path, entry, encoding, digest, st, progress, chunk_bytes))
+                guard_cache_write(lambda: _build_entry(path, entry, encoding, digest, st, progress, chunk_bytes))
                 found = _read_entry(entry)
         if found is None:
             raise CorpusError(
@@ -181,7 +197,7 @@ def load(
 
 
 @contextlib.contextmanager
-def _building(entry: Path) -> Iterator[None]:
+def building(entry: Path) -> Iterator[None]:
     """An exclusive lock (flock) on building one entry, so that the processes of a job sharing a cache
     encode a corpus once, not once each. Without flock (or the cache unwritable), no lock: still correct,
     as each build goes through its own temporary directory."""
@@ -200,7 +216,8 @@ def _building(entry: Path) -> Iterator[None]:
         fh.close()  # releases the lock
 
 
-def _guard_cache_write(fn: Callable[[], None]) -> None:
+def guard_cache_write(fn: Callable[[], None]) -> None:
+    """Run `fn`, which writes the cache; a full disk or an unwritable directory becomes a CorpusError."""
     try:
         fn()
     except OSError as err:
@@ -219,12 +236,10 @@ def _build_entry(
     progress: Progress | None,
     chunk_bytes: int,
 ) -> None:
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
-    try:
+    def fill(tmp: Path) -> None:
         tic = time.perf_counter()
         vocab, n = encode_to_disk(src, tmp / "ids.bin", encoding, progress, chunk_bytes)
-        _write_json(
+        write_json(
             tmp / "meta.json",
             {
                 "format": FORMAT,
@@ -240,10 +255,22 @@ def _build_entry(
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             },
         )
+
+    write_entry(entry, fill, lambda: _read_entry(entry) is not None)
+
+
+def write_entry(entry: Path, fill: Callable[[Path], None], complete: Callable[[], bool]) -> None:
+    """Make the cache directory `entry` atomically: `fill` writes its files into a private temporary directory,
+    which is then renamed into place, so that no reader ever sees half an entry. When `entry` already exists,
+    a `complete` one (another process finished first) is kept; a damaged one is replaced."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+    try:
+        fill(tmp)
         try:
             os.rename(tmp, entry)
         except OSError:
-            if _read_entry(entry) is not None:  # another process finished the same entry first: use theirs
+            if complete():  # another process finished the same entry first: use theirs
                 return
             # A damaged entry (a crash or a full disk while an older version wrote it): set it aside, retry.
             os.rename(entry, tmp.with_name(tmp.name + ".damaged"))
@@ -279,7 +306,7 @@ def _under_vocab(path: Path, entry: Path, own: Vocab, ids: np.ndarray, vocab: Vo
                     table[ids[a : a + CHUNK_BYTES]].tofile(out)
             os.replace(tmp, target)
 
-        _guard_cache_write(write)
+        guard_cache_write(write)
     return np.memmap(target, dtype=dtype, mode="r", shape=(len(ids),))
 
 
