@@ -24,12 +24,13 @@ import time as _time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from charlstm import events, perf
 from charlstm.config import Config
 from charlstm.data.corpus import Vocab
 from charlstm.errors import UsageError, UserError
+from charlstm.evaluation import novelty as novelty_lib
 from charlstm.training import rundir
 from charlstm.training.configure import Overrides, override_items
 from charlstm.training.configure import training_config as training_config  # part of the API: train's first half
@@ -65,6 +66,7 @@ class Model:
         self._restored = restored
         self.run_dir = run_dir  # the run's directory (runs/latest resolved to the run it names)
         self.summary = summary  # the training summary, when `train` made this model
+        self._indexes: dict[str, novelty_lib.Index] = {}  # the training text's index, by --corpus ("": its own)
 
     @property
     def config(self) -> Config:
@@ -105,6 +107,7 @@ class Model:
         `skip_unknown` (else a UsageError names them)."""
         return self.vocab.decode(self._prompt_ids(prompt, skip_unknown))
 
+    @overload
     def sample(
         self,
         prompt: str | None = None,
@@ -112,8 +115,49 @@ class Model:
         *,
         skip_unknown: bool = False,
         line_start: bool = True,
+        novelty: Literal[False] = False,
+        min_copy: int = novelty_lib.MIN_COPY,
+        corpus: str | os.PathLike[str] | None = None,
         **changes: Any,
-    ) -> list[str]:
+    ) -> list[str]: ...
+    @overload
+    def sample(
+        self,
+        prompt: str | None = None,
+        options: sampling.SampleOptions | None = None,
+        *,
+        skip_unknown: bool = False,
+        line_start: bool = True,
+        novelty: Literal[True],
+        min_copy: int = novelty_lib.MIN_COPY,
+        corpus: str | os.PathLike[str] | None = None,
+        **changes: Any,
+    ) -> list[novelty_lib.Novelty]: ...
+    @overload
+    def sample(
+        self,
+        prompt: str | None = None,
+        options: sampling.SampleOptions | None = None,
+        *,
+        skip_unknown: bool = False,
+        line_start: bool = True,
+        novelty: bool,
+        min_copy: int = novelty_lib.MIN_COPY,
+        corpus: str | os.PathLike[str] | None = None,
+        **changes: Any,
+    ) -> list[str] | list[novelty_lib.Novelty]: ...
+    def sample(
+        self,
+        prompt: str | None = None,
+        options: sampling.SampleOptions | None = None,
+        *,
+        skip_unknown: bool = False,
+        line_start: bool = True,
+        novelty: bool = False,
+        min_copy: int = novelty_lib.MIN_COPY,
+        corpus: str | os.PathLike[str] | None = None,
+        **changes: Any,
+    ) -> list[str] | list[novelty_lib.Novelty]:
         """Generate `num_samples` texts of `length` characters after `prompt`, all in one batch.
 
         `options` (a `charlstm.SampleOptions`: length, temperature, top_k, top_p, greedy, seed, num_samples) say
@@ -122,7 +166,14 @@ class Model:
         the prompt as read (see `read_prompt`). The same seed and options give the same text, here, from
         `charlstm sample` and from `charlstm serve`. With `line_start` the model reads the prompt as the start
         of a line; `skip_unknown` drops prompt characters it does not know (else a UsageError names them).
+
+        With `novelty`, each sample comes back checked against the training text (see `novelty`): a
+        `Novelty` with `.sample` (the text), `.spans` (copied spans of `min_copy`+ characters of the generated
+        part), `.share` and `.longest`.
         """
+        if novelty:
+            index = self.novelty_index(corpus)  # a missing or changed training text fails before sampling
+            novelty_lib.check_min_copy(min_copy)
         ids = self._prompt_ids(prompt, skip_unknown)
         opts = self._options(options, changes, line_start)
         from charlstm.nn import sampling
@@ -136,7 +187,43 @@ class Model:
                 break
         for one in samples:
             one.finish()
-        return [shown + "".join(one.text) for one in samples]
+        texts = [shown + "".join(one.text) for one in samples]
+        if novelty:
+            return [novelty_lib.check(index, text, shown, min_copy) for text in texts]
+        return texts
+
+    def novelty(
+        self,
+        sample: str,
+        *,
+        prompt: str = "",
+        min_copy: int = novelty_lib.MIN_COPY,
+        corpus: str | os.PathLike[str] | None = None,
+    ) -> novelty_lib.Novelty:
+        """Which spans of `sample` (after `prompt`, which it starts with) occur verbatim in the run's training text:
+        every span of at least `min_copy` characters, with where it occurs in the corpus, and the share of the
+        generated characters they cover. `corpus`: the file the run trained on, when it is no longer where
+        run.json says (a changed file is a CorpusError). See `charlstm.evaluation.novelty`."""
+        return novelty_lib.check(self.novelty_index(corpus), sample, prompt, min_copy)
+
+    def novelty_index(self, corpus: str | os.PathLike[str] | None = None) -> novelty_lib.Index:
+        """The index of the run's training split (the first 1 - data.val_fraction of its corpus), from the cache,
+        built there on first use; kept for the life of this Model."""
+        key = "" if corpus is None else str(corpus)
+        if key not in self._indexes:
+            info = rundir.RunDir(self.run_dir).read_info()
+            path = Path(corpus) if corpus is not None else Path(str(info.get("corpus", "")))
+            digest = info.get("corpus_sha256")
+            index = novelty_lib.load(
+                path,
+                self.vocab.encoding,
+                self.config.data.val_fraction,
+                digest=str(digest) if digest else None,
+                vocab=self.vocab,
+            )
+            assert index is not None  # built when missing
+            self._indexes[key] = index
+        return self._indexes[key]
 
     def stream(
         self,

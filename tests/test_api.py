@@ -206,3 +206,22 @@ def test_overrides_keep_their_types() -> None:
     assert items == ["model.hidden=64", "optim.lr=0.001", "model.layer_norm=true", 'model.cell="gru"']
     cfg, run = api.training_config("tiny", {"model.cell": "gru", "optim.lr": 0.001})
     assert (cfg.model.cell, cfg.optim.lr, run) == ("gru", 0.001, None)
+
+
+@pytest.mark.slow
+def test_novelty_marks_copies_of_the_training_text(trained: tuple[charlstm.Model, Path]) -> None:
+    """sample(novelty=True) returns the same texts, checked; spans are verbatim training text, on the line named.
+    (Without samples during training, train.sample_length=0, the summary has nothing to check.)"""
+    model, _ = trained
+    assert model.summary is not None and model.summary.copied is None and model.summary.to_json()["copied"] is None
+    texts = model.sample("I went", length=200, seed=4, num_samples=2)
+    checked = model.sample("I went", length=200, seed=4, num_samples=2, novelty=True, min_copy=2)
+    assert [c.sample for c in checked] == texts and all(c.prompt == "I went" for c in checked)
+    index = model.novelty_index()
+    train = bytes(index.text).decode("utf-8")
+    spans = [(c, s) for c in checked for s in c.spans]
+    assert spans  # a tiny model on the templated corpus copies its short phrases
+    for c, s in spans:
+        assert s.length >= 2 and c.text[s.start : s.end] in train
+        assert bytes(index.text[: s.corpus_offset]).count(b"\n") + 1 == s.corpus_line
+    assert model.novelty(texts[0], prompt="I went", min_copy=2) == checked[0]

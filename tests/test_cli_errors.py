@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     runs = root / "runs"
     proc = run_cli(train_args(corpus, runs), cwd=root, timeout=300)
     assert_ok(proc)
+    TRAINING.append(proc)
     return runs, runs / "x", text
+
+
+TRAINING: list[subprocess.CompletedProcess[str]] = []  # the output of the fixture's training, for its summary
 
 
 # --- training: awkward but valid input works --------------------------------------------------------------
@@ -360,3 +365,63 @@ def test_degenerate_but_valid_corpora_train(tmp_path: Path, content: str) -> Non
     )
     assert sample.returncode == 0, describe(sample)
     assert set(sample.stdout.strip()) <= set(content)
+
+
+# --- sample --novelty ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sample_novelty_brackets_colours_and_json(trained: tuple[Path, Path, str]) -> None:
+    _, _, text = trained
+    args = ("--prompt", "the", "--length", "200", "--seed", "3", "--novelty", "--min-copy", "2")
+    plain = _sample(trained, *args)
+    assert_ok(plain)
+    body, line = plain.stdout.rstrip("\n").rsplit("\n", 1)
+    assert "[[" in body and "\x1b" not in plain.stdout  # piped: brackets, no colour
+    assert line.startswith("copied from the training text: ") and "spans of 2+ characters" in line
+    coloured = _sample(trained, *args, "--json")
+    row = json.loads(coloured.stdout)
+    assert body == "the" + "".join(
+        f"[[{p}]]" if any(s["start"] <= k < s["end"] for s in row["novelty"]["spans"]) else p
+        for k, p in enumerate(row["text"])
+    ).replace("]][[", "")
+    for s in row["novelty"]["spans"]:
+        assert row["text"][s["start"] : s["end"]] in text and s["length"] == s["end"] - s["start"] >= 2
+    assert f"{row['novelty']['copied_share']:.1%}" in line
+    forced = run_cli(["--color", "always", "sample", "--runs-dir", trained[0], *args], cwd=trained[0].parent)
+    assert_ok(forced)
+    assert "\x1b[4" in forced.stdout and "[[" not in forced.stdout  # underlined instead
+    no_color = run_cli(
+        ["sample", "--runs-dir", trained[0], *args], cwd=trained[0].parent, env={"NO_COLOR": "1", "TERM": "xterm"}
+    )
+    assert_ok(no_color)
+    assert no_color.stdout == plain.stdout
+
+
+@pytest.mark.slow
+def test_train_summary_reports_the_copied_share_of_the_last_sample(trained: tuple[Path, Path, str]) -> None:
+    shown = TRAINING[0].stdout + TRAINING[0].stderr
+    assert re.search(r"copied in the last sample .*\d+\.\d% of 60 chars in spans of 32\+", shown), shown
+
+
+@pytest.mark.slow
+def test_sample_novelty_on_a_moved_or_changed_corpus(trained: tuple[Path, Path, str], tmp_path: Path) -> None:
+    import shutil
+
+    runs, run, text = trained
+    copy = tmp_path / "runs" / "x"
+    shutil.copytree(run, copy)
+    info = json.loads((copy / "run.json").read_text(encoding="utf-8"))
+    info["corpus"] = str(tmp_path / "moved-away.txt")
+    (copy / "run.json").write_text(json.dumps(info), encoding="utf-8")
+    fresh = {"CHARLSTM_CACHE": str(tmp_path / "cache")}  # no index of it yet
+
+    def sample(*extra: str | Path) -> tuple:
+        return run_cli(["sample", "--run", copy, "--novelty", "--length", "20", *extra], cwd=tmp_path, env=fresh)
+
+    assert_clean_error(sample(), "training text is missing", "moved-away.txt", "--corpus FILE", code=1)
+    changed = write_text(tmp_path / "changed.txt", text + "more")
+    assert_clean_error(sample("--corpus", changed), "has changed since the run trained", "--corpus FILE", code=1)
+    assert_ok(sample("--corpus", write_text(tmp_path / "same.txt", text)))
+    assert_clean_error(sample("--min-copy", "0"), "--min-copy", "at least 1", code=2)
+    assert_clean_error(_sample(trained, "--corpus", changed), "--corpus", "--novelty", code=2)

@@ -210,3 +210,14 @@ def test_an_unwritable_cache_is_a_clear_error(tmp_path: Path, monkeypatch: pytes
     path = write_corpus(tmp_path / "c.txt")
     with pytest.raises(CorpusError, match="cannot write"):
         novelty.load(path, "utf-8", 0.1)
+
+
+def test_the_training_summary_shows_the_copied_share() -> None:
+    from charlstm.training import runner
+
+    checked = novelty.check(novelty.from_bytes(CORPUS.encode("utf-8")), "\nxx the dog ran far!!", "\n", min_copy=10)
+    summary = runner.Summary(Path("runs/x"), 10, 1.0, 1.0, 100, 1.0, 1000.0, copied=checked)
+    assert ("copied in the last sample", "75.0% of 20 chars in spans of 10+; longest 15 chars, corpus line 2") in (
+        summary.rows()
+    )
+    assert summary.to_json()["copied"] == checked.to_json()

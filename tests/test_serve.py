@@ -172,7 +172,24 @@ def test_sample_streams_what_model_sample_gives(
     assert len(pieces) >= 2  # the prompt as read, then the generated text in pieces
 
 
+@pytest.mark.slow
+def test_sample_with_novelty_ends_with_the_copied_spans(client: TestClient, model: charlstm.Model) -> None:
+    options = {"prompt": "I went", "length": 300, "seed": 2}
+    r = client.post("/api/sample", json={"run": "tiny", **options, "novelty": True, "min_copy": 2})
+    assert r.status_code == 200
+    events = _events(r.text)
+    assert [kind for kind, _ in events[-2:]] == ["novelty", "done"]
+    text = "".join(data["text"] for kind, data in events if kind == "message")
+    assert text == model.sample("I went", length=300, seed=2)[0]
+    assert events[-2][1] == model.novelty(text, prompt="I went", min_copy=2).to_json()
+    assert events[-2][1]["spans"] and events[-2][1]["min_copy"] == 2
+    plain = _events(client.post("/api/sample", json={"run": "tiny", **options}).text)
+    assert "novelty" not in [kind for kind, _ in plain]
+
+
 BAD = [
+    ("post", "/api/sample", {"run": "tiny", "novelty": "yes"}, 400, "novelty must be true or false"),
+    ("post", "/api/sample", {"run": "tiny", "novelty": True, "min_copy": 0}, 400, "min_copy must be"),
     ("post", "/api/analyze", {"run": "nope", "text": "Goa"}, 404, "no run named"),
     ("post", "/api/analyze", {"run": "../tiny", "text": "Goa"}, 404, "no run named"),
     ("post", "/api/analyze", {"run": 7, "text": "Goa"}, 400, "run must be"),

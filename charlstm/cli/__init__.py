@@ -36,6 +36,7 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ('charlstm sample --prompt "Jammu" --length 200', "from runs/latest"),
         ("charlstm sample --run my-run --checkpoint best --num-samples 5", "five samples at once"),
         ("charlstm sample --prompt \"Jammu\" --stop '\\n' --num-samples 5", "five lines, each ending at its newline"),
+        ("charlstm sample --novelty --length 1000", "mark what the sample copies from the training text"),
     ],
     "eval": [("charlstm eval held-out.txt --run my-run", "nats/char and bits/char on a file")],
     "export": [

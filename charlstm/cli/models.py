@@ -13,6 +13,7 @@ import typer
 from charlstm import ui
 from charlstm.cli._app import CkptOpt, JsonOpt, RunOpt, RunsDirOpt, user_errors
 from charlstm.errors import UsageError, UserError
+from charlstm.evaluation import MIN_COPY
 
 
 @user_errors
@@ -57,10 +58,31 @@ def sample(
         True, "--line-start/--mid-line", help="Read the prompt as the start of a line (after a newline) or as is."
     ),
     json_out: bool = typer.Option(
-        False, "--json", help="One JSON object per sample and line on stdout: sample, prompt, text, seed, run, step."
+        False,
+        "--json",
+        help="One JSON object per sample and line on stdout: sample, prompt, text, seed, run, step (and novelty).",
+    ),
+    novelty: bool = typer.Option(
+        False,
+        "--novelty",
+        help="Mark the generated spans that occur verbatim in the run's training text (underlined, or [[...]] "
+        "without colour), then say what share of the text they cover and where the longest comes from.",
+    ),
+    min_copy: int = typer.Option(
+        MIN_COPY,
+        "--min-copy",
+        metavar="N",
+        help="With --novelty: the shortest span counted, in characters (the default is measured in docs/novelty.md).",
+    ),
+    corpus: Path | None = typer.Option(
+        None,
+        "--corpus",
+        metavar="FILE",
+        show_default="the run's, from run.json",
+        help="With --novelty: the file the run trained on, when it has moved.",
     ),
 ) -> None:
-    """Generate text from a trained run, streamed as it is produced."""
+    """Generate text from a trained run, streamed as it is produced (with --novelty: printed once checked)."""
     if prompt is not None and prompt_file is not None:
         raise UsageError("--prompt and --prompt-file both given", "pass only one")
     if prompt_file is not None:
@@ -72,6 +94,12 @@ def sample(
             raise UserError(
                 f"prompt file {prompt_file} is not UTF-8 (byte offset {err.start})", "pass a UTF-8 text file"
             ) from None
+    if novelty:
+        from charlstm.evaluation import novelty as novelty_lib
+
+        novelty_lib.check_min_copy(min_copy)
+    elif corpus is not None:
+        raise UsageError("--corpus names the training text for --novelty", "pass --novelty too, or leave out --corpus")
     from charlstm import api
     from charlstm.nn.sampling import SampleOptions, unescape
 
@@ -87,6 +115,9 @@ def sample(
         stop=tuple(unescape(text) for text in stop),
     )
     reading: dict[str, Any] = dict(skip_unknown=skip_unknown, line_start=line_start)
+    if novelty:
+        _sample_novelty(model, prompt, options, reading, min_copy, corpus, json_out)
+        return
     if num_samples == 1 and not json_out:
         pieces = model.stream(prompt, options, **reading)
         shown = next(pieces)  # the prompt as read
@@ -122,6 +153,46 @@ def sample(
         ui.out.print(f"[dim]--- sample {i + 1}/{num_samples} ---[/]")
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
+
+
+def _sample_novelty(
+    model: Any,
+    prompt: str | None,
+    options: Any,
+    reading: dict[str, Any],
+    min_copy: int,
+    corpus: Path | None,
+    json_out: bool,
+) -> None:
+    """`sample --novelty`: the samples with their copied spans marked, then one line on them all."""
+    from rich.text import Text
+
+    from charlstm.evaluation import novelty as novelty_lib
+
+    with ui.spinner("finding the training text's index (built once per corpus)"):
+        model.novelty_index(corpus)  # a missing or changed corpus fails before anything is generated
+    n = options.num_samples
+    with ui.spinner(f"generating {n} sample{'s' if n > 1 else ''} and checking for copies"):
+        checked = model.sample(prompt, options, **reading, novelty=True, min_copy=min_copy, corpus=corpus)
+    if json_out:
+        for i, one in enumerate(checked):
+            row = {"sample": i + 1, "prompt": one.prompt, "text": one.text, "seed": options.seed}
+            row |= {"run": str(model.run_dir), "step": model.step, "novelty": one.to_json()}
+            print(json.dumps(row))
+        return
+    colour = ui.color_on(ui.out)
+    for i, one in enumerate(checked):
+        if n > 1:
+            ui.out.print(f"[dim]--- sample {i + 1}/{n} ---[/]")
+        if colour:
+            shown = Text(one.prompt)
+            for piece, copied in one.pieces():
+                shown.append(piece, style="underline magenta" if copied else "")
+            ui.out.print(shown, soft_wrap=True)
+        else:
+            sys.stdout.write(one.prompt + one.bracketed() + "\n")
+            sys.stdout.flush()
+    ui.out.print(Text(novelty_lib.summary_line(checked), style="bold"), soft_wrap=True)
 
 
 @user_errors

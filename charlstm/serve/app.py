@@ -37,6 +37,7 @@ from charlstm.analysis import runs as runs_lib
 from charlstm.config import MAX_SEED
 from charlstm.data import corpus
 from charlstm.errors import RunError, UsageError, UserError
+from charlstm.evaluation.novelty import MIN_COPY
 from charlstm.nn.sampling import SampleOptions
 from charlstm.serve import analysis
 from charlstm.training import rundir
@@ -45,8 +46,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 MAX_BODY = 1 << 20  # bytes: 20,000 characters fit many times over, even written as JSON escapes
 MAX_SAMPLE = 5_000  # characters one sample request may generate
 MAX_STOPS = 16  # stop texts one sample request may pass
-# The fields of a sample request: the run, the prompt and the options of one sample.
-SAMPLE_FIELDS = ("run", "prompt", *(f for f in SampleOptions.FIELDS if f != "num_samples"))
+# The fields of a sample request: the run, the prompt, the options of one sample, and the copied-text check.
+SAMPLE_FIELDS = ("run", "prompt", *(f for f in SampleOptions.FIELDS if f != "num_samples"), "novelty", "min_copy")
 ANALYZE_FIELDS = ("run", "text", "layer", "quantities")
 
 
@@ -246,9 +247,11 @@ def create_app(runs_dir: Path, default_run: str | None = None, runs: Runs | None
             raise BadRequest(400, f"prompt must be a string (got {prompt!r})")
         if prompt is not None and len(prompt) > analysis.MAX_CHARS:
             raise BadRequest(400, f"the prompt has {len(prompt):,} characters, more than {analysis.MAX_CHARS:,}")
-        greedy = body.get("greedy", False)
-        if not isinstance(greedy, bool):
-            raise BadRequest(400, f"greedy must be true or false (got {greedy!r})")
+        greedy, novelty = body.get("greedy", False), body.get("novelty", False)
+        for key, flag in (("greedy", greedy), ("novelty", novelty)):
+            if not isinstance(flag, bool):
+                raise BadRequest(400, f"{key} must be true or false (got {flag!r})")
+        min_copy = _int(body, "min_copy", MIN_COPY, 1, MAX_SAMPLE)
         options = SampleOptions(
             length=_int(body, "length", 500, 1, MAX_SAMPLE),
             temperature=_number(body, "temperature", 1.0),
@@ -261,6 +264,8 @@ def create_app(runs_dir: Path, default_run: str | None = None, runs: Runs | None
 
         def start() -> tuple[analysis.Analyzer, Iterator[str], list[dict[str, Any]]]:
             analyzer = runs.get(body.get("run"))
+            if novelty:  # a missing or changed training text is an error answer, before the stream starts
+                analyzer.model.novelty_index()
             # An empty box samples from a line start, as `charlstm sample` without --prompt; characters the run
             # never saw are skipped, and the first event says which.
             pieces = analyzer.model.stream(prompt or None, options, skip_unknown=True)  # checks options now
@@ -269,7 +274,7 @@ def create_app(runs_dir: Path, default_run: str | None = None, runs: Runs | None
 
         analyzer, pieces, skipped = await run_in_threadpool(start)
         return StreamingResponse(
-            _events(analyzer, pieces, skipped),
+            _events(analyzer, pieces, skipped, min_copy if novelty else 0),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -298,19 +303,25 @@ def create_app(runs_dir: Path, default_run: str | None = None, runs: Runs | None
     return Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]  # per-exception handlers
 
 
-def _events(analyzer: analysis.Analyzer, pieces: Iterator[str], skipped: list[dict[str, Any]]) -> Iterator[str]:
+def _events(
+    analyzer: analysis.Analyzer, pieces: Iterator[str], skipped: list[dict[str, Any]], min_copy: int = 0
+) -> Iterator[str]:
     """The sample as server-sent events: one `data: {"text": ...}` per piece (the prompt as read first, with the
-    prompt's characters that were `skipped`), then `event: done`. Each piece is generated under the model's
-    lock, so samples and analyses take turns."""
-    first = True
+    prompt's characters that were `skipped`), with `min_copy` an `event: novelty` (the copied spans of the
+    generated text, as `sample --novelty --json` gives them), then `event: done`. Each piece is generated under
+    the model's lock, so samples and analyses take turns."""
+    texts: list[str] = []
     while True:
         with analyzer.lock:
             piece = next(pieces, None)
         if piece is None:
             break
-        event = {"text": piece, "skipped": skipped} if first else {"text": piece}
-        first = False
+        event = {"text": piece} if texts else {"text": piece, "skipped": skipped}
+        texts.append(piece)
         yield f"data: {json.dumps(event)}\n\n"
+    if min_copy and texts:
+        checked = analyzer.model.novelty("".join(texts), prompt=texts[0], min_copy=min_copy)
+        yield f"event: novelty\ndata: {json.dumps(checked.to_json())}\n\n"
     yield "event: done\ndata: {}\n\n"
 
 

@@ -57,6 +57,7 @@ class Recorder:
         self.speeds: list[float] = []  # chars/s of every step
         self.final_val: float | None = None
         self.best: float | None = best
+        self.final_sample: str | None = None  # the sample of the last evaluation, checked for copies at the end
 
     def __call__(self, ev: loop.Event) -> None:
         self.reporter.event(ev)
@@ -93,6 +94,7 @@ class Recorder:
             self.events.evaluation(ev)
         if self.cfg.train.sample_length > 0 and self.main:  # sampled from a host copy: process 0 alone, no collectives
             text = sample_text(distributed.to_host(ev.params), self.cfg, self.vocab)
+            self.final_sample = text
             self.reporter.sample(ev.step, text)
             if self.events is not None:
                 self.events.sample(ev.step, text)

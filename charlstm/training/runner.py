@@ -21,7 +21,7 @@ from charlstm import config, events
 from charlstm.config import Config
 from charlstm.data import batches, corpus, encoded
 from charlstm.errors import RunError, UsageError, UserError
-from charlstm.evaluation import promptcheck
+from charlstm.evaluation import novelty, promptcheck
 from charlstm.nn import model, sampling
 from charlstm.training import budget as budget_lib
 from charlstm.training import checkpoint, distributed, finetune, loop, rundir, signals, tensorboard
@@ -42,6 +42,7 @@ class Summary:
     prompt_check: promptcheck.PromptCheck | None = None  # on an annotated corpus, with train.prompt_check
     budget: str | None = None  # with train.time: what was chosen and why, in one line (budget.summary_line)
     patience: int = 0  # train.patience, which stopped it when stopped_early
+    copied: novelty.Novelty | None = None  # the last evaluation's sample checked against the training text
 
     def to_json(self) -> dict[str, object]:
         """The summary as `charlstm train --json` prints it."""
@@ -57,6 +58,7 @@ class Summary:
             "stopped_early": self.stopped_early,
             "budget": self.budget,
             "prompt_check": self.prompt_check.to_json() if self.prompt_check else None,
+            "copied": self.copied.to_json() if self.copied else None,
         }
 
     def rows(self) -> list[tuple[str, str]]:
@@ -72,12 +74,21 @@ class Summary:
             ("train chars/s (median)", f"{self.chars_per_s:,.0f}"),
             ("wall time", f"{self.seconds:.1f} s"),
         ]
+        if self.copied is not None:
+            rows.append(("copied in the last sample", copied_row(self.copied)))
         if self.budget:
             rows.append(("time budget", self.budget))
         if self.stopped_early:
             why = f"no better val loss in {self.patience} evaluations (best kept: --checkpoint best)"
             rows.append(("stopped early", f"yes: {why}"))
         return rows
+
+
+def copied_row(checked: novelty.Novelty) -> str:
+    """The summary's line on the last sample's copies: over-fitting shows as a growing share."""
+    text = f"{checked.share:.1%} of {len(checked.text):,} chars in spans of {checked.min_copy}+"
+    longest = checked.longest
+    return text + (f"; longest {longest.length} chars, corpus line {longest.corpus_line:,}" if longest else "")
 
 
 class Interrupted(UserError):
@@ -255,12 +266,18 @@ def _create_run_dir(
     run_name = distributed.broadcast_text(name or rundir.default_name(data.path, cfg.model.cell))
     return distributed.together(
         lambda: (
-            rundir.create(runs_dir, run_name, cfg, data.vocab, data.path, info)
+            rundir.create(runs_dir, run_name, cfg, data.vocab, data.path, {**info, **_corpus_record(data.path)})
             if main
             else rundir.RunDir(runs_dir / run_name)
         ),
         "creating the run directory",
     )
+
+
+def _corpus_record(path: Path) -> dict[str, object]:
+    """What run.json records of the corpus besides its path: its sha256, by which `sample --novelty` finds the
+    index of the very text the run trained on, and knows a changed file (a large corpus is hashed once)."""
+    return {"corpus_sha256": novelty.corpus_digest(path)}
 
 
 def _train_locked(job: _Job, data: _Corpus, source: finetune.Source | None) -> Summary:
@@ -436,6 +453,7 @@ def _summary(job: _Job, data: _Corpus, ending: _Ending, recorder: Recorder, n_pa
         m = job.cfg.model
         what = f"{len(data.train_ids):,} training chars, {m.cell} {m.layers}x{m.hidden}"
         line = budget_lib.summary_line(ending.budget, ended, what)
+    copied = _copied(job, data, recorder.final_sample) if main else None
     return Summary(
         job.run.path,
         ending.step,
@@ -448,7 +466,30 @@ def _summary(job: _Job, data: _Corpus, ending: _Ending, recorder: Recorder, n_pa
         stopped_early=ending.stopped_early,
         budget=line,
         patience=job.cfg.train.patience,
+        copied=copied,
     )
+
+
+def _copied(job: _Job, data: _Corpus, sample: str | None) -> novelty.Novelty | None:
+    """The last evaluation's sample checked against the training text, through the cached index (built here for
+    training text up to `novelty.SUMMARY_MAX_BYTES`: about a second for 10 MB). A problem with the index (an
+    unwritable cache, too little memory) is a message, not a failed run."""
+    if not sample:
+        return None
+    try:
+        size = data.path.stat().st_size
+        build = size <= novelty.SUMMARY_MAX_BYTES
+        index = novelty.load(data.path, data.vocab.encoding, job.cfg.data.val_fraction, build=build)
+        if index is None:
+            job.reporter.message(
+                f"copied-text check of the last sample skipped: the {size / 1e6:,.0f} MB corpus has no index yet "
+                "(charlstm sample --novelty builds it)"
+            )
+            return None
+        return novelty.check(index, sample, sampling.default_prompt(data.vocab))
+    except (UserError, OSError) as err:
+        job.reporter.message(f"copied-text check of the last sample skipped: {err}")
+        return None
 
 
 def _early_stopping(cfg: Config, run: rundir.RunDir, start_step: int, main: bool) -> loop.EarlyStopping:
