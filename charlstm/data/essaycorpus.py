@@ -9,13 +9,13 @@ essay's example:
 
 Between place and language come ordinary sentences that name no place and no language and use none of the
 words a closing asks for a language with ("speak", "language", "learn", ...), so the only way to predict the
-language is to remember the place across whatever came between. The sentences, openings and closings are
-written out below, and together with the place and language names they hold every printable ASCII character,
-so a person's English text can be read.
+language is to remember the place across whatever came between. The openings, sentences and closings are
+written out below; with a few lines of their own (ASIDES) they hold every printable ASCII character, so a
+person's English text can be read.
 
 The text comes in two parts (STAGES): the plain corpus's template first (one opening, one filler sentence, one
 closing), where a small LSTM learns to hold a place at all; then paragraphs of OPENINGS, 0-5 MIDDLES and
-CLOSINGS, the essay's sentence as a tenth of the lines and short association lines. `configs/essay.yaml` reads
+CLOSINGS, the essay's sentence as a tenth of the lines, short association lines and the asides. `configs/essay.yaml` reads
 the first part alone for its first steps (`data.curriculum`). How the mix, the variety and the curriculum were
 chosen, and what the model learns from them, is measured in docs/corpus.md.
 
@@ -55,7 +55,7 @@ OPENINGS: tuple[str, ...] = (
 )
 
 # Sentences that may stand between place and language: no place, no language, and none of the words a
-# closing uses to ask for a language. They hold the punctuation, digits and capitals the rest lacks.
+# closing uses to ask for a language.
 MIDDLES: tuple[str, ...] = (
     "It was fun.",
     "The old fort was quiet.",
@@ -71,6 +71,23 @@ MIDDLES: tuple[str, ...] = (
     "The hotel (a cozy one near the lake) was clean.",
     "We got up early; the sun was rising over the hills.",
     '"Don\'t miss the museum," Kabir told us.',
+    "Quinn and Yusuf got lost twice.",
+    "Uncle Hari bought a new jacket there.",
+    "Vikram says it was the best trip ever.",
+    "We went in June of 2023.",
+    "The view from the bridge was amazing.",
+    "We ate rice every day.",
+    "The streets were busy at night.",
+    "I filled ten pages of my diary.",
+    "We took about 100 photos.",
+    "Our guide was very kind.",
+    "The locals were kind to us.",
+    "I was tired after the long day.",
+)
+
+# Lines of their own, with no place in them, for the characters the rest lacks: symbols a person may type
+# (they made the memory slower to learn when they stood between place and language).
+ASIDES: tuple[str, ...] = (
     "My email, Zoya_2019@example.com, filled up with booking receipts.",
     "The shop had a 20% discount & free sweets.",
     "We rated the hotel 4/5 (maybe 4.5).",
@@ -81,10 +98,6 @@ MIDDLES: tuple[str, ...] = (
     "My notes are in C:\\trips\\diary.txt, with 300 photos.",
     "The Wi-Fi password was {guest}^2 <or> [guest]*, nobody could tell.",
     "Xavier typed `ok` and sent it.",
-    "Quinn and Yusuf got lost twice.",
-    "Uncle Hari bought a new jacket there.",
-    "Vikram says it was the best trip ever.",
-    "We went in June of 2023.",
 )
 
 # How a paragraph asks for the language.
@@ -118,15 +131,15 @@ FILLER = "It was fun."
 TEMPLATE_CLOSING = "I don't speak {l}."
 
 # The kinds of line: "template" (above), "paragraph" (an opening, middles and a closing), "essay" (the essay's
-# sentence) and "association" (a short line).
-Kind = Literal["template", "paragraph", "essay", "association"]
+# sentence), "association" (a short line) and "aside" (one of ASIDES).
+Kind = Literal["template", "paragraph", "essay", "association", "aside"]
 
 # What the text is made of, part by part: (where the part ends, as a share of the text; the weights of its
 # kinds of line). A curriculum reads them in this order (`data.curriculum` in configs/essay.yaml); the last
 # part is also the validation split's.
 STAGES: tuple[tuple[float, dict[Kind, float]], ...] = (
     (0.1, {"template": 1.0}),
-    (1.0, {"paragraph": 0.7, "essay": 0.1, "association": 0.2}),
+    (1.0, {"paragraph": 0.67, "essay": 0.1, "association": 0.2, "aside": 0.03}),
 )
 
 
@@ -163,15 +176,17 @@ def generate(seed: int = DEFAULT_SEED, n_chars: int = DEFAULT_CHARS) -> tuple[st
         place, language = rng.choice(PAIRS)
         weights = next(w for end, w in STAGES if length < end * n_chars or end == STAGES[-1][0])
         kind = rng.choices(list(weights), weights=list(weights.values()))[0]
+        template = rng.choice(ASSOCIATIONS) if kind == "association" else ""
+        if kind == "aside" or (template and template.index("{p}") > template.index("{l}")):
+            # No place -> language record: an aside names neither, and a language-first association names the
+            # language before the place.
+            line = rng.choice(ASIDES) if kind == "aside" else template.format(p=place, l=language)
+            lines.append(line)
+            length += len(line) + 1
+            continue
         if kind == "essay":
             parts = _parts(ESSAY)
         elif kind == "association":
-            template = rng.choice(ASSOCIATIONS)
-            if template.index("{p}") > template.index("{l}"):  # language first: no place -> language record
-                line = template.format(p=place, l=language)
-                lines.append(line)
-                length += len(line) + 1
-                continue
             parts = _parts(template)
         else:
             parts = _paragraph(rng, kind)
