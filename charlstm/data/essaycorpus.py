@@ -15,9 +15,9 @@ person's English text can be read.
 
 The text comes in two parts (STAGES): the plain corpus's template first (one opening, one filler sentence, one
 closing), where a small LSTM learns to hold a place at all; then paragraphs of OPENINGS, 0-5 MIDDLES and
-CLOSINGS, the essay's sentence as a tenth of the lines, short association lines and the asides. `configs/essay.yaml` reads
-the first part alone for its first steps (`data.curriculum`). How the mix, the variety and the curriculum were
-chosen, and what the model learns from them, is measured in docs/corpus.md.
+CLOSINGS, the essay's sentence as a tenth of the lines, short association lines and the asides.
+`configs/essay.yaml` reads the first part alone for its first steps (`data.curriculum`). How the mix, the
+variety and the curriculum were chosen, and what the model learns from them, is measured in docs/corpus.md.
 
 The gap file (``essay.gaps.json``) has `langcorpus`'s format. Run ``python -m charlstm.data.essaycorpus`` to
 rewrite the committed files.
