@@ -285,9 +285,11 @@ def test_stop_ends_each_sample_at_its_first_stop(trained: tuple[Path, Path, str]
         min(t.split("\n")[0], t.split("e ")[0], key=len) for t in texts
     ]
     one = ("--prompt", "the", "--length", "300", "--seed", "5")  # one sample: streamed as it is made
-    whole, streamed = _sample(trained, *one), _sample(trained, *one, "--stop", "e ")
+    whole = _sample(trained, *one)
+    stop = whole.stdout[3 + 150 : 3 + 152]  # two characters the sample produces
+    streamed = _sample(trained, *one, "--stop", stop.replace("\\", "\\\\"))
     assert_ok(streamed)
-    assert streamed.stdout == "the" + sampling.cut_at_stop(whole.stdout[3:-1], ("e ",)) + "\n" != whole.stdout
+    assert streamed.stdout == "the" + sampling.cut_at_stop(whole.stdout[3:-1], (stop,)) + "\n" != whole.stdout
     assert_clean_error(_sample(trained, "--stop", ""), "--stop is empty", code=2)
     assert_clean_error(_sample(trained, "--stop", r"\q"), "--stop", "escape", code=2)
     assert_clean_error(_sample(trained, "--stop", "\u2603"), "never be generated", "vocabulary", code=2)
