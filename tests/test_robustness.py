@@ -168,7 +168,13 @@ def test_late_write_callbacks_of_a_failed_save_are_silent_and_nothing_else_is(tm
         asyncio.run(async_path.write_text(async_path.epath.Path(tmp_path / "missing" / "file"), "x"))
     from_orbax = info.value
     assert checkpoint._from_orbax(from_orbax)
-    for exc, kept in [(from_orbax, False), (OSError(errno.ENOSPC, "elsewhere"), True), (RuntimeError("x"), True)]:
+    full = ValueError(  # how the store's own write reports a full disk: no Python traceback
+        'RESOURCE_EXHAUSTED: Error opening "zarr" driver: Error writing "key/.zarray" in OCDBT database at local '
+        "file \"runs/a/checkpoints/15\" [os_error_code='28']"
+    )
+    cases = [(from_orbax, False), (full, False), (OSError(errno.ENOSPC, "elsewhere"), True), (RuntimeError("x"), True)]
+    cases.append((ValueError("RESOURCE_EXHAUSTED: out of memory"), True))
+    for exc, kept in cases:
         record = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, "Future exception", None, None)
         record.exc_info = (type(exc), exc, exc.__traceback__)
         assert checkpoint._AbandonedWrites().filter(record) is kept

@@ -43,6 +43,13 @@ def _from_orbax(exc: BaseException | None) -> bool:
     return False
 
 
+def _from_the_store(exc: BaseException | None) -> bool:
+    """A failed write of the checkpoint store itself (tensorstore's OCDBT database), which reports a full disk
+    as a ValueError with no Python traceback."""
+    text = str(exc) if isinstance(exc, ValueError) else ""
+    return text.startswith("RESOURCE_EXHAUSTED") and "OCDBT database" in text
+
+
 class _AbandonedWrites(logging.Filter):
     """Drops asyncio's "Future exception was never retrieved" for a file write of a failed save: once one
     write fails, Orbax stops waiting for the others, and their errors (the same full disk) are reported again
@@ -50,7 +57,7 @@ class _AbandonedWrites(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not (isinstance(exc, OSError) and _from_orbax(exc))
+        return not ((isinstance(exc, OSError) and _from_orbax(exc)) or _from_the_store(exc))
 
 
 def _late_callback_hook(previous: Callable[[Any], object]) -> Callable[[Any], object]:
