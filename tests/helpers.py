@@ -214,3 +214,12 @@ class Reporter(events.Silent):
 
     def message(self, text: str) -> None:
         self.messages.append(text)
+
+
+def cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
+    """`text` up to where it first completes one of `stops` (the whole text when none occurs), by the same
+    `StopScan` the sampler streams through, fed in one piece."""
+    from charlstm.nn.sampling import StopScan
+
+    scan = StopScan(stops)
+    return scan.feed(text) + scan.flush()

@@ -10,12 +10,11 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from helpers import assert_ok, run_cli
+from helpers import assert_ok, cut_at_stop, run_cli
 
 import charlstm
 from charlstm import api
 from charlstm.errors import ConfigError, CorpusError, RunError, UsageError, UserError
-from charlstm.nn import sampling
 from charlstm.training import configure
 
 TINY = {
@@ -111,7 +110,7 @@ def test_stop_cuts_each_sample_at_its_first_stop(trained: tuple[charlstm.Model, 
     model, _ = trained
     free = model.sample("We", length=400, seed=2, num_samples=3)
     cut = model.sample("We", length=400, seed=2, num_samples=3, stop=["e", "\n"])
-    assert cut == ["We" + sampling.cut_at_stop(t[2:], ("e", "\n")) for t in free]
+    assert cut == ["We" + cut_at_stop(t[2:], ("e", "\n")) for t in free]
     assert all(len(c) < len(t) for c, t in zip(cut, free))  # every one met a stop ("e" is the commonest letter)
     streamed = list(model.stream("We", length=1300, seed=4, stop=("\n\n",)))
     assert "".join(streamed) == model.sample("We", length=1300, seed=4, stop=("\n\n",))[0]

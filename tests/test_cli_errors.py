@@ -10,9 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import TINY_TRAIN, assert_clean_error, assert_ok, describe, run_cli
-
-from charlstm.nn import sampling
+from helpers import TINY_TRAIN, assert_clean_error, assert_ok, cut_at_stop, describe, run_cli
 
 WORDS = ["héllo", "wörld", "✓", "日本語", "🙂🎉", "the", "cat", "Привет", "λόγος", "naïve", "abc", "mañana"]
 UNKNOWN = "Zq"  # never in the generated corpus
@@ -289,7 +287,7 @@ def test_stop_ends_each_sample_at_its_first_stop(trained: tuple[Path, Path, str]
     stop = whole.stdout[3 + 150 : 3 + 152]  # two characters the sample produces
     streamed = _sample(trained, *one, "--stop", stop.replace("\\", "\\\\"))
     assert_ok(streamed)
-    assert streamed.stdout == "the" + sampling.cut_at_stop(whole.stdout[3:-1], (stop,)) + "\n" != whole.stdout
+    assert streamed.stdout == "the" + cut_at_stop(whole.stdout[3:-1], (stop,)) + "\n" != whole.stdout
     assert_clean_error(_sample(trained, "--stop", ""), "--stop is empty", code=2)
     assert_clean_error(_sample(trained, "--stop", r"\q"), "--stop", "escape", code=2)
     assert_clean_error(_sample(trained, "--stop", "\u2603"), "never be generated", "vocabulary", code=2)

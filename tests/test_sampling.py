@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import cut_at_stop
 
 from charlstm import config
 from charlstm.data.corpus import Vocab
@@ -143,7 +144,7 @@ def test_stop_scan_cuts_where_a_character_by_character_reader_would() -> None:
         shown = [scan.feed(text[a:b]) for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
         shown.append(scan.flush())
         want = _first_stop_reference(text, stops)
-        assert "".join(shown) == want == sampling.cut_at_stop(text, stops), (text, stops, cuts)
+        assert "".join(shown) == want == cut_at_stop(text, stops), (text, stops, cuts)
         assert scan.done == (want != text or any(text.endswith(s) for s in stops))
 
 

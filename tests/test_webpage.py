@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from helpers import assert_clean_error, assert_ok, run_cli
+from helpers import assert_clean_error, assert_ok, cut_at_stop, run_cli
 from test_serve import Browser, chromium
 
 import charlstm
@@ -85,7 +85,7 @@ def test_the_page_scores_and_continues_as_charlstm_does(browser: Browser, tmp_pa
     stops = [expected[40:42], "\n"]  # met at character 40 at the latest
     opts = json.dumps({"length": 200, "greedy": True, "stop": stops})
     page_cut = browser.eval(f"Array.from(charlstm.generate({json.dumps(PROMPT)}, {opts})).join('')")
-    assert page_cut == sampling.cut_at_stop(expected, tuple(stops))
+    assert page_cut == cut_at_stop(expected, tuple(stops))
 
 
 @pytest.mark.slow

@@ -136,23 +136,24 @@ def sample(
     if json_out:
         shown = model.read_prompt(prompt, skip_unknown)
         for i, text in enumerate(texts):
-            print(
-                json.dumps(
-                    {
-                        "sample": i + 1,
-                        "prompt": shown,
-                        "text": text[len(shown) :],
-                        "seed": seed,
-                        "run": str(model.run_dir),
-                        "step": model.step,
-                    }
-                )
-            )
+            print(json.dumps(_json_row(model, i, shown, text[len(shown) :], seed)))
         return
     for i, text in enumerate(texts):
         ui.out.print(f"[dim]--- sample {i + 1}/{num_samples} ---[/]")
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
+
+
+def _json_row(model: Any, i: int, prompt: str, text: str, seed: int) -> dict[str, Any]:
+    """One line of `sample --json`: the i-th sample's prompt as read and generated text, and where it came from."""
+    return {
+        "sample": i + 1,
+        "prompt": prompt,
+        "text": text,
+        "seed": seed,
+        "run": str(model.run_dir),
+        "step": model.step,
+    }
 
 
 def _sample_novelty(
@@ -176,9 +177,7 @@ def _sample_novelty(
         checked = model.sample(prompt, options, **reading, novelty=True, min_copy=min_copy, corpus=corpus)
     if json_out:
         for i, one in enumerate(checked):
-            row = {"sample": i + 1, "prompt": one.prompt, "text": one.text, "seed": options.seed}
-            row |= {"run": str(model.run_dir), "step": model.step, "novelty": one.to_json()}
-            print(json.dumps(row))
+            print(json.dumps(_json_row(model, i, one.prompt, one.text, options.seed) | {"novelty": one.to_json()}))
         return
     colour = ui.color_on(ui.out)
     for i, one in enumerate(checked):

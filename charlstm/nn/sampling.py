@@ -123,12 +123,6 @@ class StopScan:
         return held
 
 
-def cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
-    """`text` up to where it first completes one of `stops` (the whole text when none occurs)."""
-    scan = StopScan(stops)
-    return scan.feed(text) + scan.flush()
-
-
 def filter_logits(logits: jax.Array, temperature: float, top_k: int, top_p: float) -> jax.Array:
     """Temperature, then top-k, then nucleus (top-p) filtering; removed entries become -inf."""
     logits = logits / temperature
