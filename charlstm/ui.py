@@ -310,7 +310,8 @@ def table(
     t = Table(title=title, title_justify="left")
     left_aligned = {"", "key", "metric", "cell", "recipe", *left}
     for c in columns:
-        t.add_column(c, justify="left" if c in left_aligned else "right")
+        # A narrow terminal (or a pipe, 80 columns) wraps a long value instead of cutting a path short.
+        t.add_column(c, justify="left" if c in left_aligned else "right", overflow="fold")
     for r in rows:
         t.add_row(*(str(v) for v in r))
     console.print(t)

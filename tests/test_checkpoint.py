@@ -181,3 +181,29 @@ def test_same_seed_same_losses(reference: Path, tmp_path: Path) -> None:
     assert _losses(tmp_path / "again") == _losses(reference)
     other = runner.train_run(_cfg("train.seed=1"), CORPUS, Silent(), name="seed1", runs_dir=tmp_path)
     assert other.final_val_loss != _losses(reference)[24]
+
+
+@pytest.mark.slow
+def test_a_run_saved_with_the_earlier_gain_names_restores_and_resumes_exactly(tmp_path: Path) -> None:
+    """Layer-norm gains were saved as g_ih, g_hh, g_c (now gain_*): such a checkpoint, optimizer moments
+    included, is read under the new names, and resuming from it ends where the uninterrupted run ended."""
+    cfg = _cfg("model.layer_norm=true")
+    runner.train_run(cfg, CORPUS, Silent(), name="ref", runs_dir=tmp_path)
+    run = rundir.RunDir(tmp_path / "ref")
+    end, mid = _params(run.path, 24), checkpoint.restore(run, 16)
+    shutil.rmtree(run.checkpoints)
+    earlier = {v: k for k, v in checkpoint.EARLIER_NAMES.items()}
+    saver = checkpoint.Checkpointer(run, cfg, mid.vocab)
+    saver.save(loop.TrainState(**checkpoint._renamed(mid.state._asdict(), earlier)), mid.val_loss)
+    saver.wait()
+    saver.close()
+    on_disk = (run.checkpoints / "16" / "state" / "_METADATA").read_text()
+    assert '"g_hh"' in on_disk and "gain_hh" not in on_disk  # the earlier names really were written
+
+    again = checkpoint.restore(run, 16)
+    assert sorted(again.state.params["layers"][0]) == sorted(mid.state.params["layers"][0])
+    for a, b in zip(jax.tree_util.tree_leaves(again.state), jax.tree_util.tree_leaves(mid.state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    runner.train_run(cfg, None, Silent(), runs_dir=tmp_path, resume=run)
+    for a, b in zip(_params(run.path, 24), end):
+        np.testing.assert_array_equal(a, b)

@@ -26,16 +26,16 @@ def _np_layer_norm(x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
 
 def ln_lstm_reference(p: dict, xs: np.ndarray, h: np.ndarray, c: np.ndarray, h_mask: np.ndarray | None = None):
     """Ba et al.'s layer-normalised LSTM written out in NumPy float64, gates in PyTorch's order i, f, g, o:
-    z = LN(x W_ih) g_ih + LN((h m) W_hh) g_hh + b;  c' = f c + i g;  h' = o tanh(LN(c') g_c + b_c)."""
+    z = LN(x W_ih) gain_ih + LN((h m) W_hh) gain_hh + b;  c' = f c + i g;  h' = o tanh(LN(c') gain_c + b_c)."""
     p = {k: np.asarray(v, np.float64) for k, v in p.items()}
     m = np.ones_like(h) if h_mask is None else h_mask
     hs = []
     for x in xs:
-        z = _np_layer_norm(x @ p["W_ih"]) * p["g_ih"] + _np_layer_norm((h * m) @ p["W_hh"]) * p["g_hh"] + p["b"]
+        z = _np_layer_norm(x @ p["W_ih"]) * p["gain_ih"] + _np_layer_norm((h * m) @ p["W_hh"]) * p["gain_hh"] + p["b"]
         i, f, g, o = (z[:, k * H : (k + 1) * H] for k in range(4))
         i, f, g, o = ref.sigmoid(i), ref.sigmoid(f), np.tanh(g), ref.sigmoid(o)
         c = f * c + i * g
-        h = o * np.tanh(_np_layer_norm(c) * p["g_c"] + p["b_c"])
+        h = o * np.tanh(_np_layer_norm(c) * p["gain_c"] + p["b_c"])
         hs.append(h)
     return np.stack(hs), h, c
 
@@ -46,9 +46,9 @@ def random_ln_layer(rng: np.random.Generator) -> dict:
         "W_ih": rng.uniform(-0.7, 0.7, (N_IN, g)),
         "W_hh": rng.uniform(-0.7, 0.7, (H, g)),
         "b": rng.uniform(-0.5, 0.5, g),
-        "g_ih": rng.uniform(0.5, 1.5, g),
-        "g_hh": rng.uniform(0.5, 1.5, g),
-        "g_c": rng.uniform(0.5, 1.5, H),
+        "gain_ih": rng.uniform(0.5, 1.5, g),
+        "gain_hh": rng.uniform(0.5, 1.5, g),
+        "gain_c": rng.uniform(0.5, 1.5, H),
         "b_c": rng.uniform(-0.5, 0.5, H),
     }
 

@@ -300,7 +300,7 @@ def test_an_empty_config_file_is_an_error(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("override", "words"),
-    [("model.layer_norm=true", "params/layers/0/g_hh is not in the checkpoint"), ("model.embed=16", "params/embed")],
+    [("model.layer_norm=true", "params/layers/0/gain_hh is not in the checkpoint"), ("model.embed=16", "params/embed")],
 )
 def test_resume_with_a_shape_changing_set_names_the_arrays_not_damage(
     runs: Path, tmp_path: Path, override: str, words: str

@@ -185,7 +185,7 @@ def test_fused_options_gradients_equal_autodiff_of_plain_scan(cell: str, layer_n
         if layer_norm:
             p = {
                 **p,
-                **{k: jnp.asarray(rng.uniform(0.5, 1.5, n)) for k, n in (("g_hh", 4 * H), ("g_c", H))},
+                **{k: jnp.asarray(rng.uniform(0.5, 1.5, n)) for k, n in (("gain_hh", 4 * H), ("gain_c", H))},
                 "b_c": jnp.asarray(rng.uniform(-0.5, 0.5, H)),
             }
         mask = jnp.asarray((rng.random((B, H)) > 0.4) / 0.6) if masked else None

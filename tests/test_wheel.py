@@ -105,7 +105,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     env.update(
         JAX_PLATFORMS="cpu",
         NO_COLOR="1",
-        COLUMNS="200",
+        COLUMNS="400",  # wide enough for the deepest temporary path
         PYTHONIOENCODING="utf-8",
         CHARLSTM_CACHE=str(work / "cache"),
         PATH=os.pathsep.join([str(scripts), env.get("PATH", "")]),

@@ -49,7 +49,7 @@ def init_layer(
 
     `init_hh="orthogonal"` makes each gate's [H, H] block of W_hh orthogonal (its singular values are all 1,
     so at initialisation the recurrent matmul neither shrinks nor grows h). `layer_norm` adds the LSTM's
-    normalisation gains (ones) and the cell-state shift (zeros): g_ih, g_hh [4H], g_c, b_c [H].
+    normalisation gains (ones) and the cell-state shift (zeros): gain_ih, gain_hh [4H], gain_c, b_c [H].
     """
     k = 1.0 / jnp.sqrt(hidden)
     g = GATES[cell] * hidden
@@ -61,7 +61,7 @@ def init_layer(
         w_hh = jax.random.uniform(k_hh, (hidden, g), minval=-k, maxval=k)
     p = {"W_ih": jax.random.uniform(k_ih, (n_in, g), minval=-k, maxval=k), "W_hh": w_hh}
     if layer_norm:
-        p.update(g_ih=jnp.ones(g), g_hh=jnp.ones(g), g_c=jnp.ones(hidden), b_c=jnp.zeros(hidden))
+        p.update(gain_ih=jnp.ones(g), gain_hh=jnp.ones(g), gain_c=jnp.ones(hidden), b_c=jnp.zeros(hidden))
     if cell == "gru":  # GRU keeps b_hh apart: it sits inside r * (h W_hn + b_hn)
         p["b_ih"] = jax.random.uniform(k_b, (g,), minval=-k, maxval=k)
         p["b_hh"] = jax.random.uniform(k_b2, (g,), minval=-k, maxval=k)
@@ -88,11 +88,11 @@ def project_input(cell: str, p: Params, x: jax.Array, compute_dtype: str = "floa
     normalised = variant(cell, p) == "ln_lstm"
     if jnp.issubdtype(x.dtype, jnp.integer):
         # LN acts row by row, so for ids it can normalise the [V, G*H] table once instead of every [T, B] row.
-        table = layer_norm(p["W_ih"]) * p["g_ih"] if normalised else p["W_ih"]
+        table = layer_norm(p["W_ih"]) * p["gain_ih"] if normalised else p["W_ih"]
         return (table + b)[x]
     xw = matmul(x, p["W_ih"], compute_dtype, x.dtype)
     if normalised:
-        xw = layer_norm(xw) * p["g_ih"]
+        xw = layer_norm(xw) * p["gain_ih"]
     return xw + b
 
 
@@ -142,17 +142,17 @@ def lstm_step(
 def ln_lstm_step(
     p: Params, carry: Carry, xw: jax.Array, h_mask: jax.Array | None = None
 ) -> tuple[Carry, dict[str, jax.Array]]:
-    """The layer-normalised LSTM step; xw is already LN(x W_ih) * g_ih + b (see `project_input`).
+    """The layer-normalised LSTM step; xw is already LN(x W_ih) * gain_ih + b (see `project_input`).
 
     Also returns the normalised recurrent product n_a and cell state n_c with their reciprocal standard
-    deviations rs_a, rs_c, and t_u = tanh(n_c g_c + b_c).
+    deviations rs_a, rs_c, and t_u = tanh(n_c gain_c + b_c).
     """
     h, c = carry
     n_a, rs_a = normalise(recurrent(masked(h, h_mask), p["W_hh"]))
-    i, f, g, o = lstm_gates(xw + n_a * p["g_hh"])
+    i, f, g, o = lstm_gates(xw + n_a * p["gain_hh"])
     c = f * c + i * g
     n_c, rs_c = normalise(c)
-    t_u = jnp.tanh(n_c * p["g_c"] + p["b_c"])
+    t_u = jnp.tanh(n_c * p["gain_c"] + p["b_c"])
     h = o * t_u
     out = {"i": i, "f": f, "g": g, "o": o, "c": c, "h": h}
     return (h, c), {**out, "n_a": n_a, "rs_a": rs_a, "n_c": n_c, "rs_c": rs_c, "t_u": t_u}
@@ -193,7 +193,7 @@ def variant(cell: str, p: Params) -> str:
     """Which step a layer runs: its cell, or "ln_lstm" for an LSTM layer whose parameters hold the layer-norm
     gains (`init_layer(..., layer_norm=True)`). The parameters alone say it, so a layer's weights are all a
     function needs (a saved run, the tests' random layers); only the LSTM has a normalised variant."""
-    if "g_hh" not in p:
+    if "gain_hh" not in p:
         return cell
     if cell != "lstm":
         raise ValueError(f"a {cell} layer has layer-norm gains; only the LSTM has a layer-normalised variant")

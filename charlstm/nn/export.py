@@ -59,13 +59,13 @@ def _layer_tensors(k: int, params: dict[str, Any], cell: str) -> dict[str, np.nd
     """Layer k as nn.LSTM / nn.GRU / nn.RNN name it, or as charlstm_torch.LayerNormLSTM does when normalised."""
     p = {name: np.asarray(v, dtype=np.float32) for name, v in params.items()}
     sd = {f"rnn.weight_ih_l{k}": p["W_ih"].T.copy(), f"rnn.weight_hh_l{k}": p["W_hh"].T.copy()}
-    if "g_hh" in p:  # layer-normalised: one bias, and the gains and shift of the normalisations
+    if "gain_hh" in p:  # layer-normalised: one bias, and the gains and shift of the normalisations
         sd.update(
             {
                 f"rnn.bias_l{k}": p["b"],
-                f"rnn.gain_ih_l{k}": p["g_ih"],
-                f"rnn.gain_hh_l{k}": p["g_hh"],
-                f"rnn.gain_c_l{k}": p["g_c"],
+                f"rnn.gain_ih_l{k}": p["gain_ih"],
+                f"rnn.gain_hh_l{k}": p["gain_hh"],
+                f"rnn.gain_c_l{k}": p["gain_c"],
                 f"rnn.bias_c_l{k}": p["b_c"],
             }
         )

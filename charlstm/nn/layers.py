@@ -96,7 +96,7 @@ def fused_layer(
     """`scan_layer(..., record=("h",))` with the custom VJP: returns ({"h": [T, B, H]}, final carry)."""
     kind = variant(cell, p)
     if kind == "ln_lstm":
-        hs, carry = _ln_lstm_fused(compute_dtype, p["W_hh"], p["g_hh"], p["g_c"], p["b_c"], xw, carry, h_mask)
+        hs, carry = _ln_lstm_fused(compute_dtype, p["W_hh"], p["gain_hh"], p["gain_c"], p["b_c"], xw, carry, h_mask)
     elif kind == "lstm":
         hs, carry = _lstm_fused(compute_dtype, p["W_hh"], xw, carry, h_mask)
     elif cell == "gru":
@@ -218,35 +218,35 @@ _lstm_fused.defvjp(_lstm_fwd, _lstm_bwd)
 def _ln_lstm_fused(
     compute_dtype: str,
     w_hh: jax.Array,
-    g_hh: jax.Array,
-    g_c: jax.Array,
+    gain_hh: jax.Array,
+    gain_c: jax.Array,
     b_c: jax.Array,
     xw: jax.Array,
     carry: Carry,
     h_mask: jax.Array | None,
 ) -> tuple[jax.Array, Carry]:
-    p = {"W_hh": w_hh, "g_hh": g_hh, "g_c": g_c, "b_c": b_c}
+    p = {"W_hh": w_hh, "gain_hh": gain_hh, "gain_c": gain_c, "b_c": b_c}
     return _plain("lstm", compute_dtype, p, xw, carry, h_mask)
 
 
 def _ln_lstm_fwd(
     compute_dtype: str,
     w_hh: jax.Array,
-    g_hh: jax.Array,
-    g_c: jax.Array,
+    gain_hh: jax.Array,
+    gain_c: jax.Array,
     b_c: jax.Array,
     xw: jax.Array,
     carry: Carry,
     h_mask: jax.Array | None,
 ) -> tuple[Any, ...]:
-    p = {"W_hh": w_hh, "g_hh": g_hh, "g_c": g_c, "b_c": b_c}
+    p = {"W_hh": w_hh, "gain_hh": gain_hh, "gain_c": gain_c, "b_c": b_c}
     names = ("i", "f", "g", "o", "c", "n_a", "rs_a", "n_c", "rs_c", "t_u", "h")
     out, s = _saving("lstm", compute_dtype, p, xw, carry, names, h_mask)
-    return out, (w_hh, g_hh, g_c, carry, h_mask, tuple(s[k] for k in names))
+    return out, (w_hh, gain_hh, gain_c, carry, h_mask, tuple(s[k] for k in names))
 
 
 def _ln_lstm_bwd(compute_dtype: str, res: tuple[Any, ...], cts: tuple[Any, ...]) -> tuple[Any, ...]:
-    w_hh, g_hh, g_c, (h0, c0), h_mask, (i, f, g, o, c, n_a, rs_a, n_c, rs_c, t_u, h) = res
+    w_hh, gain_hh, gain_c, (h0, c0), h_mask, (i, f, g, o, c, n_a, rs_a, n_c, rs_c, t_u, h) = res
     d_hs, (d_hT, d_cT) = cts
     w_t = _transposed(w_hh, compute_dtype)
 
@@ -254,21 +254,21 @@ def _ln_lstm_bwd(compute_dtype: str, res: tuple[Any, ...], cts: tuple[Any, ...])
         dh_next, dc_next = carry
         dh_out, i, f, g, o, c_prev, n_a, rs_a, n_c, rs_c, t_u = xs
         dh = dh_out + dh_next
-        du = dh * o * (1.0 - t_u * t_u)  # u = n_c g_c + b_c, the argument of the output tanh
-        dc = dc_next + _ln_back(du * g_c, n_c, rs_c)
+        du = dh * o * (1.0 - t_u * t_u)  # u = n_c gain_c + b_c, the argument of the output tanh
+        dc = dc_next + _ln_back(du * gain_c, n_c, rs_c)
         dz = jnp.concatenate(
             [dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f), dc * i * (1.0 - g * g), dh * t_u * o * (1.0 - o)],
             axis=-1,
         )
-        da = _ln_back(dz * g_hh, n_a, rs_a)  # gradient of the raw recurrent product (h m) W_hh
+        da = _ln_back(dz * gain_hh, n_a, rs_a)  # gradient of the raw recurrent product (h m) W_hh
         return (masked(_recurrent_back(da, w_t), h_mask), dc * f), (dz, da, du)
 
     xs = (d_hs, i, f, g, o, _shift(c0, c), n_a, rs_a, n_c, rs_c, t_u)
     (dh0, dc0), (dz, da, du) = jax.lax.scan(step, (d_hT, d_cT), xs, reverse=True)
     d_w = _weight_grad(masked(_shift(h0, h), h_mask), da, compute_dtype)
-    d_g_hh = (dz * n_a).sum(axis=(0, 1))
-    d_g_c, d_b_c = (du * n_c).sum(axis=(0, 1)), du.sum(axis=(0, 1))
-    return d_w, d_g_hh, d_g_c, d_b_c, dz, (dh0, dc0), _mask_ct(h_mask)
+    d_gain_hh = (dz * n_a).sum(axis=(0, 1))
+    d_gain_c, d_b_c = (du * n_c).sum(axis=(0, 1)), du.sum(axis=(0, 1))
+    return d_w, d_gain_hh, d_gain_c, d_b_c, dz, (dh0, dc0), _mask_ct(h_mask)
 
 
 _ln_lstm_fused.defvjp(_ln_lstm_fwd, _ln_lstm_bwd)

@@ -25,7 +25,7 @@ from charlstm.config import Config
 from charlstm.data.corpus import Vocab
 from charlstm.errors import RunError, UserError
 from charlstm.nn import model
-from charlstm.training import loop, rundir
+from charlstm.training import distributed, loop, rundir
 from charlstm.training.distributed import Layout
 from charlstm.training.rundir import RunDir
 
@@ -117,9 +117,7 @@ def _abstract_state(cfg: Config, vocab_size: int, layout: Layout | None = None) 
     first device (the reading commands: sample, eval, export, inspect).
     """
     shapes = jax.eval_shape(lambda: loop.init_state(cfg, vocab_size))
-    if layout is None:
-        one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one), shapes)
+    layout = layout or distributed.one_device()
 
     def attach(sharding: Any, subtree: Any) -> Any:
         return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), subtree)
@@ -255,9 +253,13 @@ def restore(
         for i, step in enumerate(candidates):
             try:
                 meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+                saved_tree = mngr.item_metadata(step)["state"]
+                earlier = any(k in EARLIER_NAMES for path in _shapes(saved_tree) for k in path.split("/"))
                 target = _abstract_state(cfg, len(vocab), layout)._asdict()
-                _check_compatible(meta, mngr.item_metadata(step)["state"], target, cfg, vocab, run, step)
+                target = _renamed(target, {v: k for k, v in EARLIER_NAMES.items()}) if earlier else target
+                _check_compatible(meta, saved_tree, target, cfg, vocab, run, step)
                 restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+                restored = _renamed(restored, EARLIER_NAMES) if earlier else restored
             except UserError:  # a readable checkpoint that does not fit (shapes, config): not damage
                 raise
             except Exception as err:
@@ -278,6 +280,24 @@ def restore(
     raise RunError(
         f"no loadable checkpoint in {run.checkpoints}", "the files are damaged; retrain, or restore them from a backup"
     )
+
+
+# Parameters saved under other names by earlier versions (the layer-norm gains were g_*, like the gate g):
+# read under their saved names, then renamed, so those runs still resume and sample.
+EARLIER_NAMES = {"g_ih": "gain_ih", "g_hh": "gain_hh", "g_c": "gain_c"}
+
+
+def _renamed(tree: Any, names: dict[str, str]) -> Any:
+    """`tree` with the keys of every dict holding one of `names` renamed (in the parameters and in each optimizer
+    state that mirrors them)."""
+
+    def holds(node: Any) -> bool:
+        return isinstance(node, dict) and any(k in names for k in node)
+
+    def rename(node: Any) -> Any:
+        return {names.get(k, k): v for k, v in node.items()} if holds(node) else node
+
+    return jax.tree_util.tree_map(rename, tree, is_leaf=holds)
 
 
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:

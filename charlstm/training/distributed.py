@@ -138,6 +138,12 @@ class Layout:
         return self.put_replicated(host)
 
 
+def one_device() -> Layout:
+    """This process's first device alone: the layout of a single-process run (compare-rnn's cells, the benchmarks,
+    the reading commands), so one code path serves it and the mesh."""
+    return Layout(Mesh(np.array(jax.local_devices()[:1]), (AXIS,)))
+
+
 def make_layout(devices: int = 0, batch_size: int | None = None) -> Layout:
     """The mesh over `devices` local devices per process (0: all of them) across every process.
 

@@ -20,7 +20,7 @@ from charlstm.config import Config, ModelConfig, OptimConfig
 from charlstm.data import batches
 from charlstm.events import EvalEvent, Event, StepEvent
 from charlstm.nn import model
-from charlstm.training.distributed import Layout
+from charlstm.training.distributed import Layout, one_device
 
 
 class TrainState(NamedTuple):
@@ -201,9 +201,10 @@ def make_train_step(
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """The jitted update: forward, backward, clip, AdamW; skipped (state kept) if anything is non-finite.
 
-    With a `layout`, one SPMD program over its mesh: x, y and the carry split by rows, the rest replicated;
-    the mean loss over the global batch makes XLA all-reduce the gradients.
+    One SPMD program over the layout's mesh (default: this process's first device): x, y and the carry split
+    by rows, the rest replicated; the mean loss over the global batch makes XLA all-reduce the gradients.
     """
+    layout = layout or one_device()
 
     def step(
         state: TrainState, x: jax.Array, y: jax.Array, reset: jax.Array, total: jax.Array | int = cfg.train.steps
@@ -238,8 +239,6 @@ def make_train_step(
             "ok": ok,
         }
 
-    if layout is None:
-        return jax.jit(step, donate_argnums=0)
     sh = state_shardings(layout)
     return jax.jit(
         step,
@@ -265,14 +264,12 @@ def validation_loss(
     params: model.Params, cfg: ModelConfig, eval_step: Callable, val: list[batches.Batch], layout: Layout | None = None
 ) -> float:
     """Mean validation loss in nats per character, state carried through the validation streams."""
-    carry = model.start_carry(params, cfg, val[0].x.shape[0])
-    total = jnp.zeros(())
-    if layout is not None:  # every process holds the validation set whole: split it by rows where it divides
-        carry = jax.tree_util.tree_map(layout.put_global, carry)
-        total = layout.put_replicated(np.zeros((), np.float32))
+    layout = layout or one_device()
+    # Every process holds the validation set whole: it is split by rows where it divides.
+    carry = jax.tree_util.tree_map(layout.put_global, model.start_carry(params, cfg, val[0].x.shape[0]))
+    total = layout.put_replicated(np.zeros((), np.float32))
     for b in val:
-        x, y = (b.x, b.y) if layout is None else (layout.put_global(b.x), layout.put_global(b.y))
-        loss, carry = eval_step(params, x, y, carry)
+        loss, carry = eval_step(params, layout.put_global(b.x), layout.put_global(b.y), carry)
         total = total + loss
     return float(total) / sum(b.x.size for b in val)
 
@@ -296,17 +293,18 @@ def fit(
     `newline` is the id of "\n" in the vocabulary (-1: none), where `data.line_restarts` rows start.
     Returns the final state; stops early (returning the state reached) when `should_stop()` turns true, or after
     an evaluation that triggers `early` (updated in place; `early.triggered` then tells the caller why).
-    With a `layout`, `state` must already be on its mesh (`place_state`, or a checkpoint restored onto it);
-    each process then gathers only its own rows of every batch. `should_stop` must then agree across
-    processes (see `distributed.any_process`).
+    `state` must be on the layout's mesh (default: this process's first device; `place_state`, or a checkpoint
+    restored onto it); each process gathers only its own rows of every batch, and `should_stop` must agree
+    across processes (see `distributed.any_process`).
     Raises NonFiniteError after `train.max_bad_steps` consecutive non-finite steps (none of them applied).
     `plan(steps_done)`, called before the first step and after each one, gives the number of steps to train to
     (a time budget's; default `train.steps`); the learning-rate schedule follows it.
     """
     d, t = cfg.data, cfg.train
+    layout = layout or one_device()
     train_step = make_train_step(cfg, layout)
     eval_step = make_eval_step(cfg.model)
-    rows = slice(None) if layout is None else layout.rows(d.batch_size)
+    rows = layout.rows(d.batch_size)
     val = batches.eval_batches(val_ids, d.batch_size, d.seq_len, t.eval_batches)
     last_val: float | None = None
     bad = 0
@@ -328,11 +326,8 @@ def fit(
             newline=newline,
             curriculum=d.curriculum,
         )
-        if layout is None:
-            state, m = train_step(state, b.x, b.y, jnp.asarray(b.reset), total)
-        else:
-            x, y = layout.put_rows(b.x, d.batch_size), layout.put_rows(b.y, d.batch_size)
-            state, m = train_step(state, x, y, layout.put_rows(b.reset, d.batch_size), total)
+        x, y = layout.put_rows(b.x, d.batch_size), layout.put_rows(b.y, d.batch_size)
+        state, m = train_step(state, x, y, layout.put_rows(b.reset, d.batch_size), total)
         loss = float(m["loss"])  # syncs; cheap next to a step, and gives exact per-step metrics
         dt = time.perf_counter() - tic
         bad = 0 if bool(m["ok"]) else bad + 1

@@ -64,7 +64,7 @@ class CharModel {
     let xw = new Float64Array(cols);
     if (n === 0) xw.set(w.values.subarray(x * cols, (x + 1) * cols));
     else addMatVec(xw, x, this.weights, w.offset, cols);
-    if (this.spec.layer_norm) xw = this.scaled(normalise(xw), `layers.${n}.g_ih`);
+    if (this.spec.layer_norm) xw = this.scaled(normalise(xw), `layers.${n}.gain_ih`);
     const b = this.array(this.spec.cell === "gru" ? `layers.${n}.b_ih` : `layers.${n}.b`).values;
     return xw.map((v, j) => v + b[j]);
   }
@@ -85,7 +85,7 @@ class CharModel {
     const p = (name) => this.array(`layers.${n}.${name}`).values;
     if (this.spec.cell === "lstm") {
       let hw = this.recurrent(n, s.h);
-      if (this.spec.layer_norm) hw = this.scaled(normalise(hw), `layers.${n}.g_hh`);
+      if (this.spec.layer_norm) hw = this.scaled(normalise(hw), `layers.${n}.gain_hh`);
       const z = xw.map((v, j) => v + hw[j]);
       const c = new Float32Array(H);
       for (let j = 0; j < H; j++) {
@@ -94,7 +94,7 @@ class CharModel {
         const g = Math.tanh(z[2 * H + j]); // candidate content
         c[j] = f * s.c[j] + i * g; // cell state: long-term memory, changed only additively
       }
-      const shown = this.spec.layer_norm ? normalise(c).map((v, j) => v * p("g_c")[j] + p("b_c")[j]) : c;
+      const shown = this.spec.layer_norm ? normalise(c).map((v, j) => v * p("gain_c")[j] + p("b_c")[j]) : c;
       const h = new Float32Array(H);
       for (let j = 0; j < H; j++) h[j] = sigmoid(z[3 * H + j]) * Math.tanh(shown[j]); // o * tanh(c)
       s.c = c;
