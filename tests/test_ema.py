@@ -123,10 +123,10 @@ def test_non_finite_steps_leave_the_average_alone() -> None:
     state = loop.init_state(cfg, 7)
     step = loop.make_train_step(cfg)
     x = jnp.zeros((cfg.data.batch_size, cfg.data.seq_len), jnp.int32)
-    state, _ = step(state, x, x, jnp.zeros(len(x), bool))
+    state, _ = step(state, x, x, jnp.zeros(len(x), bool), cfg.train.steps)
     before = jax.tree_util.tree_map(np.asarray, loop.weights(state))
     poisoned = state._replace(params=jax.tree_util.tree_map(lambda p: p * jnp.nan, state.params))
-    after, m = step(poisoned, x, x, jnp.zeros(len(x), bool))
+    after, m = step(poisoned, x, x, jnp.zeros(len(x), bool), cfg.train.steps)
     assert not bool(m["ok"])
     for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(loop.weights(after))):
         np.testing.assert_array_equal(a, np.asarray(b))

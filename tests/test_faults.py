@@ -165,7 +165,7 @@ def test_skipped_step_leaves_params_and_optimizer_state_unchanged() -> None:
     bad = state._replace(params={**state.params, "head": head})
     before = [np.asarray(a).copy() for a in jax.tree_util.tree_leaves((bad.params, bad.opt_state))]
     x = np.zeros((2, 4), np.int32)
-    new, m = loop.make_train_step(cfg)(bad, x, x, jnp.ones(len(x), bool))
+    new, m = loop.make_train_step(cfg)(bad, x, x, jnp.ones(len(x), bool), cfg.train.steps)
     assert not bool(m["ok"]) and int(new.step) == 1
     after = jax.tree_util.tree_leaves((new.params, new.opt_state))
     for a, b in zip(before, after):

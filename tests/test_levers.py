@@ -218,9 +218,9 @@ def test_dropout_ramp_scales_every_rate_from_zero() -> None:
     # In the training loop the ramp follows the optimizer step: step 0 trains the undropped network.
     state = loop.init_state(cfg, 7)
     clean = loop.loss_fn(state.params, x, x, state.carry, cfg.model, train=False, key=None)[0]
-    _, metrics = loop.make_train_step(cfg)(state, x, x, jnp.ones(len(x), bool))  # donates `state`
+    _, metrics = loop.make_train_step(cfg)(state, x, x, jnp.ones(len(x), bool), cfg.train.steps)  # donates `state`
     np.testing.assert_allclose(float(metrics["loss"]), float(clean), rtol=1e-6)
-    _, metrics = loop.make_train_step(half)(loop.init_state(half, 7), x, x, jnp.ones(len(x), bool))
+    _, metrics = loop.make_train_step(half)(loop.init_state(half, 7), x, x, jnp.ones(len(x), bool), half.train.steps)
     assert abs(float(metrics["loss"]) - float(clean)) > 1e-4  # without a ramp step 0 is dropped
 
 
@@ -295,7 +295,7 @@ def test_layer_norm_model_trains_and_refuses_torch_export() -> None:
     x = jnp.asarray(np.random.default_rng(5).integers(0, 7, (4, 6)))
     losses = []
     for _ in range(cfg.train.steps):
-        state, m = step(state, x, x, jnp.zeros(len(x), bool))
+        state, m = step(state, x, x, jnp.zeros(len(x), bool), cfg.train.steps)
         losses.append(float(m["loss"]))
     assert losses[-1] < 0.7 * losses[0]  # learning to copy its input (measured: 1.97 -> 1.13)
     with pytest.raises(UserError, match="layer_norm"):

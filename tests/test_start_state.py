@@ -112,9 +112,9 @@ def test_train_step_moves_the_start_state_only_when_streams_restart() -> None:
     ids = jnp.asarray(_ids(batch=4, length=7))
     x, y = ids[:, :-1], ids[:, 1:]
     before = np.asarray(state.params["start"][0]["h"])
-    state, m = step(state, x, y, jnp.zeros(4, bool))
+    state, m = step(state, x, y, jnp.zeros(4, bool), cfg.train.steps)
     np.testing.assert_array_equal(np.asarray(state.params["start"][0]["h"]), before)
-    state, m = step(state, x, y, jnp.array([True, False, False, False]))
+    state, m = step(state, x, y, jnp.array([True, False, False, False]), cfg.train.steps)
     assert bool(m["ok"]) and not np.array_equal(np.asarray(state.params["start"][0]["h"]), before)
 
 

@@ -167,7 +167,7 @@ def test_bfloat16_config_trains_one_step() -> None:
     )
     state = loop.init_state(cfg, 9)
     ids = np.random.default_rng(0).integers(0, 9, (2, 7)).astype(np.int32)
-    state, m = loop.make_train_step(cfg)(state, ids[:, :-1], ids[:, 1:], jnp.zeros(len(ids), bool))
+    state, m = loop.make_train_step(cfg)(state, ids[:, :-1], ids[:, 1:], jnp.zeros(len(ids), bool), cfg.train.steps)
     assert bool(m["ok"]) and np.isfinite(float(m["loss"]))
     assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves(state.params))  # fp32 master weights
 

@@ -33,7 +33,7 @@ class CharlstmSide:
         ids, self.x, self.y, self.reset = step_inputs(cfg, vocab_size)
         self.state = loop.init_state(cfg, vocab_size)
         self.params0 = jax.tree_util.tree_map(jnp.copy, self.state.params)  # the train step donates the state
-        self.step = loop.make_train_step(cfg).lower(self.state, self.x, self.y, self.reset).compile()
+        self.step = loop.make_train_step(cfg).lower(self.state, self.x, self.y, self.reset, cfg.train.steps).compile()
         mem = self.step.memory_analysis()
         self.temp_mb = float(getattr(mem, "temp_size_in_bytes", 0) or 0) / 2**20
         self.first_loss = self.train(1)[1]
@@ -44,7 +44,7 @@ class CharlstmSide:
         """(seconds, last loss) for `steps` updates, synced every step as the training loop is."""
         tic, loss = time.perf_counter(), 0.0
         for _ in range(steps):
-            self.state, m = self.step(self.state, self.x, self.y, self.reset)
+            self.state, m = self.step(self.state, self.x, self.y, self.reset, self.cfg.train.steps)
             loss = float(m["loss"])
         return time.perf_counter() - tic, loss
 

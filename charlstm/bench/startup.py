@@ -52,7 +52,7 @@ def startup_probe(t0: float) -> None:
     _, x, y, reset = step_inputs(cfg, vocab_size)
     state = loop.init_state(cfg, vocab_size)
     tic, cpu = time.perf_counter(), time.process_time()
-    loop.make_train_step(cfg).lower(state, x, y, reset).compile()
+    loop.make_train_step(cfg).lower(state, x, y, reset, cfg.train.steps).compile()
     print(json.dumps(dataclasses.asdict(Startup(first_char_s, time.perf_counter() - tic, time.process_time() - cpu))))
 
 

@@ -199,7 +199,8 @@ def loss_fn(
 def make_train_step(
     cfg: Config, layout: Layout | None = None
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
-    """The jitted update: forward, backward, clip, AdamW; skipped (state kept) if anything is non-finite.
+    """The jitted update `step(state, x, y, reset, total)`: forward, backward, clip, AdamW, with the learning
+    rate scheduled over `total` steps (usually `train.steps`); skipped (state kept) if anything is non-finite.
 
     One SPMD program over the layout's mesh (default: this process's first device): x, y and the carry split
     by rows, the rest replicated; the mean loss over the global batch makes XLA all-reduce the gradients.
@@ -207,7 +208,7 @@ def make_train_step(
     layout = layout or one_device()
 
     def step(
-        state: TrainState, x: jax.Array, y: jax.Array, reset: jax.Array, total: jax.Array | int = cfg.train.steps
+        state: TrainState, x: jax.Array, y: jax.Array, reset: jax.Array, total: jax.Array | int
     ) -> tuple[TrainState, dict[str, jax.Array]]:
         tx = make_optimizer(cfg.optim, total)  # `total` traced: a time budget may change it without a compile
         key = jax.random.fold_in(state.key, state.step)
