@@ -7,6 +7,7 @@ code can trust every value. This module must not import JAX (it is read by the C
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -46,7 +47,7 @@ class _Section(BaseModel):
     @classmethod
     def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         # Lax mode reads true/yes/on as 1 for numbers (`--set train.steps=yes` would train one step).
-        annotation = cls.model_fields[info.field_name].annotation  # type: ignore[index]
+        annotation = cls.model_fields[info.field_name].annotation  # type: ignore[index]  # field validators have one
         if isinstance(value, bool) and annotation in (int, float):
             raise ValueError("input should be a number, not a boolean")
         return value
@@ -321,7 +322,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def resolve_config_path(name_or_path: str | Path) -> Path:
+def resolve_config_path(name_or_path: str | os.PathLike[str]) -> Path:
     """Accept a path, or a bare name of a bundled config ('tiny' -> configs/tiny.yaml)."""
     path = Path(name_or_path)
     if path.exists() or path.suffix in {".yaml", ".yml"} or len(path.parts) > 1:
@@ -330,7 +331,7 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
 
 
 def load(
-    path: str | Path | None = None,
+    path: str | os.PathLike[str] | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     *,
     saved: bool = False,
@@ -367,6 +368,6 @@ def describe() -> list[tuple[str, str, str]]:
     """(key, default, description) for every config key: `config show` and docs/configuration.md."""
     rows = []
     for section, field in Config.model_fields.items():
-        for name, f in field.annotation.model_fields.items():  # type: ignore[union-attr]
+        for name, f in field.annotation.model_fields.items():  # type: ignore[union-attr]  # every section is a model
             rows.append((f"{section}.{name}", repr(f.default), f.description or ""))
     return rows

@@ -15,7 +15,8 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal, TextIO
 
-from rich.console import ColorSystem, Console
+from rich.color import ColorSystem
+from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -142,7 +143,7 @@ class TrainingDisplay:
             self.task = self.progress.add_task(
                 "train",
                 total=None if steps is None else int(steps),  # type: ignore[call-overload]  # info's values are objects
-                completed=int(info["start_step"]),  # type: ignore[call-overload]
+                completed=int(info["start_step"]),  # type: ignore[call-overload]  # info's values are objects
                 loss="—",
                 val="—",
                 cps="—",

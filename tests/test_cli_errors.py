@@ -423,5 +423,7 @@ def test_sample_novelty_on_a_moved_or_changed_corpus(trained: tuple[Path, Path, 
     changed = write_text(tmp_path / "changed.txt", text + "more")
     assert_clean_error(sample("--corpus", changed), "has changed since the run trained", "--corpus FILE", code=1)
     assert_ok(sample("--corpus", write_text(tmp_path / "same.txt", text)))
+    prompt = write_text(tmp_path / "prompt.txt", text[:5])  # a prompt file leaves --corpus as given
+    assert_ok(sample("--corpus", tmp_path / "same.txt", "--prompt-file", prompt))
     assert_clean_error(sample("--min-copy", "0"), "--min-copy", "at least 1", code=2)
     assert_clean_error(_sample(trained, "--corpus", changed), "--corpus", "--novelty", code=2)

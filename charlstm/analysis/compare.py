@@ -28,6 +28,7 @@ from charlstm.config import Config
 from charlstm.data import batches, corpus, langcorpus
 from charlstm.errors import UsageError
 from charlstm.evaluation import longrange, promptcheck
+from charlstm.events import Event, StepEvent
 from charlstm.nn import cells, model, sampling
 from charlstm.training import budget, loop, runner
 
@@ -119,7 +120,7 @@ class CompareReporter(Protocol):
     """What `run` tells its display: the plan, every training event with all curves so far, messages."""
 
     def start(self, plan: list[CellSpec], steps: int) -> None: ...
-    def event(self, cell: str, ev: loop.Event, curves: Mapping[str, CellCurves]) -> None: ...
+    def event(self, cell: str, ev: Event, curves: Mapping[str, CellCurves]) -> None: ...
     def message(self, text: str) -> None: ...
     def stop(self) -> None: ...
 
@@ -128,7 +129,7 @@ class NullReporter:
     """Reports nothing (tests, --quiet)."""
 
     def start(self, plan: list[CellSpec], steps: int) -> None: ...
-    def event(self, cell: str, ev: loop.Event, curves: Mapping[str, CellCurves]) -> None: ...
+    def event(self, cell: str, ev: Event, curves: Mapping[str, CellCurves]) -> None: ...
     def message(self, text: str) -> None: ...
     def stop(self) -> None: ...
 
@@ -264,9 +265,9 @@ class _Watcher:
         self.last_params: model.Params | None = None
         self.last_longrange: list[longrange.BucketResult] | None = None
 
-    def __call__(self, ev: loop.Event) -> None:
+    def __call__(self, ev: Event) -> None:
         c = self.curves
-        if isinstance(ev, loop.StepEvent):
+        if isinstance(ev, StepEvent):
             c.steps.append(ev.step)
             c.loss.append(ev.loss)
             c.grad_norm.append(ev.grad_norm)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,25 +61,18 @@ def longrange_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
         return [], []
     cols = ["gap", "n"] + [f"{r.spec.cell} {m}" for r in measured for m in ("acc", "loss")]
     rows = []
-    for k, b in enumerate(measured[0].longrange or []):
+    buckets = [r.longrange or [] for r in measured]  # every measured cell has its buckets
+    for k, b in enumerate(buckets[0]):
         rows.append(
-            [b.label, str(b.count)]
-            + [
-                v
-                for r in measured
-                for v in (
-                    _f(r.longrange[k].accuracy, 2),  # type: ignore[index]  # cells with results only
-                    _f(r.longrange[k].loss, 2),
-                )
-            ]
-        )  # type: ignore[index]  # cells with results only
+            [b.label, str(b.count)] + [v for cell in buckets for v in (_f(cell[k].accuracy, 2), _f(cell[k].loss, 2))]
+        )
     return cols, rows
 
 
 # --- files -------------------------------------------------------------------------------------------------
 
 
-def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
+def _write_csv(path: Path, header: list[str], rows: Sequence[Sequence[object]]) -> None:
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(header)
@@ -97,23 +91,21 @@ def write_outputs(result: CompareResult, out: Path, png: bool = True) -> list[Pa
         for r in result.cells
         for s, loss, g in zip(r.curves.steps, r.curves.loss, r.curves.grad_norm)
     ]
-    # mixed-type rows: cell names and numbers
-    _write_csv(out / "train.csv", ["cell", "step", "loss", "grad_norm"], steps)  # type: ignore[arg-type]
+    _write_csv(out / "train.csv", ["cell", "step", "loss", "grad_norm"], steps)
     val = [[r.spec.cell, s, v] for r in result.cells for s, v in zip(r.curves.val_steps, r.curves.val_loss)]
-    _write_csv(out / "val.csv", ["cell", "step", "val_loss"], val)  # type: ignore[arg-type]  # mixed-type rows
+    _write_csv(out / "val.csv", ["cell", "step", "val_loss"], val)
     grads = [
         [r.spec.cell, when, k, float(v)]
         for r in result.cells
         for when, prof in (("init", r.grad_init), ("final", r.grad_final))
         for k, v in enumerate(prof)
     ]
-    # mixed-type rows: cell names and numbers
-    _write_csv(out / "gradflow.csv", ["cell", "when", "k", "grad_norm"], grads)  # type: ignore[arg-type]
+    _write_csv(out / "gradflow.csv", ["cell", "when", "k", "grad_norm"], grads)
     written = [out / "train.csv", out / "val.csv", out / "gradflow.csv"]
     if any(r.longrange for r in result.cells):
         lr_rows = [[r.spec.cell, b.label, b.count, b.accuracy, b.loss] for r in result.cells for b in r.longrange or []]
         header = ["cell", "gap", "count", "accuracy", "loss"]
-        _write_csv(out / "longrange.csv", header, lr_rows)  # type: ignore[arg-type]  # mixed-type rows
+        _write_csv(out / "longrange.csv", header, lr_rows)
         written.append(out / "longrange.csv")
     if any(r.prompt_check for r in result.cells):
         pc_rows = [
@@ -123,7 +115,7 @@ def write_outputs(result: CompareResult, out: Path, png: bool = True) -> list[Pa
             for kind, p in r.prompt_check.results()
         ]
         header = ["cell", "kind", "prompt", "language", "right", "greedy"]
-        _write_csv(out / "prompt_check.csv", header, pc_rows)  # type: ignore[arg-type]  # mixed-type rows
+        _write_csv(out / "prompt_check.csv", header, pc_rows)
         written.append(out / "prompt_check.csv")
     summary = {
         "corpus": str(result.corpus),

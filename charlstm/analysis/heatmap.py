@@ -248,10 +248,11 @@ def print_view(
     for row in view.rows:
         console.print()
         console.print(Text(row.title, style="bold"), soft_wrap=True)
-        for line in render(row, width, color):
-            console.print(line, soft_wrap=True)
-    for title, columns, rows in view.tables if table is not None else []:
-        table(title, columns, rows)
+        for rendered in render(row, width, color):
+            console.print(rendered, soft_wrap=True)
+    if table is not None:
+        for title, columns, rows in view.tables:
+            table(title, columns, rows)
     for note in view.notes:
         console.print(Text(note, style="dim"), soft_wrap=True)
 

@@ -110,12 +110,15 @@ def chart(
     all_x = [x for _, xs, _ in pts for x in xs]
     all_y = [y for _, _, ys in pts for y in ys] + ([math.log10(hline[0]) if log_y else hline[0]] if hline else [])
     x0, x1 = xlim or (min(all_x), max(all_x) if max(all_x) > min(all_x) else min(all_x) + 1)
+    y0: float
+    y1: float
     if log_y:  # whole decades, so every tick is a power of ten
-        y0, y1 = math.floor(min(all_y)), math.ceil(max(all_y))
-        y1 = y1 if y1 > y0 else y0 + 1
-        stride = max(1, math.ceil((y1 - y0) / 6))
-        ticks = list(range(y1, y0 - 1, -stride))[::-1]
+        d0, d1 = math.floor(min(all_y)), math.ceil(max(all_y))
+        d1 = d1 if d1 > d0 else d0 + 1
+        stride = max(1, math.ceil((d1 - d0) / 6))
+        ticks = list(range(d1, d0 - 1, -stride))[::-1]
         fig.ruler("y").ticks(ticks, [f"1e{t}" for t in ticks])
+        y0, y1 = d0, d1
     else:
         y0, y1 = ylim or (min(all_y), max(all_y))
         y1 = y1 if y1 > y0 else y0 + 1

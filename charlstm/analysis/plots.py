@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -29,7 +29,15 @@ if TYPE_CHECKING:
 # --- the four charts of a comparison ------------------------------------------------------------------------
 
 
-def loss_chart(curves: Mapping[str, CellCurves], steps: int, **kw: object) -> str:
+class Frame(TypedDict):
+    """The size and colour every chart of a comparison is drawn with."""
+
+    width: int
+    height: int
+    color: bool
+
+
+def loss_chart(curves: Mapping[str, CellCurves], steps: int, **kw: Unpack[Frame]) -> str:
     """Train (thick) and validation (thin) loss against steps (up to `steps`; 0: the most any cell took), one
     colour per cell."""
     series = []
@@ -44,10 +52,10 @@ def loss_chart(curves: Mapping[str, CellCurves], steps: int, **kw: object) -> st
         xlim=(0, steps or max((c.steps[-1] for c in curves.values() if c.steps), default=1)),
         legend_at="top right",
         **kw,
-    )  # type: ignore[arg-type]  # mixed-type options
+    )
 
 
-def grad_norm_chart(result: CompareResult, **kw: object) -> str:
+def grad_norm_chart(result: CompareResult, **kw: Unpack[Frame]) -> str:
     """The global gradient norm (before clipping) at every training step, log scale."""
     series = [Series(r.spec.cell, r.curves.steps, r.curves.grad_norm, label=r.spec.cell) for r in result.cells]
     clip = result.config.optim.clip_norm if result.clip else 0.0
@@ -61,10 +69,10 @@ def grad_norm_chart(result: CompareResult, **kw: object) -> str:
         xlim=(0, result.config.train.steps),
         legend_at="top right",
         **kw,
-    )  # type: ignore[arg-type]  # mixed-type options
+    )
 
 
-def gradflow_chart(result: CompareResult, **kw: object) -> str:
+def gradflow_chart(result: CompareResult, **kw: Unpack[Frame]) -> str:
     """|| d loss_T / d h_{T-k} || against k: thin at initialisation, thick after training, log scale."""
     series = []
     for r in result.cells:
@@ -79,10 +87,10 @@ def gradflow_chart(result: CompareResult, **kw: object) -> str:
         log_y=True,
         legend_at="bottom left",
         **kw,
-    )  # type: ignore[arg-type]  # mixed-type options
+    )
 
 
-def longrange_chart(result: CompareResult, **kw: object) -> str | None:
+def longrange_chart(result: CompareResult, **kw: Unpack[Frame]) -> str | None:
     """Language-word accuracy by gap bucket per cell, with chance as a dotted line (None if not measured)."""
     measured = [r for r in result.cells if r.longrange]
     if not measured:
@@ -106,19 +114,19 @@ def longrange_chart(result: CompareResult, **kw: object) -> str | None:
         hline=(result.chance, "chance") if result.chance else None,
         legend_at="top right",
         **kw,
-    )  # type: ignore[arg-type]  # mixed-type options
+    )
 
 
 def charts(result: CompareResult, width: int, height: int, color: bool) -> list[str]:
     """All charts of a finished comparison, as strings, in reading order."""
-    kw = {"width": width, "height": height, "color": color}
+    kw = Frame(width=width, height=height, color=color)
     curves = {r.spec.cell: r.curves for r in result.cells}
     steps = 0 if result.config.train.time else result.config.train.steps  # equal time: each cell its own steps
-    out = [loss_chart(curves, steps, **kw)]  # type: ignore[arg-type]  # mixed-type options
-    lr = longrange_chart(result, **kw)  # type: ignore[arg-type]  # mixed-type options
+    out = [loss_chart(curves, steps, **kw)]
+    lr = longrange_chart(result, **kw)
     if lr is not None:
         out.append(lr)
-    out += [gradflow_chart(result, **kw), grad_norm_chart(result, **kw)]  # type: ignore[arg-type]  # mixed-type options
+    out += [gradflow_chart(result, **kw), grad_norm_chart(result, **kw)]
     return out
 
 

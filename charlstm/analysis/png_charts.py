@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from charlstm.errors import UserError
 
@@ -77,7 +77,7 @@ def save_pngs(result: CompareResult, out: Path) -> list[Path]:
     Figure = matplotlib_figure("leave out --out")
     written = []
 
-    def save(name: str, fig: Figure) -> None:
+    def save(name: str, fig: Any) -> None:  # a matplotlib Figure
         fig.tight_layout()
         fig.savefig(out / name, dpi=120)
         written.append(out / name)

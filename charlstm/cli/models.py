@@ -86,10 +86,10 @@ def sample(
     if prompt is not None and prompt_file is not None:
         raise UsageError("--prompt and --prompt-file both given", "pass only one")
     if prompt_file is not None:
-        from charlstm.data import corpus
+        from charlstm.data import corpus as corpus_lib  # not `corpus`: that is the --corpus option
 
         try:
-            prompt = corpus.read_bytes(prompt_file, "prompt file").decode("utf-8")
+            prompt = corpus_lib.read_bytes(prompt_file, "prompt file").decode("utf-8")
         except UnicodeDecodeError as err:
             raise UserError(
                 f"prompt file {prompt_file} is not UTF-8 (byte offset {err.start})", "pass a UTF-8 text file"

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from charlstm.data import corpus, download
-from charlstm.data.corpus import Encoding, Vocab
-from charlstm.data.stream_encode import CHUNK_BYTES, Progress, content_hash, encode_to_disk, open_corpus
+from charlstm.data.corpus import Encoding, Vocab, open_corpus
+from charlstm.data.stream_encode import CHUNK_BYTES, Progress, content_hash, encode_to_disk
 from charlstm.errors import CorpusError
 
 __all__ = [

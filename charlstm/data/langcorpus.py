@@ -196,6 +196,7 @@ def generate(seed: int = DEFAULT_SEED, n_chars: int = DEFAULT_CHARS) -> tuple[st
     lines: list[str] = []
     records: list[GapRecord] = []
     length = 0
+    record: GapRecord | None
     while length < n_chars:
         if rng.random() < _PARAGRAPH_FRACTION:
             line, record = _paragraph(rng, length)

@@ -140,8 +140,7 @@ def export_npz(params: model.Params, cfg: Config, vocab: Vocab, path: Path) -> d
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
-        # numpy's stub types **arrays as if one could be its allow_pickle flag: these are arrays, named in sd/meta
-        np.savez(tmp, **sd, **meta)  # type: ignore[arg-type]
+        np.savez(tmp, **sd, **meta)  # type: ignore[arg-type]  # numpy's stub reads **arrays as its allow_pickle flag
         tmp.replace(path)
     except OSError as err:
         raise UserError(f"cannot write {path}: {err.strerror}", "choose another --out path") from None

@@ -300,7 +300,7 @@ def create_app(runs_dir: Path, default_run: str | None = None, runs: Runs | None
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     handlers = {BadRequest: bad_request, UserError: user_error, HTTPException: http_error}
-    return Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]  # per-exception handlers
+    return Starlette(routes=routes, exception_handlers=handlers)
 
 
 def _events(
@@ -381,7 +381,7 @@ def serve(runs_dir: Path, run: str | None, host: str, port: int, open_browser: b
 def _server_class() -> type:
     import uvicorn
 
-    class Server(uvicorn.Server):  # type: ignore[misc]  # uvicorn has no type stubs: its Server is Any
+    class Server(uvicorn.Server):
         """uvicorn's server, stopped by SIGINT or SIGTERM as usual, but remembering the signal instead of raising
         it again inside the event loop (which would leave its tasks pending, each with a traceback)."""
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import jax
 import numpy as np
@@ -116,19 +116,20 @@ class Layout:
 
     def rows(self, batch: int) -> slice:
         """This process's rows of a global batch of `batch` rows (contiguous: the mesh is ordered by process)."""
-        index_map = self.data.addressable_devices_indices_map((batch,))
-        starts = sorted(idx[0].start or 0 for idx in index_map.values())
-        stops = sorted(batch if idx[0].stop is None else idx[0].stop for idx in index_map.values())
-        return slice(starts[0], stops[-1])
+        spans = [idx[0] for idx in self.data.addressable_devices_indices_map((batch,)).values() if idx is not None]
+        return slice(min(s.start or 0 for s in spans), max(batch if s.stop is None else s.stop for s in spans))
 
     def put_rows(self, local: np.ndarray, batch: int) -> jax.Array:
         """A global array of `batch` rows, split across the mesh, from this process's rows `local`."""
-        return jax.make_array_from_process_local_data(self.data, np.asarray(local), (batch, *local.shape[1:]))
+        shape = (batch, *local.shape[1:])
+        out: jax.Array = jax.make_array_from_process_local_data(self.data, np.asarray(local), shape)
+        return out
 
     def put_replicated(self, value: Any) -> jax.Array:
         """A global replicated array from a value every process holds identically."""
         host = np.asarray(value)
-        return jax.make_array_from_process_local_data(self.replicated, host, host.shape)
+        out: jax.Array = jax.make_array_from_process_local_data(self.replicated, host, host.shape)
+        return out
 
     def put_global(self, value: Any) -> jax.Array:
         """A value every process holds whole: split by rows when they divide evenly, else replicated."""
@@ -176,7 +177,7 @@ def make_layout(devices: int = 0, batch_size: int | None = None) -> Layout:
 
 
 def process_count() -> int:
-    return jax.process_count()
+    return int(jax.process_count())
 
 
 def is_main() -> bool:
@@ -237,7 +238,7 @@ def together(fn: Callable[[], T], what: str) -> T:
                 raise error
             message, _, hint = text.partition("\n")
             raise DistributedError(f"process {p} failed while {what}: {message}", hint)
-    return result
+    return cast(T, result)
 
 
 def check_same(value: str, what: str, hint: str) -> None:

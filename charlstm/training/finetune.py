@@ -56,7 +56,7 @@ def adopt_vocab(
             "pass --extend-vocab to add them (their weights start as at init)",
         )
     vocab = Vocab(old.encoding, tuple(sorted(known | set(missing)))) if missing else old
-    remap = vocab.encode_points(np.asarray(corpus_vocab.symbols, dtype=np.int64)).astype(vocab.dtype)
+    remap: np.ndarray = vocab.encode_points(np.asarray(corpus_vocab.symbols, dtype=np.int64)).astype(vocab.dtype)
     return vocab, remap[train_ids], remap[val_ids]
 
 

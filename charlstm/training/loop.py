@@ -9,7 +9,7 @@ import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -99,7 +99,7 @@ def learning_rate(cfg: OptimConfig, step: jax.Array | int, total_steps: jax.Arra
 class AverageState(NamedTuple):
     """The optimizer-state node of `average_params`: how many updates it has seen and their running average."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count; the name is a key in saved checkpoints
     params: model.Params
 
 
@@ -165,18 +165,14 @@ def state_shardings(layout: Layout) -> TrainState:
     replicated. Parameters are small next to activations here, so replicating them costs little memory and
     keeps the update local; only the gradients are all-reduced."""
     rep = layout.replicated
-    return TrainState(params=rep, opt_state=rep, step=rep, key=rep, carry=layout.data)
+    return TrainState._make((rep, rep, rep, rep, layout.data))
 
 
 def place_state(state: TrainState, layout: Layout) -> TrainState:
     """Copy a TrainState computed identically on every process (fresh from the seed) onto the mesh."""
-    put = lambda tree, fn: jax.tree_util.tree_map(fn, tree)  # noqa: E731
-    return TrainState(
-        put(state.params, layout.put_replicated),
-        put(state.opt_state, layout.put_replicated),
-        layout.put_replicated(state.step),
-        layout.put_replicated(state.key),
-        put(state.carry, layout.put_global),
+    rep, split = layout.put_replicated, layout.put_global
+    return TrainState._make(
+        jax.tree_util.tree_map(fn, field) for fn, field in zip((rep, rep, rep, rep, split), state, strict=True)
     )
 
 
@@ -196,9 +192,7 @@ def loss_fn(
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), carry
 
 
-def make_train_step(
-    cfg: Config, layout: Layout | None = None
-) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+def make_train_step(cfg: Config, layout: Layout | None = None) -> jax.stages.Wrapped:
     """The jitted update `step(state, x, y, reset, total)`: forward, backward, clip, AdamW, with the learning
     rate scheduled over `total` steps (usually `train.steps`); skipped (state kept) if anything is non-finite.
 
@@ -225,7 +219,10 @@ def make_train_step(
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ok = jnp.isfinite(loss_value) & jnp.isfinite(grad_norm)
-        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+
+        def keep(new: Any, old: Any) -> Any:
+            return jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+
         new_state = TrainState(
             params=keep(params, state.params),
             opt_state=keep(opt_state, state.opt_state),
@@ -262,7 +259,11 @@ def make_eval_step(cfg: ModelConfig) -> Callable[..., tuple[jax.Array, model.Car
 
 
 def validation_loss(
-    params: model.Params, cfg: ModelConfig, eval_step: Callable, val: list[batches.Batch], layout: Layout | None = None
+    params: model.Params,
+    cfg: ModelConfig,
+    eval_step: Callable[..., tuple[jax.Array, model.Carry]],
+    val: list[batches.Batch],
+    layout: Layout | None = None,
 ) -> float:
     """Mean validation loss in nats per character, state carried through the validation streams."""
     layout = layout or one_device()

@@ -10,13 +10,14 @@ import numpy as np
 
 from charlstm.config import Config
 from charlstm.data import corpus
+from charlstm.events import EvalEvent, Event, StepEvent
 from charlstm.nn import model, sampling
 from charlstm.training import distributed, loop, rundir, tensorboard
 
 
 class TrainReporter(Protocol):
     def start(self, info: dict[str, object]) -> None: ...
-    def event(self, ev: loop.Event) -> None: ...
+    def event(self, ev: Event) -> None: ...
     def sample(self, step: int, text: str) -> None: ...
     def message(self, text: str) -> None: ...
     def stop(self) -> None: ...
@@ -59,14 +60,14 @@ class Recorder:
         self.best: float | None = best
         self.final_sample: str | None = None  # the sample of the last evaluation, checked for copies at the end
 
-    def __call__(self, ev: loop.Event) -> None:
+    def __call__(self, ev: Event) -> None:
         self.reporter.event(ev)
-        if isinstance(ev, loop.StepEvent):
+        if isinstance(ev, StepEvent):
             self._step(ev)
         else:
             self._evaluation(ev)
 
-    def _step(self, ev: loop.StepEvent) -> None:
+    def _step(self, ev: StepEvent) -> None:
         self.speeds.append(ev.chars_per_s)
         if ev.step % self.cfg.train.log_every == 0 or ev.skipped:
             self.metrics.write(
@@ -83,7 +84,7 @@ class Recorder:
             if self.events is not None:
                 self.events.step(ev)
 
-    def _evaluation(self, ev: loop.EvalEvent) -> None:
+    def _evaluation(self, ev: EvalEvent) -> None:
         self.final_val = ev.val_loss
         self.best = ev.val_loss if self.best is None or ev.val_loss < self.best else self.best
         raw = {} if ev.raw_val_loss is None else {"raw_val_loss": ev.raw_val_loss}

@@ -263,7 +263,9 @@ def _record(line: str) -> dict[str, Any] | None:
         rec = json.loads(line)
     except ValueError:
         return None
-    step = rec.get("step") if isinstance(rec, dict) else None
+    if not isinstance(rec, dict):
+        return None
+    step = rec.get("step")
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         return None
     return rec

@@ -63,7 +63,10 @@ class Summary:
 
     def rows(self) -> list[tuple[str, str]]:
         """(metric, value) rows of the summary table."""
-        fmt = lambda x: "—" if x is None or math.isnan(x) else f"{x:.4f}"  # noqa: E731
+
+        def fmt(x: float | None) -> str:
+            return "—" if x is None or math.isnan(x) else f"{x:.4f}"
+
         rows = [
             ("run", str(self.run_dir)),
             ("steps", str(self.steps)),

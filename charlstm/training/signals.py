@@ -31,7 +31,7 @@ class StopFlag:
 
     def __exit__(self, *exc: object) -> None:
         for s, h in self._old.items():
-            signal.signal(s, h)  # type: ignore[arg-type]
+            signal.signal(s, h)  # type: ignore[arg-type]  # a handler getsignal returned; the stub's union is wider
 
 
 class AgreedStop:
