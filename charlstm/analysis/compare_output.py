@@ -103,9 +103,9 @@ def write_outputs(result: CompareResult, out: Path, png: bool = True) -> list[Pa
     _write_csv(out / "gradflow.csv", ["cell", "when", "k", "grad_norm"], grads)
     written = [out / "train.csv", out / "val.csv", out / "gradflow.csv"]
     if any(r.longrange for r in result.cells):
-        lr_rows = [[r.spec.cell, b.label, b.count, b.accuracy, b.loss] for r in result.cells for b in r.longrange or []]
+        by_gap = [[r.spec.cell, b.label, b.count, b.accuracy, b.loss] for r in result.cells for b in r.longrange or []]
         header = ["cell", "gap", "count", "accuracy", "loss"]
-        _write_csv(out / "longrange.csv", header, lr_rows)
+        _write_csv(out / "longrange.csv", header, by_gap)
         written.append(out / "longrange.csv")
     if any(r.prompt_check for r in result.cells):
         pc_rows = [

@@ -123,9 +123,9 @@ def charts(result: CompareResult, width: int, height: int, color: bool) -> list[
     curves = {r.spec.cell: r.curves for r in result.cells}
     steps = 0 if result.config.train.time else result.config.train.steps  # equal time: each cell its own steps
     out = [loss_chart(curves, steps, **kw)]
-    lr = longrange_chart(result, **kw)
-    if lr is not None:
-        out.append(lr)
+    by_gap = longrange_chart(result, **kw)
+    if by_gap is not None:
+        out.append(by_gap)
     out += [gradflow_chart(result, **kw), grad_norm_chart(result, **kw)]
     return out
 

@@ -170,9 +170,16 @@ def state_shardings(layout: Layout) -> TrainState:
 
 def place_state(state: TrainState, layout: Layout) -> TrainState:
     """Copy a TrainState computed identically on every process (fresh from the seed) onto the mesh."""
-    rep, split = layout.put_replicated, layout.put_global
-    return TrainState._make(
-        jax.tree_util.tree_map(fn, field) for fn, field in zip((rep, rep, rep, rep, split), state, strict=True)
+
+    def put(tree: Any, fn: Callable[[Any], jax.Array]) -> Any:
+        return jax.tree_util.tree_map(fn, tree)
+
+    return TrainState(
+        put(state.params, layout.put_replicated),
+        put(state.opt_state, layout.put_replicated),
+        layout.put_replicated(state.step),
+        layout.put_replicated(state.key),
+        put(state.carry, layout.put_global),
     )
 
 
