@@ -105,7 +105,7 @@ def corpus_list() -> None:
     """Show the bundled and the downloadable corpora (and where the downloaded ones are)."""
     from charlstm.data import corpus as corpus_lib
 
-    ui.table("corpora", ["", "where", "what"], corpus_lib.list_corpora())
+    ui.table("corpora", ["", "where", "what"], corpus_lib.list_corpora(), left=["where", "what"])
 
 
 @user_errors
