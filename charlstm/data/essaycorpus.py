@@ -136,15 +136,16 @@ TEMPLATE_CLOSING = "I don't speak {l}."
 Kind = Literal["template", "paragraph", "essay", "association", "aside"]
 
 # What the text is made of, part by part: (where the part ends, as a share of the text; the weights of its
-# kinds of line). A curriculum reads them in this order (`data.curriculum` in configs/essay.yaml); the last
-# part is also the validation split's.
-# The template stays 15% of the second part's lines, so the memory it taught keeps its gradient while the
-# varied lines are learned; the validation split (the last tenth) has none, so it measures the varied text only.
+# kinds of line). A curriculum reads them in this order (`data.curriculum` in configs/essay.yaml). The template
+# stays TEMPLATE_SHARE of the second part's lines, so the memory it taught keeps its gradient while the varied
+# lines are learned; the last part, the validation split (`data.val_fraction`), has none, so it measures the
+# varied text only.
 TEMPLATE_SHARE = 0.15
+VALIDATION_SHARE = 0.1
 _VARIED: dict[Kind, float] = {"paragraph": 0.67, "essay": 0.1, "association": 0.2, "aside": 0.03}
 STAGES: tuple[tuple[float, dict[Kind, float]], ...] = (
     (0.1, {"template": 1.0}),
-    (0.9, {"template": TEMPLATE_SHARE, **{k: w * (1 - TEMPLATE_SHARE) for k, w in _VARIED.items()}}),
+    (1 - VALIDATION_SHARE, {"template": TEMPLATE_SHARE, **{k: w * (1 - TEMPLATE_SHARE) for k, w in _VARIED.items()}}),
     (1.0, _VARIED),
 )
 
