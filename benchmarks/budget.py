@@ -1,9 +1,10 @@
 """Validation loss at a time budget, side by side on one machine: `charlstm train --time` against the baselines.
 
 For each budget, one after the other, each a fresh process whose wall time is measured from its start:
-  a. `charlstm train CORPUS --config CONFIG --time T` (the steps fitted to the budget, wsd schedule);
-  b. the same config with its own schedule (cosine for `shakespeare`) and the number of steps (a) chose:
-     what fitting by hand to the same step count gives;
+  a. `charlstm train CORPUS --time T` (--config auto: the model sized for the corpus and the budget on this
+     machine, its steps fitted to the budget, wsd schedule);
+  b. the best shipped config for the corpus, `--config shakespeare --time T`: the model tuned by hand, only its
+     steps fitted (does the sizing match hand-tuning?);
   c. a plain PyTorch LSTM (benchmarks/torch_baseline.py's recipe: 2 x 256, Adam 2e-3, clip 5, batch 64, windows
      of 100) trained until the budget, scored by charlstm's validation code on its weights;
   d. a character GPT with nanoGPT's CPU recipe (benchmarks/char_gpt.py), its iterations fitted to the budget.
@@ -95,7 +96,7 @@ def main() -> None:
     ap.add_argument(
         "--corpus", required=True, help="a text file or a corpus name (charlstm corpus get tinyshakespeare)"
     )
-    ap.add_argument("--config", default="shakespeare", help="charlstm's config for (a) and (b)")
+    ap.add_argument("--config", default="shakespeare", help="the shipped config of (b)")
     ap.add_argument("--budgets", default="2m,5m,10m,30m")
     ap.add_argument("--systems", default="a,b,c,d")
     ap.add_argument("--out", type=Path)
@@ -113,16 +114,13 @@ def main() -> None:
     runs = Path(tempfile.mkdtemp(prefix="charlstm-budget-"))
     for budget in args.budgets.split(","):
         seconds = config.parse_duration(budget)
-        chosen = None
         for system in args.systems.split(","):
-            if system == "a":
-                out, wall = _charlstm(args.corpus, args.config, runs, f"a-{budget}", ["--time", budget])
-                chosen, row = out["steps"], {"val_loss": out["final_val_loss"], "steps": out["steps"]}
-            elif system == "b":
-                if chosen is None:
-                    raise SystemExit("(b) takes the steps (a) chose: list a before b")
-                out, wall = _charlstm(args.corpus, args.config, runs, f"b-{budget}", ["--steps", str(chosen)])
-                row = {"val_loss": out["final_val_loss"], "steps": out["steps"]}
+            if system in ("a", "b"):
+                cfg = "auto" if system == "a" else args.config
+                out, wall = _charlstm(args.corpus, cfg, runs, f"{system}-{budget}", ["--time", budget])
+                info = json.loads((runs / f"{system}-{budget}" / "run.json").read_text())
+                size = info["auto_size"]["size"] if "auto_size" in info else cfg
+                row = {"val_loss": out["final_val_loss"], "steps": out["steps"], "model": size}
             elif system == "c":
                 out, wall = _run([sys.executable, __file__, "--corpus", args.corpus, "--torch-lstm", budget])
                 row = {"val_loss": out["val_loss"], "steps": out["steps"]}
@@ -150,10 +148,10 @@ def main() -> None:
     }
     if args.out:
         args.out.write_text(json.dumps(record, indent=1))
-    print("| budget | system | steps | val loss | wall time (off by) |\n|---|---|---|---|---|")
+    print("| budget | system | model | steps | val loss | wall time (off by) |\n|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['budget']} | {r['system']} | {r['steps']:,} | {r['val_loss']:.4f} | "
+            f"| {r['budget']} | {r['system']} | {r.get('model', '')} | {r['steps']:,} | {r['val_loss']:.4f} | "
             f"{r['wall_s']:.0f} s ({r['off_by']:+.1%}) |"
         )
 

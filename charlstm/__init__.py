@@ -27,15 +27,16 @@ __all__ = [
     "UsageError",
     "UserError",
     "__version__",
+    "auto_size",
     "load",
     "train",
 ]
 
 if TYPE_CHECKING:
-    from charlstm.api import Model, load, train
+    from charlstm.api import Model, auto_size, load, train
     from charlstm.nn.sampling import SampleOptions
 
-_API = ("Model", "load", "train")
+_API = ("Model", "auto_size", "load", "train")
 
 
 def __getattr__(name: str) -> Any:

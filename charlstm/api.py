@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # these import JAX
 
     from charlstm.evaluation import scoring
     from charlstm.nn import sampling
-    from charlstm.training import checkpoint, runner
+    from charlstm.training import checkpoint, runner, sizing
     from charlstm.training.recorder import TrainReporter
 
 
@@ -499,6 +499,34 @@ def run_training(
     )
 
 
+def auto_size(
+    corpus: str | os.PathLike[str] | None,
+    time: str | float,
+    config: str | os.PathLike[str] | None = None,
+    overrides: Overrides = None,
+    *,
+    log: Callable[[str], None] | None = None,
+) -> tuple[Config, sizing.Choice | None]:
+    """The config `train(corpus, config, overrides, time=time)` would train with on this machine, without
+    training: with `model.auto_size` (`config` "auto", or None on a corpus that is not bundled) the size chosen
+    for the budget, and the choice with its reasons (a short timing of each candidate size, kept in the charlstm
+    cache); otherwise `config` as it is, and None."""
+    started = _time.monotonic()
+    items = override_items(overrides) + [f"train.time={time}"]
+    cfg, _ = training_config(config, items, corpus=corpus)
+    if not cfg.model.auto_size:
+        return cfg, None
+    _start_jax()
+    from charlstm import config as config_lib
+    from charlstm.data import corpus as corpus_lib
+    from charlstm.training import runner, sizing
+
+    vocab, train_ids, _ = runner.prepare_data(cfg, corpus_lib.resolve(None if corpus is None else str(corpus)))
+    seconds = config_lib.parse_duration(str(cfg.train.time))
+    choice = sizing.choose(cfg, len(train_ids), len(vocab), seconds, started, log=log or (lambda msg: None))
+    return choice.config, choice
+
+
 def train(
     corpus: str | os.PathLike[str] | None = None,
     config: str | os.PathLike[str] | None = None,
@@ -529,7 +557,7 @@ def train(
     """
     started = _time.monotonic()
     items = override_items(overrides) + ([f"train.time={time}"] if time is not None else [])
-    cfg, run = training_config(config, items, resume=resume, runs_dir=runs_dir, init_from=init_from)
+    cfg, run = training_config(config, items, resume=resume, runs_dir=runs_dir, init_from=init_from, corpus=corpus)
     reporter: TrainReporter
     if progress:
         from charlstm import ui

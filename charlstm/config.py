@@ -84,6 +84,11 @@ class ModelConfig(_Section):
         "(0: full rates from step 0)",
     )
     tie_embed: bool = Field(False, description="share the embedding table with the output head (needs embed = hidden)")
+    auto_size: bool = Field(
+        False,
+        description="choose layers, hidden, dropout, DropConnect, weight decay and matmul dtype from the corpus size "
+        "and this machine's speed for the train.time budget (--config auto; the run's saved config holds the choice)",
+    )
     start_state: Literal["learned", "zeros"] = Field(
         "learned",
         description="the state every sequence starts from (sampling, eval, inspect, reset training "

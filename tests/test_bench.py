@@ -11,6 +11,7 @@ from helpers import assert_clean_error, assert_ok, run_cli
 
 from charlstm import config, perf
 from charlstm.bench import bench, probes, startup
+from charlstm.nn import model
 
 TINY = ["model.layers=1", "model.hidden=8", "data.batch_size=2", "data.seq_len=4"]
 
@@ -61,12 +62,12 @@ def test_cli_json_has_every_figure_and_they_are_sane() -> None:
 
 def test_flops_count_upper_layers_input_projection() -> None:
     cfg = config.load(None, ["model.layers=2", "model.hidden=4", "model.cell=gru"])
-    assert bench.train_flops_per_char(cfg, 10) == 6 * ((4 * 12) + (4 * 12 + 4 * 12) + 4 * 10)
+    assert model.train_flops_per_char(cfg.model, 10) == 6 * ((4 * 12) + (4 * 12 + 4 * 12) + 4 * 10)
 
 
 def test_matmul_shapes_and_the_weight_bytes_batch_1_sampling_reads() -> None:
     cfg = config.load(None, ["model.layers=2", "model.hidden=4", "model.cell=gru"])
-    shapes = bench.matmul_shapes(cfg, 10)
+    shapes = model.matmul_shapes(cfg.model, 10)
     assert shapes == [(4, 12), (4, 12), (4, 12), (4, 10)]  # layer 0 W_hh; layer 1 W_ih, W_hh; the head
     assert bench.sample_weight_bytes(cfg, 10) == 4 * sum(k * n for k, n in shapes)
     bf16 = config.load(None, ["model.layers=2", "model.hidden=4", "model.cell=gru", "model.compute_dtype=bfloat16"])

@@ -90,7 +90,7 @@ def test_param_count_is_the_models(options: dict, start_state: str) -> None:
     """compare-rnn counts what the model has: no learned start state with start_state=zeros, say."""
     cfg = config.ModelConfig(**{"layers": 1, "hidden": 12, "start_state": start_state, **options})
     params = model.init_params(cfg, 17, jax.random.PRNGKey(0))
-    assert compare_sizing.model_param_count(cfg, 17) == model.param_count(params)
+    assert model.param_count_of(cfg, 17) == model.param_count(params)
 
 
 @pytest.mark.slow
@@ -99,23 +99,23 @@ def test_param_count_is_the_models(options: dict, start_state: str) -> None:
 def test_matched_parameter_counts(vocab: int, hidden: int) -> None:
     cfg = config.load("compare-rnn", [f"model.hidden={hidden}"])
     plan = {s.cell: s for s in compare_sizing.plan_cells(cfg, ("rnn", "lstm", "gru"), vocab, "params")}
-    target = compare_sizing.model_param_count(cfg.model, vocab)
+    target = model.param_count_of(cfg.model, vocab)
     assert plan["lstm"].hidden == hidden and plan["lstm"].params == target
     for cell in ("rnn", "gru"):
         assert abs(plan[cell].params - target) / target < 0.01, (cell, plan[cell], target)
         sized = compare_sizing.sized(cfg.model, cell, plan[cell].hidden)
-        assert plan[cell].params == compare_sizing.model_param_count(sized, vocab)
+        assert plan[cell].params == model.param_count_of(sized, vocab)
     assert plan["rnn"].hidden > plan["gru"].hidden > plan["lstm"].hidden  # fewer gates, wider layer
 
 
 def test_match_hidden_is_the_closest_width() -> None:
     base = config.ModelConfig(cell="lstm", layers=2, hidden=100)
-    target = compare_sizing.model_param_count(base, 50)
+    target = model.param_count_of(base, 50)
     for cell in ("rnn", "gru"):
         h = compare_sizing.match_hidden(base, cell, target, 50)
 
         def err(width: int) -> int:
-            return abs(compare_sizing.model_param_count(compare_sizing.sized(base, cell, width), 50) - target)
+            return abs(model.param_count_of(compare_sizing.sized(base, cell, width), 50) - target)
 
         assert err(h) <= err(h - 1) and err(h) <= err(h + 1)
 

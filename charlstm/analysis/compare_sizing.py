@@ -7,10 +7,7 @@ match="hidden" every cell uses `model.hidden`.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-
-import jax
 
 from charlstm import config as config_lib
 from charlstm.config import Config, ModelConfig
@@ -27,14 +24,6 @@ class CellSpec:
     params: int
 
 
-@functools.lru_cache(maxsize=1024)
-def model_param_count(cfg: ModelConfig, vocab_size: int) -> int:
-    """Parameters of the whole model `cfg` describes, counted on the tree `model.init_params` builds (shapes
-    only, nothing computed): the model itself is the one source of which parameters a config has."""
-    shapes = jax.eval_shape(lambda: model.init_params(cfg, vocab_size, jax.random.PRNGKey(0)))
-    return model.param_count(shapes)
-
-
 def sized(cfg: ModelConfig, cell: str, hidden: int) -> ModelConfig:
     """`cfg` with this cell and width (a tied embedding table is as wide as the layer)."""
     return cfg.model_copy(update={"cell": cell, "hidden": hidden, **({"embed": hidden} if cfg.tie_embed else {})})
@@ -45,7 +34,7 @@ def match_hidden(cfg: ModelConfig, cell: str, target: int, vocab_size: int, max_
     with the width)."""
 
     def count(h: int) -> int:
-        return model_param_count(sized(cfg, cell, h), vocab_size)
+        return model.param_count_of(sized(cfg, cell, h), vocab_size)
 
     lo, hi = 1, max_hidden
     while lo < hi:  # smallest width reaching the target
@@ -65,11 +54,11 @@ def plan_cells(cfg: Config, names: tuple[str, ...], vocab_size: int, match: str 
     m = cfg.model
     for name in names:  # a cell the config's options do not fit (layer_norm on a GRU) is refused first
         cell_config(cfg, CellSpec(name, m.hidden, 0))
-    target = model_param_count(m, vocab_size)
+    target = model.param_count_of(m, vocab_size)
     plan = []
     for name in names:
         h = m.hidden if match == "hidden" or name == m.cell else match_hidden(m, name, target, vocab_size)
-        plan.append(CellSpec(name, h, model_param_count(sized(m, name, h), vocab_size)))
+        plan.append(CellSpec(name, h, model.param_count_of(sized(m, name, h), vocab_size)))
     return plan
 
 

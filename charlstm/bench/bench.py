@@ -35,7 +35,7 @@ from charlstm.bench.charlstm_side import CharlstmSide
 from charlstm.bench.timing import Rounds, Tasks, measure_rounds, tasks
 from charlstm.config import Config
 from charlstm.errors import UsageError, UserError
-from charlstm.nn import cells, model
+from charlstm.nn import model
 
 if TYPE_CHECKING:
     from charlstm.bench.torch_side import TorchSide
@@ -105,38 +105,10 @@ class BenchResult:
         return dataclasses.asdict(self)
 
 
-def matmul_shapes(cfg: Config, vocab_size: int) -> list[tuple[int, int]]:
-    """The [K, N] weight matrices one character goes through, in order: per layer W_ih and W_hh, then the head.
-    Layer 0's input projection is a row gather (no matmul), so its W_ih is not among them."""
-    m, g = cfg.model, cells.GATES[cfg.model.cell] * cfg.model.hidden
-    shapes = []
-    for k in range(m.layers):
-        shapes += ([(m.hidden, g)] if k > 0 else []) + [(m.hidden, g)]
-    return shapes + [(m.hidden, vocab_size)]
-
-
-def train_flops_per_char(cfg: Config, vocab_size: int) -> float:
-    """6 FLOPs per weight per character (2 forward, 4 backward) for every matmul weight (`matmul_shapes`).
-    Folding a learned embedding into layer 0's table (once per step, not per character) and the elementwise
-    gate operations count nothing."""
-    return 6.0 * sum(k * n for k, n in matmul_shapes(cfg, vocab_size))
-
-
 def sample_weight_bytes(cfg: Config, vocab_size: int) -> float:
     """Bytes of weights one character of batch-1 sampling reads, in the dtype its matmuls read them in."""
     itemsize = np.dtype(jnp.dtype(cfg.model.compute_dtype)).itemsize
-    return float(sum(k * n for k, n in matmul_shapes(cfg, vocab_size)) * itemsize)
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return float(sum(k * n for k, n in model.matmul_shapes(cfg.model, vocab_size)) * itemsize)
 
 
 def gpu_status() -> str:
@@ -180,7 +152,7 @@ def run(
     ours = CharlstmSide(cfg, vocab_size)
     gemm = probes.gemm_probe()
     weight_bytes = sample_weight_bytes(cfg, vocab_size)
-    b1_matmuls = probes.matmul_chain_probe(matmul_shapes(cfg, vocab_size), cfg.model.compute_dtype)
+    b1_matmuls = probes.matmul_chain_probe(model.matmul_shapes(cfg.model, vocab_size), cfg.model.compute_dtype)
     rss = peak_rss_mb()  # before PyTorch adds its own libraries and buffers
     theirs = None
     if vs_torch:
@@ -194,7 +166,7 @@ def run(
     todo = tasks(cfg, steps)
     timed = measure_rounds(todo, rounds, ours, theirs, gemm, b1_matmuls, log)
 
-    per_char = train_flops_per_char(cfg, vocab_size)
+    per_char = model.train_flops_per_char(cfg.model, vocab_size)
     train_s, b1_s, chain_s = timed.ours.seconds["train"], timed.ours.seconds["b1"], timed.chain_s
     train_speed = timed.ours.chars_per_s(todo.train)
     # Each round's achieved FLOP/s over that round's GEMM: both saw the same machine load.
@@ -232,7 +204,7 @@ def run(
         train_step_temp_mb=ours.temp_mb,
         peak_rss_mb=rss,
         malloc_tuned=perf.malloc_tuned(),
-        cpu=cpu_name(),
+        cpu=perf.cpu_name(),
         cores=os.cpu_count() or 1,
         gpu=gpu_status(),
         jax_version=jax.__version__,

@@ -138,15 +138,48 @@ def config_show(
         None,
         metavar="CONFIG",
         autocompletion=complete_configs,
-        help="A bundled config name or a YAML file (default: default).",
+        help="A bundled config name or a YAML file (default: default; with --time and your own CORPUS: auto).",
+    ),
+    corpus: str | None = typer.Argument(
+        None, metavar="[CORPUS]", help="With --time: the text to size the model for (alone, it may come first)."
     ),
     set_: list[str] = SetOpt,
+    time_budget: str | None = typer.Option(
+        None,
+        "--time",
+        metavar="DURATION",
+        help="Show what `charlstm train CORPUS --time DURATION` would train: the model sized for the budget on this "
+        "machine (a short timing of each size, kept in the charlstm cache), and why.",
+    ),
 ) -> None:
     """Print the resolved config as YAML, each key with what it does: a starting point for your own file."""
     from charlstm import config as config_lib
 
-    cfg = config_lib.load(name, set_)
-    print(_commented_yaml(cfg, name or "default", set_), end="")
+    if time_budget is None:
+        if corpus is not None:
+            raise UsageError("a CORPUS goes with --time", "e.g. charlstm config show --time 10m my.txt")
+        cfg = config_lib.load(name, set_)
+        print(_commented_yaml(cfg, name or "default", set_), end="")
+        return
+    is_config = name is not None and (Path(name).suffix in {".yaml", ".yml"} or name in config_lib.list_configs())
+    if corpus is None and name is not None and not is_config:
+        name, corpus = None, name  # `config show --time 10m my.txt`
+    from charlstm import api
+
+    cfg, choice = api.auto_size(corpus, time_budget, name, set_, log=ui.info)
+    if choice is None:
+        ui.info(f"the model is {name or 'default'}'s: with --time only the steps and the schedule fit the budget")
+        print(_commented_yaml(cfg, name or "default", [*set_, f"train.time={time_budget}"]), end="")
+        return
+    ui.table(
+        f"auto size: {choice.train_chars:,} training chars, budget {time_budget}, this machine's step times",
+        ["size", "params", "s/step", "steps", "chars/param", ""],
+        choice.rows(),
+        console=ui.err,
+    )
+    ui.info(choice.line())
+    print(f"# {choice.line()}")
+    print(_commented_yaml(cfg, "auto", [*set_, f"train.time={time_budget}"]), end="")
 
 
 def _commented_yaml(cfg: Any, source: str, overrides: list[str]) -> str:

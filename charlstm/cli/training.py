@@ -64,7 +64,8 @@ def train(
         "--time",
         metavar="DURATION",
         help="Train for this long (90s, 10m, 1h30m), start-up included: the steps are chosen from the measured "
-        "step time, the learning rate annealed at the end (--set train.time=DURATION).",
+        "step time, the learning rate annealed at the end (--set train.time=DURATION). Without --config, on your "
+        "own text, the model is sized for the budget too (--config auto).",
     ),
     encoding: Encoding | None = typer.Option(
         None, "--encoding", help="utf-8 (characters) or bytes (raw bytes, any file)."
@@ -146,6 +147,7 @@ def train(
         resume=resume,
         runs_dir=runs_dir,  # before JAX starts
         init_from=init_from,
+        corpus=corpus,
     )
 
     from charlstm.training import distributed

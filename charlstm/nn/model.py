@@ -129,6 +129,30 @@ def param_count(params: Params) -> int:
     return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
 
 
+@functools.lru_cache(maxsize=1024)
+def param_count_of(cfg: ModelConfig, vocab_size: int) -> int:
+    """Parameters of the model `cfg` describes, counted on the tree `init_params` builds (shapes only, nothing
+    computed): the model itself is the one source of which parameters a config has."""
+    return param_count(jax.eval_shape(lambda: init_params(cfg, vocab_size, jax.random.PRNGKey(0))))
+
+
+def matmul_shapes(cfg: ModelConfig, vocab_size: int) -> list[tuple[int, int]]:
+    """The [K, N] weight matrices one character goes through, in order: per layer W_ih and W_hh, then the head.
+    Layer 0's input projection is a row gather (no matmul), so its W_ih is not among them."""
+    g = cells.GATES[cfg.cell] * cfg.hidden
+    shapes = []
+    for k in range(cfg.layers):
+        shapes += ([(cfg.hidden, g)] if k > 0 else []) + [(cfg.hidden, g)]
+    return shapes + [(cfg.hidden, vocab_size)]
+
+
+def train_flops_per_char(cfg: ModelConfig, vocab_size: int) -> float:
+    """6 FLOPs per weight per character (2 forward, 4 backward) for every matmul weight (`matmul_shapes`).
+    Folding a learned embedding into layer 0's table (once per step, not per character) and the elementwise
+    gate operations count nothing."""
+    return 6.0 * sum(k * n for k, n in matmul_shapes(cfg, vocab_size))
+
+
 def dropout_ramp_scale(cfg: ModelConfig, step: jax.Array | int) -> jax.Array | float:
     """The fraction of the configured dropout rates applied at optimizer step `step`: a linear ramp from 0 over
     `cfg.dropout_ramp` steps, then 1. Regularisation slows early learning and only pays once the model can

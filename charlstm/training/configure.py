@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from charlstm import config as config_lib
+from charlstm import resources
 from charlstm.config import Config
 from charlstm.errors import UsageError
 from charlstm.training import budget, rundir
@@ -24,10 +25,12 @@ def training_config(
     resume: str | os.PathLike[str] | None = None,
     runs_dir: str | os.PathLike[str] = "runs",
     init_from: str | os.PathLike[str] | None = None,
+    corpus: str | os.PathLike[str] | None = None,
 ) -> tuple[Config, rundir.RunDir | None]:
     """The config a training run will use, and the run to resume (None for a new run); JAX-free.
 
-    `config` is a YAML file or a bundled name (None: default). A resumed run keeps its own config, with
+    `config` is a YAML file or a bundled name (None: default; with a time budget on a `corpus` that is not
+    bundled, auto: the model sized for the budget, see `sizing`). A resumed run keeps its own config, with
     `overrides` applied on top: a `config` given with `resume` is a usage error. A run that
     starts from `init_from`'s weights (fine-tuning) takes that run's model section and data.encoding, the rest
     from `config`; overrides may change model keys that leave the weights' shapes alone (e.g. model.dropout).
@@ -57,6 +60,10 @@ def training_config(
         run = None
     else:
         cfg, run = config_lib.load(config or "default", items), None
+        if config is None and cfg.train.time is not None and not _bundled(corpus):
+            cfg = config_lib.load("auto", items)
+    if cfg.model.auto_size and cfg.train.time is None:
+        raise UsageError("model.auto_size (--config auto) needs a time budget", "add --time DURATION, e.g. --time 10m")
     if cfg.train.time is not None:
         cfg = budget.for_budget(cfg)
     if cfg.train.tensorboard:
@@ -64,6 +71,14 @@ def training_config(
 
         tensorboard.check_available()
     return cfg, run
+
+
+def _bundled(corpus: str | os.PathLike[str] | None) -> bool:
+    """Whether `corpus` is a bundled corpus (None: the default one), which keeps the config made for it."""
+    if corpus is None or str(corpus) == "":
+        return True
+    path = Path(corpus)
+    return not path.exists() and (resources.data_dir("corpora") / f"{corpus}.txt").exists()
 
 
 def fine_tuning_config(config: str | os.PathLike[str] | None, items: list[str], source: rundir.RunDir) -> Config:

@@ -24,7 +24,7 @@ from charlstm.errors import RunError, UsageError, UserError
 from charlstm.evaluation import novelty, promptcheck
 from charlstm.nn import model, sampling
 from charlstm.training import budget as budget_lib
-from charlstm.training import checkpoint, distributed, finetune, loop, rundir, signals, tensorboard
+from charlstm.training import checkpoint, distributed, finetune, loop, rundir, signals, sizing, tensorboard
 from charlstm.training.recorder import Recorder, TrainReporter, sample_text
 
 
@@ -194,6 +194,9 @@ def train_run(
         data, source = _reread(cfg, run, corpus_arg, progress)
     else:
         data, source, info = _prepare_new(cfg, corpus_arg, progress, init)
+        if cfg.model.auto_size:
+            choice = _auto_size(cfg, data, started, reporter)
+            cfg, info = choice.config, {**info, "auto_size": choice.record()}
         run = _create_run_dir(cfg, data, info, name, runs_dir, layout.is_main)
     distributed.check_same(
         f"{data.vocab.to_json()} {len(data.train_ids)} {len(data.val_ids)}",
@@ -259,6 +262,14 @@ def _prepare_new(
     source = distributed.together(lambda: finetune.load(init, cfg, vocab), "loading the weights to start from")
     info: dict[str, object] = {"init_from": str(init.run.path.resolve()), "init_step": source.step}
     return _Corpus(path, vocab, tr, va), source, info
+
+
+def _auto_size(cfg: Config, data: _Corpus, started: float, reporter: TrainReporter) -> sizing.Choice:
+    """The model `model.auto_size` picks for this corpus and budget on this machine, announced."""
+    seconds = config.parse_duration(str(cfg.train.time))
+    choice = sizing.choose(cfg, len(data.train_ids), len(data.vocab), seconds, started, log=reporter.message)
+    reporter.message(choice.line())
+    return choice
 
 
 def _create_run_dir(
@@ -453,8 +464,10 @@ def _summary(job: _Job, data: _Corpus, ending: _Ending, recorder: Recorder, n_pa
     if ending.budget is not None:
         ended = time.monotonic()
         rundir.write_json(job.run.budget_file, ending.budget.record(ended))
-        m = job.cfg.model
+        m, chosen = job.cfg.model, job.run.read_info().get("auto_size")
         what = f"{len(data.train_ids):,} training chars, {m.cell} {m.layers}x{m.hidden}"
+        if isinstance(chosen, dict):
+            what += f" (auto size: {chosen.get('reason', '')})"
         line = budget_lib.summary_line(ending.budget, ended, what)
     copied = _copied(job, data, recorder.final_sample) if main else None
     return Summary(
