@@ -123,9 +123,9 @@ def chart(args: argparse.Namespace) -> None:
             for x, y, budget in pts:
                 if (name, budget, size) in picks:
                     ax.plot([x], [y], marker="o", ms=12, mfc="none", mec="black", mew=1.5)
-        ax.set_xscale("log")
         ticks = sorted({config.parse_duration(r["budget"]) / 60 for r in here})
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.set_xlim(min(ticks) - 1, max(ticks) + 1)
         ax.set_title(f"{name} ({here[0]['train_chars'] / 1e6:.2g}M training chars)", fontsize=9)
         ax.set_xlabel("budget (minutes)")
         if k == 0:

@@ -36,9 +36,11 @@ MIN_CHARS_PER_PARAM = 2.0
 # The share of the time left that goes to training steps (the rest: evaluations, checkpoints, the end).
 _STEP_SHARE = 0.9
 # The probe stops at this share of the budget, and at most this many seconds (the candidates it did not reach
-# are estimated from the last one measured, in proportion to their matmul work).
+# are estimated from the last one measured, in proportion to their matmul FLOPs, bf16 counted as fp32: its gain
+# was 1.06x to 1.5x on the machines measured, and an estimate too slow only keeps the rule from an untimed size).
 _PROBE_SHARE, _PROBE_MAX_S = 0.1, 20.0
-_TIMED_STEPS = 3  # after one untimed step (its compilation)
+# The first step compiles and the next still warm up (measured: 2-3x a steady step), so the median of five after two.
+_UNTIMED_STEPS, _TIMED_STEPS = 2, 5
 
 
 @dataclass(frozen=True)
@@ -154,10 +156,10 @@ def _verdict(o: Option, choice: Choice) -> str:
     if o.size == choice.size:
         return "chosen"
     if o.params > MAX_PARAMS_PER_CHAR * choice.train_chars:
-        return f"too big for the corpus (> {MAX_PARAMS_PER_CHAR:g} params per char)"
+        return f"too big: > {MAX_PARAMS_PER_CHAR:g} params/char"
     if o.seconds_per_step is None or o.chars_per_param < MIN_CHARS_PER_PARAM:  # None: a smaller one already was
-        return f"too slow for the budget (< {MIN_CHARS_PER_PARAM:g} chars per param)"
-    return "smaller than the budget allows"
+        return f"too slow: < {MIN_CHARS_PER_PARAM:g} chars/param"
+    return "smaller than needed"
 
 
 def pick(options: list[Option], train_chars: int) -> tuple[Option, str]:
@@ -210,9 +212,9 @@ def choose(
             per_step, measured = None, False  # a smaller size is already too slow: this one is too
         elif last is None or time.monotonic() < probe_until:
             per_step, measured = probe(c, vocab_size), True
-            last = (per_step, flops_per_char(c, vocab_size))
+            last = (per_step, model.train_flops_per_char(c.model, vocab_size))
         else:
-            per_step, measured = last[0] * flops_per_char(c, vocab_size) / last[1], False
+            per_step, measured = last[0] * model.train_flops_per_char(c.model, vocab_size) / last[1], False
         if per_step is None:
             options.append(Option(size, params, None, False, 0, 0))
             continue
@@ -226,29 +228,28 @@ def choose(
     return Choice(sized(cfg, best.size, dropout), best.size, tuple(options), train_chars, seconds, dropout, why)
 
 
-def flops_per_char(cfg: Config, vocab_size: int) -> float:
-    """`model.train_flops_per_char`, a bf16 matmul counted as half: what a step's time grows with between sizes."""
-    return model.train_flops_per_char(cfg.model, vocab_size) * (0.5 if cfg.model.compute_dtype == "bfloat16" else 1.0)
-
-
 def measure_step(cfg: Config, vocab_size: int) -> float:
-    """Median seconds of a training step of `cfg` on random characters, after one untimed step (it compiles)."""
-    import jax.numpy as jnp
+    """Median seconds of a training step of `cfg` on random characters, after the untimed steps that compile
+    and warm up. The state and batches are placed as a run places them, so the program compiled here is the
+    one the run loads from the compilation cache."""
     import numpy as np
 
-    from charlstm.training import loop
+    from charlstm.training import distributed, loop
 
     d = cfg.data
+    layout = distributed.make_layout(cfg.dist.devices, d.batch_size)
     ids = np.random.default_rng(0).integers(0, vocab_size, (d.batch_size, d.seq_len + 1)).astype(np.int32)
-    x, y, reset = jnp.asarray(ids[:, :-1]), jnp.asarray(ids[:, 1:]), jnp.zeros(d.batch_size, bool)
-    state, step = loop.init_state(cfg, vocab_size), loop.make_train_step(cfg)
+    x, y = (layout.put_rows(a, d.batch_size) for a in (ids[:, :-1], ids[:, 1:]))
+    reset = layout.put_rows(np.zeros(d.batch_size, bool), d.batch_size)
+    state = loop.place_state(loop.init_state(cfg, vocab_size), layout)
+    step = loop.make_train_step(cfg, layout)
     times = []
-    for _ in range(_TIMED_STEPS + 1):
+    for _ in range(_UNTIMED_STEPS + _TIMED_STEPS):
         tic = time.perf_counter()
         state, m = step(state, x, y, reset, cfg.train.steps)
         float(m["loss"])  # synced, as the training loop is
         times.append(time.perf_counter() - tic)
-    return statistics.median(times[1:])
+    return statistics.median(times[_UNTIMED_STEPS:])
 
 
 @dataclass
