@@ -5,6 +5,8 @@ For each budget, one after the other, each a fresh process whose wall time is me
      machine, its steps fitted to the budget, wsd schedule);
   b. the best shipped config for the corpus, `--config shakespeare --time T`: the model tuned by hand, only its
      steps fitted (does the sizing match hand-tuning?);
+  b'. (system "bc") that config with its own schedule (cosine for `shakespeare`) for the steps (b) chose: what
+     fitting the steps by hand gives;
   c. a plain PyTorch LSTM (benchmarks/torch_baseline.py's recipe: 2 x 256, Adam 2e-3, clip 5, batch 64, windows
      of 100) trained until the budget, scored by charlstm's validation code on its weights;
   d. a character GPT with nanoGPT's CPU recipe (benchmarks/char_gpt.py), its iterations fitted to the budget.
@@ -114,6 +116,7 @@ def main() -> None:
     runs = Path(tempfile.mkdtemp(prefix="charlstm-budget-"))
     for budget in args.budgets.split(","):
         seconds = config.parse_duration(budget)
+        chosen = None
         for system in args.systems.split(","):
             if system in ("a", "b"):
                 cfg = "auto" if system == "a" else args.config
@@ -121,6 +124,12 @@ def main() -> None:
                 info = json.loads((runs / f"{system}-{budget}" / "run.json").read_text())
                 size = info["auto_size"]["size"] if "auto_size" in info else cfg
                 row = {"val_loss": out["final_val_loss"], "steps": out["steps"], "model": size}
+                chosen = out["steps"] if system == "b" else chosen
+            elif system == "bc":
+                if chosen is None:
+                    raise SystemExit("(b') takes the steps (b) chose: list b before bc")
+                out, wall = _charlstm(args.corpus, args.config, runs, f"bc-{budget}", ["--steps", str(chosen)])
+                row = {"val_loss": out["final_val_loss"], "steps": out["steps"], "model": args.config}
             elif system == "c":
                 out, wall = _run([sys.executable, __file__, "--corpus", args.corpus, "--torch-lstm", budget])
                 row = {"val_loss": out["val_loss"], "steps": out["steps"]}
@@ -128,7 +137,7 @@ def main() -> None:
                 out, wall = _run([sys.executable, str(HERE / "char_gpt.py"), "--corpus", args.corpus, "--time", budget])
                 row = {"val_loss": out["val_loss"], "steps": out["steps"]}
             else:
-                raise SystemExit(f"unknown system {system!r}: a, b, c or d")
+                raise SystemExit(f"unknown system {system!r}: a, b, bc, c or d")
             row = {
                 "load_1min": round(os.getloadavg()[0], 2),  # other work on the machine during the run
                 "budget": budget,

@@ -15,6 +15,7 @@ once, the chosen size trains without it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -218,14 +219,23 @@ def choose(
         if per_step is None:
             options.append(Option(size, params, None, False, 0, 0))
             continue
-        left = seconds - (time.monotonic() - started)
-        steps = max(math.floor(_STEP_SHARE * left / per_step), 1)
-        options.append(Option(size, params, per_step, measured, steps, steps * chars_per_step))
+        options.append(_with_steps(Option(size, params, per_step, measured, 0, 0), seconds, started, chars_per_step))
+    # Again with the time left now: the larger sizes' probes came out of the budget too.
+    options = [_with_steps(o, seconds, started, chars_per_step) for o in options]
     best, why = pick(options, train_chars)
     dropout = best.chars >= train_chars or best.seconds_per_step is None
     if not dropout:
         why += f"; the budget reads the text {best.chars / train_chars:.2f} times: no dropout"
     return Choice(sized(cfg, best.size, dropout), best.size, tuple(options), train_chars, seconds, dropout, why)
+
+
+def _with_steps(option: Option, seconds: float, started: float, chars_per_step: int) -> Option:
+    """`option` with the steps (and characters) its step time fits into the time left of the budget."""
+    if option.seconds_per_step is None:
+        return option
+    left = seconds - (time.monotonic() - started)
+    steps = max(math.floor(_STEP_SHARE * left / option.seconds_per_step), 1)
+    return dataclasses.replace(option, steps=steps, chars=steps * chars_per_step)
 
 
 def measure_step(cfg: Config, vocab_size: int) -> float:
