@@ -172,11 +172,14 @@ def config_show(
         print(_commented_yaml(cfg, name or "default", [*set_, f"train.time={time_budget}"]), end="")
         return
     ui.table(
-        f"auto size: {choice.train_chars:,} training chars, budget {time_budget}, this machine's step times",
+        f"auto size: {choice.train_chars:,} training chars, {time_budget} on this machine",
         ["size", "params", "s/step", "steps", "chars/param", ""],
         choice.rows(),
         console=ui.err,
     )
+    from charlstm.training import sizing
+
+    ui.info(sizing.rule())
     ui.info(choice.line())
     print(f"# {choice.line()}")
     print(_commented_yaml(cfg, "auto", [*set_, f"train.time={time_budget}"]), end="")

@@ -157,10 +157,18 @@ def _verdict(o: Option, choice: Choice) -> str:
     if o.size == choice.size:
         return "chosen"
     if o.params > MAX_PARAMS_PER_CHAR * choice.train_chars:
-        return f"too big: > {MAX_PARAMS_PER_CHAR:g} params/char"
+        return "too big for the text"
     if o.seconds_per_step is None or o.chars_per_param < MIN_CHARS_PER_PARAM:  # None: a smaller one already was
-        return f"too slow: < {MIN_CHARS_PER_PARAM:g} chars/param"
-    return "smaller than needed"
+        return "too slow"
+    return "smaller"
+
+
+def rule() -> str:
+    """The rule in one line."""
+    return (
+        f"the rule: the largest size that reads at least {MIN_CHARS_PER_PARAM:g} characters per parameter in the "
+        f"time and has at most {MAX_PARAMS_PER_CHAR:g} parameters per training character"
+    )
 
 
 def pick(options: list[Option], train_chars: int) -> tuple[Option, str]:
@@ -240,8 +248,8 @@ def _with_steps(option: Option, seconds: float, started: float, chars_per_step: 
 
 def measure_step(cfg: Config, vocab_size: int) -> float:
     """Median seconds of a training step of `cfg` on random characters, after the untimed steps that compile
-    and warm up. The state and batches are placed as a run places them, so the program compiled here is the
-    one the run loads from the compilation cache."""
+    and warm up. The state and batches are placed on the devices as a run places them (unplaced, the second
+    step compiles again)."""
     import numpy as np
 
     from charlstm.training import distributed, loop
