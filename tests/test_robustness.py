@@ -323,7 +323,7 @@ def test_shape_keys_are_exactly_the_model_keys_that_change_the_parameters() -> N
         "cell": "gru", "layers": 2, "hidden": 4, "embed": 8, "tie_embed": True, "layer_norm": True,
         "start_state": "zeros", "dropout": 0.5, "forget_bias": 0.0, "compute_dtype": "bfloat16",
         "init_hh": "orthogonal", "recurrent_dropout": 0.5, "weight_drop": 0.5, "input_dropout": 0.5,
-        "dropout_ramp": 5,
+        "dropout_ramp": 5, "auto_size": True,
     }  # fmt: skip
     assert set(changed) == set(config.ModelConfig.model_fields)
 

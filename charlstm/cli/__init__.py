@@ -28,7 +28,8 @@ __all__ = ["EXAMPLES", "app", "main", "prepare_args", "run"]
 EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "train": [
         ("charlstm train", "the bundled corpus, configs/default.yaml"),
-        ("charlstm train my.txt --config shakespeare --time 10m", "your own text, the steps fitted to 10 minutes"),
+        ("charlstm train my.txt --time 10m", "your own text: the model sized and the steps fitted to 10 minutes"),
+        ("charlstm train my.txt --config shakespeare --time 10m", "a config's model, the steps fitted"),
         ("charlstm train my.txt --config tiny --steps 200", "a small model, 200 steps"),
         ("charlstm train --resume", "continue runs/latest where it stopped"),
     ],
@@ -62,7 +63,10 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     ],
     "corpus list": [("charlstm corpus list", "")],
     "corpus get": [("charlstm corpus get tinyshakespeare", "downloaded once, sha256-checked")],
-    "config show": [("charlstm config show tiny --set model.hidden=64 > my.yaml", "a starting point")],
+    "config show": [
+        ("charlstm config show tiny --set model.hidden=64 > my.yaml", "a starting point"),
+        ("charlstm config show --time 10m my.txt", "the model --time would size for my.txt here, and why"),
+    ],
 }
 
 

@@ -138,7 +138,7 @@ def config_show(
         None,
         metavar="CONFIG",
         autocompletion=complete_configs,
-        help="A bundled config name or a YAML file (default: default; with --time and your own CORPUS: auto).",
+        help="A bundled config name or a YAML file (default: default, or auto for a time budget on your own CORPUS).",
     ),
     corpus: str | None = typer.Argument(
         None, metavar="[CORPUS]", help="With --time: the text to size the model for (alone, it may come first)."
