@@ -29,9 +29,9 @@ from charlstm import perf
 from charlstm.config import Config
 from charlstm.nn import model
 
-# The rule's two constants (docs/quality.md, "Sizing to the corpus and the budget"). Measured: a size that sees
-# 1.7 characters per parameter lost to the next smaller one by 0.07 nats, at 2.1 the two were within 0.015, at
-# 3.0 the larger won; 9.8 parameters per character (2 x 256 on 90k characters) still beat 2 x 128 at 2 minutes.
+# The rule's two constants (docs/quality.md, "Sizing to the corpus and the budget"). Measured: sizes that saw
+# 0.6-1.6 characters per parameter lost to a smaller one by 0.023-0.054 nats, at 2.1-2.2 the two were within
+# 0.014, at 3.1 the larger won; 9.8 parameters per character (2 x 256 on 90k characters) still beat 2 x 128.
 MAX_PARAMS_PER_CHAR = 10.0
 MIN_CHARS_PER_PARAM = 2.0
 # The share of the time left that goes to training steps (the rest: evaluations, checkpoints, the end).
