@@ -82,19 +82,20 @@ def _train_chars(corpus_arg: str) -> int:
 
 
 def chosen(rows: list[dict], chars_per_step: int = 64 * 100) -> set[tuple[str, str, str]]:
-    """(corpus, budget, size) of the size the rule picks among the measured ones, from each run's own steps."""
+    """(corpus, budget, size) of the size the rule (`sizing.pick`) picks among the measured ones, from each run's
+    own steps."""
     from charlstm.training import sizing
 
+    ladder = {s.name: s for s in sizing.LADDER}
     picks = set()
     for key in {(r["corpus"], r["budget"]) for r in rows}:
-        options = sorted((r for r in rows if (r["corpus"], r["budget"]) == key), key=lambda r: r["params"])
-        ok = [
-            r
-            for r in options
-            if r["params"] <= sizing.MAX_PARAMS_PER_CHAR * r["train_chars"]
-            and r["steps"] * chars_per_step / r["params"] >= sizing.MIN_CHARS_PER_PARAM
+        here = sorted((r for r in rows if (r["corpus"], r["budget"]) == key), key=lambda r: r["params"])
+        options = [
+            sizing.Option(ladder[r["size"]], r["params"], 1.0, True, r["steps"], r["steps"] * chars_per_step)
+            for r in here
         ]
-        picks.add((*key, (ok[-1] if ok else options[0])["size"]))
+        best, _ = sizing.pick(options, here[0]["train_chars"])
+        picks.add((*key, best.size.name))
     return picks
 
 

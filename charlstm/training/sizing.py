@@ -114,7 +114,6 @@ class Choice:
     seconds: float
     dropout: bool
     reason: str
-    probe_s: float = 0.0
 
     def line(self) -> str:
         """One line for the training summary and `config show --time`."""
@@ -129,17 +128,7 @@ class Choice:
             "seconds": self.seconds,
             "dropout": self.dropout,
             "rule": {"max_params_per_char": MAX_PARAMS_PER_CHAR, "min_chars_per_param": MIN_CHARS_PER_PARAM},
-            "options": [
-                {
-                    "size": o.size.name,
-                    "params": o.params,
-                    "seconds_per_step": o.seconds_per_step,
-                    "measured": o.measured,
-                    "steps": o.steps,
-                    "chars": o.chars,
-                }
-                for o in self.options
-            ],
+            "options": [{**dataclasses.asdict(o), "size": o.size.name} for o in self.options],
         }
 
     def rows(self) -> list[tuple[str, str, str, str, str, str]]:
