@@ -542,7 +542,7 @@ def train(
     time: str | float | None = None,
 ) -> Model:
     """Train a model on `corpus` (a text file, a bundled or downloaded corpus name; None: the bundled
-    languages corpus) and return it loaded at its final checkpoint, with the training summary in `.summary`.
+    essay corpus) and return it loaded at its final checkpoint, with the training summary in `.summary`.
 
     `config` is a YAML file or a bundled name (default, tiny, shakespeare, ...; None: default, and with `resume`
     the run's own config, so giving both is a UsageError); `overrides` set single keys,

@@ -83,6 +83,15 @@ def fmt(x: float | None, digits: int = 4) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+def curriculum_line(stages: object) -> str:
+    """A `data.curriculum` in words ("" when the whole text is read from the start). The validation loss is
+    measured on the whole split, so while a stage reads only the easy part it is high, and the line says why."""
+    if not isinstance(stages, list) or not stages or (len(stages) == 1 and stages[0][1] >= 1):
+        return ""
+    reads = [f"{'all' if share >= 1 else f'the first {share:.0%}'} of the text from step {s:,}" for s, share in stages]
+    return "curriculum: " + ", ".join(reads) + " (until it reads all of it, the validation loss stays high)"
+
+
 @contextlib.contextmanager
 def spinner(message: str, console: Console | None = None, quiet: bool = False) -> Iterator[None]:
     """A spinner with `message` on a terminal while the block runs (XLA compiling, a long file scored); nothing
@@ -121,6 +130,8 @@ class TrainingDisplay:
                 f"run [cyan]{escape(str(info['run']))}[/]"
                 + (f" · {escape(str(info['devices']))}" if info.get("devices") else "")
             )
+            if stages := curriculum_line(info.get("curriculum")):
+                self.console.print(stages)
         if self.live:
             self.progress = Progress(
                 TextColumn("[bold]train"),

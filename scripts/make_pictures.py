@@ -34,12 +34,12 @@ PICTURES = {
     "compare": ("compare-rnn.svg", "charlstm compare-rnn", ["compare-rnn"]),
     "inspect": (
         "inspect.svg",
-        'charlstm inspect --text "I went to Jammu. ..." --top 3',
+        'charlstm inspect --text "Jammu is a beautiful place. ..." --top 3',
         [
             "inspect",
             "--text",
-            "I went to Jammu. It was fun. It was fun. It was fun. I don't speak Kashmiri.\n"
-            "I went to Kerala. It was fun. I don't speak Malayalam.\n",
+            "Jammu is a beautiful place. I went there last year, but I couldn't enjoy it because I don't understand"
+            " the Kashmiri language.\nI went to Kerala. A room cost Rs. 1,200 a night. I don't speak Malayalam.\n",
             "--top",
             "3",
         ],

@@ -244,3 +244,25 @@ def test_a_curriculum_reads_a_growing_prefix_and_restarts_its_streams_at_each_st
     # the same step, the same batch: resume needs nothing but the step
     again = batches.stream_batch(ids, 45, B, T, seed=1, curriculum=stages)
     np.testing.assert_array_equal(again.x, batches.stream_batch(ids, 45, B, T, seed=1, curriculum=stages).x)
+
+
+def test_the_training_display_says_what_a_curriculum_reads() -> None:
+    import io
+
+    from rich.console import Console
+
+    from charlstm import ui
+
+    stages = [[0, 0.1], [1000, 1.0]]
+    line = "curriculum: the first 10% of the text from step 0, all of the text from step 1,000"
+    assert ui.curriculum_line(stages).startswith(line + " (") and "validation loss stays high" in ui.curriculum_line(
+        stages
+    )
+    assert ui.curriculum_line([]) == ui.curriculum_line([[0, 1.0]]) == ui.curriculum_line(None) == ""
+    out = io.StringIO()
+    info = {"cell": "lstm", "layers": 1, "hidden": 8, "params": 1, "vocab": 3, "train_chars": 9, "val_chars": 1}
+    ui.TrainingDisplay(console=Console(file=out, width=200)).start({**info, "run": "r", "curriculum": stages})
+    assert line in out.getvalue()
+    plain = io.StringIO()
+    ui.TrainingDisplay(console=Console(file=plain, width=200)).start({**info, "run": "r", "curriculum": []})
+    assert "curriculum" not in plain.getvalue()

@@ -177,7 +177,7 @@ def test_run_on_the_bundled_corpus(bundled_run: compare.CompareResult) -> None:
         assert c.diverged is None
     # Same seed and batches: identical first-step data, so both cells start near the loss of uniform logits,
     # ln(vocabulary size) (measured: RNN 0.14 and LSTM 0.04 nats above it).
-    uniform = math.log(len(set(corpus.DEFAULT_CORPUS.read_text(encoding="utf-8"))))
+    uniform = math.log(len(set(corpus.COMPARE_CORPUS.read_text(encoding="utf-8"))))
     for c in r.cells:
         assert abs(c.curves.loss[0] - uniform) < 0.25, (c.spec.cell, c.curves.loss[0], uniform)
 

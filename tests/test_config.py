@@ -259,3 +259,15 @@ def test_config_is_frozen_and_hashable() -> None:
     with pytest.raises(Exception):  # noqa: B017 (pydantic's frozen-instance error)
         cfg.model.hidden = 3  # type: ignore[misc]
     assert hash(cfg) == hash(config_lib.load("tiny"))
+
+
+def test_a_bundled_corpus_gets_the_config_named_after_it(tmp_path: Path) -> None:
+    from charlstm.training import configure
+
+    assert configure.training_config(None, [])[0] == config_lib.load("default")  # the essay corpus's
+    assert configure.training_config(None, [], corpus="essay")[0] == config_lib.load("default")
+    assert configure.training_config(None, [], corpus="languages")[0] == config_lib.load("languages")
+    assert configure.training_config("tiny", [], corpus="languages")[0] == config_lib.load("tiny")
+    # a file of your own that happens to share a bundled config's name is not a bundled corpus
+    (tmp_path / "languages").write_text("hello\n" * 50)
+    assert configure.training_config(None, [], corpus=tmp_path / "languages")[0] == config_lib.load("default")

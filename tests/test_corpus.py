@@ -235,6 +235,6 @@ def test_check_size_passes_a_real_corpus() -> None:
 
 
 def test_resolve() -> None:
-    assert corpus.resolve(None) == corpus.DEFAULT_CORPUS
-    assert corpus.resolve("languages") == corpus.DEFAULT_CORPUS
+    assert corpus.resolve(None) == corpus.DEFAULT_CORPUS == corpus.resolve("essay")
+    assert corpus.resolve("languages") == corpus.COMPARE_CORPUS
     assert corpus.resolve("some/file.txt") == Path("some/file.txt")

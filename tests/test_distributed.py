@@ -149,6 +149,7 @@ def test_two_processes_give_the_losses_of_one(runs: Path, tmp_path: Path) -> Non
     # 2 processes x 2 devices: each process gathers its 4 rows of the global batch of 8.
     args = [
         "train",
+        "languages",  # the reference run's corpus (dist_worker.py)
         "--config",
         "tiny",
         *(a for o in OPTIONS for a in ("--set", o)),

@@ -20,7 +20,7 @@ from charlstm.analysis import gates as gates_lib
 from charlstm.analysis import heatmap, inspection, placememory, text_properties
 from charlstm.config import ModelConfig
 from charlstm.data import langcorpus
-from charlstm.data.corpus import DEFAULT_CORPUS, Vocab, build_vocab, to_points
+from charlstm.data.corpus import COMPARE_CORPUS, Vocab, build_vocab, to_points
 from charlstm.errors import UserError
 from charlstm.nn import model
 
@@ -116,7 +116,7 @@ def test_load_text_and_encode_errors(tmp_path: Path) -> None:
         inspection.load_text(None, None, 10)
     with pytest.raises(UserError, match="cannot read"):
         inspection.load_text(None, tmp_path / "missing.txt", 10)
-    src = inspection.load_text(None, DEFAULT_CORPUS, 500)
+    src = inspection.load_text(None, COMPARE_CORPUS, 500)
     assert len(src.text) == 500 and src.records and src.truncated
     assert not inspection.load_text("abc", None, 3).truncated and inspection.load_text("abcd", None, 3).text == "abc"
     (tmp_path / "crlf.txt").write_bytes(b"a\r\nb")
@@ -150,8 +150,8 @@ def test_place_spans_from_text_and_records() -> None:
     assert spans[0] == placememory.Span("Tamil Nadu", s.index(" last"), s.index("Tamil."), True)
     assert spans[1] == placememory.Span("Goa", s.index(" is nice"), s.index("\nno"), False)
     assert len(spans) == 2
-    text = DEFAULT_CORPUS.read_text(encoding="utf-8")[:3000]
-    records = langcorpus.load_gaps(DEFAULT_CORPUS.with_name("languages.gaps.json"))
+    text = COMPARE_CORPUS.read_text(encoding="utf-8")[:3000]
+    records = langcorpus.load_gaps(COMPARE_CORPUS.with_name("languages.gaps.json"))
     from_records = placememory.spans_from_records(records, text)
     assert from_records and all(text[sp.end - 1] == " " and sp.language for sp in from_records)
     scanned = {(sp.start, sp.end) for sp in placememory.find_spans(text) if sp.language}
@@ -345,7 +345,7 @@ def test_cli_inspect_top_html_and_place_memory(runs: Path, tmp_path: Path) -> No
             "--run",
             "lstm",
             "--file",
-            DEFAULT_CORPUS,
+            COMPARE_CORPUS,
             "--max-chars",
             "4000",
             "--display-chars",
@@ -368,7 +368,7 @@ def test_cli_inspect_top_html_and_place_memory(runs: Path, tmp_path: Path) -> No
     heat = lines[first + 1 : lines.index("", first)]  # the first cell's heatmap, up to the blank line
     assert heat and all(cell_len(ln) <= 60 for ln in heat)
     text, bars = heat[0::2], heat[1::2]  # without colour (a pipe), a line of bars under each line of text
-    shown = DEFAULT_CORPUS.read_text(encoding="utf-8")[:300].replace("\n", "↵")
+    shown = COMPARE_CORPUS.read_text(encoding="utf-8")[:300].replace("\n", "↵")
     assert "".join(text) == shown  # wrapped, never cut: every character is drawn once
     assert [cell_len(b) for b in bars] == [cell_len(t) for t in text] and set("".join(bars)) <= set(heatmap.LEVELS)
     page = out.read_text(encoding="utf-8")
@@ -407,13 +407,13 @@ def test_cli_inspect_cells_and_gates(runs: Path, tmp_path: Path) -> None:
 def test_cli_inspect_errors(runs: Path, tmp_path: Path) -> None:
     base = ["inspect", "--runs-dir", str(runs), "--run", "lstm"]
     cases = [
-        (base + ["--text", "Goa", "--file", str(DEFAULT_CORPUS)], ("--text and --file both given",)),
+        (base + ["--text", "Goa", "--file", str(COMPARE_CORPUS)], ("--text and --file both given",)),
         (base, ("nothing to read", "--text")),
         (base + ["--text", "Goa", "--layer", "2"], ("--layer 2 is out of range", "1 layer")),
         (base + ["--text", "Goa", "--cell", "32"], ("--cell 32 is out of range", "0..31")),
         (base + ["--text", "Goa", "--cell", "1", "--top", "2"], ("--cell and --top both given",)),
         (base + ["--text", "Goa", "--show", "update"], ("LSTM has no update gate",)),
-        (base + ["--text", "<>"], ("no character of the text is in the run's vocabulary",)),
+        (base + ["--text", "€¥"], ("no character of the text is in the run's vocabulary",)),
         (
             ["inspect", "--runs-dir", str(runs), "--run", "rnn", "--text", "Goa", "--show", "forget"],
             ("plain RNN has no forget gate", "--show hidden"),

@@ -95,16 +95,17 @@ def test_a_vocabulary_without_the_essays_characters_checks_the_prompts_it_can_re
 
 
 @pytest.mark.slow
-def test_train_on_the_bundled_corpus_reports_the_check(tmp_path: Path) -> None:
-    args = ["train", *TINY_TRAIN, "--set", "train.prompt_check=true", "--runs-dir", tmp_path, "--name", "r"]
+def test_train_on_the_bundled_corpora_reports_the_check(tmp_path: Path) -> None:
+    check_on = ["--set", "train.prompt_check=true"]
+    args = ["train", "languages", *TINY_TRAIN, *check_on, "--runs-dir", tmp_path, "--name", "r"]
     proc = run_cli(args)
     assert_ok(proc)
     assert "prompt check" in proc.stderr and "Kashmiri" in proc.stderr
     saved = json.loads((tmp_path / "r" / "prompt_check.json").read_text(encoding="utf-8"))
     assert saved["samples"] == 20 and [p["prompt"] for p in saved["places"]] == [p for p, _ in langcorpus.PAIRS]
     assert len(saved["went"]) == 12 and saved["essay"] == []  # the plain corpus has no comma
-    # the essay corpus reads every prompt: --json carries the essay's sentence and the held-out sentences
-    proc = run_cli(["train", "essay", *args[1:-2], "--name", "j", "--json"])
+    # the default (essay) corpus reads every prompt: --json carries the essay's sentence and the held-out sentences
+    proc = run_cli(["train", *args[2:-2], "--name", "j", "--json"])
     assert_ok(proc)
     check = json.loads(proc.stdout)["prompt_check"]
     assert check["places"][0]["language"] == "Kashmiri" and len(check["essay"]) == 12

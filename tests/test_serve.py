@@ -85,8 +85,8 @@ def test_run_detail_has_config_curves_and_inspects_place_cell(client: TestClient
     assert d["quantities"] == ["forget", "input", "output", "cell", "hidden"]
     assert d["curves"]["steps"] and len(d["curves"]["steps"]) == len(d["curves"]["loss"])
     assert d["curves"]["val_steps"] == [2, 4] and d["curves"]["total_steps"] == 4
-    # the cell `charlstm inspect --file corpora/languages.txt` reports first
-    corpus = resources.data_dir("corpora") / "languages.txt"
+    # the cell `charlstm inspect --file corpora/essay.txt` reports first: the run trained on the default corpus
+    corpus = resources.data_dir("corpora") / "essay.txt"
     source = inspection.load_text(None, corpus, analysis.MAX_CHARS)
     report = inspection.analyse(model.params, model.config.model, model.vocab, source.text, records=source.records)
     assert report.places is not None

@@ -194,6 +194,8 @@ def test_a_budget_on_your_own_text_is_sized_and_the_bundled_corpora_keep_their_c
     for bundled in (None, "languages", "essay"):
         cfg, _ = configure.training_config(None, ["train.time=5m"], corpus=bundled)
         assert not cfg.model.auto_size
+        # each keeps its own: the default config is the essay corpus's, configs/languages.yaml the plain one's
+        assert cfg.data.curriculum == (() if bundled == "languages" else ((0, 0.1), (1000, 1.0))), bundled
     fixed, _ = configure.training_config("shakespeare", ["train.time=5m"], corpus=text)
     assert not fixed.model.auto_size and (fixed.model.layers, fixed.model.hidden) == (2, 256)
     untimed, _ = configure.training_config(None, [], corpus=text)

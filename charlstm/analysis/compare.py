@@ -213,13 +213,13 @@ def run(
     grad_k: int = GRAD_DISTANCE,
     longrange_records: int = 600,
 ) -> CompareResult:
-    """Train every cell in `names` on the corpus with the same seed, batches and steps (or, with `train.time`,
-    the same training time each); measure each."""
+    """Train every cell in `names` on the corpus (None: the bundled languages corpus) with the same seed, batches
+    and steps (or, with `train.time`, the same training time each); measure each."""
     reporter = reporter or NullReporter()
     if cfg.train.time is not None:  # every cell trains for the whole time: no stop at a plateau
         cfg = budget.for_budget(cfg)
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"patience": 0})})
-    corpus_path = corpus.resolve(corpus_arg)
+    corpus_path = corpus.COMPARE_CORPUS if corpus_arg is None else corpus.resolve(corpus_arg)
     vocab, tr, va = runner.prepare_data(cfg, corpus_path)
     plan = plan_cells(cfg, names, len(vocab), match)
     longrange_setup, note = _longrange_setup(cfg, corpus_path, len(tr) + len(va), len(tr))

@@ -27,7 +27,7 @@ __all__ = ["EXAMPLES", "app", "main", "prepare_args", "run"]
 # Every command's examples, shown at the end of its --help and in docs/commands.md (scripts/commands_doc.py).
 EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "train": [
-        ("charlstm train", "the bundled corpus, configs/default.yaml"),
+        ("charlstm train", "the bundled essay corpus, configs/default.yaml"),
         ("charlstm train my.txt --time 10m", "your own text: the model sized and the steps fitted to 10 minutes"),
         ("charlstm train my.txt --config shakespeare --time 10m", "a config's model, the steps fitted"),
         ("charlstm train my.txt --config tiny --steps 200", "a small model, 200 steps"),
@@ -46,7 +46,7 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("charlstm export --out model.npz", "a plain LSTM/GRU/RNN for nn.LSTM & co."),
     ],
     "compare-rnn": [
-        ("charlstm compare-rnn", "a tanh RNN against an LSTM on the bundled corpus"),
+        ("charlstm compare-rnn", "a tanh RNN against an LSTM on the bundled languages corpus"),
         ("charlstm compare-rnn --cells rnn,gru,lstm --out compare/", "add a GRU; CSV, JSON and PNG files"),
         ("charlstm compare-rnn --time 2m", "every cell two minutes of training instead of the same steps"),
     ],

@@ -36,7 +36,7 @@ def inspect_(
     checkpoint: str = CkptOpt,
     text: str | None = typer.Option(None, "--text", metavar="TEXT", help="The text to read."),
     file: Path | None = typer.Option(
-        None, "--file", metavar="FILE", help="Read the text from a UTF-8 file (the bundled corpus adds place memory)."
+        None, "--file", metavar="FILE", help="Read the text from a UTF-8 file (a bundled corpus adds place memory)."
     ),
     layer: int | None = typer.Option(
         None, "--layer", metavar="N", show_default="the last", help="Layer to show, counted from 1."

@@ -48,7 +48,7 @@ def train(
     corpus: str | None = typer.Argument(
         None,
         metavar="CORPUS",
-        help="Text file to train on, or a corpus name (default: the bundled languages corpus).",
+        help="Text file to train on, or a corpus name (default: the bundled essay corpus).",
     ),
     config: str | None = ConfigOpt,
     set_: list[str] = SetOpt,

@@ -19,7 +19,9 @@ from charlstm.data import download
 from charlstm.errors import CorpusError, UsageError, UserError
 
 CORPORA_DIR = resources.data_dir("corpora")
-DEFAULT_CORPUS = CORPORA_DIR / "languages.txt"
+DEFAULT_CORPUS = CORPORA_DIR / "essay.txt"  # what `charlstm train` reads with no corpus given
+# compare-rnn's: one known sentence between place and language, so the cells differ only in how far back they carry it
+COMPARE_CORPUS = CORPORA_DIR / "languages.txt"
 
 Encoding = Literal["utf-8", "bytes"]
 

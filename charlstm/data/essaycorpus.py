@@ -17,7 +17,7 @@ The text comes in three parts (STAGES): the plain corpus's template first (one o
 one closing), where a small LSTM learns to hold a place at all; then paragraphs of OPENINGS, 0-5 MIDDLES and
 CLOSINGS, the essay's sentence as a tenth of the lines, short association lines and the asides, with template
 lines kept among them; the last tenth, the validation split, the same without the template.
-`configs/essay.yaml` reads the first part alone for its first steps (`data.curriculum`). How the mix, the
+`configs/default.yaml` reads the first part alone for its first steps (`data.curriculum`). How the mix, the
 variety and the curriculum were chosen, and what the model learns from them, is measured in docs/corpus.md.
 
 The gap file (``essay.gaps.json``) has `langcorpus`'s format. Run ``python -m charlstm.data.essaycorpus`` to
@@ -136,7 +136,7 @@ TEMPLATE_CLOSING = "I don't speak {l}."
 Kind = Literal["template", "paragraph", "essay", "association", "aside"]
 
 # What the text is made of, part by part: (where the part ends, as a share of the text; the weights of its
-# kinds of line). A curriculum reads them in this order (`data.curriculum` in configs/essay.yaml). The template
+# kinds of line). A curriculum reads them in this order (`data.curriculum` in configs/default.yaml). The template
 # stays TEMPLATE_SHARE of the second part's lines, so the memory it taught keeps its gradient while the varied
 # lines are learned; the last part, the validation split (`data.val_fraction`), has none, so it measures the
 # varied text only.

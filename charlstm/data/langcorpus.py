@@ -1,4 +1,4 @@
-"""Deterministic generator of the bundled default corpus, ``corpora/languages.txt``.
+"""Deterministic generator of the plain bundled corpus, ``corpora/languages.txt`` (compare-rnn's).
 
 The corpus exists to show why an LSTM beats a plain RNN: every paragraph line names a
 place near its start and ends with the language spoken there, e.g.

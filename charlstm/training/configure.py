@@ -29,11 +29,12 @@ def training_config(
 ) -> tuple[Config, rundir.RunDir | None]:
     """The config a training run will use, and the run to resume (None for a new run); JAX-free.
 
-    `config` is a YAML file or a bundled name (None: default; with a time budget on a `corpus` that is not
-    bundled, auto: the model sized for the budget, see `sizing`). A resumed run keeps its own config, with
-    `overrides` applied on top: a `config` given with `resume` is a usage error. A run that
-    starts from `init_from`'s weights (fine-tuning) takes that run's model section and data.encoding, the rest
-    from `config`; overrides may change model keys that leave the weights' shapes alone (e.g. model.dropout).
+    `config` is a YAML file or a bundled name (None: the config named after a bundled `corpus`, else default;
+    with a time budget on a `corpus` that is not bundled, auto: the model sized for the budget, see `sizing`).
+    A resumed run keeps its own config, with `overrides` applied on top: a `config` given with `resume` is a
+    usage error. A run that starts from `init_from`'s weights (fine-tuning) takes that run's model section and
+    data.encoding, the rest from `config`; overrides may change model keys that leave the weights' shapes alone
+    (e.g. model.dropout).
     The first half of `train`: the command line calls it before joining a multi-process job, so config errors
     come first.
     """
@@ -59,7 +60,7 @@ def training_config(
         cfg = fine_tuning_config(config, items, rundir.resolve(str(init_from), Path(runs_dir)))
         run = None
     else:
-        cfg, run = config_lib.load(config or "default", items), None
+        cfg, run = config_lib.load(config or _config_for(corpus), items), None
         if config is None and cfg.train.time is not None and not _bundled(corpus):
             cfg = config_lib.load("auto", items)
     if cfg.model.auto_size and cfg.train.time is None:
@@ -79,6 +80,13 @@ def _bundled(corpus: str | os.PathLike[str] | None) -> bool:
         return True
     path = Path(corpus)
     return not path.exists() and (resources.data_dir("corpora") / f"{corpus}.txt").exists()
+
+
+def _config_for(corpus: str | os.PathLike[str] | None) -> str:
+    """The bundled config a run on `corpus` gets without --config: the one named after a bundled corpus
+    (`charlstm train languages` -> configs/languages.yaml), else the default."""
+    named = corpus is not None and _bundled(corpus) and (config_lib.CONFIG_DIR / f"{corpus}.yaml").exists()
+    return str(corpus) if named else "default"
 
 
 def fine_tuning_config(config: str | os.PathLike[str] | None, items: list[str], source: rundir.RunDir) -> Config:

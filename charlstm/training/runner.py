@@ -361,6 +361,7 @@ def _start_info(job: _Job, data: _Corpus, n_params: int, start_step: int) -> dic
         "layers": cfg.model.layers,
         "hidden": cfg.model.hidden,
         "devices": distributed.describe(layout) if layout.n_devices > 1 or distributed.process_count() > 1 else "",
+        "curriculum": [list(stage) for stage in cfg.data.curriculum],
     }
 
 
