@@ -544,9 +544,10 @@ def train(
     """Train a model on `corpus` (a text file, a bundled or downloaded corpus name; None: the bundled
     essay corpus) and return it loaded at its final checkpoint, with the training summary in `.summary`.
 
-    `config` is a YAML file or a bundled name (default, tiny, shakespeare, ...; None: default, and with `resume`
-    the run's own config, so giving both is a UsageError); `overrides` set single keys,
-    e.g. {"model.hidden": 128, "train.steps": 500} (`charlstm config show` lists them). The run is written to
+    `config` is a YAML file or a bundled name (default, tiny, shakespeare, ...; None: the config named after a
+    bundled corpus, else default, and with `resume` the run's own config, so giving both is a UsageError);
+    `overrides` set single keys, e.g. {"model.hidden": 128, "train.steps": 500} (`charlstm config show` lists
+    them). The run is written to
     `runs_dir/name` (default name: <corpus>-<cell>-<time>) and becomes runs/latest; `resume` continues a run
     to its `train.steps` instead. `init_from` starts a new run from that run's `checkpoint` ("latest", "best" or
     a step): its model and weights, a fresh optimizer and schedule (fine-tuning); `extend_vocab` adds the
