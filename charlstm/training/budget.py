@@ -102,10 +102,9 @@ class Budget:
 
     def _measured_since(self, step: int) -> tuple[float, float]:
         """(seconds per step, seconds per evaluation) over the later half of the steps since `step`: the median
-        step, and what the steps that took over _SPIKE x that added (an evaluation, a checkpoint) per evaluation,
-        spread over the steps if none came. The later half and the median, because the step time drifts: a
-        run on a 10 MB corpus took 0.40 s a step for its first 150 steps and 0.31 s after, and the mean of
-        them all ended it 8% early; a job starting mid-run slows the rest."""
+        step, and what the steps of over _SPIKE x that took beyond it (an evaluation, a save) per evaluation,
+        spread over the steps if none came. The later half and the median follow a step time that drifts
+        (docs/quality.md: a run slower for its first 150 steps, which the mean of them all ended 8% early)."""
         since = [t for t in self._times if t[0] >= step]
         since = since[len(since) // 2 :] if len(since) >= _MIN_HALF else since
         (first, _), (last, _) = since[0], since[-1]
