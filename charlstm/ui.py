@@ -86,7 +86,7 @@ def fmt(x: float | None, digits: int = 4) -> str:
 def curriculum_line(stages: object) -> str:
     """A `data.curriculum` in words ("" when the whole text is read from the start). The validation loss is
     measured on the whole split, so while a stage reads only the easy part it is high, and the line says why."""
-    if not isinstance(stages, list) or not stages or (len(stages) == 1 and stages[0][1] >= 1):
+    if not isinstance(stages, list) or all(share >= 1 for _, share in stages):
         return ""
     reads = [f"{'all' if share >= 1 else f'the first {share:.0%}'} of the text from step {s:,}" for s, share in stages]
     return "curriculum: " + ", ".join(reads) + " (until it reads all of it, the validation loss stays high)"

@@ -219,7 +219,7 @@ def run(
     if cfg.train.time is not None:  # every cell trains for the whole time: no stop at a plateau
         cfg = budget.for_budget(cfg)
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"patience": 0})})
-    corpus_path = corpus.COMPARE_CORPUS if corpus_arg is None else corpus.resolve(corpus_arg)
+    corpus_path = corpus.resolve(corpus_arg, default=corpus.COMPARE_CORPUS)
     vocab, tr, va = runner.prepare_data(cfg, corpus_path)
     plan = plan_cells(cfg, names, len(vocab), match)
     longrange_setup, note = _longrange_setup(cfg, corpus_path, len(tr) + len(va), len(tr))

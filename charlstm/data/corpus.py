@@ -264,10 +264,10 @@ def check_size(n_train: int, n_val: int, batch_size: int, seq_len: int, val_frac
         )
 
 
-def resolve(corpus: str | Path | None) -> Path:
-    """A corpus argument -> a file path; None means the bundled default corpus."""
+def resolve(corpus: str | Path | None, default: Path = DEFAULT_CORPUS) -> Path:
+    """A corpus argument -> a file path; None (or "") means `default`, the bundled default corpus unless given."""
     if corpus is None or str(corpus) == "":
-        return DEFAULT_CORPUS
+        return default
     path = Path(corpus)
     if path.exists():
         return path

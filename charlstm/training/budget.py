@@ -96,19 +96,20 @@ class Budget:
         return self.total
 
     def _timed(self, since: int = 0) -> list[float]:
-        """The times of single steps after step `since`, without the first (it compiles)."""
+        """The times of single steps after step `since` (an evaluation or a save after one counts with it),
+        without the run's first step here (it compiles)."""
         times = [t for t in self._times if t[0] >= since]
-        return [b[1] - a[1] for a, b in zip(times[1:], times[2:]) if b[0] == a[0] + 1]
+        start = self._times[0][0] if self._times else 0
+        return [b[1] - a[1] for a, b in zip(times, times[1:]) if b[0] == a[0] + 1 and a[0] > start]
 
     def _measured_since(self, step: int) -> tuple[float, float]:
         """(seconds per step, seconds per evaluation) over the later half of the steps since `step`: the median
         step, and what the steps of over _SPIKE x that took beyond it (an evaluation, a save) per evaluation,
         spread over the steps if none came. The later half and the median follow a step time that drifts
         (docs/quality.md: a run slower for its first 150 steps, which the mean of them all ended 8% early)."""
-        since = [t for t in self._times if t[0] >= step]
-        since = since[len(since) // 2 :] if len(since) >= _MIN_HALF else since
-        (first, _), (last, _) = since[0], since[-1]
-        timed = [b[1] - a[1] for a, b in zip(since, since[1:]) if b[0] == a[0] + 1]  # an evaluation after `first` too
+        since = [done for done, _ in self._times if done >= step]
+        first, last = since[len(since) // 2] if len(since) >= _MIN_HALF else step, since[-1]
+        timed = self._timed(first)
         per_step = statistics.median(timed)
         beyond = sum(dt - per_step for dt in timed if dt > _SPIKE * per_step)
         evals = (last - 1) // self.eval_every - (first - 1) // self.eval_every  # those that ended in the window
