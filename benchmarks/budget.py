@@ -47,9 +47,10 @@ def _charlstm(corpus: str, cfg: str, runs: Path, name: str, extra: list[str]) ->
     return _run([*cmd, "--runs-dir", str(runs), "--name", name, *extra])
 
 
-def torch_lstm(corpus_arg: str, budget: str, seed: int = 0) -> None:
+def torch_lstm(corpus_arg: str, budget: str, scored_as: str, seed: int = 0) -> None:
     """(c): torch_baseline.py's recipe trained until the budget (counted from this process's start), scored by
-    charlstm's validation pass on its weights. Prints one JSON line."""
+    charlstm's validation pass on its weights, over the validation batches of config `scored_as` (that of (b),
+    so that both read the same text in the same windows). Prints one JSON line."""
     started = time.monotonic()
     import numpy as np
     import torch
@@ -69,8 +70,9 @@ def torch_lstm(corpus_arg: str, budget: str, seed: int = 0) -> None:
     )
     cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"layer_norm": False})})
     vocab, ids = corpus.load_corpus(corpus.resolve(corpus_arg))
-    tr, va = corpus.split(ids, cfg.data.val_fraction)
-    val = batches.eval_batches(va, cfg.data.batch_size, cfg.data.seq_len, cfg.train.eval_batches)
+    scoring = config.load(scored_as)
+    tr, va = corpus.split(ids, scoring.data.val_fraction)
+    val = batches.eval_batches(va, scoring.data.batch_size, scoring.data.seq_len, scoring.train.eval_batches)
     eval_step = loop.make_eval_step(cfg.model)
     loop.validation_loss(to_charlstm(Net(len(vocab), 64, 256, 2)), cfg.model, eval_step, val[:1])  # compile
     net = Net(len(vocab), 64, 256, 2)
@@ -105,7 +107,7 @@ def main() -> None:
     ap.add_argument("--torch-lstm", metavar="BUDGET", help=argparse.SUPPRESS)  # one (c) run, in its own process
     args = ap.parse_args()
     if args.torch_lstm:
-        torch_lstm(args.corpus, args.torch_lstm)
+        torch_lstm(args.corpus, args.torch_lstm, args.config)
         return
     from charlstm import config
     from charlstm.bench import probes
@@ -131,7 +133,9 @@ def main() -> None:
                 out, wall = _charlstm(args.corpus, args.config, runs, f"bc-{budget}", ["--steps", str(chosen)])
                 row = {"val_loss": out["final_val_loss"], "steps": out["steps"], "model": args.config}
             elif system == "c":
-                out, wall = _run([sys.executable, __file__, "--corpus", args.corpus, "--torch-lstm", budget])
+                out, wall = _run(
+                    [sys.executable, __file__, "--corpus", args.corpus, "--config", args.config, "--torch-lstm", budget]
+                )
                 row = {"val_loss": out["val_loss"], "steps": out["steps"]}
             elif system == "d":
                 out, wall = _run([sys.executable, str(HERE / "char_gpt.py"), "--corpus", args.corpus, "--time", budget])

@@ -154,6 +154,15 @@ def test_a_budget_too_short_for_the_decay_still_keeps_the_steps_taken() -> None:
     assert plan.fits[0].at_step < budget.decay_start(plan.optim, plan.total)
 
 
+def test_a_budget_that_ends_before_the_curriculum_reads_all_the_text_says_so() -> None:
+    stages = ((0, 0.1), (1000, 1.0))
+    assert budget.curriculum_cut(1001, stages) == budget.curriculum_cut(5000, stages) == ""
+    assert budget.curriculum_cut(400, ()) == ""
+    cut = budget.curriculum_cut(1000, stages)  # its last step, 999, still reads the first tenth
+    assert cut.startswith("the budget's 1,000 steps end before the curriculum reads all of the text (from step 1,000)")
+    assert "give it more time" in budget.curriculum_cut(40, ((0, 0.1), (30, 0.5)))
+
+
 # --- real runs ---------------------------------------------------------------------------------------------------
 
 QUICK = {"train.sample_length": 0, "checkpoint.every": 50, "train.eval_every": 50, "train.log_every": 1}

@@ -4,9 +4,9 @@ Training starts with the total left open. The learning rate is then on the flat 
 which does not depend on the total (`loop.learning_rate`), so the steps taken before the total is chosen are
 the steps a rerun with that total takes. After a few seconds of steps the total is fitted from their median
 time, the measured cost of a validation pass and sample, and the measured work at the end (the prompt
-check); once, when about a third of the budget has gone and an evaluation has been timed, it may be fitted
-again from the mean time per step since, evaluations and checkpoints included. Both fits come before the decay
-begins. The run directory's config then holds the total, so `--resume` and a rerun continue that schedule.
+check); once, when about a third of the budget has gone, it may be fitted again from the median step of the
+later half of the steps since, the longer steps counted as evaluations and saves. Both fits come before the
+decay begins. The run directory's config then holds the total, so `--resume` and a rerun continue that schedule.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from charlstm.config import Config, OptimConfig
+from charlstm.data.batches import Curriculum, stage
 
 _IMPORTED = time.monotonic()
 # The total before the first fit: far enough that the wsd decay cannot begin before it.
@@ -180,6 +181,19 @@ def _least_total(optim: OptimConfig, done: int) -> int:
     while decay_start(optim, total) <= done:
         total += 1
     return total
+
+
+def curriculum_cut(total: int, curriculum: Curriculum) -> str:
+    """A warning when a run of `total` steps ends before its curriculum reads all of the text ("" if it does
+    not): the model then never trains on the text it is scored on."""
+    if stage(total - 1, curriculum)[1] >= 1.0:
+        return ""
+    whole = [first for first, share in curriculum if share >= 1.0 and first >= total]
+    when = f" (from step {min(whole):,})" if whole else ""
+    return (
+        f"the budget's {total:,} steps end before the curriculum reads all of the text{when}: "
+        "the validation loss will stay high; give it more time"
+    )
 
 
 def summary_line(budget: Budget, ended: float, what: str) -> str:
