@@ -143,6 +143,20 @@ def test_a_machine_that_warms_up_is_refitted_from_its_recent_steps() -> None:
     assert end == pytest.approx(300.0, rel=0.02)
 
 
+def test_a_step_time_that_swings_is_followed_until_the_decay(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A shared machine's step time, measured on the essay corpus's 5-minute run: +-15% within about a minute.
+    def swinging(phase: float) -> Callable[[int], float]:
+        return lambda step: 0.065 * (1 + 0.15 * np.sin(2 * np.pi * (step / 900 + phase)))
+
+    phases = (0.0, 0.25, 0.5, 0.75)
+    for phase in phases:
+        plan, end = _simulate(300.0, swinging(phase), eval_every=500, eval_s=0.6, reserve_s=2.0)
+        assert len(plan.fits) > 2 and end == pytest.approx(300.0, rel=0.04)
+    monkeypatch.setattr(budget, "_CHECK_EVERY", 10.0)  # one check only, at a third of the budget
+    ends = [_simulate(300.0, swinging(phase), eval_every=500, eval_s=0.6, reserve_s=2.0)[1] for phase in phases]
+    assert max(abs(end / 300.0 - 1) for end in ends) > 0.05
+
+
 def test_an_evaluation_that_costs_more_than_measured_is_refitted() -> None:
     plan, end = _simulate(600.0, lambda step: 0.05, eval_every=300, eval_s=4.0, measured_eval_s=1.0)
     assert len(plan.fits) == 2 and end == pytest.approx(600.0, rel=0.02)

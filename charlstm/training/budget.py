@@ -4,9 +4,11 @@ Training starts with the total left open. The learning rate is then on the flat 
 which does not depend on the total (`loop.learning_rate`), so the steps taken before the total is chosen are
 the steps a rerun with that total takes. After a few seconds of steps the total is fitted from their median
 time, the measured cost of a validation pass and sample, and the measured work at the end (the prompt
-check); once, when about a third of the budget has gone, it may be fitted again from the median step of the
-later half of the steps since, the longer steps counted as evaluations and saves. Both fits come before the
-decay begins. The run directory's config then holds the total, so `--resume` and a rerun continue that schedule.
+check). From about a third of the budget on, every tenth of it, the total is checked against the median step
+of the later half of the steps since the last fit (the longer steps counted as evaluations and saves) and
+fitted again if the run would miss its end by more than 1%: a shared machine's step time swings by 15% within
+a minute (docs/quality.md), which one early refit cannot follow. Every fit comes before the decay begins. The
+run directory's config then holds the total, so `--resume` and a rerun continue that schedule.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ OPEN_TOTAL = 100_000_000
 _MIN_TIMED_STEPS = 5
 # ... and at least this much timed stepping, or this share of the budget if that is less.
 _FIT_AFTER_S, _FIT_AFTER_SHARE = 15.0, 0.03
-# The refit comes once this share of the budget has gone, and only if it moves the end by more than _REFIT_OVER.
-_REFIT_AT_SHARE, _REFIT_OVER = 0.3, 0.01
-_MIN_HALF = 8  # steps since the first fit below which the refit times all of them, not the later half
+# The total is checked once this share of the budget has gone, then every _CHECK_EVERY of it until the decay
+# begins, and fitted again only if that moves the end by more than _REFIT_OVER.
+_REFIT_AT_SHARE, _CHECK_EVERY, _REFIT_OVER = 0.3, 0.1, 0.01
+_MIN_HALF = 8  # steps since the last fit below which a refit times all of them, not the later half
 _SPIKE = 2.0  # a step that took this many times the median had more than a step in it (an evaluation, a save)
 # The final save and the summary, not timed before they happen (a few hundred ms for a small model).
 _END_S = 0.5
@@ -76,6 +79,7 @@ class Budget:
     reserve_s: float
     on_fit: Callable[[Fit], None] = lambda fit: None
     fits: list[Fit] = field(default_factory=list)
+    _checks: int = 0  # the totals checked since the first fit
     _times: list[tuple[int, float]] = field(default_factory=list)  # (steps done, monotonic time)
     _clock: Callable[[], float] = time.monotonic
 
@@ -84,14 +88,16 @@ class Budget:
         return self.fits[-1].steps if self.fits else OPEN_TOTAL
 
     def __call__(self, done: int) -> int:
-        if len(self.fits) == 2 or (self.fits and done >= decay_start(self.optim, self.total) - 1):
-            return self.total  # nothing left to fit
+        if self.fits and done >= decay_start(self.optim, self.total) - 1:
+            return self.total  # the decay has begun: the total is fixed
         now = self._clock()
         self._times.append((done, now))
-        if not self.fits and self._first_fit_due(done):
-            self._fit(done, now, statistics.median(self._timed()), self.eval_s)
-        elif len(self.fits) == 1 and self._refit_due(done, now):
-            per_step, per_eval = self._measured_since(self.fits[0].at_step)
+        if not self.fits:
+            if self._first_fit_due(done):
+                self._fit(done, now, statistics.median(self._timed()), self.eval_s)
+        elif self._check_due(done, now):  # the next check a tenth of the budget from now, however late this one
+            self._checks = math.floor(((now - self.started) / self.seconds - _REFIT_AT_SHARE) / _CHECK_EVERY) + 1
+            per_step, per_eval = self._measured_since(self.fits[-1].at_step)
             if abs(self._end(done, now, self.total, per_step, per_eval) - self.seconds) > _REFIT_OVER * self.seconds:
                 self._fit(done, now, per_step, per_eval)
         return self.total
@@ -123,11 +129,13 @@ class Budget:
         boundary = (done + 1) % self.eval_every == 0  # before the first evaluation, so its records hold the total
         return boundary or sum(timed) >= min(_FIT_AFTER_S, _FIT_AFTER_SHARE * self.seconds)
 
-    def _refit_due(self, done: int, now: float) -> bool:
-        gone = now - self.started >= _REFIT_AT_SHARE * self.seconds
-        timed_evals = (done - 1) // self.eval_every > (self.fits[0].at_step - 1) // self.eval_every
-        early_enough = done < decay_start(self.optim, self.total) - 1
-        return gone and (timed_evals or done >= 2 * self.fits[0].at_step + 100) and early_enough
+    def _check_due(self, done: int, now: float) -> bool:
+        gone = now - self.started >= (_REFIT_AT_SHARE + _CHECK_EVERY * self._checks) * self.seconds
+        first = self.fits[0].at_step
+        timed_evals = (done - 1) // self.eval_every > (first - 1) // self.eval_every
+        if not (gone and (timed_evals or done >= 2 * first + 100)):
+            return False
+        return len(self._timed(self.fits[-1].at_step)) >= _MIN_TIMED_STEPS
 
     def _end(self, done: int, now: float, total: int, per_step: float, per_eval: float) -> float:
         """Seconds from the budget's start to the end of a run of `total` steps."""
