@@ -133,7 +133,8 @@ class DataConfig(_Section):
     curriculum: tuple[tuple[int, float], ...] = Field(
         (),
         description="stream batching: [step, share] stages; from each stage's step on, read only the first "
-        "share of the training text (for text ordered from easy to hard; empty: all of it throughout)",
+        "share of the training text (for text ordered from easy to hard; empty: all of it throughout). The "
+        "stages are steps: a --time run whose steps end before the last stage says so",
     )
 
     @field_serializer("curriculum")
