@@ -204,6 +204,15 @@ def test_a_budgeted_run_records_its_total_and_its_config_reproduces_it(tmp_path:
 
 
 @pytest.mark.slow
+def test_a_budgeted_run_says_once_that_it_ends_before_its_curriculum_reads_all_the_text(tmp_path: Path) -> None:
+    sets = [f"--set={k}={v}" for k, v in {**QUICK, "data.curriculum": "[[0, 0.5], [100000, 1.0]]"}.items()]
+    result = run_cli(["train", "--config", "tiny", "--time", "8s", *sets, "--runs-dir", "runs"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stderr.split())  # the training display's messages
+    assert said.count("steps end before the curriculum reads all of the text (from step 100,000)") == 1
+
+
+@pytest.mark.slow
 def test_an_interrupted_budgeted_run_resumes_to_its_total(tmp_path: Path) -> None:
     args = ["--config", "tiny", "--time", "10s", *(f"--set={k}={v}" for k, v in QUICK.items())]
     proc = _start(["train", *args, "--name", "cut"], tmp_path)

@@ -165,8 +165,8 @@ def test_two_processes_give_the_losses_of_one(runs: Path, tmp_path: Path) -> Non
     assert_ok(p1)
     said = " ".join(p0.stderr.split())  # rich wraps long lines on a pipe
     assert "training summary" in said and "4 cpu device(s) in 2 processes" in said, describe(p0)
-    # Only gloo's hellos, which its threads may write interleaved ("[Gloo] Rank [Gloo] Rank 2 is ...").
-    hello = r"\[Gloo\]|Rank|\d+ is connected to \d+ peer ranks\. Expected number of connected peer ranks is : \d+"
+    # Only gloo's hellos, whose threads may cut into each other anywhere ("[Gloo] Rank 2[Gloo] Rank 3 is ...").
+    hello = r"\[Gloo\]|Rank|\d+|is connected to|Expected number of connected peer ranks is :|peer ranks\."
     assert not re.sub(hello, "", p1.stderr).strip(), describe(p1)
     assert p0.stdout == p1.stdout == ""
     _assert_same_losses(tmp_path / "two", runs / "ref")

@@ -439,7 +439,10 @@ def _budget(job: _Job, data: _Corpus, state: loop.TrainState) -> budget_lib.Budg
         job.reporter.message(
             f"time budget: {fit.steps:,} steps at {fit.seconds_per_step:.3f} s/step measured, {left:.0f} s left"
         )
-        if cut := budget_lib.curriculum_cut(fit.steps, d.curriculum):
+        before = plan.fits[-2].steps if len(plan.fits) > 1 else None  # said once, not at every refit
+        if (cut := budget_lib.curriculum_cut(fit.steps, d.curriculum)) and not (
+            before and budget_lib.curriculum_cut(before, d.curriculum)
+        ):
             job.reporter.message(cut)
         show = getattr(job.reporter, "plan", None)
         if show is not None:
